@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * A flat namespace of immutable-ish named blobs: the seam under both the
+ * cache and the store. A location is a URL: a plain path or file://PATH
+ * today; azblob:// and s3:// backends plug in behind the same operations.
+ *
+ * Names are relative, '/'-separated, made of [A-Za-z0-9._-] components.
+ * Every put is atomic: a reader sees the whole blob or nothing.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ferry_blobs;
+
+/* Open (and with create, make) the location. -EINVAL on a malformed URL,
+ * -ENOENT where it does not exist and create is 0, -EPROTONOSUPPORT for a
+ * scheme this build does not speak. */
+int ferry_blobs_open(const char *url, int create, struct ferry_blobs **ret);
+struct ferry_blobs *ferry_blobs_free(struct ferry_blobs *b);
+
+/* The URL this was opened with, safe to print (never holds a secret). */
+const char *ferry_blobs_url(const struct ferry_blobs *b);
+
+/* Durable once it returns. With exclusive set, -EEXIST if name exists
+ * (a conditional create); otherwise an existing blob is replaced whole. */
+int ferry_blobs_put(struct ferry_blobs *b, const char *name, const void *buf, size_t len,
+		    int exclusive);
+/* Reads len bytes at off into buf; -ENOENT if missing, -EBADMSG if the blob
+ * is shorter than off+len. */
+int ferry_blobs_get_range(struct ferry_blobs *b, const char *name, uint64_t off, void *buf,
+			  size_t len);
+/* Reads a whole blob into a new buffer. */
+int ferry_blobs_get(struct ferry_blobs *b, const char *name, void **ret_buf, size_t *ret_len);
+int ferry_blobs_size(struct ferry_blobs *b, const char *name, uint64_t *ret);
+/* Missing names are not an error: delete is idempotent. */
+int ferry_blobs_delete(struct ferry_blobs *b, const char *name);
+/* Calls cb for every blob whose name starts with prefix, in byte order of
+ * names. A negative return from cb stops the walk and is returned. */
+int ferry_blobs_list(struct ferry_blobs *b, const char *prefix,
+		     int (*cb)(const char *name, uint64_t size, void *userdata), void *userdata);
+/* For a local location, the directory it lives in; NULL otherwise. Lets
+ * the store read packs with pread instead of a copy. */
+const char *ferry_blobs_local_dir(const struct ferry_blobs *b);

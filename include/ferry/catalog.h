@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The catalog: the vault's SQLite database (WAL mode) and the only module
+ * that speaks SQL. It indexes the store (object id -> location), and holds
+ * the VMs, their disks and live maps, target resources, policies, recovery
+ * points, applied sequence numbers and events. Schema: docs/catalog.md.
+ *
+ * A catalog handle is not thread-safe: share it under a lock or open one
+ * per thread. Writers group changes between begin and commit; every SQLite
+ * BUSY surfaces as -EBUSY, a damaged database as -EBADMSG.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry/crypto.h"
+#include "ferry/store.h"
+
+#define FERRY_CATALOG_SCHEMA_VERSION 1
+#define FERRY_NAME_MAX 64
+#define FERRY_URL_MAX 1024
+#define FERRY_PATH_MAX 4096
+
+struct ferry_catalog;
+
+/* Creates a new catalog at path (-EEXIST if there is one). */
+int ferry_catalog_create(const char *path, uint32_t chunk_size, const char *store_url);
+/* Opens and migrates forward; -EPROTONOSUPPORT for a newer schema. */
+int ferry_catalog_open(const char *path, int readonly, struct ferry_catalog **ret);
+struct ferry_catalog *ferry_catalog_free(struct ferry_catalog *c);
+
+int ferry_catalog_begin(struct ferry_catalog *c);
+int ferry_catalog_commit(struct ferry_catalog *c);
+/* Never fails from the caller's point of view; safe without a begin. */
+void ferry_catalog_rollback(struct ferry_catalog *c);
+
+/* Vault settings: chunk_size, store_url, vault_id, created. */
+int ferry_catalog_get_setting(struct ferry_catalog *c, const char *key, char *buf, size_t bufsize);
+int ferry_catalog_set_setting(struct ferry_catalog *c, const char *key, const char *value);
+
+/* ---- VMs ---- */
+
+enum ferry_vm_state {
+	FERRY_VM_INITIAL = 1, /* enabled, no consistency marker applied yet */
+	FERRY_VM_PROTECTED = 2,
+	FERRY_VM_ERROR = 3,   /* last apply failed; see error */
+};
+
+struct ferry_vm {
+	int64_t id;
+	char name[FERRY_NAME_MAX + 1];
+	enum ferry_vm_state state;
+	char error[512];               /* last error, "" if none */
+	char cache_url[FERRY_URL_MAX]; /* never holds a secret */
+	int64_t crash_interval_s;      /* 0 = a point at every marker */
+	int64_t app_interval_s;        /* 0 = off */
+	int64_t retention_s;
+	int64_t created_ns;
+	uint64_t applied_seq;          /* last applied segment */
+	struct ferry_id applied_digest;
+	uint64_t marker_seq;           /* segment of the last applied marker */
+	int64_t marker_ns;             /* time of the last applied marker */
+	uint64_t initial_done_bytes;   /* progress of initial replication */
+	uint64_t initial_total_bytes;
+};
+
+/* Fills vm->id on success; -EEXIST if the name is taken. */
+int ferry_catalog_vm_add(struct ferry_catalog *c, struct ferry_vm *vm);
+int ferry_catalog_vm_get(struct ferry_catalog *c, const char *name, struct ferry_vm *ret);
+int ferry_catalog_vm_get_by_id(struct ferry_catalog *c, int64_t id, struct ferry_vm *ret);
+/* Updates every mutable field of vm (by id). */
+int ferry_catalog_vm_update(struct ferry_catalog *c, const struct ferry_vm *vm);
+/* VMs in name order. */
+int ferry_catalog_vm_list(struct ferry_catalog *c,
+			  int (*cb)(const struct ferry_vm *vm, void *userdata), void *userdata);
+
+/* Target resources and source settings, as kind -> value pairs:
+ * source-group, source-network, source-subnet, target-group, target-network,
+ * target-subnet, availability-set, target-storage, network-mapping (value
+ * "SRC->DST"), reverse-network-mapping, agent-config, vm-cpus, vm-memory-mib. */
+int ferry_catalog_resource_set(struct ferry_catalog *c, int64_t vm_id, const char *kind,
+			       const char *value);
+int ferry_catalog_resource_get(struct ferry_catalog *c, int64_t vm_id, const char *kind,
+			       char *buf, size_t bufsize);
+/* In insertion order. */
+int ferry_catalog_resource_list(struct ferry_catalog *c, int64_t vm_id,
+				int (*cb)(const char *kind, const char *value, void *userdata),
+				void *userdata);
+
+/* ---- disks and live maps ---- */
+
+struct ferry_disk {
+	int64_t vm_id;
+	uint16_t idx; /* source order, 0-based */
+	char name[FERRY_NAME_MAX + 1];
+	char source_path[FERRY_PATH_MAX];
+	uint64_t size;             /* bytes, 0 until the agent declared it */
+	struct ferry_id live_root; /* map at the last applied marker */
+	struct ferry_id work_root; /* map after the last applied segment */
+};
+
+int ferry_catalog_disk_add(struct ferry_catalog *c, const struct ferry_disk *d);
+int ferry_catalog_disk_get(struct ferry_catalog *c, int64_t vm_id, const char *name,
+			   struct ferry_disk *ret);
+/* Updates size, live_root and work_root of (vm_id, idx). */
+int ferry_catalog_disk_update(struct ferry_catalog *c, const struct ferry_disk *d);
+/* Disks of a VM in idx order. */
+int ferry_catalog_disk_list(struct ferry_catalog *c, int64_t vm_id,
+			    int (*cb)(const struct ferry_disk *d, void *userdata), void *userdata);
+
+/* ---- recovery points ---- */
+
+struct ferry_point {
+	int64_t id;
+	int64_t vm_id;
+	char name[40]; /* 20261127T053000Z, with -N suffix when a second repeats */
+	int64_t time_ns;
+	int consistency; /* enum ferry_consistency */
+	uint64_t seq;    /* segment holding the marker */
+};
+
+struct ferry_point_disk {
+	uint16_t idx;
+	char name[FERRY_NAME_MAX + 1];
+	uint64_t size;
+	struct ferry_id root;
+};
+
+/* Picks a unique name from time_ns and fills p->id and p->name. */
+int ferry_catalog_point_add(struct ferry_catalog *c, struct ferry_point *p,
+			    const struct ferry_point_disk *disks, size_t ndisks);
+int ferry_catalog_point_get(struct ferry_catalog *c, int64_t vm_id, const char *name,
+			    struct ferry_point *ret);
+/* Points of a VM, oldest first. */
+int ferry_catalog_point_list(struct ferry_catalog *c, int64_t vm_id,
+			     int (*cb)(const struct ferry_point *p, void *userdata), void *userdata);
+int ferry_catalog_point_disks(struct ferry_catalog *c, int64_t point_id,
+			      int (*cb)(const struct ferry_point_disk *d, void *userdata),
+			      void *userdata);
+int ferry_catalog_point_delete(struct ferry_catalog *c, int64_t point_id);
+
+/* ---- the store index ---- */
+
+/* -ENOENT if the store holds no such object. */
+int ferry_catalog_object_get(struct ferry_catalog *c, const struct ferry_id *id,
+			     struct ferry_loc *ret);
+/* Adding a known id keeps the first location. */
+int ferry_catalog_object_put(struct ferry_catalog *c, const struct ferry_id *id,
+			     const struct ferry_loc *loc);
+int ferry_catalog_object_delete(struct ferry_catalog *c, const struct ferry_id *id);
+int ferry_catalog_object_list(struct ferry_catalog *c,
+			      int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc,
+					void *userdata),
+			      void *userdata);
+int ferry_catalog_pack_add(struct ferry_catalog *c, uint64_t pack, uint64_t size, uint32_t count);
+int ferry_catalog_pack_delete(struct ferry_catalog *c, uint64_t pack);
+int ferry_catalog_pack_list(struct ferry_catalog *c,
+			    int (*cb)(uint64_t pack, uint64_t size, uint32_t count, void *userdata),
+			    void *userdata);
+/* Sum of stored bytes over all packs. */
+int ferry_catalog_store_bytes(struct ferry_catalog *c, uint64_t *ret);
+
+/* ---- events ---- */
+
+int ferry_catalog_event_add(struct ferry_catalog *c, int64_t vm_id, const char *level,
+			    const char *message);
+/* Newest last; at most limit. */
+int ferry_catalog_event_list(struct ferry_catalog *c, int64_t vm_id, unsigned limit,
+			     int (*cb)(int64_t time_ns, const char *level, const char *message,
+				       void *userdata),
+			     void *userdata);
+
+/* A number that changes whenever any writer commits (PRAGMA data_version
+ * combined with local commits): readers use it to refresh cached views. */
+int ferry_catalog_generation(struct ferry_catalog *c, uint64_t *ret);

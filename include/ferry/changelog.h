@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Change-log segments: what the agent ships and the replicator applies.
+ * A segment belongs to one VM, has a sequence number and the digest of the
+ * segment before it, and holds an ordered list of records (disk
+ * declarations, data, zero ranges, trims, consistency markers), zstd
+ * compressed and covered by SHA-256. Format: docs/format/segment.md.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry/crypto.h"
+
+#define FERRY_SEGMENT_MAX_PLAIN (64u * 1024u * 1024u)
+
+enum ferry_rec_type {
+	FERRY_REC_DISK = 1,   /* declares disk index -> name, size */
+	FERRY_REC_DATA = 2,   /* bytes at offset */
+	FERRY_REC_ZERO = 3,   /* range reads as zeros */
+	FERRY_REC_TRIM = 4,   /* range discarded (reads as zeros) */
+	FERRY_REC_MARKER = 5, /* consistency point covering every disk */
+};
+
+enum ferry_consistency {
+	FERRY_CONSISTENCY_CRASH = 1,
+	FERRY_CONSISTENCY_APP = 2,
+};
+
+struct ferry_record {
+	enum ferry_rec_type type;
+	uint16_t disk;   /* DISK, DATA, ZERO, TRIM */
+	uint64_t offset; /* DATA, ZERO, TRIM: bytes, 4 KiB aligned */
+	uint64_t length; /* DATA, ZERO, TRIM: bytes, 4 KiB multiple;
+			    DISK: disk size in bytes */
+	const void *data; /* DATA: length bytes, valid while the segment lives */
+	const char *name; /* DISK: disk name */
+	enum ferry_consistency consistency; /* MARKER */
+	int64_t time_ns;                    /* MARKER: when the cut was made */
+};
+
+/* Identity of one segment, read from its header. */
+struct ferry_segment_info {
+	char vm[65];
+	uint64_t seq;
+	struct ferry_id prev;   /* digest of segment seq-1; null for seq 1 */
+	struct ferry_id digest; /* this segment's digest (its trailer) */
+	int64_t created_ns;
+	uint32_t nrecords;
+};
+
+struct ferry_segment_writer;
+
+int ferry_segment_writer_new(const char *vm, uint64_t seq, const struct ferry_id *prev,
+			     struct ferry_segment_writer **ret);
+struct ferry_segment_writer *ferry_segment_writer_free(struct ferry_segment_writer *w);
+int ferry_segment_writer_add_disk(struct ferry_segment_writer *w, uint16_t disk,
+				  const char *name, uint64_t size);
+int ferry_segment_writer_add_data(struct ferry_segment_writer *w, uint16_t disk, uint64_t offset,
+				  const void *buf, uint64_t len);
+int ferry_segment_writer_add_zero(struct ferry_segment_writer *w, uint16_t disk, uint64_t offset,
+				  uint64_t len);
+int ferry_segment_writer_add_trim(struct ferry_segment_writer *w, uint16_t disk, uint64_t offset,
+				  uint64_t len);
+int ferry_segment_writer_add_marker(struct ferry_segment_writer *w,
+				    enum ferry_consistency consistency, int64_t time_ns);
+/* Plain bytes of records added so far (to cut segments by size). */
+uint64_t ferry_segment_writer_size(const struct ferry_segment_writer *w);
+/* Encodes the segment into a new buffer and gives its info (with digest). */
+int ferry_segment_writer_finish(struct ferry_segment_writer *w, void **ret_buf, size_t *ret_len,
+				struct ferry_segment_info *ret_info);
+
+struct ferry_segment;
+
+/* Parses and verifies a whole segment (checksum first, then structure):
+ * -EBADMSG with nothing returned on any damage, -EPROTONOSUPPORT for an
+ * unknown major version. The segment keeps its own copy of the records. */
+int ferry_segment_parse(const void *buf, size_t len, struct ferry_segment **ret);
+struct ferry_segment *ferry_segment_free(struct ferry_segment *s);
+const struct ferry_segment_info *ferry_segment_info(const struct ferry_segment *s);
+/* Record i in order; -ERANGE past the last. */
+int ferry_segment_record(const struct ferry_segment *s, uint32_t i, struct ferry_record *ret);

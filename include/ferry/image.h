@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Reading a disk image out of a vault: a map (root, size) turned back into
+ * bytes. Holds a small cache of decompressed, verified chunks shared by all
+ * images of a vault reader, so sequential reads decompress each chunk once.
+ * Thread-safe: ferryfs calls it from many threads.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ferry/crypto.h"
+#include "ferry/vault.h"
+
+struct ferry_chunk_cache;
+
+/* A cache of at most max_bytes of decompressed chunks (LRU). */
+int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_chunk_cache **ret);
+struct ferry_chunk_cache *ferry_chunk_cache_free(struct ferry_chunk_cache *cc);
+
+struct ferry_image;
+
+int ferry_image_open(struct ferry_chunk_cache *cc, const struct ferry_id *root, uint64_t size,
+		     struct ferry_image **ret);
+struct ferry_image *ferry_image_free(struct ferry_image *img);
+uint64_t ferry_image_size(const struct ferry_image *img);
+
+/* Reads up to len bytes at off; returns the count (short only at the end),
+ * or -errno (-EBADMSG where the vault is damaged). */
+ssize_t ferry_image_read(struct ferry_image *img, void *buf, size_t len, uint64_t off);
+/* SEEK_DATA / SEEK_HOLE semantics at 4 KiB granularity: the next offset
+ * >= off that is data (whence SEEK_DATA) or a hole (SEEK_HOLE); -ENXIO as
+ * lseek(2) does. */
+int ferry_image_seek(struct ferry_image *img, uint64_t off, int whence, uint64_t *ret);

@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The content-addressed store: objects (chunks of disk data, map nodes,
+ * recovery-point records) compressed with zstd and kept in pack files of
+ * tens of MiB on a blobs location. Each pack carries its own index, so the
+ * catalog can be rebuilt from the store alone. Every read verifies the id.
+ *
+ * The store keeps no index of its own: where an object lives (its ferry_loc)
+ * is the catalog's business. Format: docs/format/pack.md.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry/crypto.h"
+
+enum ferry_obj_type {
+	FERRY_OBJ_CHUNK = 1, /* disk bytes, a multiple of 4 KiB, <= chunk size */
+	FERRY_OBJ_NODE = 2,  /* a disk-map tree node (map.h) */
+	FERRY_OBJ_POINT = 3, /* a recovery-point record (catalog rebuild) */
+};
+
+/* Where one object lives. */
+struct ferry_loc {
+	uint64_t pack;   /* pack id: packs/<16 hex digits>.pack */
+	uint64_t offset; /* of the object's entry header inside the pack */
+	uint32_t clen;   /* stored (compressed) payload length */
+	uint32_t plen;   /* plain length */
+	uint8_t type;    /* enum ferry_obj_type */
+};
+
+/* Largest plain object the store accepts. */
+#define FERRY_OBJ_MAX (4u * 1024u * 1024u)
+/* A pack is closed once it holds about this many stored bytes. */
+#define FERRY_PACK_TARGET (32u * 1024u * 1024u)
+
+struct ferry_store;
+struct ferry_pack_writer;
+
+/* Opens the store at url (see blobs.h); create makes an empty one. */
+int ferry_store_open(const char *url, int create, struct ferry_store **ret);
+struct ferry_store *ferry_store_free(struct ferry_store *s);
+const char *ferry_store_url(const struct ferry_store *s);
+
+/*
+ * Starts a new pack with a fresh random id. Objects are compressed as they
+ * are added and held in memory until finish; nothing is visible before
+ * finish returns, and a writer freed unfinished leaves no trace.
+ */
+int ferry_store_pack_begin(struct ferry_store *s, struct ferry_pack_writer **ret);
+/* Adds an object whose id is SHA-256 of buf (the caller computed it). The
+ * same id added twice in one pack is stored once; ret gets its location. */
+int ferry_pack_writer_add(struct ferry_pack_writer *w, enum ferry_obj_type type,
+			  const struct ferry_id *id, const void *buf, size_t len,
+			  struct ferry_loc *ret);
+/* Whether id was already added to this pack; fills ret if so. */
+int ferry_pack_writer_find(struct ferry_pack_writer *w, const struct ferry_id *id,
+			   struct ferry_loc *ret);
+uint64_t ferry_pack_writer_bytes(const struct ferry_pack_writer *w);
+uint32_t ferry_pack_writer_count(const struct ferry_pack_writer *w);
+uint64_t ferry_pack_writer_id(const struct ferry_pack_writer *w);
+/* Writes the pack (header, entries, index, footer) durably. An empty writer
+ * writes nothing and succeeds. */
+int ferry_pack_writer_finish(struct ferry_pack_writer *w);
+struct ferry_pack_writer *ferry_pack_writer_free(struct ferry_pack_writer *w);
+
+/*
+ * Reads the object at loc, decompresses it into buf (bufsize >= loc->plen)
+ * and checks that its SHA-256 equals id: -EBADMSG on any mismatch or damage,
+ * -ENOENT if the pack is gone.
+ */
+int ferry_store_read(struct ferry_store *s, const struct ferry_loc *loc,
+		     const struct ferry_id *id, void *buf, size_t bufsize);
+
+/* Every pack in the store, in id order. */
+int ferry_store_list_packs(struct ferry_store *s,
+			   int (*cb)(uint64_t pack, uint64_t size, void *userdata), void *userdata);
+/*
+ * Reads and verifies a pack's own index (footer checksum, bounds) and calls
+ * cb for each object. -EBADMSG if the pack is truncated or damaged. With
+ * read_data set, every object is also read and verified against its id.
+ */
+int ferry_store_pack_index(struct ferry_store *s, uint64_t pack, int read_data,
+			   int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc,
+				     void *userdata),
+			   void *userdata);
+int ferry_store_delete_pack(struct ferry_store *s, uint64_t pack);

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Small helpers shared by every module: cleanup attributes, ownership
+ * hand-over, endian-safe integer encoding and a few constants of the data
+ * model. Header-only; nothing here allocates behind the caller's back.
+ */
+#pragma once
+
+#include <endian.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The map granularity: VMs write 4 KiB blocks, so maps track 4 KiB blocks. */
+#define FERRY_BLOCK_SIZE 4096u
+#define FERRY_BLOCK_SHIFT 12
+/* Default and bounds of the vault-wide chunk size. */
+#define FERRY_CHUNK_SIZE_DEFAULT (64u * 1024u)
+#define FERRY_CHUNK_SIZE_MIN (16u * 1024u)
+#define FERRY_CHUNK_SIZE_MAX (1024u * 1024u)
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define DIV_ROUND_UP(a, b) (((a) + (b) - 1) / (b))
+
+/* Hand ownership on: returns the pointer and clears the variable. */
+#define TAKE_PTR(p)                                                            \
+	({                                                                     \
+		__typeof__(p) _p_ = (p);                                       \
+		(p) = NULL;                                                    \
+		_p_;                                                           \
+	})
+#define TAKE_FD(fd)                                                            \
+	({                                                                     \
+		int _fd_ = (fd);                                               \
+		(fd) = -1;                                                     \
+		_fd_;                                                          \
+	})
+
+static inline void freep(void *p) { free(*(void **)p); }
+static inline void closep(int *fd)
+{
+	if (*fd >= 0) {
+		int saved = errno;
+		close(*fd);
+		errno = saved;
+	}
+}
+static inline void fclosep(FILE **f)
+{
+	if (*f)
+		fclose(*f);
+}
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
+#define _cleanup_fclose_ _cleanup_(fclosep)
+
+/* Declares a cleanup helper for a type with a NULL-accepting _free(). */
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                \
+	static inline void func##p(type *p)                                    \
+	{                                                                      \
+		if (*p)                                                        \
+			func(*p);                                              \
+	}
+
+/* Little-endian field access for on-disk and on-wire formats. */
+static inline void put_le16(void *p, uint16_t v) { v = htole16(v); memcpy(p, &v, 2); }
+static inline void put_le32(void *p, uint32_t v) { v = htole32(v); memcpy(p, &v, 4); }
+static inline void put_le64(void *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
+static inline uint16_t get_le16(const void *p) { uint16_t v; memcpy(&v, p, 2); return le16toh(v); }
+static inline uint32_t get_le32(const void *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
+static inline uint64_t get_le64(const void *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
+
+/* Writes all of buf at off; -errno on failure (a short write is -EIO). */
+int ferry_pwrite_all(int fd, const void *buf, size_t len, off_t off);
+/* Reads exactly len bytes at off; -EBADMSG if the file ends early. */
+int ferry_pread_all(int fd, void *buf, size_t len, off_t off);
+/* Writes a whole file atomically: temp file, fsync, rename, fsync of dir. */
+int ferry_write_file_atomic(const char *path, const void *buf, size_t len);
+/* Reads a whole file into a new buffer (NUL-terminated for convenience). */
+int ferry_read_file(const char *path, void **ret_buf, size_t *ret_len);
+/* mkdir -p; existing directories are fine. */
+int ferry_mkdir_p(const char *path, mode_t mode);
+/* fsync of the directory that holds path. */
+int ferry_fsync_parent(const char *path);
+/* Current time, seconds and nanoseconds since the epoch (CLOCK_REALTIME). */
+int64_t ferry_now_ns(void);
+/*
+ * A name is safe for a VM, disk or clone when it is 1..64 bytes of
+ * [A-Za-z0-9._-], does not start with '.' or '-': it becomes a path
+ * component, an object name and a SQL value.
+ */
+int ferry_name_valid(const char *name);
