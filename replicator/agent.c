@@ -1,2 +1,593 @@
-/* placeholder */
-int main(void) { return 1; }
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * ferry-agent: runs where a VM's disks are, finds what changed with the
+ * `scan` tracker and puts change-log segments into the cache, one cycle
+ * every `interval` seconds (or once). This file owns the policy: options,
+ * the configuration file (written by `ferry enable-replication`), signals,
+ * the progress display, statistics and retries; agent-scan.c does the work.
+ */
+#include "agent-scan.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <ini.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ferry/cache.h"
+#include "ferry/log.h"
+#include "ferry/util.h"
+
+#ifndef FERRY_VERSION
+#define FERRY_VERSION "0.1.0"
+#endif
+
+#define CONFIG_VERSION 1
+#define DEFAULT_INTERVAL 300
+#define MAX_INTERVAL (366u * 24u * 3600u)
+#define MAX_DISKS 256
+
+struct config {
+	const char *file;
+	char *vm, *cache, *state;
+	uint64_t interval;
+	int has_interval;
+	struct agent_disk *disks;
+	size_t ndisks;
+	/* parser state */
+	unsigned line;
+	unsigned seen; /* [agent] keys already given */
+	char error[512];
+};
+
+static void config_free(struct config *c)
+{
+	free(c->vm);
+	free(c->cache);
+	free(c->state);
+	for (size_t i = 0; i < c->ndisks; i++) {
+		free(c->disks[i].name);
+		free(c->disks[i].path);
+	}
+	free(c->disks);
+}
+
+struct config_reader {
+	FILE *f;
+	struct config *c;
+	char *buf;
+	size_t cap;
+};
+
+static int parse_uint(const char *s, uint64_t max, uint64_t *ret)
+{
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || v > max)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+/* Hands inih a comment instead of a line: keeps it going without letting it
+ * see the line, so that the first error recorded is the one reported. */
+static char *skip_line(char *str, int num)
+{
+	snprintf(str, (size_t)num, "#\n");
+	return str;
+}
+
+/* Feeds inih line by line: counts lines for the error messages and starts
+ * a new disk at each [disk] header, which inih itself does not report. */
+static char *config_read_line(char *str, int num, void *stream)
+{
+	struct config_reader *rd = stream;
+	struct config *c = rd->c;
+	ssize_t n = getline(&rd->buf, &rd->cap, rd->f);
+	if (n < 0)
+		return NULL;
+	c->line++;
+	if (c->error[0])
+		return skip_line(str, num);
+	if (n >= num - 1) {
+		snprintf(c->error, sizeof(c->error), "%s:%u: line too long", c->file, c->line);
+		return skip_line(str, num);
+	}
+	const char *p = rd->buf + strspn(rd->buf, " \t");
+	if (strncmp(p, "[disk]", 6) == 0) {
+		if (c->ndisks >= MAX_DISKS) {
+			snprintf(c->error, sizeof(c->error), "%s:%u: more than %d disks", c->file,
+				 c->line, MAX_DISKS);
+			return skip_line(str, num);
+		}
+		struct agent_disk *d = realloc(c->disks, (c->ndisks + 1) * sizeof(*d));
+		if (!d) {
+			snprintf(c->error, sizeof(c->error), "out of memory");
+			return skip_line(str, num);
+		}
+		c->disks = d;
+		c->disks[c->ndisks++] = (struct agent_disk){ 0 };
+	}
+	memcpy(str, rd->buf, (size_t)n + 1);
+	return str;
+}
+
+static int config_set(struct config *c, char **field, const char *key, const char *value)
+{
+	if (*field) {
+		snprintf(c->error, sizeof(c->error), "%s:%u: '%s' given twice", c->file, c->line,
+			 key);
+		return 0;
+	}
+	if (!*value) {
+		snprintf(c->error, sizeof(c->error), "%s:%u: '%s' is empty", c->file, c->line,
+			 key);
+		return 0;
+	}
+	*field = strdup(value);
+	if (!*field) {
+		snprintf(c->error, sizeof(c->error), "out of memory");
+		return 0;
+	}
+	return 1;
+}
+
+static int config_handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct config *c = user;
+	if (c->error[0])
+		return 0;
+
+	if (strcmp(section, "agent") == 0) {
+		if (strcmp(name, "version") == 0) {
+			uint64_t v;
+			if (parse_uint(value, UINT32_MAX, &v) < 0 || v != CONFIG_VERSION) {
+				snprintf(c->error, sizeof(c->error),
+					 "%s:%u: configuration version '%s' is not supported "
+					 "(this agent reads version %d)",
+					 c->file, c->line, value, CONFIG_VERSION);
+				return 0;
+			}
+			return 1;
+		}
+		if (strcmp(name, "vm") == 0) {
+			if (!ferry_name_valid(value)) {
+				snprintf(c->error, sizeof(c->error),
+					 "%s:%u: invalid VM name '%s' (1-64 of A-Z a-z 0-9 . _ -, "
+					 "not starting with . or -)",
+					 c->file, c->line, value);
+				return 0;
+			}
+			return config_set(c, &c->vm, name, value);
+		}
+		if (strcmp(name, "cache") == 0)
+			return config_set(c, &c->cache, name, value);
+		if (strcmp(name, "state") == 0)
+			return config_set(c, &c->state, name, value);
+		if (strcmp(name, "interval") == 0) {
+			if (c->has_interval) {
+				snprintf(c->error, sizeof(c->error), "%s:%u: 'interval' given twice",
+					 c->file, c->line);
+				return 0;
+			}
+			if (parse_uint(value, MAX_INTERVAL, &c->interval) < 0) {
+				snprintf(c->error, sizeof(c->error),
+					 "%s:%u: invalid interval '%s' (seconds, 0 to %u)", c->file,
+					 c->line, value, MAX_INTERVAL);
+				return 0;
+			}
+			c->has_interval = 1;
+			return 1;
+		}
+		snprintf(c->error, sizeof(c->error), "%s:%u: unknown key '%s' in [agent]", c->file,
+			 c->line, name);
+		return 0;
+	}
+
+	if (strcmp(section, "disk") == 0 && c->ndisks > 0) {
+		struct agent_disk *d = &c->disks[c->ndisks - 1];
+		if (strcmp(name, "name") == 0) {
+			if (!ferry_name_valid(value)) {
+				snprintf(c->error, sizeof(c->error),
+					 "%s:%u: invalid disk name '%s' (1-64 of A-Z a-z 0-9 . _ -, "
+					 "not starting with . or -)",
+					 c->file, c->line, value);
+				return 0;
+			}
+			for (size_t i = 0; i + 1 < c->ndisks; i++)
+				if (strcmp(c->disks[i].name, value) == 0) {
+					snprintf(c->error, sizeof(c->error),
+						 "%s:%u: disk name '%s' used twice", c->file,
+						 c->line, value);
+					return 0;
+				}
+			return config_set(c, &d->name, name, value);
+		}
+		if (strcmp(name, "path") == 0)
+			return config_set(c, &d->path, name, value);
+		snprintf(c->error, sizeof(c->error), "%s:%u: unknown key '%s' in [disk]", c->file,
+			 c->line, name);
+		return 0;
+	}
+
+	if (!*section)
+		snprintf(c->error, sizeof(c->error), "%s:%u: '%s' outside of any section", c->file,
+			 c->line, name);
+	else
+		snprintf(c->error, sizeof(c->error), "%s:%u: unknown section [%s]", c->file,
+			 c->line, section);
+	return 0;
+}
+
+static int config_load(const char *file, struct config *c)
+{
+	*c = (struct config){ .file = file, .interval = DEFAULT_INTERVAL };
+	_cleanup_fclose_ FILE *f = fopen(file, "re");
+	if (!f)
+		return log_error_errno(-errno, "cannot open configuration %s", file);
+
+	struct config_reader rd = { .f = f, .c = c };
+	int r = ini_parse_stream(config_read_line, &rd, config_handler, c);
+	free(rd.buf);
+	if (c->error[0])
+		return log_error_errno(-EINVAL, "%s", c->error);
+	if (r > 0)
+		return log_error_errno(-EINVAL, "%s:%d: syntax error", file, r);
+	if (r < 0)
+		return log_error_errno(-ENOMEM, "cannot parse %s", file);
+
+	if (!c->vm)
+		return log_error_errno(-EINVAL, "%s: 'vm' missing in [agent]", file);
+	if (!c->cache)
+		return log_error_errno(-EINVAL, "%s: 'cache' missing in [agent]", file);
+	if (!c->state)
+		return log_error_errno(-EINVAL, "%s: 'state' missing in [agent]", file);
+	if (c->ndisks == 0)
+		return log_error_errno(-EINVAL, "%s: no [disk] section: VM %s has no disks", file,
+				       c->vm);
+	for (size_t i = 0; i < c->ndisks; i++) {
+		if (!c->disks[i].name)
+			return log_error_errno(-EINVAL, "%s: [disk] number %zu has no 'name'", file,
+					       i + 1);
+		if (!c->disks[i].path)
+			return log_error_errno(-EINVAL, "%s: disk %s has no 'path'", file,
+					       c->disks[i].name);
+	}
+	return 0;
+}
+
+/* ---- signals ---- */
+
+static volatile sig_atomic_t stop_requested;
+static int wake_pipe[2] = { -1, -1 };
+
+static void on_signal(int sig)
+{
+	int saved = errno;
+	stop_requested = 1;
+	if (wake_pipe[1] >= 0)
+		(void)!write(wake_pipe[1], "x", 1);
+	errno = saved;
+}
+
+static int setup_signals(void)
+{
+	if (pipe2(wake_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -errno;
+	/* A second ^C kills at once (the state survives any kill); no
+	 * SA_RESTART, so the wait between cycles wakes up. */
+	struct sigaction sa = { .sa_handler = on_signal, .sa_flags = SA_RESETHAND };
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Waits until the monotonic deadline or a stop request. */
+static void wait_until(int64_t deadline_ns)
+{
+	while (!stop_requested) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+		if (now >= deadline_ns)
+			return;
+		int64_t ms = (deadline_ns - now + 999999) / 1000000;
+		struct pollfd pfd = { .fd = wake_pipe[0], .events = POLLIN };
+		(void)poll(&pfd, 1, (int)MIN(ms, (int64_t)60000));
+	}
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- progress display ---- */
+
+struct display {
+	const char *vm;
+	int active;
+	int64_t first_ns, last_ns;
+	uint64_t first_done;
+	int shown;
+};
+
+static void show_progress(void *userdata, uint64_t done, uint64_t total)
+{
+	struct display *d = userdata;
+	int64_t now = mono_ns();
+	if (!d->active) {
+		d->active = 1;
+		d->first_ns = now;
+		d->first_done = done;
+		return;
+	}
+	if (now - d->last_ns < 250000000 && done < total)
+		return;
+	d->last_ns = now;
+
+	double secs = (double)(now - d->first_ns) / 1e9;
+	double rate = secs > 0 ? (double)(done - d->first_done) / secs : 0;
+	double pct = total ? 100.0 * (double)done / (double)total : 100.0;
+	char eta[32] = "--:--";
+	if (rate > 0) {
+		uint64_t left = (uint64_t)((double)(total - done) / rate);
+		snprintf(eta, sizeof(eta), "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64, left / 3600,
+			 left / 60 % 60, left % 60);
+	}
+	fprintf(stderr, "\rferry-agent: %s: %5.1f%%  %8.1f MB/s  ETA %s\033[K", d->vm, pct,
+		rate / 1e6, eta);
+	fflush(stderr);
+	d->shown = 1;
+}
+
+static void clear_progress(struct display *d)
+{
+	if (d->shown) {
+		fprintf(stderr, "\r\033[K");
+		fflush(stderr);
+	}
+	*d = (struct display){ .vm = d->vm };
+}
+
+/* ---- statistics ---- */
+
+static int write_stats(const char *state, const struct agent_scan_stats *st)
+{
+	_cleanup_free_ char *path = NULL, *text = NULL;
+	if (asprintf(&path, "%s/stats", state) < 0)
+		return -ENOMEM;
+	int n = asprintf(&text,
+			 "cycle=%" PRIu64 "\n"
+			 "seq=%" PRIu64 "\n"
+			 "scanned_bytes=%" PRIu64 "\n"
+			 "shipped_bytes=%" PRIu64 "\n"
+			 "segments=%" PRIu64 "\n"
+			 "time=%" PRId64 "\n"
+			 "zeroed_bytes=%" PRIu64 "\n"
+			 "disk_bytes=%" PRIu64 "\n"
+			 "resumed_from=%" PRIu64 "\n"
+			 "cycle_shipped_bytes=%" PRIu64 "\n"
+			 "cycle_segments=%" PRIu64 "\n"
+			 "total_shipped_bytes=%" PRIu64 "\n"
+			 "marker_time_ns=%" PRId64 "\n"
+			 "duration_ms=%" PRId64 "\n",
+			 st->cycle, st->seq, st->scanned_bytes, st->shipped_bytes, st->segments,
+			 st->marker_time_ns / 1000000000, st->zeroed_bytes, st->disk_bytes,
+			 st->resumed_from, st->cycle_shipped_bytes, st->cycle_segments,
+			 st->total_shipped_bytes, st->marker_time_ns,
+			 (st->finished_ns - st->started_ns) / 1000000);
+	if (n < 0)
+		return -ENOMEM;
+	return ferry_write_file_atomic(path, text, (size_t)n);
+}
+
+static void log_summary(const char *vm, const struct agent_scan_stats *st)
+{
+	double secs = (double)(st->finished_ns - st->started_ns) / 1e9;
+	log_info("VM %s: cycle %" PRIu64 " done: scanned %" PRIu64 " bytes, shipped %" PRIu64
+		 " bytes in %" PRIu64 " segments (last seq %" PRIu64 "), %" PRIu64
+		 " bytes shipped in total; %.1f s, %.1f MB/s",
+		 vm, st->cycle, st->scanned_bytes, st->shipped_bytes, st->segments, st->seq,
+		 st->total_shipped_bytes, secs, secs > 0 ? (double)st->scanned_bytes / secs / 1e6 : 0);
+}
+
+/* Errors worth another try at the next interval rather than an exit. */
+static int transient(int r)
+{
+	switch (-r) {
+	case EAGAIN:
+	case ETIMEDOUT:
+	case ECONNREFUSED:
+	case ECONNRESET:
+	case ECONNABORTED:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case ENETDOWN:
+	case EBUSY:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* ---- main ---- */
+
+static void help(void)
+{
+	printf("Usage: ferry-agent --config FILE [OPTIONS]\n"
+	       "\n"
+	       "Track the disks of a VM with the scan tracker and ship their changes\n"
+	       "into the cache, one cycle every interval.\n"
+	       "\n"
+	       "  -c, --config FILE        agent configuration (ferry enable-replication)\n"
+	       "  -1, --once               run one cycle and exit\n"
+	       "  -i, --interval SECONDS   seconds between cycle starts (overrides the file)\n"
+	       "  -v, --verbose            log debug messages\n"
+	       "  -h, --help               show this help\n"
+	       "  -V, --version            show the version\n"
+	       "\n"
+	       "See ferry-agent(8).\n");
+}
+
+static int lock_state(const char *state, int *ret_fd)
+{
+	_cleanup_free_ char *path = NULL;
+	if (asprintf(&path, "%s/lock", state) < 0)
+		return -ENOMEM;
+	_cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return log_error_errno(-errno, "cannot open %s", path);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			return log_error_errno(-EBUSY, "another ferry-agent is using %s", state);
+		return log_error_errno(-errno, "cannot lock %s", path);
+	}
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_cache *, ferry_cache_free);
+
+static int run(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "once", no_argument, NULL, '1' },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	const char *config_file = NULL;
+	int once = 0, verbose = 0;
+	int64_t interval_arg = -1;
+	int c;
+	while ((c = getopt_long(argc, argv, "c:1i:vhV", options, NULL)) >= 0) {
+		switch (c) {
+		case 'c':
+			config_file = optarg;
+			break;
+		case '1':
+			once = 1;
+			break;
+		case 'i': {
+			uint64_t v;
+			if (parse_uint(optarg, MAX_INTERVAL, &v) < 0)
+				return log_error_errno(-EINVAL, "invalid --interval '%s' "
+								"(seconds, 0 to %u)",
+						       optarg, MAX_INTERVAL);
+			interval_arg = (int64_t)v;
+			break;
+		}
+		case 'v':
+			verbose = 1;
+			break;
+		case 'h':
+			help();
+			return 0;
+		case 'V':
+			printf("ferry-agent %s\n", FERRY_VERSION);
+			return 0;
+		default:
+			fprintf(stderr, "Try 'ferry-agent --help'.\n");
+			return -EINVAL;
+		}
+	}
+	if (optind < argc)
+		return log_error_errno(-EINVAL, "unexpected argument '%s'", argv[optind]);
+	if (!config_file)
+		return log_error_errno(-EINVAL, "--config FILE is required");
+	if (verbose)
+		log_set_max_level(LOG_DEBUG);
+
+	_cleanup_(config_free) struct config cfg = { 0 };
+	int r = config_load(config_file, &cfg);
+	if (r < 0)
+		return r;
+	uint64_t interval = interval_arg >= 0 ? (uint64_t)interval_arg : cfg.interval;
+
+	r = ferry_mkdir_p(cfg.state, 0700);
+	if (r < 0)
+		return log_error_errno(r, "VM %s: cannot create state directory %s", cfg.vm,
+				       cfg.state);
+	_cleanup_close_ int lock_fd = -1;
+	r = lock_state(cfg.state, &lock_fd);
+	if (r < 0)
+		return r;
+
+	_cleanup_(ferry_cache_freep) struct ferry_cache *cache = NULL;
+	r = ferry_cache_open(cfg.cache, 1, &cache);
+	if (r < 0)
+		return log_error_errno(r, "VM %s: cannot open cache %s", cfg.vm, cfg.cache);
+
+	r = setup_signals();
+	if (r < 0)
+		return log_error_errno(r, "cannot set up signal handling");
+
+	struct display disp = { .vm = cfg.vm };
+	struct agent_scan_params p = {
+		.vm = cfg.vm,
+		.state_dir = cfg.state,
+		.disks = cfg.disks,
+		.ndisks = cfg.ndisks,
+		.cache = cache,
+		.stop = &stop_requested,
+		.progress = isatty(STDERR_FILENO) ? show_progress : NULL,
+		.userdata = &disp,
+	};
+	log_debug("VM %s: %zu disks, cache %s, state %s, interval %" PRIu64 " s", cfg.vm,
+		  cfg.ndisks, ferry_cache_url(cache), cfg.state, interval);
+
+	for (;;) {
+		int64_t start = mono_ns();
+		struct agent_scan_stats st;
+		r = agent_scan_cycle(&p, &st);
+		clear_progress(&disp);
+		if (r < 0) {
+			if (once || !transient(r))
+				return r;
+			log_warning("VM %s: cycle failed; retrying in %" PRIu64 " s", cfg.vm,
+				    interval);
+		} else if (r == 0) {
+			log_info("VM %s: stopped during cycle %" PRIu64 " after shipping %" PRIu64
+				 " bytes; the next run resumes it",
+				 cfg.vm, st.cycle, st.shipped_bytes);
+			return 0;
+		} else {
+			log_summary(cfg.vm, &st);
+			int k = write_stats(cfg.state, &st);
+			if (k < 0)
+				log_warning_errno(k, "VM %s: cannot write %s/stats", cfg.vm,
+						  cfg.state);
+			if (once)
+				return 0;
+		}
+		if (stop_requested)
+			return 0;
+		wait_until(start + (int64_t)interval * 1000000000);
+		if (stop_requested)
+			return 0;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	log_set_program("ferry-agent");
+	return run(argc, argv) < 0 ? 1 : 0;
+}

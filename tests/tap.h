@@ -12,18 +12,17 @@
 
 static int tap_n, tap_failed;
 
-#define ok(cond, ...)                                                          \
-	do {                                                                   \
-		int _c_ = !!(cond);                                            \
-		tap_n++;                                                       \
-		if (!_c_)                                                      \
-			tap_failed++;                                          \
-		printf("%sok %d - ", _c_ ? "" : "not ", tap_n);                \
-		printf(__VA_ARGS__);                                           \
-		printf("\n");                                                  \
-		if (!_c_)                                                      \
-			printf("#   failed at %s:%d: %s\n", __FILE__, __LINE__,    \
-			       #cond);                                         \
+#define ok(cond, ...)                                                                   \
+	do {                                                                            \
+		int _c_ = !!(cond);                                                     \
+		tap_n++;                                                                \
+		if (!_c_)                                                               \
+			tap_failed++;                                                   \
+		printf("%sok %d - ", _c_ ? "" : "not ", tap_n);                         \
+		printf(__VA_ARGS__);                                                    \
+		printf("\n");                                                           \
+		if (!_c_)                                                               \
+			printf("#   failed at %s:%d: %s\n", __FILE__, __LINE__, #cond); \
 	} while (0)
 
 /* r is an -errno style return; passes when r >= 0. */

@@ -43,3 +43,16 @@ int ferry_blobs_list(struct ferry_blobs *b, const char *prefix,
 /* For a local location, the directory it lives in; NULL otherwise. Lets
  * the store read packs with pread instead of a copy. */
 const char *ferry_blobs_local_dir(const struct ferry_blobs *b);
+
+/*
+ * Fault-injection seam (tests only, as SQLite's test VFS): with fault set,
+ * every operation first calls fault(op, name, ud), op being "put",
+ * "get_range", "get", "size", "delete" or "list" (name is the prefix for
+ * list). A negative errno from it fails the operation with that error before
+ * it has any side effect; "crash after N operations" is a callback that
+ * starts returning -EIO. While a fault callback is set, ferry_blobs_local_dir()
+ * returns NULL so that callers' fast paths go through the seam too. Pass
+ * NULL to remove it.
+ */
+void ferry_blobs_set_fault(struct ferry_blobs *b,
+			   int (*fault)(const char *op, const char *name, void *ud), void *ud);

@@ -6,7 +6,7 @@
  * reads and deletes segments and puts acks.
  *
  * Names: segments/<vm>/<seq, 16 hex digits>.seg (created exclusively,
- * immutable) and acks/<vm> (replaced whole). Format: docs/format/cache.md.
+ * immutable) and acks/<vm>.ack (replaced whole). Format: docs/format/cache.md.
  */
 #pragma once
 

@@ -26,23 +26,29 @@
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
+/* clang-format would take (b) for a cast and write (b)-1. */
+/* clang-format off */
 #define DIV_ROUND_UP(a, b) (((a) + (b) - 1) / (b))
+/* clang-format on */
 
 /* Hand ownership on: returns the pointer and clears the variable. */
-#define TAKE_PTR(p)                                                            \
-	({                                                                     \
-		__typeof__(p) _p_ = (p);                                       \
-		(p) = NULL;                                                    \
-		_p_;                                                           \
+#define TAKE_PTR(p)                      \
+	({                               \
+		__typeof__(p) _p_ = (p); \
+		(p) = NULL;              \
+		_p_;                     \
 	})
-#define TAKE_FD(fd)                                                            \
-	({                                                                     \
-		int _fd_ = (fd);                                               \
-		(fd) = -1;                                                     \
-		_fd_;                                                          \
+#define TAKE_FD(fd)              \
+	({                       \
+		int _fd_ = (fd); \
+		(fd) = -1;       \
+		_fd_;            \
 	})
 
-static inline void freep(void *p) { free(*(void **)p); }
+static inline void freep(void *p)
+{
+	free(*(void **)p);
+}
 static inline void closep(int *fd)
 {
 	if (*fd >= 0) {
@@ -61,20 +67,22 @@ static inline void fclosep(FILE **f)
 #define _cleanup_fclose_ _cleanup_(fclosep)
 
 /* Declares a cleanup helper for a type with a NULL-accepting _free(). */
-#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                \
-	static inline void func##p(type *p)                                    \
-	{                                                                      \
-		if (*p)                                                        \
-			func(*p);                                              \
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func) \
+	static inline void func##p(type *p)     \
+	{                                       \
+		if (*p)                         \
+			func(*p);               \
 	}
 
-/* Little-endian field access for on-disk and on-wire formats. */
+/* Little-endian field access for on-disk and on-wire formats, one line each as a table. */
+/* clang-format off */
 static inline void put_le16(void *p, uint16_t v) { v = htole16(v); memcpy(p, &v, 2); }
 static inline void put_le32(void *p, uint32_t v) { v = htole32(v); memcpy(p, &v, 4); }
 static inline void put_le64(void *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
 static inline uint16_t get_le16(const void *p) { uint16_t v; memcpy(&v, p, 2); return le16toh(v); }
 static inline uint32_t get_le32(const void *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
 static inline uint64_t get_le64(const void *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
+/* clang-format on */
 
 /* Writes all of buf at off; -errno on failure (a short write is -EIO). */
 int ferry_pwrite_all(int fd, const void *buf, size_t len, off_t off);

@@ -13,9 +13,18 @@
 static const char *program = "ferry";
 static int max_level = LOG_INFO;
 
-void log_set_program(const char *name) { program = name; }
-void log_set_max_level(int level) { max_level = level; }
-int log_get_max_level(void) { return max_level; }
+void log_set_program(const char *name)
+{
+	program = name;
+}
+void log_set_max_level(int level)
+{
+	max_level = level;
+}
+int log_get_max_level(void)
+{
+	return max_level;
+}
 
 int log_internal(int level, int error, const char *fmt, ...)
 {
@@ -28,11 +37,12 @@ int log_internal(int level, int error, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 
-	static const char *const names[] = { "emerg", "alert", "crit", "error",
+	static const char *const names[] = { "emerg",   "alert",  "crit", "error",
 					     "warning", "notice", "info", "debug" };
 	const char *tag = level >= 0 && level <= LOG_DEBUG ? names[level] : "log";
 	if (error)
-		fprintf(stderr, "%s: %s: %s: %s\n", program, tag, msg, strerror(error < 0 ? -error : error));
+		fprintf(stderr, "%s: %s: %s: %s\n", program, tag, msg,
+			strerror(error < 0 ? -error : error));
 	else
 		fprintf(stderr, "%s: %s: %s\n", program, tag, msg);
 	return error;

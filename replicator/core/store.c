@@ -1,3 +1,932 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* placeholder: being written */
+/*
+ * The content-addressed store: objects compressed with zstd into pack files
+ * (docs/format/pack.md) kept on a blobs location as packs/<16 hex>.pack.
+ * A pack writer builds one pack in memory (compressing as objects arrive,
+ * into the final buffer, with a reused zstd context) and publishes it with
+ * one exclusive put, so a pack is either whole or absent. Reads are the hot
+ * path of ferryfs: they are thread-safe, go through a small cache of open
+ * pack fds with pread on a local location, reuse a per-thread zstd context
+ * and buffer, and verify every byte (entry checksum, then SHA-256 == id).
+ */
 #include "ferry/store.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#include "ferry/blobs.h"
+#include "ferry/util.h"
+#include "pack-internal.h"
+
+#define ZSTD_LEVEL 3
+/* Open pack fds kept per store; ferryfs reads scattered over many packs. */
+#define FD_CACHE_SIZE 64
+/* A writer refuses to grow past this even if its caller never checks
+ * ferry_pack_writer_bytes(): memory stays bounded. */
+#define PACK_HARD_LIMIT (2ull * FERRY_PACK_TARGET)
+/* How much of a pack's end to fetch speculatively for its index: enough for
+ * a typical pack's whole index in the same round trip as the footer. */
+#define INDEX_TAIL_GUESS (128u * 1024u)
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(ZSTD_DCtx *, ZSTD_freeDCtx)
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_sha256_ctx *, ferry_sha256_free)
+
+/* --- format codec (pure; shared with tests and the fuzz target) --- */
+
+void pack_header_encode(uint8_t out[PACK_HEADER_SIZE], uint64_t pack_id)
+{
+	memset(out, 0, PACK_HEADER_SIZE);
+	memcpy(out, PACK_MAGIC, 8);
+	put_le16(out + 8, PACK_VERSION_MAJOR);
+	put_le16(out + 10, PACK_VERSION_MINOR);
+	put_le64(out + 16, pack_id);
+}
+
+int pack_header_parse(const uint8_t *p, uint64_t *ret_pack_id)
+{
+	if (memcmp(p, PACK_MAGIC, 8) != 0)
+		return -EBADMSG;
+	/* Minor versions only give meaning to fields we ignore; a new major
+	 * version changes what the bytes mean, so we refuse it. */
+	if (get_le16(p + 8) != PACK_VERSION_MAJOR)
+		return -EBADMSG;
+	*ret_pack_id = get_le64(p + 16);
+	return 0;
+}
+
+void pack_entry_header_encode(uint8_t out[PACK_ENTRY_HEADER_SIZE], uint8_t type, uint8_t flags,
+			      uint32_t plen, uint32_t clen, const struct ferry_id *id)
+{
+	memset(out, 0, PACK_ENTRY_HEADER_SIZE);
+	out[8] = type;
+	out[9] = flags;
+	put_le32(out + 12, plen);
+	put_le32(out + 16, clen);
+	memcpy(out + 24, id->b, FERRY_ID_SIZE);
+}
+
+/* The checksum leads the entry so that what it covers is contiguous. */
+static uint64_t entry_checksum(const uint8_t *entry, uint32_t clen)
+{
+	return XXH3_64bits(entry + 8, PACK_ENTRY_HEADER_SIZE - 8 + (size_t)clen);
+}
+
+void pack_entry_seal(uint8_t *entry)
+{
+	put_le64(entry, entry_checksum(entry, get_le32(entry + 16)));
+}
+
+void pack_index_record_encode(uint8_t out[PACK_INDEX_RECORD_SIZE], const struct ferry_id *id,
+			      const struct ferry_loc *loc, uint8_t flags)
+{
+	memset(out, 0, PACK_INDEX_RECORD_SIZE);
+	memcpy(out, id->b, FERRY_ID_SIZE);
+	put_le64(out + 32, loc->offset);
+	put_le32(out + 40, loc->clen);
+	put_le32(out + 44, loc->plen);
+	out[48] = loc->type;
+	out[49] = flags;
+}
+
+void pack_index_record(const uint8_t *records, uint32_t i, uint64_t pack_id,
+		       struct pack_record *ret)
+{
+	const uint8_t *p = records + (size_t)i * PACK_INDEX_RECORD_SIZE;
+	memcpy(ret->id.b, p, FERRY_ID_SIZE);
+	ret->loc = (struct ferry_loc){
+		.pack = pack_id,
+		.offset = get_le64(p + 32),
+		.clen = get_le32(p + 40),
+		.plen = get_le32(p + 44),
+		.type = p[48],
+	};
+	ret->flags = p[49];
+}
+
+void pack_footer_encode(uint8_t out[PACK_FOOTER_SIZE], const struct pack_footer *f)
+{
+	memset(out, 0, PACK_FOOTER_SIZE);
+	put_le64(out, f->index_offset);
+	put_le32(out + 8, f->count);
+	memcpy(out + 16, f->sum.b, FERRY_ID_SIZE);
+	put_le64(out + 48, f->pack_id);
+	memcpy(out + 56, PACK_FOOTER_MAGIC, 8);
+}
+
+int pack_footer_parse(const uint8_t *p, uint64_t size, struct pack_footer *ret)
+{
+	if (size < PACK_HEADER_SIZE + PACK_FOOTER_SIZE)
+		return -EBADMSG;
+	if (memcmp(p + 56, PACK_FOOTER_MAGIC, 8) != 0)
+		return -EBADMSG;
+	struct pack_footer f = {
+		.index_offset = get_le64(p),
+		.count = get_le32(p + 8),
+		.pack_id = get_le64(p + 48),
+	};
+	memcpy(f.sum.b, p + 16, FERRY_ID_SIZE);
+	/* count is 32 bits, so this product cannot overflow 64. */
+	uint64_t index_len = (uint64_t)f.count * PACK_INDEX_RECORD_SIZE;
+	if (f.index_offset < PACK_HEADER_SIZE ||
+	    f.index_offset > size - PACK_FOOTER_SIZE ||
+	    index_len != size - PACK_FOOTER_SIZE - f.index_offset)
+		return -EBADMSG;
+	*ret = f;
+	return 0;
+}
+
+static int type_valid(uint8_t t)
+{
+	return t == FERRY_OBJ_CHUNK || t == FERRY_OBJ_NODE || t == FERRY_OBJ_POINT;
+}
+
+/* Sizes an entry may legally have: raw when compression did not help, so
+ * clen never exceeds plen, which bounds every buffer a reader allocates. */
+static int entry_sizes_valid(uint8_t flags, uint32_t plen, uint32_t clen)
+{
+	if ((flags & ~PACK_FLAGS_KNOWN) || plen > FERRY_OBJ_MAX || clen > plen)
+		return 0;
+	if (!(flags & PACK_FLAG_ZSTD) && clen != plen)
+		return 0;
+	return 1;
+}
+
+int pack_index_verify(const uint8_t *header, const uint8_t *records, const struct pack_footer *f)
+{
+	_cleanup_(ferry_sha256_freep) struct ferry_sha256_ctx *c = NULL;
+	int r = ferry_sha256_new(&c);
+	if (r < 0)
+		return r;
+	size_t index_len = (size_t)f->count * PACK_INDEX_RECORD_SIZE;
+	ferry_sha256_update(c, header, PACK_HEADER_SIZE);
+	ferry_sha256_update(c, records, index_len);
+	struct ferry_id sum;
+	ferry_sha256_final(c, &sum);
+	if (!ferry_id_equal(&sum, &f->sum))
+		return -EBADMSG;
+
+	uint64_t pack_id;
+	r = pack_header_parse(header, &pack_id);
+	if (r < 0)
+		return r;
+	if (pack_id != f->pack_id)
+		return -EBADMSG;
+
+	/* Entries must tile [header, index) exactly: no gaps a reader could be
+	 * pointed into, no overlaps. */
+	uint64_t expect = PACK_HEADER_SIZE;
+	for (uint32_t i = 0; i < f->count; i++) {
+		struct pack_record rec;
+		pack_index_record(records, i, f->pack_id, &rec);
+		if (rec.loc.offset != expect || !type_valid(rec.loc.type) ||
+		    !entry_sizes_valid(rec.flags, rec.loc.plen, rec.loc.clen))
+			return -EBADMSG;
+		expect += PACK_ENTRY_HEADER_SIZE + (uint64_t)rec.loc.clen;
+		if (expect > f->index_offset)
+			return -EBADMSG;
+	}
+	return expect == f->index_offset ? 0 : -EBADMSG;
+}
+
+int pack_entry_decode(const uint8_t *entry, const struct ferry_loc *loc, int flags,
+		      const struct ferry_id *id, void *out, size_t outsize, ZSTD_DCtx *dctx)
+{
+	if (outsize < loc->plen)
+		return -ENOBUFS;
+	uint8_t eflags = entry[9];
+	uint32_t plen = get_le32(entry + 12), clen = get_le32(entry + 16);
+	if (entry[8] != loc->type || plen != loc->plen || clen != loc->clen ||
+	    (flags >= 0 && eflags != (uint8_t)flags) || !entry_sizes_valid(eflags, plen, clen) ||
+	    memcmp(entry + 24, id->b, FERRY_ID_SIZE) != 0)
+		return -EBADMSG;
+	if (get_le64(entry) != entry_checksum(entry, clen))
+		return -EBADMSG;
+
+	const uint8_t *payload = entry + PACK_ENTRY_HEADER_SIZE;
+	if (eflags & PACK_FLAG_ZSTD) {
+		size_t n = ZSTD_decompressDCtx(dctx, out, plen, payload, clen);
+		if (ZSTD_isError(n) || n != plen)
+			return -EBADMSG;
+	} else
+		memcpy(out, payload, plen);
+
+	struct ferry_id got;
+	ferry_sha256(out, plen, &got);
+	return ferry_id_equal(&got, id) ? 0 : -EBADMSG;
+}
+
+
+static int parse_image(const uint8_t *p, size_t len, int verify_data, const uint64_t *expect_id,
+		       int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc, void *ud),
+		       void *ud)
+{
+	if (!p || len < PACK_HEADER_SIZE + PACK_FOOTER_SIZE)
+		return -EBADMSG;
+	struct pack_footer f;
+	int r = pack_footer_parse(p + len - PACK_FOOTER_SIZE, len, &f);
+	if (r < 0)
+		return r;
+	const uint8_t *records = p + f.index_offset;
+	r = pack_index_verify(p, records, &f);
+	if (r < 0)
+		return r;
+	if (expect_id && f.pack_id != *expect_id)
+		return -EBADMSG;
+
+	if (verify_data && f.count > 0) {
+		uint32_t maxp = 1;
+		for (uint32_t i = 0; i < f.count; i++) {
+			struct pack_record rec;
+			pack_index_record(records, i, f.pack_id, &rec);
+			maxp = MAX(maxp, rec.loc.plen);
+		}
+		_cleanup_(ZSTD_freeDCtxp) ZSTD_DCtx *dctx = ZSTD_createDCtx();
+		_cleanup_free_ uint8_t *out = malloc(maxp);
+		if (!dctx || !out)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < f.count; i++) {
+			struct pack_record rec;
+			pack_index_record(records, i, f.pack_id, &rec);
+			r = pack_entry_decode(p + rec.loc.offset, &rec.loc, rec.flags, &rec.id, out,
+					      maxp, dctx);
+			if (r < 0)
+				return r;
+		}
+	}
+
+	/* Only now, with everything checked, does the caller see anything. */
+	for (uint32_t i = 0; cb && i < f.count; i++) {
+		struct pack_record rec;
+		pack_index_record(records, i, f.pack_id, &rec);
+		r = cb(&rec.id, &rec.loc, ud);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int pack_parse(const void *buf, size_t len, int verify_data,
+	       int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc, void *ud),
+	       void *ud)
+{
+	return parse_image(buf, len, verify_data, NULL, cb, ud);
+}
+
+/* --- per-thread read state --- */
+
+/* ferryfs reads from many threads; each keeps its own decompression
+ * context and entry buffer, so reads neither lock nor allocate. */
+struct tls_state {
+	ZSTD_DCtx *dctx;
+	uint8_t *buf;
+	size_t cap;
+};
+
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static int tls_key_ok;
+
+static void tls_free(void *p)
+{
+	struct tls_state *t = p;
+	if (!t)
+		return;
+	ZSTD_freeDCtx(t->dctx);
+	free(t->buf);
+	free(t);
+}
+
+static void tls_init(void)
+{
+	tls_key_ok = pthread_key_create(&tls_key, tls_free) == 0;
+}
+
+static struct tls_state *tls_get(size_t need)
+{
+	pthread_once(&tls_once, tls_init);
+	if (!tls_key_ok)
+		return NULL;
+	struct tls_state *t = pthread_getspecific(tls_key);
+	if (!t) {
+		t = calloc(1, sizeof(*t));
+		if (!t)
+			return NULL;
+		t->dctx = ZSTD_createDCtx();
+		if (!t->dctx || pthread_setspecific(tls_key, t) != 0) {
+			tls_free(t);
+			return NULL;
+		}
+	}
+	if (t->cap < need) {
+		/* Grow geometrically up to the largest possible entry, so a
+		 * thread settles after a few reads. */
+		size_t cap = MAX(need, MIN(t->cap * 2,
+					   (size_t)PACK_ENTRY_HEADER_SIZE + FERRY_OBJ_MAX));
+		uint8_t *b = malloc(cap);
+		if (!b)
+			return NULL;
+		free(t->buf);
+		t->buf = b;
+		t->cap = cap;
+	}
+	return t;
+}
+
+/* --- the store --- */
+
+struct fd_slot {
+	uint64_t pack;
+	uint64_t used;
+	int fd;
+	unsigned refs;
+	bool valid, dead;
+};
+
+struct ferry_store {
+	struct ferry_blobs *blobs;
+	pthread_mutex_t lock;
+	struct fd_slot fds[FD_CACHE_SIZE];
+	uint64_t tick;
+	ZSTD_CCtx *spare_cctx; /* handed from one writer to the next */
+};
+
+static void pack_name(char buf[32], uint64_t pack)
+{
+	snprintf(buf, 32, "packs/%016llx.pack", (unsigned long long)pack);
+}
+
+int ferry_store_open(const char *url, int create, struct ferry_store **ret)
+{
+	struct ferry_store *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	int r = pthread_mutex_init(&s->lock, NULL);
+	if (r != 0) {
+		free(s);
+		return -r;
+	}
+	r = ferry_blobs_open(url, create, &s->blobs);
+	if (r < 0) {
+		ferry_store_free(s);
+		return r;
+	}
+	*ret = s;
+	return 0;
+}
+
+struct ferry_store *ferry_store_free(struct ferry_store *s)
+{
+	if (!s)
+		return NULL;
+	for (size_t i = 0; i < FD_CACHE_SIZE; i++)
+		if (s->fds[i].valid)
+			close(s->fds[i].fd);
+	ZSTD_freeCCtx(s->spare_cctx);
+	ferry_blobs_free(s->blobs);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+	return NULL;
+}
+
+const char *ferry_store_url(const struct ferry_store *s)
+{
+	return ferry_blobs_url(s->blobs);
+}
+
+static struct fd_slot *slot_find(struct ferry_store *s, uint64_t pack)
+{
+	for (size_t i = 0; i < FD_CACHE_SIZE; i++)
+		if (s->fds[i].valid && !s->fds[i].dead && s->fds[i].pack == pack)
+			return &s->fds[i];
+	return NULL;
+}
+
+/*
+ * An fd for pack with a reference held: *ret_slot is the cache slot to
+ * release, or NULL when the cache was full of busy fds and the caller owns
+ * (and must close) the fd. Slots are refcounted so that eviction never
+ * closes an fd another thread is reading from.
+ */
+static int pack_fd_get(struct ferry_store *s, const char *dir, uint64_t pack,
+		       struct fd_slot **ret_slot, int *ret_fd)
+{
+	pthread_mutex_lock(&s->lock);
+	struct fd_slot *slot = slot_find(s, pack);
+	if (slot) {
+		slot->refs++;
+		slot->used = ++s->tick;
+		pthread_mutex_unlock(&s->lock);
+		*ret_slot = slot;
+		*ret_fd = slot->fd;
+		return 0;
+	}
+	pthread_mutex_unlock(&s->lock);
+
+	char name[32], path[PATH_MAX];
+	pack_name(name, pack);
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+
+	pthread_mutex_lock(&s->lock);
+	slot = slot_find(s, pack);
+	if (slot) { /* another thread opened it meanwhile */
+		close(fd);
+		slot->refs++;
+		slot->used = ++s->tick;
+		fd = slot->fd;
+	} else {
+		for (size_t i = 0; i < FD_CACHE_SIZE; i++) {
+			struct fd_slot *c = &s->fds[i];
+			if (!c->valid) {
+				slot = c;
+				break;
+			}
+			if (c->refs == 0 && (!slot || c->used < slot->used))
+				slot = c;
+		}
+		if (slot) {
+			if (slot->valid)
+				close(slot->fd);
+			*slot = (struct fd_slot){
+				.pack = pack, .used = ++s->tick, .fd = fd, .refs = 1, .valid = true,
+			};
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	*ret_slot = slot;
+	*ret_fd = fd;
+	return 0;
+}
+
+static void pack_fd_put(struct ferry_store *s, struct fd_slot *slot, int fd)
+{
+	if (!slot) {
+		close(fd);
+		return;
+	}
+	pthread_mutex_lock(&s->lock);
+	if (--slot->refs == 0 && slot->dead) {
+		close(slot->fd);
+		*slot = (struct fd_slot){.fd = -1};
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+static int pack_read(struct ferry_store *s, uint64_t pack, uint64_t off, void *buf, size_t len)
+{
+	if (off > (uint64_t)INT64_MAX - len)
+		return -EBADMSG;
+	const char *dir = ferry_blobs_local_dir(s->blobs);
+	if (!dir) {
+		char name[32];
+		pack_name(name, pack);
+		return ferry_blobs_get_range(s->blobs, name, off, buf, len);
+	}
+	struct fd_slot *slot;
+	int fd;
+	int r = pack_fd_get(s, dir, pack, &slot, &fd);
+	if (r < 0)
+		return r;
+	r = ferry_pread_all(fd, buf, len, (off_t)off);
+	pack_fd_put(s, slot, fd);
+	return r;
+}
+
+static int pack_size(struct ferry_store *s, uint64_t pack, uint64_t *ret)
+{
+	const char *dir = ferry_blobs_local_dir(s->blobs);
+	if (!dir) {
+		char name[32];
+		pack_name(name, pack);
+		return ferry_blobs_size(s->blobs, name, ret);
+	}
+	struct fd_slot *slot;
+	int fd;
+	int r = pack_fd_get(s, dir, pack, &slot, &fd);
+	if (r < 0)
+		return r;
+	struct stat st;
+	r = fstat(fd, &st) < 0 ? -errno : 0;
+	pack_fd_put(s, slot, fd);
+	if (r < 0)
+		return r;
+	*ret = (uint64_t)st.st_size;
+	return 0;
+}
+
+int ferry_store_read(struct ferry_store *s, const struct ferry_loc *loc,
+		     const struct ferry_id *id, void *buf, size_t bufsize)
+{
+	if (!s || !loc || !id || (!buf && bufsize))
+		return -EINVAL;
+	if (loc->plen > bufsize)
+		return -ENOBUFS;
+	/* loc comes from the catalog, i.e. from disk: bad values are damage. */
+	if (!type_valid(loc->type) || loc->plen > FERRY_OBJ_MAX || loc->clen > loc->plen ||
+	    loc->offset < PACK_HEADER_SIZE)
+		return -EBADMSG;
+
+	size_t need = PACK_ENTRY_HEADER_SIZE + (size_t)loc->clen;
+	struct tls_state *t = tls_get(need);
+	if (!t)
+		return -ENOMEM;
+	int r = pack_read(s, loc->pack, loc->offset, t->buf, need);
+	if (r < 0)
+		return r;
+	return pack_entry_decode(t->buf, loc, -1, id, buf, bufsize, t->dctx);
+}
+
+struct list_ctx {
+	int (*cb)(uint64_t pack, uint64_t size, void *userdata);
+	void *userdata;
+};
+
+static int list_one(const char *name, uint64_t size, void *userdata)
+{
+	struct list_ctx *c = userdata;
+	/* Only names we would have written: packs/<16 lowercase hex>.pack. */
+	if (strlen(name) != 27 || strcmp(name + 22, ".pack") != 0)
+		return 0;
+	uint64_t pack = 0;
+	for (size_t i = 6; i < 22; i++) {
+		char ch = name[i];
+		unsigned v;
+		if (ch >= '0' && ch <= '9')
+			v = (unsigned)(ch - '0');
+		else if (ch >= 'a' && ch <= 'f')
+			v = (unsigned)(ch - 'a' + 10);
+		else
+			return 0;
+		pack = pack << 4 | v;
+	}
+	return c->cb(pack, size, c->userdata);
+}
+
+int ferry_store_list_packs(struct ferry_store *s,
+			   int (*cb)(uint64_t pack, uint64_t size, void *userdata), void *userdata)
+{
+	struct list_ctx c = {cb, userdata};
+	return ferry_blobs_list(s->blobs, "packs/", list_one, &c);
+}
+
+int ferry_store_pack_index(struct ferry_store *s, uint64_t pack, int read_data,
+			   int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc,
+				     void *userdata),
+			   void *userdata)
+{
+	uint64_t size;
+	int r = pack_size(s, pack, &size);
+	if (r < 0)
+		return r;
+	if (size < PACK_HEADER_SIZE + PACK_FOOTER_SIZE)
+		return -EBADMSG;
+	if (size > SIZE_MAX / 2)
+		return -EFBIG;
+
+	if (read_data) {
+		/* Verifying everything reads everything; one read, then the
+		 * same parser the fuzzer exercises. */
+		_cleanup_free_ uint8_t *img = malloc((size_t)size);
+		if (!img)
+			return -ENOMEM;
+		r = pack_read(s, pack, 0, img, (size_t)size);
+		if (r < 0)
+			return r;
+		return parse_image(img, (size_t)size, 1, &pack, cb, userdata);
+	}
+
+	/* Index only: the header and the pack's tail (footer and, usually,
+	 * the whole index in the same read). */
+	uint8_t header[PACK_HEADER_SIZE];
+	r = pack_read(s, pack, 0, header, sizeof(header));
+	if (r < 0)
+		return r;
+	size_t tail_len = (size_t)MIN(size - PACK_HEADER_SIZE, (uint64_t)INDEX_TAIL_GUESS);
+	_cleanup_free_ uint8_t *tail = malloc(tail_len);
+	if (!tail)
+		return -ENOMEM;
+	r = pack_read(s, pack, size - tail_len, tail, tail_len);
+	if (r < 0)
+		return r;
+	struct pack_footer f;
+	r = pack_footer_parse(tail + tail_len - PACK_FOOTER_SIZE, size, &f);
+	if (r < 0)
+		return r;
+	if (f.pack_id != pack)
+		return -EBADMSG;
+	size_t index_len = (size_t)f.count * PACK_INDEX_RECORD_SIZE;
+	const uint8_t *records;
+	_cleanup_free_ uint8_t *big = NULL;
+	if (index_len + PACK_FOOTER_SIZE <= tail_len)
+		records = tail + tail_len - PACK_FOOTER_SIZE - index_len;
+	else {
+		big = malloc(index_len ? index_len : 1);
+		if (!big)
+			return -ENOMEM;
+		r = pack_read(s, pack, f.index_offset, big, index_len);
+		if (r < 0)
+			return r;
+		records = big;
+	}
+	r = pack_index_verify(header, records, &f);
+	if (r < 0)
+		return r;
+	for (uint32_t i = 0; cb && i < f.count; i++) {
+		struct pack_record rec;
+		pack_index_record(records, i, pack, &rec);
+		r = cb(&rec.id, &rec.loc, userdata);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int ferry_store_delete_pack(struct ferry_store *s, uint64_t pack)
+{
+	char name[32];
+	pack_name(name, pack);
+	int r = ferry_blobs_delete(s->blobs, name);
+	if (r < 0)
+		return r;
+	/* Drop the cached fd, or the deleted file's space stays in use. */
+	pthread_mutex_lock(&s->lock);
+	struct fd_slot *slot = slot_find(s, pack);
+	if (slot) {
+		if (slot->refs == 0) {
+			close(slot->fd);
+			*slot = (struct fd_slot){.fd = -1};
+		} else
+			slot->dead = true;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/* --- the pack writer --- */
+
+struct ferry_pack_writer {
+	struct ferry_store *s;
+	uint64_t id;
+	uint8_t *buf; /* header and entries; index and footer appended at finish */
+	size_t len, cap;
+	struct pack_record *recs;
+	uint32_t n, rcap;
+	uint32_t *ht; /* open addressing, record index + 1, 0 = empty */
+	uint32_t ht_mask;
+	ZSTD_CCtx *cctx;
+	bool finished;
+};
+
+static ZSTD_CCtx *cctx_new(void)
+{
+	ZSTD_CCtx *c = ZSTD_createCCtx();
+	if (!c)
+		return NULL;
+	/* No frame checksum: the entry checksum and SHA-256 id cover it. */
+	if (ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, ZSTD_LEVEL)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 0)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1))) {
+		ZSTD_freeCCtx(c);
+		return NULL;
+	}
+	return c;
+}
+
+static int buf_reserve(struct ferry_pack_writer *w, size_t more)
+{
+	if (w->cap - w->len >= more)
+		return 0;
+	size_t cap = MAX(w->cap, (size_t)256 * 1024);
+	while (cap - w->len < more)
+		cap *= 2;
+	/* glibc grows large blocks with mremap: no copy of the pack so far. */
+	uint8_t *b = realloc(w->buf, cap);
+	if (!b)
+		return -ENOMEM;
+	w->buf = b;
+	w->cap = cap;
+	return 0;
+}
+
+static uint32_t *ht_slot(struct ferry_pack_writer *w, const struct ferry_id *id)
+{
+	/* Ids are SHA-256 output: any 8 bytes are already a good hash. */
+	uint64_t h;
+	memcpy(&h, id->b, sizeof(h));
+	for (uint32_t i = (uint32_t)h & w->ht_mask;; i = (i + 1) & w->ht_mask) {
+		uint32_t v = w->ht[i];
+		if (v == 0 || ferry_id_equal(&w->recs[v - 1].id, id))
+			return &w->ht[i];
+	}
+}
+
+static int ht_grow(struct ferry_pack_writer *w)
+{
+	uint32_t size = w->ht ? (w->ht_mask + 1) * 2 : 1024;
+	uint32_t *old = w->ht;
+	w->ht = calloc(size, sizeof(uint32_t));
+	if (!w->ht) {
+		w->ht = old;
+		return -ENOMEM;
+	}
+	w->ht_mask = size - 1;
+	for (uint32_t i = 0; i < w->n; i++)
+		*ht_slot(w, &w->recs[i].id) = i + 1;
+	free(old);
+	return 0;
+}
+
+int ferry_store_pack_begin(struct ferry_store *s, struct ferry_pack_writer **ret)
+{
+	_cleanup_free_ struct ferry_pack_writer *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->s = s;
+	do {
+		if (getrandom(&w->id, sizeof(w->id), 0) != sizeof(w->id))
+			return -errno ?: -EIO;
+	} while (w->id == 0); /* keep 0 free as "no pack" for callers */
+
+	pthread_mutex_lock(&s->lock);
+	w->cctx = TAKE_PTR(s->spare_cctx);
+	pthread_mutex_unlock(&s->lock);
+	if (!w->cctx)
+		w->cctx = cctx_new();
+	int r = w->cctx ? buf_reserve(w, PACK_HEADER_SIZE) : -ENOMEM;
+	if (r >= 0)
+		r = ht_grow(w);
+	if (r < 0) {
+		ferry_pack_writer_free(TAKE_PTR(w));
+		return r;
+	}
+	pack_header_encode(w->buf, w->id);
+	w->len = PACK_HEADER_SIZE;
+	*ret = TAKE_PTR(w);
+	return 0;
+}
+
+int ferry_pack_writer_find(struct ferry_pack_writer *w, const struct ferry_id *id,
+			   struct ferry_loc *ret)
+{
+	uint32_t v = *ht_slot(w, id);
+	if (v == 0)
+		return 0;
+	if (ret)
+		*ret = w->recs[v - 1].loc;
+	return 1;
+}
+
+/* Returns 0 when the object was added, 1 when this pack already held it. */
+int ferry_pack_writer_add(struct ferry_pack_writer *w, enum ferry_obj_type type,
+			  const struct ferry_id *id, const void *buf, size_t len,
+			  struct ferry_loc *ret)
+{
+	if (!w || !id || (!buf && len) || !type_valid((uint8_t)type) || w->finished)
+		return -EINVAL;
+	if (len > FERRY_OBJ_MAX)
+		return -EFBIG;
+	uint32_t *hs = ht_slot(w, id);
+	if (*hs) {
+		if (ret)
+			*ret = w->recs[*hs - 1].loc;
+		return 1;
+	}
+	if (w->len >= PACK_HARD_LIMIT)
+		return -E2BIG;
+
+	if (w->n == w->rcap) {
+		uint32_t rcap = w->rcap ? w->rcap * 2 : 256;
+		struct pack_record *recs = realloc(w->recs, rcap * sizeof(*recs));
+		if (!recs)
+			return -ENOMEM;
+		w->recs = recs;
+		w->rcap = rcap;
+	}
+	/* Room for the object stored raw, which is the most we ever store. */
+	int r = buf_reserve(w, PACK_ENTRY_HEADER_SIZE + len);
+	if (r < 0)
+		return r;
+
+	uint8_t *e = w->buf + w->len;
+	uint8_t flags = 0;
+	size_t clen = len;
+	if (len > 1) {
+		/* Compress straight into the pack; a destination one byte short
+		 * of raw makes zstd give up exactly when compression does not
+		 * help, and any failure simply means "store raw". */
+		size_t z = ZSTD_compress2(w->cctx, e + PACK_ENTRY_HEADER_SIZE, len - 1, buf, len);
+		if (!ZSTD_isError(z) && z < len) {
+			flags = PACK_FLAG_ZSTD;
+			clen = z;
+		}
+	}
+	if (!flags && len)
+		memcpy(e + PACK_ENTRY_HEADER_SIZE, buf, len);
+	pack_entry_header_encode(e, (uint8_t)type, flags, (uint32_t)len, (uint32_t)clen, id);
+	pack_entry_seal(e);
+
+	struct pack_record *rec = &w->recs[w->n];
+	rec->id = *id;
+	rec->flags = flags;
+	rec->loc = (struct ferry_loc){
+		.pack = w->id,
+		.offset = w->len,
+		.clen = (uint32_t)clen,
+		.plen = (uint32_t)len,
+		.type = (uint8_t)type,
+	};
+	*hs = ++w->n;
+	w->len += PACK_ENTRY_HEADER_SIZE + clen;
+	if (ret)
+		*ret = rec->loc;
+	/* Keep the table at most half full. */
+	if ((uint64_t)w->n * 2 > (uint64_t)w->ht_mask + 1)
+		(void)ht_grow(w); /* on failure the table just gets fuller */
+	return 0;
+}
+
+uint64_t ferry_pack_writer_bytes(const struct ferry_pack_writer *w)
+{
+	return w->len;
+}
+
+uint32_t ferry_pack_writer_count(const struct ferry_pack_writer *w)
+{
+	return w->n;
+}
+
+uint64_t ferry_pack_writer_id(const struct ferry_pack_writer *w)
+{
+	return w->id;
+}
+
+int ferry_pack_writer_finish(struct ferry_pack_writer *w)
+{
+	if (w->finished)
+		return 0;
+	if (w->n == 0) {
+		w->finished = true;
+		return 0;
+	}
+	size_t index_len = (size_t)w->n * PACK_INDEX_RECORD_SIZE;
+	int r = buf_reserve(w, index_len + PACK_FOOTER_SIZE);
+	if (r < 0)
+		return r;
+	/* Index and footer go after w->len without moving it, so a failed
+	 * put can be retried. */
+	uint8_t *idx = w->buf + w->len;
+	for (uint32_t i = 0; i < w->n; i++)
+		pack_index_record_encode(idx + (size_t)i * PACK_INDEX_RECORD_SIZE, &w->recs[i].id,
+					 &w->recs[i].loc, w->recs[i].flags);
+
+	_cleanup_(ferry_sha256_freep) struct ferry_sha256_ctx *c = NULL;
+	r = ferry_sha256_new(&c);
+	if (r < 0)
+		return r;
+	struct pack_footer f = {.index_offset = w->len, .count = w->n, .pack_id = w->id};
+	ferry_sha256_update(c, w->buf, PACK_HEADER_SIZE);
+	ferry_sha256_update(c, idx, index_len);
+	ferry_sha256_final(c, &f.sum);
+	pack_footer_encode(idx + index_len, &f);
+
+	char name[32];
+	pack_name(name, w->id);
+	r = ferry_blobs_put(w->s->blobs, name, w->buf, w->len + index_len + PACK_FOOTER_SIZE, 1);
+	if (r < 0)
+		return r;
+	w->finished = true;
+	/* Locations stay answerable through find(); the bytes are on disk. */
+	free(w->buf);
+	w->buf = NULL;
+	w->cap = 0;
+	return 0;
+}
+
+struct ferry_pack_writer *ferry_pack_writer_free(struct ferry_pack_writer *w)
+{
+	if (!w)
+		return NULL;
+	if (w->cctx) {
+		pthread_mutex_lock(&w->s->lock);
+		if (!w->s->spare_cctx)
+			w->s->spare_cctx = TAKE_PTR(w->cctx);
+		pthread_mutex_unlock(&w->s->lock);
+		ZSTD_freeCCtx(w->cctx);
+	}
+	free(w->buf);
+	free(w->recs);
+	free(w->ht);
+	free(w);
+	return NULL;
+}

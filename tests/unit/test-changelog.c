@@ -1,2 +1,667 @@
-/* placeholder */
-int main(void) { return 77; }
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Segment writer and parser: round trips of every record type, the writer's
+ * refusals, and the parser's: every flipped byte, every truncation, forged
+ * segments whose digest is right but whose content is not, unknown major
+ * versions, and the golden files under tests/data/segment.
+ */
+#include "ferry/changelog.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <libgen.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ferry/crypto.h"
+#include "ferry/util.h"
+#include "tap.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_segment_writer *, ferry_segment_writer_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_segment *, ferry_segment_free);
+
+#define MiB (1024u * 1024u)
+
+static void fill(uint8_t *b, size_t n, uint32_t seed)
+{
+	uint32_t x = seed * 2654435761u + 1;
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		b[i] = (uint8_t)x;
+	}
+}
+
+/* Parses buf and reports whether it gave exactly the expected error, and
+ * that nothing was returned on failure. */
+static int parse_fails(const void *buf, size_t len, int expect)
+{
+	struct ferry_segment *s = (struct ferry_segment *)0x1;
+	int r = ferry_segment_parse(buf, len, &s);
+	if (r >= 0) {
+		ferry_segment_free(s);
+		return 0;
+	}
+	return r == expect && s == (struct ferry_segment *)0x1;
+}
+
+static void test_round_trip(void)
+{
+	_cleanup_(ferry_segment_writer_freep) struct ferry_segment_writer *w = NULL;
+	struct ferry_id prev;
+	ferry_sha256("prev", 4, &prev);
+	ok_r(ferry_segment_writer_new("vm-1", 7, &prev, &w), "writer new");
+	ok(ferry_segment_writer_size(w) == 0, "empty writer has size 0");
+
+	uint8_t d0[8192], d1[4096];
+	fill(d0, sizeof(d0), 1);
+	fill(d1, sizeof(d1), 2);
+	ok_r(ferry_segment_writer_add_disk(w, 0, "vda", 1 * MiB), "add disk 0");
+	ok_r(ferry_segment_writer_add_disk(w, 3, "vdb.data_1", 10 * MiB + 100), "add disk 3");
+	ok_r(ferry_segment_writer_add_data(w, 0, 4096, d0, sizeof(d0)), "add data");
+	ok_r(ferry_segment_writer_add_zero(w, 3, 0, 1 * MiB), "add zero");
+	ok_r(ferry_segment_writer_add_trim(w, 0, 1 * MiB - 4096, 4096), "add trim at the end");
+	/* The last, partial block of a disk whose size is not a block multiple. */
+	ok_r(ferry_segment_writer_add_data(w, 3, 10 * MiB, d1, sizeof(d1)), "add partial last block");
+	ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, 1234567890123LL), "add crash marker");
+	ok_r(ferry_segment_writer_add_disk(w, 0, "vda", 2 * MiB), "redeclare disk 0 grown");
+	ok_r(ferry_segment_writer_add_data(w, 0, 2 * MiB - 4096, d1, sizeof(d1)), "data in grown area");
+	ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_APP, -5), "add app marker");
+	ok(ferry_segment_writer_size(w) > sizeof(d0) + sizeof(d1) * 2, "size counts payload");
+
+	_cleanup_free_ void *buf = NULL;
+	size_t len = 0;
+	struct ferry_segment_info wi;
+	ok_r(ferry_segment_writer_finish(w, &buf, &len, &wi), "finish");
+	ok(wi.seq == 7 && strcmp(wi.vm, "vm-1") == 0 && ferry_id_equal(&wi.prev, &prev) &&
+		   wi.nrecords == 10 && !ferry_id_is_null(&wi.digest),
+	   "writer info");
+
+	_cleanup_(ferry_segment_freep) struct ferry_segment *s = NULL;
+	ok_r(ferry_segment_parse(buf, len, &s), "parse");
+	if (!s)
+		return;
+	const struct ferry_segment_info *pi = ferry_segment_info(s);
+	ok(memcmp(pi, &wi, sizeof(wi)) == 0, "parsed info equals writer info");
+
+	struct ferry_record r;
+	ok_r(ferry_segment_record(s, 0, &r), "record 0");
+	ok(r.type == FERRY_REC_DISK && r.disk == 0 && r.length == 1 * MiB && strcmp(r.name, "vda") == 0,
+	   "disk 0 record");
+	ok_r(ferry_segment_record(s, 1, &r), "record 1");
+	ok(r.type == FERRY_REC_DISK && r.disk == 3 && r.length == 10 * MiB + 100 &&
+		   strcmp(r.name, "vdb.data_1") == 0,
+	   "disk 3 record");
+	ok_r(ferry_segment_record(s, 2, &r), "record 2");
+	ok(r.type == FERRY_REC_DATA && r.disk == 0 && r.offset == 4096 && r.length == sizeof(d0) &&
+		   memcmp(r.data, d0, sizeof(d0)) == 0,
+	   "data record");
+	ok_r(ferry_segment_record(s, 3, &r), "record 3");
+	ok(r.type == FERRY_REC_ZERO && r.disk == 3 && r.offset == 0 && r.length == 1 * MiB, "zero record");
+	ok_r(ferry_segment_record(s, 4, &r), "record 4");
+	ok(r.type == FERRY_REC_TRIM && r.disk == 0 && r.offset == 1 * MiB - 4096 && r.length == 4096,
+	   "trim record");
+	ok_r(ferry_segment_record(s, 5, &r), "record 5");
+	ok(r.type == FERRY_REC_DATA && r.disk == 3 && memcmp(r.data, d1, sizeof(d1)) == 0,
+	   "partial block record");
+	ok_r(ferry_segment_record(s, 6, &r), "record 6");
+	ok(r.type == FERRY_REC_MARKER && r.consistency == FERRY_CONSISTENCY_CRASH &&
+		   r.time_ns == 1234567890123LL,
+	   "crash marker record");
+	ok_r(ferry_segment_record(s, 7, &r), "record 7");
+	ok(r.type == FERRY_REC_DISK && r.length == 2 * MiB, "redeclared disk record");
+	ok_r(ferry_segment_record(s, 9, &r), "record 9");
+	ok(r.type == FERRY_REC_MARKER && r.consistency == FERRY_CONSISTENCY_APP && r.time_ns == -5,
+	   "app marker record");
+	ok(ferry_segment_record(s, 10, &r) == -ERANGE, "past the last record is -ERANGE");
+	ok(ferry_segment_record(s, UINT32_MAX, &r) == -ERANGE, "far past the last is -ERANGE");
+
+	/* A chain: the next segment names this one. */
+	_cleanup_(ferry_segment_writer_freep) struct ferry_segment_writer *w2 = NULL;
+	ok_r(ferry_segment_writer_new("vm-1", 8, &pi->digest, &w2), "next writer");
+	_cleanup_free_ void *buf2 = NULL;
+	size_t len2;
+	struct ferry_segment_info wi2;
+	ok_r(ferry_segment_writer_finish(w2, &buf2, &len2, &wi2), "finish empty segment");
+	_cleanup_(ferry_segment_freep) struct ferry_segment *s2 = NULL;
+	ok_r(ferry_segment_parse(buf2, len2, &s2), "parse empty segment");
+	ok(s2 && ferry_id_equal(&ferry_segment_info(s2)->prev, &pi->digest) &&
+		   ferry_segment_info(s2)->nrecords == 0,
+	   "empty segment links to its predecessor");
+}
+
+static void test_big(void)
+{
+	const size_t n = 8 * MiB;
+	_cleanup_free_ uint8_t *rnd = malloc(n), *rep = malloc(n);
+	if (!rnd || !rep)
+		abort();
+	fill(rnd, n, 3);
+	for (size_t i = 0; i < n; i++)
+		rep[i] = (uint8_t)(i / 4096);
+
+	for (int pass = 0; pass < 2; pass++) {
+		const uint8_t *data = pass ? rep : rnd;
+		_cleanup_(ferry_segment_writer_freep) struct ferry_segment_writer *w = NULL;
+		ok_r(ferry_segment_writer_new("big", 1, NULL, &w), "big writer %d", pass);
+		ok_r(ferry_segment_writer_add_disk(w, 1, "disk", 1ull << 40), "big disk");
+		ok_r(ferry_segment_writer_add_data(w, 1, (1ull << 40) - n, data, n), "8 MiB data record");
+		ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, 1), "marker");
+		_cleanup_free_ void *buf = NULL;
+		size_t len;
+		ok_r(ferry_segment_writer_finish(w, &buf, &len, NULL), "finish big");
+		if (pass)
+			ok(len < n / 10, "compressible data is stored compressed (%zu bytes)", len);
+		else
+			ok(len < n + 300, "incompressible data is stored raw (%zu bytes)", len);
+		_cleanup_(ferry_segment_freep) struct ferry_segment *s = NULL;
+		ok_r(ferry_segment_parse(buf, len, &s), "parse big");
+		struct ferry_record r = { 0 };
+		ok(s && ferry_segment_record(s, 1, &r) == 0 && r.type == FERRY_REC_DATA &&
+			   r.length == n && memcmp(r.data, data, n) == 0,
+		   "big data survives");
+	}
+
+	/* Many small records: the record table is built once, lookups are O(1). */
+	_cleanup_(ferry_segment_writer_freep) struct ferry_segment_writer *w = NULL;
+	ok_r(ferry_segment_writer_new("many", 1, NULL, &w), "many writer");
+	ok_r(ferry_segment_writer_add_disk(w, 0, "d", 1ull << 40), "many disk");
+	int bad = 0;
+	for (uint64_t i = 0; i < 200000; i++)
+		if (ferry_segment_writer_add_zero(w, 0, i * 8192, 4096) < 0)
+			bad++;
+	ok(bad == 0, "200000 zero records");
+	_cleanup_free_ void *buf = NULL;
+	size_t len;
+	ok_r(ferry_segment_writer_finish(w, &buf, &len, NULL), "finish many");
+	_cleanup_(ferry_segment_freep) struct ferry_segment *s = NULL;
+	ok_r(ferry_segment_parse(buf, len, &s), "parse many");
+	struct ferry_record r = { 0 };
+	ok(s && ferry_segment_record(s, 200000, &r) == 0 && r.type == FERRY_REC_ZERO &&
+		   r.offset == 199999ull * 8192,
+	   "last of many");
+}
+
+static void test_writer_refuses(void)
+{
+	struct ferry_segment_writer *w = NULL;
+	struct ferry_id prev;
+	ferry_sha256("x", 1, &prev);
+	ok(ferry_segment_writer_new("bad/name", 1, NULL, &w) == -EINVAL, "vm name with slash");
+	ok(ferry_segment_writer_new("", 1, NULL, &w) == -EINVAL, "empty vm name");
+	ok(ferry_segment_writer_new(".vm", 1, NULL, &w) == -EINVAL, "vm name with leading dot");
+	ok(ferry_segment_writer_new("vm", 0, NULL, &w) == -EINVAL, "seq 0");
+	ok(ferry_segment_writer_new("vm", 1, &prev, &w) == -EINVAL, "seq 1 with a prev");
+	ok(ferry_segment_writer_new("vm", 2, NULL, &w) == -EINVAL, "seq 2 without a prev");
+	ok(w == NULL, "nothing returned on refusal");
+
+	_cleanup_(ferry_segment_writer_freep) struct ferry_segment_writer *v = NULL;
+	ok_r(ferry_segment_writer_new("vm", 2, &prev, &v), "writer");
+	uint8_t blk[8192] = { 0 };
+	ok(ferry_segment_writer_add_data(v, 0, 0, blk, 4096) == -EINVAL, "data for undeclared disk");
+	ok(ferry_segment_writer_add_disk(v, 0, "bad name", 4096) == -EINVAL, "disk name with space");
+	ok(ferry_segment_writer_add_disk(v, 0, "-x", 4096) == -EINVAL, "disk name with leading dash");
+	ok_r(ferry_segment_writer_add_disk(v, 0, "vda", 64 * 1024), "disk");
+	uint64_t size = ferry_segment_writer_size(v);
+	ok(ferry_segment_writer_add_disk(v, 0, "vdb", 4096) == -EINVAL, "redeclare with another name");
+	ok(ferry_segment_writer_add_disk(v, 1, "vda", 4096) == -EINVAL, "second index, same name");
+	ok(ferry_segment_writer_add_disk(v, 1, "vdb", 1ull << 63) == -EINVAL, "absurd disk size");
+	ok(ferry_segment_writer_add_data(v, 0, 512, blk, 4096) == -EINVAL, "misaligned offset");
+	ok(ferry_segment_writer_add_data(v, 0, 4096, blk, 512) == -EINVAL, "misaligned length");
+	ok(ferry_segment_writer_add_data(v, 0, 4096, blk, 0) == -EINVAL, "zero length");
+	ok(ferry_segment_writer_add_zero(v, 0, 4095, 4096) == -EINVAL, "misaligned zero");
+	ok(ferry_segment_writer_add_trim(v, 0, 0, 100) == -EINVAL, "misaligned trim");
+	ok(ferry_segment_writer_add_data(v, 0, 60 * 1024, blk, 8192) == -EINVAL, "data past the end");
+	ok(ferry_segment_writer_add_zero(v, 0, UINT64_MAX - 4095, 4096) == -EINVAL, "offset overflow");
+	ok(ferry_segment_writer_add_zero(v, 0, 4096, UINT64_MAX - 4095) == -EINVAL, "length overflow");
+	ok(ferry_segment_writer_add_marker(v, 0, 1) == -EINVAL, "unknown consistency 0");
+	ok(ferry_segment_writer_add_marker(v, 3, 1) == -EINVAL, "unknown consistency 3");
+	ok(ferry_segment_writer_size(v) == size, "refusals add nothing");
+
+	/* The size bound: refused before the buffer is read. */
+	ok_r(ferry_segment_writer_add_disk(v, 2, "huge", 1ull << 40), "huge disk");
+	ok(ferry_segment_writer_add_data(v, 2, 0, blk, 2ull * FERRY_SEGMENT_MAX_PLAIN) == -E2BIG,
+	   "data beyond the segment bound is -E2BIG");
+
+	_cleanup_free_ void *buf = NULL;
+	size_t len;
+	ok_r(ferry_segment_writer_finish(v, &buf, &len, NULL), "finish after refusals");
+	_cleanup_(ferry_segment_freep) struct ferry_segment *s = NULL;
+	ok_r(ferry_segment_parse(buf, len, &s), "and it parses");
+	ok(s && ferry_segment_info(s)->nrecords == 2, "only the accepted records");
+}
+
+static void test_damage(int compressible)
+{
+	_cleanup_(ferry_segment_writer_freep) struct ferry_segment_writer *w = NULL;
+	ok_r(ferry_segment_writer_new("v", 1, NULL, &w), "small writer");
+	uint8_t blk[4096];
+	if (compressible)
+		memset(blk, 'x', sizeof(blk));
+	else
+		fill(blk, sizeof(blk), 9);
+	ferry_segment_writer_add_disk(w, 0, "d", 8192);
+	ferry_segment_writer_add_data(w, 0, 4096, blk, 4096);
+	ferry_segment_writer_add_zero(w, 0, 0, 4096);
+	ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_APP, 99);
+	_cleanup_free_ uint8_t *buf = NULL;
+	size_t len;
+	ok_r(ferry_segment_writer_finish(w, (void **)&buf, &len, NULL), "small segment");
+	ok(compressible ? len < 4096 : len > 4096, "small segment is %s (%zu bytes)",
+	   compressible ? "compressed" : "raw", len);
+
+	int bad = 0;
+	for (size_t i = 0; i < len; i++)
+		for (int bit = 0; bit < 8; bit += 7) {
+			buf[i] ^= (uint8_t)(1u << bit);
+			if (!parse_fails(buf, len, -EBADMSG))
+				bad++;
+			buf[i] ^= (uint8_t)(1u << bit);
+		}
+	ok(bad == 0, "every flipped byte of %zu is -EBADMSG (%d not)", len, bad);
+
+	bad = 0;
+	for (size_t n = 0; n < len; n++)
+		if (!parse_fails(buf, n, -EBADMSG))
+			bad++;
+	ok(bad == 0, "every truncation is -EBADMSG (%d not)", bad);
+	ok(parse_fails(buf + 1, len - 1, -EBADMSG), "missing first byte");
+	_cleanup_free_ uint8_t *longer = malloc(len + 1);
+	memcpy(longer, buf, len);
+	longer[len] = 0;
+	ok(parse_fails(longer, len + 1, -EBADMSG), "a trailing byte is -EBADMSG");
+	ok(parse_fails(NULL, 0, -EBADMSG), "NULL is -EBADMSG");
+
+	_cleanup_(ferry_segment_freep) struct ferry_segment *s = NULL;
+	ok_r(ferry_segment_parse(buf, len, &s), "undamaged copy still parses");
+}
+
+/* ---- forging: the digest is right, the content is not ---- */
+
+struct forge {
+	const char *vm;
+	uint16_t major, minor;
+	uint32_t hdr_extra; /* extra header bytes (a later minor version) */
+	uint64_t seq;
+	int prev_null;
+	uint32_t nrecords, flags;
+	uint8_t comp;
+	int64_t plain_adjust;  /* added to the declared plain length */
+	int64_t stored_adjust; /* added to the declared stored length */
+	int32_t hdrlen_adjust;
+};
+
+static void forge_default(struct forge *f)
+{
+	*f = (struct forge){ .vm = "vm", .major = 1, .seq = 1, .prev_null = 1 };
+}
+
+static uint8_t *forge_build(const struct forge *f, const void *payload, size_t plen, size_t *ret_len)
+{
+	size_t vl = strlen(f->vm);
+	size_t hlen = (90 + vl + 7) / 8 * 8 + f->hdr_extra;
+	size_t len = hlen + plen + 40;
+	uint8_t *b = calloc(1, len);
+	if (!b)
+		abort();
+	memcpy(b, "FERRYSEG", 8);
+	put_le16(b + 8, f->major);
+	put_le16(b + 10, f->minor);
+	put_le32(b + 12, (uint32_t)(hlen + f->hdrlen_adjust));
+	put_le64(b + 16, f->seq);
+	if (!f->prev_null)
+		memset(b + 24, 0xab, 32);
+	put_le64(b + 56, 42);
+	put_le32(b + 64, f->nrecords);
+	put_le32(b + 68, f->flags);
+	put_le64(b + 72, plen + f->plain_adjust);
+	put_le64(b + 80, plen + f->stored_adjust);
+	b[88] = f->comp;
+	b[89] = (uint8_t)vl;
+	memcpy(b + 90, f->vm, vl);
+	if (f->hdr_extra)
+		memset(b + hlen - f->hdr_extra, 0x5a, f->hdr_extra);
+	memcpy(b + hlen, payload, plen);
+	struct ferry_id d;
+	ferry_sha256(b, hlen + plen, &d);
+	memcpy(b + hlen + plen, d.b, 32);
+	memcpy(b + hlen + plen + 32, "FERRYEND", 8);
+	*ret_len = len;
+	return b;
+}
+
+/* A tiny record encoder for the forged payloads. */
+struct pl {
+	uint8_t b[1 << 16];
+	size_t n;
+	uint32_t count;
+};
+
+static void pl_common(struct pl *p, uint8_t type, uint16_t disk, uint64_t off, uint64_t len)
+{
+	p->b[p->n] = type;
+	put_le16(p->b + p->n + 1, disk);
+	put_le64(p->b + p->n + 3, off);
+	put_le64(p->b + p->n + 11, len);
+	p->n += 19;
+	p->count++;
+}
+
+static void pl_disk(struct pl *p, uint16_t disk, const char *name, uint64_t size)
+{
+	pl_common(p, 1, disk, 0, size);
+	p->b[p->n++] = (uint8_t)strlen(name);
+	memcpy(p->b + p->n, name, strlen(name));
+	p->n += strlen(name);
+}
+
+static void pl_data(struct pl *p, uint16_t disk, uint64_t off, uint64_t len, size_t actual)
+{
+	pl_common(p, 2, disk, off, len);
+	memset(p->b + p->n, 0x11, actual);
+	p->n += actual;
+}
+
+static void pl_marker(struct pl *p, uint8_t c)
+{
+	pl_common(p, 5, 0, 0, 0);
+	p->b[p->n] = c;
+	put_le64(p->b + p->n + 1, 7);
+	p->n += 9;
+}
+
+/* Builds a forged raw segment from f and p and checks the parse result. */
+static int forge_check(struct forge *f, const struct pl *p, int expect)
+{
+	size_t len;
+	if (!f->nrecords)
+		f->nrecords = p->count;
+	_cleanup_free_ uint8_t *b = forge_build(f, p->b, p->n, &len);
+	if (expect == 0) {
+		_cleanup_(ferry_segment_freep) struct ferry_segment *s = NULL;
+		return ferry_segment_parse(b, len, &s) == 0;
+	}
+	return parse_fails(b, len, expect);
+}
+
+/* Payloads whose digest will be right but whose records are not. */
+static const char *bad_case(int i, struct pl *q)
+{
+	switch (i) {
+	case 0:
+		pl_disk(q, 0, "d", MiB);
+		pl_data(q, 0, 512, 4096, 4096);
+		return "misaligned data offset";
+	case 1:
+		pl_disk(q, 0, "d", MiB);
+		pl_data(q, 0, 0, 4000, 4000);
+		return "misaligned data length";
+	case 2:
+		pl_disk(q, 0, "d", MiB);
+		pl_data(q, 0, 0, 0, 0);
+		return "zero-length data";
+	case 3:
+		pl_disk(q, 0, "d", MiB);
+		pl_data(q, 0, 0, 8192, 4096);
+		return "data length beyond payload";
+	case 4:
+		pl_disk(q, 0, "d", MiB);
+		pl_data(q, 1, 0, 4096, 4096);
+		return "data for undeclared disk";
+	case 5:
+		pl_data(q, 0, 0, 4096, 4096);
+		pl_disk(q, 0, "d", MiB);
+		return "data before its disk";
+	case 6:
+		pl_disk(q, 0, "d", 8192);
+		pl_data(q, 0, 8192, 4096, 4096);
+		return "data past the disk end";
+	case 7:
+		pl_disk(q, 0, "d", MiB);
+		pl_common(q, 3, 0, UINT64_MAX - 4095, 8192);
+		return "zero range overflow";
+	case 8:
+		pl_disk(q, 0, "d", MiB);
+		pl_common(q, 4, 0, 0, 100);
+		return "misaligned trim";
+	case 9:
+		pl_disk(q, 0, "d", MiB);
+		pl_common(q, 0, 0, 0, 4096);
+		return "unknown record type 0";
+	case 10:
+		pl_disk(q, 0, "d", MiB);
+		pl_common(q, 6, 0, 0, 4096);
+		return "unknown record type 6";
+	case 11:
+		pl_disk(q, 0, "../x", MiB);
+		return "invalid disk name";
+	case 12:
+		pl_disk(q, 0, "ab", MiB);
+		q->b[q->n - 1] = 0;
+		return "disk name with NUL";
+	case 13:
+		pl_disk(q, 0, "", MiB);
+		return "empty disk name";
+	case 14:
+		pl_disk(q, 0, "abc", MiB);
+		q->b[q->n - 4] = 9;
+		return "disk name past the payload";
+	case 15:
+		pl_disk(q, 0, "d", MiB);
+		put_le64(q->b + 3, 4096);
+		return "disk with an offset";
+	case 16:
+		pl_disk(q, 0, "d", MiB);
+		pl_disk(q, 0, "e", MiB);
+		return "disk renamed";
+	case 17:
+		pl_disk(q, 0, "d", MiB);
+		pl_disk(q, 1, "d", MiB);
+		return "two disks one name";
+	case 18:
+		pl_marker(q, 0);
+		return "marker consistency 0";
+	case 19:
+		pl_marker(q, 3);
+		return "marker consistency 3";
+	case 20:
+		pl_marker(q, 1);
+		put_le64(q->b + 11, 4096);
+		return "marker with a length";
+	case 21:
+		pl_marker(q, 1);
+		q->n -= 1;
+		return "truncated marker";
+	case 22:
+		pl_disk(q, 0, "d", MiB);
+		q->b[q->n++] = 3;
+		q->count++;
+		return "truncated record header";
+	default:
+		return NULL;
+	}
+}
+
+static void test_forged(void)
+{
+	struct forge f;
+	_cleanup_free_ struct pl *p = calloc(1, sizeof(*p));
+
+	forge_default(&f);
+	pl_disk(p, 0, "vda", 1 * MiB);
+	pl_data(p, 0, 8192, 4096, 4096);
+	pl_marker(p, 1);
+	ok(forge_check(&f, p, 0), "forged good segment parses (the test encoder agrees)");
+
+	forge_default(&f);
+	f.hdr_extra = 16;
+	f.minor = 7;
+	ok(forge_check(&f, p, 0), "a later minor version with a longer header parses");
+
+	forge_default(&f);
+	f.major = 2;
+	ok(forge_check(&f, p, -EPROTONOSUPPORT), "major 2 is -EPROTONOSUPPORT");
+	f.major = 0;
+	ok(forge_check(&f, p, -EPROTONOSUPPORT), "major 0 is -EPROTONOSUPPORT");
+	f.major = 0xffff;
+	f.hdrlen_adjust = 1000000;
+	ok(forge_check(&f, p, -EPROTONOSUPPORT), "an unknown major is refused before its header");
+
+	forge_default(&f);
+	f.seq = 0;
+	ok(forge_check(&f, p, -EBADMSG), "seq 0");
+	forge_default(&f);
+	f.prev_null = 0;
+	ok(forge_check(&f, p, -EBADMSG), "seq 1 with a prev");
+	forge_default(&f);
+	f.seq = 5;
+	ok(forge_check(&f, p, -EBADMSG), "seq 5 without a prev");
+	forge_default(&f);
+	f.vm = "a/b";
+	ok(forge_check(&f, p, -EBADMSG), "invalid vm name");
+	forge_default(&f);
+	f.flags = 1;
+	ok(forge_check(&f, p, -EBADMSG), "unknown flag");
+	forge_default(&f);
+	f.comp = 2;
+	ok(forge_check(&f, p, -EBADMSG), "unknown compression");
+	forge_default(&f);
+	f.comp = 1;
+	ok(forge_check(&f, p, -EBADMSG), "raw bytes claimed as zstd");
+	forge_default(&f);
+	f.plain_adjust = 1;
+	ok(forge_check(&f, p, -EBADMSG), "raw with plain != stored");
+	forge_default(&f);
+	f.stored_adjust = -1;
+	ok(forge_check(&f, p, -EBADMSG), "stored length disagrees with the buffer");
+	forge_default(&f);
+	f.hdrlen_adjust = -8;
+	ok(forge_check(&f, p, -EBADMSG), "header length too short for the name");
+	forge_default(&f);
+	f.hdrlen_adjust = 8;
+	ok(forge_check(&f, p, -EBADMSG), "header length past the header");
+	forge_default(&f);
+	f.nrecords = p->count + 1;
+	ok(forge_check(&f, p, -EBADMSG), "record count too high");
+	forge_default(&f);
+	f.nrecords = p->count - 1;
+	ok(forge_check(&f, p, -EBADMSG), "record count too low (trailing bytes)");
+	forge_default(&f);
+	f.nrecords = UINT32_MAX;
+	ok(forge_check(&f, p, -EBADMSG), "absurd record count");
+
+	const char *what;
+	for (int i = 0; memset(p, 0, sizeof(*p)), (what = bad_case(i, p)); i++) {
+		forge_default(&f);
+		ok(forge_check(&f, p, -EBADMSG), "forged: %s", what);
+	}
+
+	/* 257 distinct disks exceed the per-segment table. */
+	memset(p, 0, sizeof(*p));
+	for (int i = 0; i < 257; i++) {
+		char n[16];
+		snprintf(n, sizeof(n), "d%d", i);
+		pl_disk(p, (uint16_t)i, n, MiB);
+	}
+	forge_default(&f);
+	ok(forge_check(&f, p, -EBADMSG), "forged: too many disks");
+}
+
+/* ---- golden files ---- */
+
+static char *data_dir(void)
+{
+	_cleanup_free_ char *f = strdup(__FILE__);
+	char *d = NULL;
+	if (!f || asprintf(&d, "%s/../data/segment", dirname(f)) < 0)
+		abort();
+	return d;
+}
+
+static void check_good_basic(const struct ferry_segment *s)
+{
+	/* good/basic.seg is written from the spec by tests/data/segment/make-golden.py. */
+	const struct ferry_segment_info *i = ferry_segment_info(s);
+	struct ferry_record r;
+	ok(strcmp(i->vm, "web-1") == 0 && i->seq == 1 && ferry_id_is_null(&i->prev) &&
+		   i->created_ns == 1700000000000000000LL && i->nrecords == 5,
+	   "good/basic.seg header");
+	ok(ferry_segment_record(s, 0, &r) == 0 && r.type == FERRY_REC_DISK && r.disk == 0 &&
+		   strcmp(r.name, "vda") == 0 && r.length == 1048576,
+	   "good/basic.seg disk");
+	uint8_t expect[4096];
+	memset(expect, 0xa5, sizeof(expect));
+	ok(ferry_segment_record(s, 1, &r) == 0 && r.type == FERRY_REC_DATA && r.offset == 8192 &&
+		   r.length == 4096 && memcmp(r.data, expect, 4096) == 0,
+	   "good/basic.seg data");
+	ok(ferry_segment_record(s, 2, &r) == 0 && r.type == FERRY_REC_ZERO && r.offset == 65536 &&
+		   r.length == 65536,
+	   "good/basic.seg zero");
+	ok(ferry_segment_record(s, 3, &r) == 0 && r.type == FERRY_REC_TRIM && r.offset == 1048576 - 4096 &&
+		   r.length == 4096,
+	   "good/basic.seg trim");
+	ok(ferry_segment_record(s, 4, &r) == 0 && r.type == FERRY_REC_MARKER &&
+		   r.consistency == FERRY_CONSISTENCY_CRASH && r.time_ns == 1700000000500000000LL,
+	   "good/basic.seg marker");
+}
+
+static void test_golden(void)
+{
+	_cleanup_free_ char *dir = data_dir();
+	const char *sub[] = { "good", "corrupt" };
+	for (size_t k = 0; k < 2; k++) {
+		_cleanup_free_ char *path = NULL;
+		if (asprintf(&path, "%s/%s", dir, sub[k]) < 0)
+			abort();
+		DIR *d = opendir(path);
+		ok(d != NULL, "open golden directory %s", path);
+		if (!d)
+			continue;
+		unsigned n = 0;
+		struct dirent *de;
+		while ((de = readdir(d))) {
+			size_t l = strlen(de->d_name);
+			if (l < 5 || strcmp(de->d_name + l - 4, ".seg") != 0)
+				continue;
+			_cleanup_free_ char *fp = NULL;
+			_cleanup_free_ void *buf = NULL;
+			size_t len;
+			if (asprintf(&fp, "%s/%s", path, de->d_name) < 0)
+				abort();
+			if (ferry_read_file(fp, &buf, &len) < 0) {
+				ok(0, "read %s", fp);
+				continue;
+			}
+			n++;
+			_cleanup_(ferry_segment_freep) struct ferry_segment *s = NULL;
+			int r = ferry_segment_parse(buf, len, &s);
+			if (k == 0) {
+				ok_r(r, "good/%s parses", de->d_name);
+				if (r >= 0 && strcmp(de->d_name, "basic.seg") == 0)
+					check_good_basic(s);
+			} else {
+				int expect = strncmp(de->d_name, "future-", 7) == 0 ? -EPROTONOSUPPORT
+										    : -EBADMSG;
+				ok(r == expect, "corrupt/%s is %s (got %d)", de->d_name,
+				   expect == -EBADMSG ? "-EBADMSG" : "-EPROTONOSUPPORT", r);
+			}
+		}
+		closedir(d);
+		ok(n > 0, "golden %s files found (%u)", sub[k], n);
+	}
+}
+
+int main(void)
+{
+	test_round_trip();
+	test_big();
+	test_writer_refuses();
+	test_damage(0);
+	test_damage(1);
+	test_forged();
+	test_golden();
+	return tap_done();
+}

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The `scan` change tracker of ferry-agent: reads every disk of a VM,
+ * compares per-4 KiB-block fingerprints with those of the last cycle, and
+ * ships what differs as change-log segments into the cache, ending each
+ * cycle with a crash-consistent marker. Its state directory (fingerprint
+ * files and a progress file, docs/format/agent-state.md) lets an interrupted
+ * cycle resume where it stopped. Internal to ferry-agent.
+ */
+#pragma once
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ferry_cache;
+
+struct agent_disk {
+	char *name;
+	char *path;
+};
+
+struct agent_scan_params {
+	const char *vm;
+	const char *state_dir;
+	const struct agent_disk *disks;
+	size_t ndisks;
+	struct ferry_cache *cache;
+	/* Set asynchronously (signal handler) to ask for a clean stop: the
+	 * scan ships what it has, records its progress and returns 0. */
+	const volatile sig_atomic_t *stop;
+	/* Called now and then with the bytes of the cycle covered so far
+	 * (including what an earlier, interrupted run covered) and the total
+	 * bytes of all disks; may be NULL. */
+	void (*progress)(void *userdata, uint64_t done, uint64_t total);
+	void *userdata;
+};
+
+struct agent_scan_stats {
+	uint64_t cycle;            /* number of the cycle (1, 2, ...) */
+	uint64_t seq;              /* last segment seq written (the marker's) */
+	uint64_t scanned_bytes;    /* disk bytes read by this run */
+	uint64_t shipped_bytes;    /* DATA record bytes shipped by this run */
+	uint64_t zeroed_bytes;     /* bytes covered by ZERO records of this run */
+	uint64_t segments;         /* segments put by this run */
+	uint64_t cycle_shipped_bytes; /* DATA bytes of the whole cycle, across resumes */
+	uint64_t cycle_segments;   /* segments of the whole cycle, across resumes */
+	uint64_t total_shipped_bytes; /* cumulative over every cycle of this state dir */
+	uint64_t disk_bytes;       /* sum of disk sizes */
+	uint64_t resumed_from;     /* cycle bytes already covered when this run began */
+	int64_t marker_time_ns;    /* time of the consistency marker */
+	int64_t started_ns, finished_ns;
+};
+
+/*
+ * Runs one cycle (or finishes the one in progress). Returns 1 when the
+ * cycle is complete and its marker durably in the cache, 0 when *stop
+ * interrupted it (progress saved; the next call resumes), -errno on error
+ * (already logged, naming the VM and disk).
+ */
+int agent_scan_cycle(const struct agent_scan_params *p, struct agent_scan_stats *ret);

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The pure parts of the cache, exposed for the unit tests and the fuzz
+ * targets: encoding and decoding of ack records and of segment names. No
+ * I/O here; cache.c does the blobs calls. Format: docs/format/cache.md.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry/cache.h"
+
+/* An encoded ack is never longer than this (readers refuse longer ones). */
+#define CACHE_ACK_MAX 4096u
+/* Length of an ack this version writes for a VM name of n bytes. */
+#define CACHE_ACK_LEN(n) (57u + (n) + 32u)
+
+/* Encodes ack for vm into buf (at least CACHE_ACK_MAX bytes); -EINVAL on an
+ * invalid name or an ack that breaks the seq/digest rule. */
+int cache_ack_format(const char *vm, const struct ferry_ack *ack, void *buf, size_t size,
+		     size_t *ret_len);
+/* Decodes and verifies an ack. With vm set, an ack naming another VM is
+ * damage. -EBADMSG on any damage, -EPROTONOSUPPORT for an unknown major. */
+int cache_ack_parse(const void *buf, size_t len, const char *vm, struct ferry_ack *ret);
+
+/* "segments/<vm>/<16 lowercase hex>.seg" into buf (at least 128 bytes). */
+int cache_segment_name(const char *vm, uint64_t seq, char *buf, size_t size);
+/* The seq of a well-formed segment name of vm; -EINVAL for anything else
+ * (other VMs, upper-case or short hex, seq 0, extra characters). */
+int cache_segment_name_parse(const char *name, const char *vm, uint64_t *ret_seq);

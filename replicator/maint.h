@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Vault maintenance shared by ferry-replicator and the ferry CLI: the
+ * exclusive writer lock, thinning of old recovery points by policy, and
+ * garbage collection of objects no point, live map or work map references.
+ */
+#pragma once
+
+#include <stdint.h>
+
+#include "ferry/vault.h"
+
+/* Takes the vault's writer lock (DIR/writer.lock, flock). -EBUSY if another
+ * process holds it; the lock lives as long as the returned fd. */
+int maint_lock(const char *vault_dir, int *ret_fd);
+
+/*
+ * Thins recovery points of every VM as of now_ns: points older than the
+ * retention window go; within it, all of the last two hours stay, older
+ * ones keep the newest point of each hour. The newest point always stays.
+ */
+int maint_thin(struct ferry_vault *v, int64_t now_ns, unsigned *ret_deleted);
+
+struct gc_result {
+	uint64_t live_objects;
+	uint64_t packs_deleted;
+	uint64_t packs_rewritten;
+	uint64_t orphan_packs;
+	uint64_t bytes_freed;
+};
+
+/* Marks from every root, deletes packs with no live object, rewrites packs
+ * that are mostly dead, removes packs the catalog does not know (left by a
+ * crash). Needs the writer lock. */
+int maint_gc(struct ferry_vault *v, struct gc_result *ret);
