@@ -192,7 +192,8 @@ for _ in $(seq 100); do
 done
 mountpoint -q "$T/mnt" || { echo "demo: ferryfs did not mount within 10 s" >&2; exit 1; }
 show cd "$T/mnt" "&&" find . -maxdepth 4
-(cd "$T/mnt" && find . -maxdepth 4 | LC_ALL=C sort)
+# Sorted by path component, so that a point's files follow the point.
+(cd "$T/mnt" && find . -maxdepth 4 | LC_ALL=C sort -t/ -k2,2 -k3,3 -k4,4 -k5,5)
 echo
 run cat "$T/mnt/demo/vm.conf"
 
@@ -218,6 +219,14 @@ for disk in os data; do
 	pass "live image disks/$disk.img == source $disk disk now"
 done
 run readlink "$rp/latest"
+# Recovery points are immutable, and the mount says so.
+show dd if=/dev/zero of="$rp/latest/os.img" bs=4K count=1 conv=notrunc
+if err=$(dd if=/dev/zero of="$rp/latest/os.img" bs=4K count=1 conv=notrunc 2>&1); then
+	echo "demo: a write into a recovery point succeeded" >&2
+	exit 1
+fi
+echo "${err//$T/\$T}" | head -n 1
+pass "writes are refused"
 
 section "Copy the oldest point's os disk out and look inside its ext4"
 old=${points[0]}
@@ -238,6 +247,8 @@ pass "the old point holds the old file"
 
 # Loop devices need root; the point is mounted straight from ferryfs, no copy.
 if [ "$(id -u)" = 0 ] && loopdev=$(losetup -r -f --show "$rp/$old/os.img" 2>/dev/null); then
+	show losetup -r -f --show "$rp/$old/os.img"
+	echo "$loopdev"
 	run mount -o ro,noload "$loopdev" "$T/ext4"
 	run ls -l "$T/ext4/home/demo"
 	cmp "$T/ext4/home/demo/notes.txt" "$T/staging/home/demo/notes.txt"

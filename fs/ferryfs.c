@@ -694,6 +694,11 @@ static int node_stat(struct fs *fs, const struct node *n, struct stat *st, doubl
 	}
 	}
 	st->st_blocks = (st->st_size + 511) / 512;
+	/* How much of an image is allocated is not known without walking its
+	 * whole map. Claiming one block less than full makes cp, tar and rsync
+	 * take the file for sparse and ask SEEK_DATA/SEEK_HOLE, which is exact. */
+	if ((n->kind == K_LIVE || n->kind == K_PIMAGE) && st->st_blocks > 0)
+		st->st_blocks--;
 	st->st_mtim = st->st_ctim = st->st_atim = ns_to_ts(when);
 	return 0;
 }
@@ -1608,7 +1613,8 @@ static int run(const struct options *o)
 
 	r = ferry_vault_open(vault_dir, 1, &fs.vault);
 	if (r < 0)
-		return log_error_errno(r, "cannot open vault %s", o->vault);
+		return log_error_errno(r, "cannot open vault %s%s", o->vault,
+				       r == -ENOENT ? " (no catalog.db: not a vault?)" : "");
 	r = ferry_chunk_cache_new(fs.vault, (size_t)o->cache_mib << 20, &fs.cache);
 	if (r < 0)
 		return log_error_errno(r, "cannot allocate the chunk cache");

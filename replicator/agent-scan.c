@@ -23,6 +23,7 @@
 #include <inttypes.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,37 @@ struct disk {
 
 enum run_type { RUN_NONE, RUN_DATA, RUN_ZERO };
 
+/* A finished segment on its way out: put it, make the pending fingerprints
+ * behind it durable, then record the progress it carries. */
+struct job {
+	struct job *next;
+	void *buf;
+	size_t len;
+	uint64_t seq;
+	uint64_t data_bytes;
+	struct progress pr;
+	size_t nfds;
+	int fds[]; /* pending fingerprint files to sync first */
+};
+
+/*
+ * Putting a segment is mostly waiting for the cache to make it durable
+ * (write + fsync), so one thread does that while the scan reads, hashes
+ * and encodes the next segment. Jobs run strictly in order: the progress
+ * file only ever moves forward over segments that are in the cache.
+ */
+struct shipper {
+	pthread_t thread;
+	int started;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct job *head, *tail;
+	size_t pending; /* queued or running */
+	int error;      /* first failure; later jobs are dropped */
+	int quit;
+	uint64_t shipped_bytes, segments, last_seq;
+};
+
 struct run {
 	enum run_type type;
 	uint64_t start, len;
@@ -118,6 +150,7 @@ struct scan {
 	uint8_t oldfp[HOLE_FPS * FP_ENTRY];
 	struct run run;
 	struct agent_scan_stats st;
+	struct shipper sh;
 };
 
 /* ---- small helpers ---- */
@@ -171,10 +204,9 @@ static int parse_u64(const char *s, uint64_t *ret)
 
 /* ---- the progress file ---- */
 
-static int progress_write(struct scan *s)
+static int progress_write(struct scan *s, const struct progress *pr)
 {
 	char hex[FERRY_ID_HEX_SIZE];
-	const struct progress *pr = &s->pr;
 	_cleanup_free_ char *body = NULL;
 	int n = asprintf(&body,
 			 PROGRESS_MAGIC " %d\n"
@@ -651,32 +683,142 @@ static int sync_pending(struct scan *s)
 	return 0;
 }
 
-/* Ships the open segment, then records that everything before (disk, pos)
- * is safe. -EEXIST if that seq is taken (the caller resynchronizes). */
-static int ship(struct scan *s, size_t disk, uint64_t pos, enum pstate state)
+static void job_free(struct job *j)
 {
-	_cleanup_free_ void *buf = NULL;
-	size_t len;
-	struct ferry_segment_info info;
-	int r = ferry_segment_writer_finish(s->w, &buf, &len, &info);
-	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot encode segment %" PRIu64, s->p->vm,
-				       s->pr.next_seq);
-	r = ferry_cache_put_segment(s->p->cache, s->p->vm, info.seq, buf, len);
+	if (j) {
+		free(j->buf);
+		free(j);
+	}
+}
+
+static int job_run(struct scan *s, struct job *j)
+{
+	int r = ferry_cache_put_segment(s->p->cache, s->p->vm, j->seq, j->buf, j->len);
 	if (r == -EEXIST) {
 		log_warning("VM %s: segment %" PRIu64 " is already in the cache; "
-			    "resynchronizing the sequence", s->p->vm, info.seq);
+			    "resynchronizing the sequence", s->p->vm, j->seq);
 		return r;
 	}
 	if (r < 0)
 		return log_error_errno(r, "VM %s: cannot put segment %" PRIu64 " into %s",
-				       s->p->vm, info.seq, ferry_cache_url(s->p->cache));
-	log_debug("VM %s: segment %" PRIu64 ": %zu bytes, %" PRIu32 " records", s->p->vm,
-		  info.seq, len, info.nrecords);
-	r = sync_pending(s);
-	if (r < 0)
-		return r;
+				       s->p->vm, j->seq, ferry_cache_url(s->p->cache));
+	log_debug("VM %s: segment %" PRIu64 ": %zu bytes in the cache", s->p->vm, j->seq,
+		  j->len);
+	for (size_t i = 0; i < j->nfds; i++)
+		if (fdatasync(j->fds[i]) < 0)
+			return log_error_errno(-errno, "VM %s: cannot sync pending fingerprints",
+					       s->p->vm);
+	return progress_write(s, &j->pr);
+}
 
+static void *shipper_main(void *userdata)
+{
+	struct scan *s = userdata;
+	struct shipper *sh = &s->sh;
+	pthread_mutex_lock(&sh->lock);
+	for (;;) {
+		while (!sh->head && !sh->quit)
+			pthread_cond_wait(&sh->cond, &sh->lock);
+		if (!sh->head)
+			break;
+		struct job *j = sh->head;
+		sh->head = j->next;
+		if (!sh->head)
+			sh->tail = NULL;
+		int skip = sh->error != 0;
+		pthread_mutex_unlock(&sh->lock);
+
+		int r = skip ? 0 : job_run(s, j);
+
+		pthread_mutex_lock(&sh->lock);
+		if (r < 0 && !sh->error)
+			sh->error = r;
+		else if (!skip) {
+			sh->shipped_bytes += j->data_bytes;
+			sh->segments++;
+			sh->last_seq = j->seq;
+		}
+		sh->pending--;
+		pthread_cond_broadcast(&sh->cond);
+		job_free(j);
+	}
+	pthread_mutex_unlock(&sh->lock);
+	return NULL;
+}
+
+static int shipper_start(struct scan *s)
+{
+	struct shipper *sh = &s->sh;
+	pthread_mutex_init(&sh->lock, NULL);
+	pthread_cond_init(&sh->cond, NULL);
+	int r = -pthread_create(&sh->thread, NULL, shipper_main, s);
+	if (r < 0)
+		return log_error_errno(r, "cannot start the shipping thread");
+	sh->started = 1;
+	return 0;
+}
+
+static void shipper_stop(struct scan *s)
+{
+	struct shipper *sh = &s->sh;
+	if (!sh->started)
+		return;
+	pthread_mutex_lock(&sh->lock);
+	sh->quit = 1;
+	pthread_cond_broadcast(&sh->cond);
+	pthread_mutex_unlock(&sh->lock);
+	pthread_join(sh->thread, NULL);
+	pthread_mutex_destroy(&sh->lock);
+	pthread_cond_destroy(&sh->cond);
+	sh->started = 0;
+}
+
+/* Waits until at most `depth` jobs are pending; returns (and clears) the
+ * first failure, after the jobs queued behind it have been dropped. */
+static int shipper_wait(struct scan *s, size_t depth)
+{
+	struct shipper *sh = &s->sh;
+	pthread_mutex_lock(&sh->lock);
+	while (sh->pending > depth || (sh->error && sh->pending > 0))
+		pthread_cond_wait(&sh->cond, &sh->lock);
+	int r = sh->error;
+	sh->error = 0;
+	s->st.shipped_bytes = sh->shipped_bytes;
+	s->st.segments = sh->segments;
+	if (sh->last_seq)
+		s->st.seq = sh->last_seq;
+	pthread_mutex_unlock(&sh->lock);
+	return r;
+}
+
+/* Hands the open segment to the shipper; once it is put, everything before
+ * (disk, pos) is safe. -EEXIST if that seq is taken (the caller then
+ * resynchronizes); errors of earlier segments surface here too. */
+static int ship(struct scan *s, size_t disk, uint64_t pos, enum pstate state)
+{
+	size_t nfds = 0;
+	for (size_t i = 0; i < s->ndisks; i++)
+		nfds += s->disks[i].new_fd >= 0 && s->disks[i].dirty;
+	struct job *j = calloc(1, sizeof(*j) + nfds * sizeof(int));
+	if (!j)
+		return log_error_errno(-ENOMEM, "out of memory");
+	struct ferry_segment_info info;
+	int r = ferry_segment_writer_finish(s->w, &j->buf, &j->len, &info);
+	if (r < 0) {
+		job_free(j);
+		return log_error_errno(r, "VM %s: cannot encode segment %" PRIu64, s->p->vm,
+				       s->pr.next_seq);
+	}
+	for (size_t i = 0; i < s->ndisks; i++)
+		if (s->disks[i].new_fd >= 0 && s->disks[i].dirty) {
+			j->fds[j->nfds++] = s->disks[i].new_fd;
+			s->disks[i].dirty = 0;
+		}
+	j->seq = info.seq;
+	j->data_bytes = s->w_data_bytes;
+
+	/* From here on the scan builds on this segment; the durable state
+	 * catches up when the shipper is done with it. */
 	s->pr.next_seq = info.seq + 1;
 	s->pr.prev = info.digest;
 	s->pr.state = state;
@@ -685,12 +827,25 @@ static int ship(struct scan *s, size_t disk, uint64_t pos, enum pstate state)
 	s->pr.cycle_shipped += s->w_data_bytes;
 	s->pr.total_shipped += s->w_data_bytes;
 	s->pr.cycle_segments++;
-	s->st.shipped_bytes += s->w_data_bytes;
-	s->st.segments++;
-	s->st.seq = info.seq;
-	r = progress_write(s);
-	if (r < 0)
+	j->pr = s->pr;
+
+	/* One segment in flight while the next one is built. */
+	r = shipper_wait(s, 1);
+	if (r < 0) {
+		job_free(j);
 		return r;
+	}
+	struct shipper *sh = &s->sh;
+	pthread_mutex_lock(&sh->lock);
+	if (sh->tail)
+		sh->tail->next = j;
+	else
+		sh->head = j;
+	sh->tail = j;
+	sh->pending++;
+	pthread_cond_broadcast(&sh->cond);
+	pthread_mutex_unlock(&sh->lock);
+
 	if (state == P_SCANNING)
 		return writer_start(s);
 	return 0;
@@ -759,15 +914,23 @@ static int checkpoint(struct scan *s, size_t disk, uint64_t pos)
 		int r = ship(s, disk, pos, P_SCANNING);
 		if (r < 0)
 			return r;
+		if (stop) {
+			r = shipper_wait(s, 0);
+			if (r < 0)
+				return r;
+		}
 	} else if (stop) {
 		/* Nothing changed since the last segment: the position alone
 		 * can be recorded, once the fingerprints behind it are safe. */
-		int r = sync_pending(s);
+		int r = shipper_wait(s, 0);
+		if (r < 0)
+			return r;
+		r = sync_pending(s);
 		if (r < 0)
 			return r;
 		s->pr.disk = disk;
 		s->pr.offset = pos;
-		r = progress_write(s);
+		r = progress_write(s, &s->pr);
 		if (r < 0)
 			return r;
 	}
@@ -1063,7 +1226,7 @@ static int commit(struct scan *s)
 	s->pr.offset = 0;
 	s->pr.cycle_shipped = 0;
 	s->pr.cycle_segments = 0;
-	return progress_write(s);
+	return progress_write(s, &s->pr);
 }
 
 /* Makes the pending files of disks before the resume position usable, or
@@ -1144,11 +1307,15 @@ static int scan_from(struct scan *s)
 	r = ship(s, last, s->disks[last].aligned, P_COMMITTING);
 	if (r < 0)
 		return r;
+	r = shipper_wait(s, 0);
+	if (r < 0)
+		return r;
 	return 1;
 }
 
 static void scan_done(struct scan *s)
 {
+	shipper_stop(s);
 	ferry_segment_writer_free(s->w);
 	for (size_t i = 0; s->disks && i < s->ndisks; i++) {
 		struct disk *d = &s->disks[i];
@@ -1195,7 +1362,7 @@ static int scan_init(struct scan *s, const struct agent_scan_params *p)
 		    asprintf(&d->new_path, "%s/%s.fp.new", p->state_dir, d->name) < 0)
 			return log_error_errno(-ENOMEM, "out of memory");
 	}
-	return 0;
+	return shipper_start(s);
 }
 
 static int cycle(struct scan *s)
@@ -1233,7 +1400,7 @@ static int cycle(struct scan *s)
 		s->pr.offset = 0;
 		s->pr.cycle_shipped = 0;
 		s->pr.cycle_segments = 0;
-		r = progress_write(s);
+		r = progress_write(s, &s->pr);
 		if (r < 0)
 			return r;
 	}

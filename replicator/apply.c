@@ -512,8 +512,11 @@ static int commit_catalog(struct applier *a, const struct ferry_segment_info *in
 	return ferry_catalog_commit(a->cat);
 }
 
-static int check_chain(struct applier *a, const struct ferry_segment_info *info)
+static int check_chain(struct applier *a, uint64_t seq, const struct ferry_segment_info *info)
 {
+	if (info->seq != seq)
+		return fail(a, -ESTALE, "named as segment %llu but holds segment %llu",
+			    (unsigned long long)seq, (unsigned long long)info->seq);
 	if (strcmp(info->vm, a->vm.name) != 0)
 		return fail(a, -ESTALE, "segment belongs to VM '%s', not '%s'", info->vm,
 			    a->vm.name);
@@ -536,8 +539,8 @@ static int check_chain(struct applier *a, const struct ferry_segment_info *info)
 	return 0;
 }
 
-int apply_segment(struct ferry_vault *v, const char *vm_name, const void *buf, size_t len,
-		  struct apply_result *ret, char *msg, size_t msgsize)
+int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, const void *buf,
+		  size_t len, struct apply_result *ret, char *msg, size_t msgsize)
 {
 	struct applier a = {
 		.vault = v,
@@ -569,7 +572,7 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, const void *buf, s
 	if (a.vm.state == FERRY_VM_ERROR)
 		a.vm.state = a.vm.marker_seq ? FERRY_VM_PROTECTED : FERRY_VM_INITIAL;
 	a.result.seq = ferry_segment_info(seg)->seq;
-	r = check_chain(&a, ferry_segment_info(seg));
+	r = check_chain(&a, seq, ferry_segment_info(seg));
 	if (r < 0 || a.result.already_applied) {
 		ferry_segment_free(seg);
 		if (r >= 0)

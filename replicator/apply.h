@@ -23,11 +23,12 @@ struct apply_result {
 };
 
 /*
- * Applies segment buf (len bytes) to VM vm_name. label names the segment in
- * messages (its cache name). Returns -EBADMSG for a damaged segment,
- * -ESTALE for one out of sequence or not chained to the last applied one,
+ * Applies segment buf (len bytes), found in the cache as sequence number seq,
+ * to VM vm_name. Returns -EBADMSG for a damaged segment,
+ * -ESTALE for one out of sequence, holding another seq than its name, or not chained to the last applied one,
  * -EINVAL for one that does not fit the VM (unknown disk, size change);
  * msg then holds an explanation. On any error nothing was applied.
  */
-int apply_segment(struct ferry_vault *v, const char *vm_name, const void *buf, size_t len,
+int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, const void *buf,
+		  size_t len,
 		  struct apply_result *ret, char *msg, size_t msgsize);

@@ -119,7 +119,7 @@ static int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm)
 		}
 		struct apply_result res;
 		char msg[512];
-		r = apply_segment(v, vm->name, buf, len, &res, msg, sizeof(msg));
+		r = apply_segment(v, vm->name, seqs[i], buf, len, &res, msg, sizeof(msg));
 		free(buf);
 		if (r < 0) {
 			char what[sizeof(label) + sizeof(msg) + 32];

@@ -688,21 +688,6 @@ struct ferry_pack_writer {
 	bool finished;
 };
 
-static ZSTD_CCtx *cctx_new(void)
-{
-	ZSTD_CCtx *c = ZSTD_createCCtx();
-	if (!c)
-		return NULL;
-	/* No frame checksum: the entry checksum and SHA-256 id cover it. */
-	if (ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, ZSTD_LEVEL)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 0)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1))) {
-		ZSTD_freeCCtx(c);
-		return NULL;
-	}
-	return c;
-}
-
 static int buf_reserve(struct ferry_pack_writer *w, size_t more)
 {
 	if (w->cap - w->len >= more)
@@ -762,7 +747,7 @@ int ferry_store_pack_begin(struct ferry_store *s, struct ferry_pack_writer **ret
 	w->cctx = TAKE_PTR(s->spare_cctx);
 	pthread_mutex_unlock(&s->lock);
 	if (!w->cctx)
-		w->cctx = cctx_new();
+		w->cctx = ZSTD_createCCtx();
 	int r = w->cctx ? buf_reserve(w, PACK_HEADER_SIZE) : -ENOMEM;
 	if (r >= 0)
 		r = ht_grow(w);
@@ -824,8 +809,12 @@ int ferry_pack_writer_add(struct ferry_pack_writer *w, enum ferry_obj_type type,
 	if (len > 1) {
 		/* Compress straight into the pack; a destination one byte short
 		 * of raw makes zstd give up exactly when compression does not
-		 * help, and any failure simply means "store raw". */
-		size_t z = ZSTD_compress2(w->cctx, e + PACK_ENTRY_HEADER_SIZE, len - 1, buf, len);
+		 * help (and give up early on incompressible data), and any
+		 * failure simply means "store raw". The one-shot API beats
+		 * ZSTD_compress2() here by a wide margin when dst is that
+		 * tight. No frame checksum: the entry checksum and id cover it. */
+		size_t z = ZSTD_compressCCtx(w->cctx, e + PACK_ENTRY_HEADER_SIZE, len - 1, buf, len,
+					     ZSTD_LEVEL);
 		if (!ZSTD_isError(z) && z < len) {
 			flags = PACK_FLAG_ZSTD;
 			clen = z;

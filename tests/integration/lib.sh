@@ -1,0 +1,84 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Shared helpers for the integration tests: where the programs are, a
+# scratch directory removed on exit (with any ferryfs mount in it), and
+# small assertions. Source it; tests exit 0 (pass), 1 (fail) or 77 (skip,
+# with the reason printed).
+set -euo pipefail
+
+BUILD=${FERRY_BUILD:?FERRY_BUILD must point at the meson build directory}
+SOURCE=${FERRY_SOURCE:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+FERRY=$BUILD/replicator/ferry
+AGENT=$BUILD/replicator/ferry-agent
+REPLICATOR=$BUILD/replicator/ferry-replicator
+FERRYFS=$BUILD/fs/ferryfs
+
+T=$(mktemp -d /tmp/ferry-it.XXXXXX)
+MOUNTS=()
+LOOPS=()
+PIDS=()
+
+cleanup() {
+	local m l p
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	for l in "${LOOPS[@]}"; do umount "$l" 2>/dev/null || true; done
+	for m in "${MOUNTS[@]}"; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+	rm -rf "$T"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+skip() { echo "SKIP: $*" >&2; exit 77; }
+note() { echo "# $*"; }
+
+# Runs "$@" and fails the test unless it exits non-zero.
+must_fail() {
+	if "$@" >"$T/must_fail.out" 2>&1; then
+		cat "$T/must_fail.out" >&2
+		fail "expected failure: $*"
+	fi
+}
+
+need_fuse() {
+	[ -e /dev/fuse ] || skip "no /dev/fuse on this machine"
+	command -v fusermount3 >/dev/null || skip "fusermount3 missing (Debian package fuse3)"
+}
+
+# mount_vault VAULT MOUNTPOINT
+mount_vault() {
+	mkdir -p "$2"
+	"$FERRYFS" --vault "$1" "$2" || fail "ferryfs could not mount $1"
+	MOUNTS+=("$2")
+}
+
+unmount_vault() {
+	fusermount3 -u "$1" || fail "cannot unmount $1"
+}
+
+# A cycle: one agent pass, then one replicator pass.
+cycle() { # VAULT VM
+	"$AGENT" --config "$1/agents/$2.conf" --once || fail "agent cycle failed"
+	"$REPLICATOR" --vault "$1" --once || fail "replicator pass failed"
+}
+
+# Writes COUNT random 4 KiB blocks at seeded random offsets into FILE.
+scatter_writes() { # FILE COUNT SEED
+	python3 - "$1" "$2" "$3" <<'PY'
+import os, random, sys
+path, count, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(seed)
+size = os.path.getsize(path)
+with open(path, "r+b") as f:
+    for _ in range(count):
+        f.seek(rng.randrange(size // 4096) * 4096)
+        f.write(rng.randbytes(4096))
+PY
+}
+
+# Random but reproducible bytes.
+seeded_bytes() { # COUNT SEED
+	head -c "$1" /dev/zero | openssl enc -aes-128-ctr -nosalt -K "$(printf '%032x' "$2")" -iv 0 2>/dev/null
+}
+
+points_of() { # VAULT VM
+	"$FERRY" recovery-points --vault "$1" "$2" | awk '{print $1}'
+}
