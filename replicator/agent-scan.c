@@ -639,10 +639,10 @@ static int disk_open(struct scan *s, struct disk *d)
 
 static int size_changed(struct scan *s, const struct disk *d, uint64_t was)
 {
-	return log_error_errno(-EINVAL, "VM %s: disk %s (%s) changed size from %" PRIu64
-					" to %" PRIu64 " bytes since the last cycle; resizing a "
-					"replicated disk is not supported yet",
-			       s->p->vm, d->name, d->path, was, d->size);
+	log_error("VM %s: disk %s (%s) changed size from %" PRIu64 " to %" PRIu64
+		  " bytes since the last cycle; resizing a replicated disk is not supported yet",
+		  s->p->vm, d->name, d->path, was, d->size);
+	return -EINVAL;
 }
 
 /* ---- segments ---- */

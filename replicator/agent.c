@@ -44,8 +44,8 @@ struct config {
 	size_t ndisks;
 	/* parser state */
 	unsigned line;
-	unsigned seen; /* [agent] keys already given */
-	char error[512];
+	char error[512]; /* the first error, with its line */
+	unsigned error_line;
 };
 
 static void config_free(struct config *c)
@@ -102,13 +102,22 @@ static char *config_read_line(char *str, int num, void *stream)
 		return skip_line(str, num);
 	if (n >= num - 1) {
 		snprintf(c->error, sizeof(c->error), "%s:%u: line too long", c->file, c->line);
+		c->error_line = c->line;
 		return skip_line(str, num);
 	}
 	const char *p = rd->buf + strspn(rd->buf, " \t");
+	if (*p == '[' && strncmp(p, "[agent]", 7) != 0 && strncmp(p, "[disk]", 6) != 0) {
+		/* inih never reports a section without keys: catch it here. */
+		snprintf(c->error, sizeof(c->error), "%s:%u: unknown section %.*s", c->file,
+			 c->line, (int)strcspn(p, "\r\n"), p);
+		c->error_line = c->line;
+		return skip_line(str, num);
+	}
 	if (strncmp(p, "[disk]", 6) == 0) {
 		if (c->ndisks >= MAX_DISKS) {
 			snprintf(c->error, sizeof(c->error), "%s:%u: more than %d disks", c->file,
 				 c->line, MAX_DISKS);
+			c->error_line = c->line;
 			return skip_line(str, num);
 		}
 		struct agent_disk *d = realloc(c->disks, (c->ndisks + 1) * sizeof(*d));
@@ -143,12 +152,23 @@ static int config_set(struct config *c, char **field, const char *key, const cha
 	return 1;
 }
 
+static int handle_key(struct config *c, const char *section, const char *name,
+		      const char *value);
+
 static int config_handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct config *c = user;
 	if (c->error[0])
 		return 0;
+	int r = handle_key(c, section, name, value);
+	if (!r)
+		c->error_line = c->line;
+	return r;
+}
 
+static int handle_key(struct config *c, const char *section, const char *name,
+		      const char *value)
+{
 	if (strcmp(section, "agent") == 0) {
 		if (strcmp(name, "version") == 0) {
 			uint64_t v;
@@ -230,6 +250,9 @@ static int config_handler(void *user, const char *section, const char *name, con
 	return 0;
 }
 
+/* Configuration errors are about the text, not the system: no errno. */
+#define config_error(...) (log_error(__VA_ARGS__), -EINVAL)
+
 static int config_load(const char *file, struct config *c)
 {
 	*c = (struct config){ .file = file, .interval = DEFAULT_INTERVAL };
@@ -240,29 +263,27 @@ static int config_load(const char *file, struct config *c)
 	struct config_reader rd = { .f = f, .c = c };
 	int r = ini_parse_stream(config_read_line, &rd, config_handler, c);
 	free(rd.buf);
-	if (c->error[0])
-		return log_error_errno(-EINVAL, "%s", c->error);
-	if (r > 0)
-		return log_error_errno(-EINVAL, "%s:%d: syntax error", file, r);
 	if (r < 0)
 		return log_error_errno(-ENOMEM, "cannot parse %s", file);
+	/* inih goes on after a syntax error; report whichever came first. */
+	if (r > 0 && (!c->error[0] || (unsigned)r < c->error_line))
+		return config_error("%s:%d: syntax error", file, r);
+	if (c->error[0])
+		return config_error("%s", c->error);
 
 	if (!c->vm)
-		return log_error_errno(-EINVAL, "%s: 'vm' missing in [agent]", file);
+		return config_error("%s: 'vm' missing in [agent]", file);
 	if (!c->cache)
-		return log_error_errno(-EINVAL, "%s: 'cache' missing in [agent]", file);
+		return config_error("%s: 'cache' missing in [agent]", file);
 	if (!c->state)
-		return log_error_errno(-EINVAL, "%s: 'state' missing in [agent]", file);
+		return config_error("%s: 'state' missing in [agent]", file);
 	if (c->ndisks == 0)
-		return log_error_errno(-EINVAL, "%s: no [disk] section: VM %s has no disks", file,
-				       c->vm);
+		return config_error("%s: no [disk] section: VM %s has no disks", file, c->vm);
 	for (size_t i = 0; i < c->ndisks; i++) {
 		if (!c->disks[i].name)
-			return log_error_errno(-EINVAL, "%s: [disk] number %zu has no 'name'", file,
-					       i + 1);
+			return config_error("%s: [disk] number %zu has no 'name'", file, i + 1);
 		if (!c->disks[i].path)
-			return log_error_errno(-EINVAL, "%s: disk %s has no 'path'", file,
-					       c->disks[i].name);
+			return config_error("%s: disk %s has no 'path'", file, c->disks[i].name);
 	}
 	return 0;
 }
@@ -489,9 +510,8 @@ static int run(int argc, char **argv)
 		case 'i': {
 			uint64_t v;
 			if (parse_uint(optarg, MAX_INTERVAL, &v) < 0)
-				return log_error_errno(-EINVAL, "invalid --interval '%s' "
-								"(seconds, 0 to %u)",
-						       optarg, MAX_INTERVAL);
+				return config_error("invalid --interval '%s' (seconds, 0 to %u)",
+						    optarg, MAX_INTERVAL);
 			interval_arg = (int64_t)v;
 			break;
 		}
@@ -510,9 +530,9 @@ static int run(int argc, char **argv)
 		}
 	}
 	if (optind < argc)
-		return log_error_errno(-EINVAL, "unexpected argument '%s'", argv[optind]);
+		return config_error("unexpected argument '%s'", argv[optind]);
 	if (!config_file)
-		return log_error_errno(-EINVAL, "--config FILE is required");
+		return config_error("--config FILE is required (see ferry-agent --help)");
 	if (verbose)
 		log_set_max_level(LOG_DEBUG);
 

@@ -474,12 +474,10 @@ static int apply_records(struct applier *a, const struct ferry_segment *seg)
 	return commit_maps(a);
 }
 
-/* Everything the segment produced, in one transaction. */
+/* Everything the segment produced, in the transaction apply_segment began. */
 static int commit_catalog(struct applier *a, const struct ferry_segment_info *info)
 {
-	int r = ferry_catalog_begin(a->cat);
-	if (r < 0)
-		return r;
+	int r = 0;
 	if (ferry_pack_writer_count(a->pack) > 0)
 		r = ferry_catalog_pack_add(a->cat, ferry_pack_writer_id(a->pack),
 					   ferry_pack_writer_bytes(a->pack),
@@ -505,11 +503,7 @@ static int commit_catalog(struct applier *a, const struct ferry_segment_info *in
 			 (unsigned long long)info->seq);
 		r = ferry_catalog_event_add(a->cat, a->vm.id, "info", ev);
 	}
-	if (r < 0) {
-		ferry_catalog_rollback(a->cat);
-		return r;
-	}
-	return ferry_catalog_commit(a->cat);
+	return r < 0 ? r : ferry_catalog_commit(a->cat);
 }
 
 static int check_chain(struct applier *a, uint64_t seq, const struct ferry_segment_info *info)
@@ -560,12 +554,17 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, cons
 							 : "segment is damaged (checksum or "
 							   "structure)");
 
-	r = ferry_catalog_vm_get(a.cat, vm_name, &a.vm);
+	/* One write transaction from the first read to the commit: the reads
+	 * see one state, and thousands of dedup look-ups take no lock each. */
+	r = ferry_catalog_begin(a.cat);
+	if (r >= 0)
+		r = ferry_catalog_vm_get(a.cat, vm_name, &a.vm);
 	if (r >= 0)
 		r = ferry_catalog_disk_list(a.cat, a.vm.id, load_disk, &a);
 	if (r >= 0)
 		r = ferry_catalog_point_list(a.cat, a.vm.id, note_point, &a);
 	if (r < 0) {
+		ferry_catalog_rollback(a.cat);
 		ferry_segment_free(seg);
 		return fail(&a, r, "cannot read VM '%s' from the catalog", vm_name);
 	}
@@ -574,6 +573,7 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, cons
 	a.result.seq = ferry_segment_info(seg)->seq;
 	r = check_chain(&a, seq, ferry_segment_info(seg));
 	if (r < 0 || a.result.already_applied) {
+		ferry_catalog_rollback(a.cat);
 		ferry_segment_free(seg);
 		if (r >= 0)
 			*ret = a.result;
@@ -604,6 +604,8 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, cons
 		if (r < 0)
 			fail(&a, r, "cannot commit to the catalog");
 	}
+	if (r < 0)
+		ferry_catalog_rollback(a.cat);
 	ferry_segment_free(seg);
 	if (r >= 0)
 		*ret = a.result;

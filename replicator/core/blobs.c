@@ -46,7 +46,7 @@ struct blobs_ops {
 	/* Optional: whole-blob read; NULL means size + get_range. */
 	int (*get)(struct ferry_blobs *b, const char *name, void **ret_buf, size_t *ret_len);
 	int (*size)(struct ferry_blobs *b, const char *name, uint64_t *ret);
-	int (*delete)(struct ferry_blobs *b, const char *name);
+	int (*del)(struct ferry_blobs *b, const char *name);
 	/* Adds every blob under directory-like prefix dir ("" or ending in '/'). */
 	int (*list)(struct ferry_blobs *b, const char *dir, struct blob_list *out);
 };
@@ -66,7 +66,7 @@ static void blob_list_done(struct blob_list *l)
 	for (size_t i = 0; i < l->n; i++)
 		free(l->v[i].name);
 	free(l->v);
-	*l = (struct blob_list){0};
+	*l = (struct blob_list){ 0 };
 }
 
 static int blob_list_add(struct blob_list *l, char *name, uint64_t size)
@@ -79,7 +79,7 @@ static int blob_list_add(struct blob_list *l, char *name, uint64_t size)
 		l->v = v;
 		l->cap = cap;
 	}
-	l->v[l->n++] = (struct blob_entry){.name = name, .size = size};
+	l->v[l->n++] = (struct blob_entry){ .name = name, .size = size };
 	return 0;
 }
 
@@ -417,7 +417,7 @@ static const struct blobs_ops local_ops = {
 	.get_range = local_get_range,
 	.get = local_get,
 	.size = local_size,
-	.delete = local_delete,
+	.del = local_delete,
 	.list = local_list,
 };
 
@@ -565,7 +565,7 @@ int ferry_blobs_delete(struct ferry_blobs *b, const char *name)
 	int r = fault_check(b, "delete", name);
 	if (r < 0)
 		return r;
-	return b->ops->delete(b, name);
+	return b->ops->del(b, name);
 }
 
 static int entry_cmp(const void *a, const void *b)
@@ -592,7 +592,7 @@ int ferry_blobs_list(struct ferry_blobs *b, const char *prefix,
 	if (!dir)
 		return -ENOMEM;
 
-	struct blob_list l = {0};
+	struct blob_list l = { 0 };
 	r = b->ops->list(b, dir, &l);
 	if (r >= 0) {
 		size_t plen = strlen(prefix), k = 0;

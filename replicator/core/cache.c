@@ -188,8 +188,8 @@ const char *ferry_cache_url(const struct ferry_cache *c)
 	return ferry_blobs_url(c->blobs);
 }
 
-int ferry_cache_put_segment(struct ferry_cache *c, const char *vm, uint64_t seq,
-			    const void *buf, size_t len)
+int ferry_cache_put_segment(struct ferry_cache *c, const char *vm, uint64_t seq, const void *buf,
+			    size_t len)
 {
 	char name[128];
 	int r = cache_segment_name(vm, seq, name, sizeof(name));
@@ -199,8 +199,8 @@ int ferry_cache_put_segment(struct ferry_cache *c, const char *vm, uint64_t seq,
 	return ferry_blobs_put(c->blobs, name, buf, len, 1);
 }
 
-int ferry_cache_get_segment(struct ferry_cache *c, const char *vm, uint64_t seq,
-			    void **ret_buf, size_t *ret_len)
+int ferry_cache_get_segment(struct ferry_cache *c, const char *vm, uint64_t seq, void **ret_buf,
+			    size_t *ret_len)
 {
 	char name[128];
 	int r = cache_segment_name(vm, seq, name, sizeof(name));

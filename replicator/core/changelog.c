@@ -211,8 +211,8 @@ static void put_common(uint8_t *p, enum ferry_rec_type type, uint16_t disk, uint
 	put_le64(p + 11, length);
 }
 
-int ferry_segment_writer_add_disk(struct ferry_segment_writer *w, uint16_t disk,
-				  const char *name, uint64_t size)
+int ferry_segment_writer_add_disk(struct ferry_segment_writer *w, uint16_t disk, const char *name,
+				  uint64_t size)
 {
 	if (!ferry_name_valid(name))
 		return -EINVAL;
@@ -482,8 +482,7 @@ int ferry_segment_parse(const void *buf, size_t len, struct ferry_segment **ret)
 	 * apart from a version this reader does not know. */
 	if (!buf || len < H_FIXED + 1 + TRAILER_SIZE)
 		return -EBADMSG;
-	if (memcmp(b + H_MAGIC, SEG_MAGIC, 8) != 0 ||
-	    memcmp(b + len - 8, SEG_END_MAGIC, 8) != 0)
+	if (memcmp(b + H_MAGIC, SEG_MAGIC, 8) != 0 || memcmp(b + len - 8, SEG_END_MAGIC, 8) != 0)
 		return -EBADMSG;
 	struct ferry_id digest;
 	ferry_sha256(b, len - TRAILER_SIZE, &digest);

@@ -30,8 +30,10 @@
 /* Open pack fds kept per store; ferryfs reads scattered over many packs. */
 #define FD_CACHE_SIZE 64
 /* A writer refuses to grow past this even if its caller never checks
- * ferry_pack_writer_bytes(): memory stays bounded. */
-#define PACK_HARD_LIMIT (2ull * FERRY_PACK_TARGET)
+ * ferry_pack_writer_bytes(): memory stays bounded. Generous, because a
+ * caller may put a whole segment (up to 64 MiB plain, plus map nodes) in
+ * one pack. */
+#define PACK_HARD_LIMIT (8ull * FERRY_PACK_TARGET)
 /* How much of a pack's end to fetch speculatively for its index: enough for
  * a typical pack's whole index in the same round trip as the footer. */
 #define INDEX_TAIL_GUESS (128u * 1024u)
@@ -135,8 +137,7 @@ int pack_footer_parse(const uint8_t *p, uint64_t size, struct pack_footer *ret)
 	memcpy(f.sum.b, p + 16, FERRY_ID_SIZE);
 	/* count is 32 bits, so this product cannot overflow 64. */
 	uint64_t index_len = (uint64_t)f.count * PACK_INDEX_RECORD_SIZE;
-	if (f.index_offset < PACK_HEADER_SIZE ||
-	    f.index_offset > size - PACK_FOOTER_SIZE ||
+	if (f.index_offset < PACK_HEADER_SIZE || f.index_offset > size - PACK_FOOTER_SIZE ||
 	    index_len != size - PACK_FOOTER_SIZE - f.index_offset)
 		return -EBADMSG;
 	*ret = f;
@@ -222,7 +223,6 @@ int pack_entry_decode(const uint8_t *entry, const struct ferry_loc *loc, int fla
 	ferry_sha256(out, plen, &got);
 	return ferry_id_equal(&got, id) ? 0 : -EBADMSG;
 }
-
 
 static int parse_image(const uint8_t *p, size_t len, int verify_data, const uint64_t *expect_id,
 		       int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc, void *ud),
@@ -328,8 +328,8 @@ static struct tls_state *tls_get(size_t need)
 	if (t->cap < need) {
 		/* Grow geometrically up to the largest possible entry, so a
 		 * thread settles after a few reads. */
-		size_t cap = MAX(need, MIN(t->cap * 2,
-					   (size_t)PACK_ENTRY_HEADER_SIZE + FERRY_OBJ_MAX));
+		size_t cap =
+			MAX(need, MIN(t->cap * 2, (size_t)PACK_ENTRY_HEADER_SIZE + FERRY_OBJ_MAX));
 		uint8_t *b = malloc(cap);
 		if (!b)
 			return NULL;
@@ -459,7 +459,11 @@ static int pack_fd_get(struct ferry_store *s, const char *dir, uint64_t pack,
 			if (slot->valid)
 				close(slot->fd);
 			*slot = (struct fd_slot){
-				.pack = pack, .used = ++s->tick, .fd = fd, .refs = 1, .valid = true,
+				.pack = pack,
+				.used = ++s->tick,
+				.fd = fd,
+				.refs = 1,
+				.valid = true,
 			};
 		}
 	}
@@ -478,7 +482,7 @@ static void pack_fd_put(struct ferry_store *s, struct fd_slot *slot, int fd)
 	pthread_mutex_lock(&s->lock);
 	if (--slot->refs == 0 && slot->dead) {
 		close(slot->fd);
-		*slot = (struct fd_slot){.fd = -1};
+		*slot = (struct fd_slot){ .fd = -1 };
 	}
 	pthread_mutex_unlock(&s->lock);
 }
@@ -525,8 +529,8 @@ static int pack_size(struct ferry_store *s, uint64_t pack, uint64_t *ret)
 	return 0;
 }
 
-int ferry_store_read(struct ferry_store *s, const struct ferry_loc *loc,
-		     const struct ferry_id *id, void *buf, size_t bufsize)
+int ferry_store_read(struct ferry_store *s, const struct ferry_loc *loc, const struct ferry_id *id,
+		     void *buf, size_t bufsize)
 {
 	if (!s || !loc || !id || (!buf && bufsize))
 		return -EINVAL;
@@ -576,7 +580,7 @@ static int list_one(const char *name, uint64_t size, void *userdata)
 int ferry_store_list_packs(struct ferry_store *s,
 			   int (*cb)(uint64_t pack, uint64_t size, void *userdata), void *userdata)
 {
-	struct list_ctx c = {cb, userdata};
+	struct list_ctx c = { cb, userdata };
 	return ferry_blobs_list(s->blobs, "packs/", list_one, &c);
 }
 
@@ -665,7 +669,7 @@ int ferry_store_delete_pack(struct ferry_store *s, uint64_t pack)
 	if (slot) {
 		if (slot->refs == 0) {
 			close(slot->fd);
-			*slot = (struct fd_slot){.fd = -1};
+			*slot = (struct fd_slot){ .fd = -1 };
 		} else
 			slot->dead = true;
 	}
@@ -883,7 +887,7 @@ int ferry_pack_writer_finish(struct ferry_pack_writer *w)
 	r = ferry_sha256_new(&c);
 	if (r < 0)
 		return r;
-	struct pack_footer f = {.index_offset = w->len, .count = w->n, .pack_id = w->id};
+	struct pack_footer f = { .index_offset = w->len, .count = w->n, .pack_id = w->id };
 	ferry_sha256_update(c, w->buf, PACK_HEADER_SIZE);
 	ferry_sha256_update(c, idx, index_len);
 	ferry_sha256_final(c, &f.sum);

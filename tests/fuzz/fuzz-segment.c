@@ -73,7 +73,8 @@ static void one(const uint8_t *data, size_t size)
 	if (ferry_segment_writer_finish(w, &buf, &len, NULL) < 0)
 		abort();
 	_cleanup_(ferry_segment_freep) struct ferry_segment *t = NULL;
-	if (ferry_segment_parse(buf, len, &t) < 0 || ferry_segment_info(t)->nrecords != info->nrecords)
+	if (ferry_segment_parse(buf, len, &t) < 0 ||
+	    ferry_segment_info(t)->nrecords != info->nrecords)
 		abort();
 	for (uint32_t i = 0; i < info->nrecords; i++) {
 		struct ferry_record a, b;

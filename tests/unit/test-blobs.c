@@ -109,7 +109,7 @@ int main(void)
 	ok_r(ferry_blobs_get(b, "a", &got, &glen), "get a");
 	ok(got && glen == sizeof(hello) && memcmp(got, hello, glen) == 0, "get a round trips");
 	free(got);
-	char part[5] = {0};
+	char part[5] = { 0 };
 	ok_r(ferry_blobs_get_range(b, "a", 7, part, 4), "get_range a");
 	ok(memcmp(part, "blob", 4) == 0, "get_range bytes");
 	ok(ferry_blobs_get_range(b, "a", 10, part, 4) == -EBADMSG, "range past end -> EBADMSG");
@@ -138,8 +138,9 @@ int main(void)
 
 	/* hostile names */
 	static const char *const bad[] = {
-		"", "/etc/passwd", "../x", "a/../b", "a/..", "..", ".", "a/./b", "a//b", "a/",
-		"a b", "a\\b", "a\nb", "caf\xc3\xa9", ".tmp-sneaky", "d/.tmp-x", "a*", "a:b",
+		"",     "/etc/passwd", "../x",        "a/../b",   "a/..", "..",
+		".",    "a/./b",       "a//b",        "a/",       "a b",  "a\\b",
+		"a\nb", "caf\xc3\xa9", ".tmp-sneaky", "d/.tmp-x", "a*",   "a:b",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		ok(ferry_blobs_put(b, bad[i], "x", 1, 0) == -EINVAL, "put rejects name #%zu", i);
@@ -147,8 +148,9 @@ int main(void)
 		   "get_range rejects name #%zu", i);
 		ok(ferry_blobs_delete(b, bad[i]) == -EINVAL, "delete rejects name #%zu", i);
 	}
-	ok(ferry_blobs_list(b, "../", collect, &(struct names){0}) == -EINVAL, "list rejects ../");
-	ok(ferry_blobs_list(b, "/", collect, &(struct names){0}) == -EINVAL, "list rejects /");
+	ok(ferry_blobs_list(b, "../", collect, &(struct names){ 0 }) == -EINVAL,
+	   "list rejects ../");
+	ok(ferry_blobs_list(b, "/", collect, &(struct names){ 0 }) == -EINVAL, "list rejects /");
 	_cleanup_free_ char *escaped = NULL;
 	struct stat st;
 	if (asprintf(&escaped, "%s/x", dir) < 0)
@@ -159,8 +161,8 @@ int main(void)
 	ok_r(ferry_blobs_delete(b, "deep/er/name.x"), "delete deep");
 	ok(ferry_blobs_size(b, "deep/er/name.x", &size) == -ENOENT, "deleted");
 	ok_r(ferry_blobs_delete(b, "empty"), "delete empty");
-	static const char *const names[] = {"s/vm1/2", "s/vm1/10", "s/vm1.b", "s/vm1/1",
-					    "s/A",     "t",        "s/vm2/1", "s/_"};
+	static const char *const names[] = { "s/vm1/2", "s/vm1/10", "s/vm1.b", "s/vm1/1",
+					     "s/A",     "t",        "s/vm2/1", "s/_" };
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
 		ok_r(ferry_blobs_put(b, names[i], names[i], strlen(names[i]), 1), "put %s",
 		     names[i]);
@@ -172,19 +174,19 @@ int main(void)
 	close(open(stray, O_CREAT | O_WRONLY, 0644));
 	close(open(foreign, O_CREAT | O_WRONLY, 0644));
 
-	struct names all = {0};
+	struct names all = { 0 };
 	ok_r(ferry_blobs_list(b, "", collect, &all), "list all");
-	ok(strcmp(all.buf, "a:3 s/A:3 s/_:3 s/vm1.b:7 s/vm1/1:7 s/vm1/10:8 s/vm1/2:7 s/vm2/1:7 t:1") ==
-		   0,
+	ok(strcmp(all.buf,
+		  "a:3 s/A:3 s/_:3 s/vm1.b:7 s/vm1/1:7 s/vm1/10:8 s/vm1/2:7 s/vm2/1:7 t:1") == 0,
 	   "list is recursive and byte-ordered: %s", all.buf);
-	struct names vm1 = {0};
+	struct names vm1 = { 0 };
 	ok_r(ferry_blobs_list(b, "s/vm1/", collect, &vm1), "list s/vm1/");
 	ok(strcmp(vm1.buf, "s/vm1/1:7 s/vm1/10:8 s/vm1/2:7") == 0, "prefix dir: %s", vm1.buf);
-	struct names part1 = {0};
+	struct names part1 = { 0 };
 	ok_r(ferry_blobs_list(b, "s/vm1", collect, &part1), "list s/vm1 (partial component)");
 	ok(strcmp(part1.buf, "s/vm1.b:7 s/vm1/1:7 s/vm1/10:8 s/vm1/2:7") == 0, "partial: %s",
 	   part1.buf);
-	struct names none = {0};
+	struct names none = { 0 };
 	ok_r(ferry_blobs_list(b, "zzz/", collect, &none), "list of missing dir");
 	ok(none.n == 0, "missing dir lists nothing");
 	unsigned seen = 0;
@@ -192,13 +194,13 @@ int main(void)
 	   "negative cb return stops the walk and is returned");
 
 	/* fault seam */
-	struct fault_state f = {.ops_left = 0};
+	struct fault_state f = { .ops_left = 0 };
 	ferry_blobs_set_fault(b, fault_cb, &f);
 	ok(ferry_blobs_local_dir(b) == NULL, "local_dir hidden while faults are injected");
 	ok(ferry_blobs_put(b, "faulty", "x", 1, 1) == -EIO, "put fails under fault");
 	ok(ferry_blobs_get_range(b, "a", 0, part, 1) == -EIO, "get_range fails under fault");
 	ok(ferry_blobs_delete(b, "a") == -EIO, "delete fails under fault");
-	ok(ferry_blobs_list(b, "", collect, &(struct names){0}) == -EIO, "list fails");
+	ok(ferry_blobs_list(b, "", collect, &(struct names){ 0 }) == -EIO, "list fails");
 	ok(f.calls == 4, "fault consulted once per op");
 	f.ops_left = 2; /* crash after two operations */
 	ok_r(ferry_blobs_put(b, "f1", "1", 1, 1), "op 1 passes");

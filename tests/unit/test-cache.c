@@ -60,12 +60,19 @@ static void test_names(void)
 		   seq == 0x1a,
 	   "name parse");
 	const char *junk[] = {
-		"segments/vm1/000000000000001A.seg", "segments/vm1/00000000000001a.seg",
-		"segments/vm1/0000000000000001a.seg", "segments/vm1/000000000000001a.seg.tmp",
-		"segments/vm1/000000000000001a", "segments/vm1/0000000000000000.seg",
-		"segments/vm10/000000000000001a.seg", "segments/vm/000000000000001a.seg",
-		"segments/vm1/x/000000000000001a.seg", "segments/vm1/+00000000000001a.seg",
-		"segments/vm1/ 00000000000001a.seg", "acks/vm1.ack", "",
+		"segments/vm1/000000000000001A.seg",
+		"segments/vm1/00000000000001a.seg",
+		"segments/vm1/0000000000000001a.seg",
+		"segments/vm1/000000000000001a.seg.tmp",
+		"segments/vm1/000000000000001a",
+		"segments/vm1/0000000000000000.seg",
+		"segments/vm10/000000000000001a.seg",
+		"segments/vm/000000000000001a.seg",
+		"segments/vm1/x/000000000000001a.seg",
+		"segments/vm1/+00000000000001a.seg",
+		"segments/vm1/ 00000000000001a.seg",
+		"acks/vm1.ack",
+		"",
 	};
 	int bad = 0;
 	for (size_t i = 0; i < ARRAY_SIZE(junk); i++)
@@ -130,7 +137,8 @@ static void test_cache(void)
 	if (asprintf(&url, "%s/c", tmpdir) < 0)
 		abort();
 	struct ferry_cache *none = NULL;
-	ok(ferry_cache_open(url, 0, &none) < 0 && none == NULL, "open missing cache without create");
+	ok(ferry_cache_open(url, 0, &none) < 0 && none == NULL,
+	   "open missing cache without create");
 
 	_cleanup_(ferry_cache_freep) struct ferry_cache *c = NULL;
 	ok_r(ferry_cache_open(url, 1, &c), "open cache with create");
@@ -166,7 +174,8 @@ static void test_cache(void)
 	touch("segments/vm1/.hidden", "j");
 
 	ok_r(ferry_cache_list_segments(c, "vm1", &seqs, &n, &bytes), "list");
-	ok(n == 3 && seqs[0] == 1 && seqs[1] == 2 && seqs[2] == 0x100, "ascending seqs, junk ignored");
+	ok(n == 3 && seqs[0] == 1 && seqs[1] == 2 && seqs[2] == 0x100,
+	   "ascending seqs, junk ignored");
 	ok(bytes == 8, "bytes sum (%" PRIu64 ")", bytes);
 	free(seqs);
 
@@ -188,7 +197,8 @@ static void test_cache(void)
 	ok_r(ferry_cache_put_ack(c, "vm1", &ack), "put ack 1");
 	ok_r(ferry_cache_delete_segment(c, "vm1", 1), "delete seq 1");
 	ok_r(ferry_cache_delete_segment(c, "vm1", 1), "delete is idempotent");
-	ok(ferry_cache_get_ack(c, "vm1", &a) == 0 && a.seq == 1 && ferry_id_equal(&a.digest, &ack.digest),
+	ok(ferry_cache_get_ack(c, "vm1", &a) == 0 && a.seq == 1 &&
+		   ferry_id_equal(&a.digest, &ack.digest),
 	   "ack round trip");
 	ack.seq = 2;
 	ok_r(ferry_cache_put_ack(c, "vm1", &ack), "ack replaced whole");

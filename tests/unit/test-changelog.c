@@ -65,10 +65,13 @@ static void test_round_trip(void)
 	ok_r(ferry_segment_writer_add_zero(w, 3, 0, 1 * MiB), "add zero");
 	ok_r(ferry_segment_writer_add_trim(w, 0, 1 * MiB - 4096, 4096), "add trim at the end");
 	/* The last, partial block of a disk whose size is not a block multiple. */
-	ok_r(ferry_segment_writer_add_data(w, 3, 10 * MiB, d1, sizeof(d1)), "add partial last block");
-	ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, 1234567890123LL), "add crash marker");
+	ok_r(ferry_segment_writer_add_data(w, 3, 10 * MiB, d1, sizeof(d1)),
+	     "add partial last block");
+	ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, 1234567890123LL),
+	     "add crash marker");
 	ok_r(ferry_segment_writer_add_disk(w, 0, "vda", 2 * MiB), "redeclare disk 0 grown");
-	ok_r(ferry_segment_writer_add_data(w, 0, 2 * MiB - 4096, d1, sizeof(d1)), "data in grown area");
+	ok_r(ferry_segment_writer_add_data(w, 0, 2 * MiB - 4096, d1, sizeof(d1)),
+	     "data in grown area");
 	ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_APP, -5), "add app marker");
 	ok(ferry_segment_writer_size(w) > sizeof(d0) + sizeof(d1) * 2, "size counts payload");
 
@@ -89,7 +92,8 @@ static void test_round_trip(void)
 
 	struct ferry_record r;
 	ok_r(ferry_segment_record(s, 0, &r), "record 0");
-	ok(r.type == FERRY_REC_DISK && r.disk == 0 && r.length == 1 * MiB && strcmp(r.name, "vda") == 0,
+	ok(r.type == FERRY_REC_DISK && r.disk == 0 && r.length == 1 * MiB &&
+		   strcmp(r.name, "vda") == 0,
 	   "disk 0 record");
 	ok_r(ferry_segment_record(s, 1, &r), "record 1");
 	ok(r.type == FERRY_REC_DISK && r.disk == 3 && r.length == 10 * MiB + 100 &&
@@ -100,9 +104,11 @@ static void test_round_trip(void)
 		   memcmp(r.data, d0, sizeof(d0)) == 0,
 	   "data record");
 	ok_r(ferry_segment_record(s, 3, &r), "record 3");
-	ok(r.type == FERRY_REC_ZERO && r.disk == 3 && r.offset == 0 && r.length == 1 * MiB, "zero record");
+	ok(r.type == FERRY_REC_ZERO && r.disk == 3 && r.offset == 0 && r.length == 1 * MiB,
+	   "zero record");
 	ok_r(ferry_segment_record(s, 4, &r), "record 4");
-	ok(r.type == FERRY_REC_TRIM && r.disk == 0 && r.offset == 1 * MiB - 4096 && r.length == 4096,
+	ok(r.type == FERRY_REC_TRIM && r.disk == 0 && r.offset == 1 * MiB - 4096 &&
+		   r.length == 4096,
 	   "trim record");
 	ok_r(ferry_segment_record(s, 5, &r), "record 5");
 	ok(r.type == FERRY_REC_DATA && r.disk == 3 && memcmp(r.data, d1, sizeof(d1)) == 0,
@@ -148,7 +154,8 @@ static void test_big(void)
 		_cleanup_(ferry_segment_writer_freep) struct ferry_segment_writer *w = NULL;
 		ok_r(ferry_segment_writer_new("big", 1, NULL, &w), "big writer %d", pass);
 		ok_r(ferry_segment_writer_add_disk(w, 1, "disk", 1ull << 40), "big disk");
-		ok_r(ferry_segment_writer_add_data(w, 1, (1ull << 40) - n, data, n), "8 MiB data record");
+		ok_r(ferry_segment_writer_add_data(w, 1, (1ull << 40) - n, data, n),
+		     "8 MiB data record");
 		ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, 1), "marker");
 		_cleanup_free_ void *buf = NULL;
 		size_t len;
@@ -201,12 +208,16 @@ static void test_writer_refuses(void)
 	_cleanup_(ferry_segment_writer_freep) struct ferry_segment_writer *v = NULL;
 	ok_r(ferry_segment_writer_new("vm", 2, &prev, &v), "writer");
 	uint8_t blk[8192] = { 0 };
-	ok(ferry_segment_writer_add_data(v, 0, 0, blk, 4096) == -EINVAL, "data for undeclared disk");
-	ok(ferry_segment_writer_add_disk(v, 0, "bad name", 4096) == -EINVAL, "disk name with space");
-	ok(ferry_segment_writer_add_disk(v, 0, "-x", 4096) == -EINVAL, "disk name with leading dash");
+	ok(ferry_segment_writer_add_data(v, 0, 0, blk, 4096) == -EINVAL,
+	   "data for undeclared disk");
+	ok(ferry_segment_writer_add_disk(v, 0, "bad name", 4096) == -EINVAL,
+	   "disk name with space");
+	ok(ferry_segment_writer_add_disk(v, 0, "-x", 4096) == -EINVAL,
+	   "disk name with leading dash");
 	ok_r(ferry_segment_writer_add_disk(v, 0, "vda", 64 * 1024), "disk");
 	uint64_t size = ferry_segment_writer_size(v);
-	ok(ferry_segment_writer_add_disk(v, 0, "vdb", 4096) == -EINVAL, "redeclare with another name");
+	ok(ferry_segment_writer_add_disk(v, 0, "vdb", 4096) == -EINVAL,
+	   "redeclare with another name");
 	ok(ferry_segment_writer_add_disk(v, 1, "vda", 4096) == -EINVAL, "second index, same name");
 	ok(ferry_segment_writer_add_disk(v, 1, "vdb", 1ull << 63) == -EINVAL, "absurd disk size");
 	ok(ferry_segment_writer_add_data(v, 0, 512, blk, 4096) == -EINVAL, "misaligned offset");
@@ -214,9 +225,12 @@ static void test_writer_refuses(void)
 	ok(ferry_segment_writer_add_data(v, 0, 4096, blk, 0) == -EINVAL, "zero length");
 	ok(ferry_segment_writer_add_zero(v, 0, 4095, 4096) == -EINVAL, "misaligned zero");
 	ok(ferry_segment_writer_add_trim(v, 0, 0, 100) == -EINVAL, "misaligned trim");
-	ok(ferry_segment_writer_add_data(v, 0, 60 * 1024, blk, 8192) == -EINVAL, "data past the end");
-	ok(ferry_segment_writer_add_zero(v, 0, UINT64_MAX - 4095, 4096) == -EINVAL, "offset overflow");
-	ok(ferry_segment_writer_add_zero(v, 0, 4096, UINT64_MAX - 4095) == -EINVAL, "length overflow");
+	ok(ferry_segment_writer_add_data(v, 0, 60 * 1024, blk, 8192) == -EINVAL,
+	   "data past the end");
+	ok(ferry_segment_writer_add_zero(v, 0, UINT64_MAX - 4095, 4096) == -EINVAL,
+	   "offset overflow");
+	ok(ferry_segment_writer_add_zero(v, 0, 4096, UINT64_MAX - 4095) == -EINVAL,
+	   "length overflow");
 	ok(ferry_segment_writer_add_marker(v, 0, 1) == -EINVAL, "unknown consistency 0");
 	ok(ferry_segment_writer_add_marker(v, 3, 1) == -EINVAL, "unknown consistency 3");
 	ok(ferry_segment_writer_size(v) == size, "refusals add nothing");
@@ -299,7 +313,8 @@ static void forge_default(struct forge *f)
 	*f = (struct forge){ .vm = "vm", .major = 1, .seq = 1, .prev_null = 1 };
 }
 
-static uint8_t *forge_build(const struct forge *f, const void *payload, size_t plen, size_t *ret_len)
+static uint8_t *forge_build(const struct forge *f, const void *payload, size_t plen,
+			    size_t *ret_len)
 {
 	size_t vl = strlen(f->vm);
 	size_t hlen = (90 + vl + 7) / 8 * 8 + f->hdr_extra;
@@ -600,8 +615,8 @@ static void check_good_basic(const struct ferry_segment *s)
 	ok(ferry_segment_record(s, 2, &r) == 0 && r.type == FERRY_REC_ZERO && r.offset == 65536 &&
 		   r.length == 65536,
 	   "good/basic.seg zero");
-	ok(ferry_segment_record(s, 3, &r) == 0 && r.type == FERRY_REC_TRIM && r.offset == 1048576 - 4096 &&
-		   r.length == 4096,
+	ok(ferry_segment_record(s, 3, &r) == 0 && r.type == FERRY_REC_TRIM &&
+		   r.offset == 1048576 - 4096 && r.length == 4096,
 	   "good/basic.seg trim");
 	ok(ferry_segment_record(s, 4, &r) == 0 && r.type == FERRY_REC_MARKER &&
 		   r.consistency == FERRY_CONSISTENCY_CRASH && r.time_ns == 1700000000500000000LL,
@@ -643,8 +658,9 @@ static void test_golden(void)
 				if (r >= 0 && strcmp(de->d_name, "basic.seg") == 0)
 					check_good_basic(s);
 			} else {
-				int expect = strncmp(de->d_name, "future-", 7) == 0 ? -EPROTONOSUPPORT
-										    : -EBADMSG;
+				int expect = strncmp(de->d_name, "future-", 7) == 0 ?
+						     -EPROTONOSUPPORT :
+						     -EBADMSG;
 				ok(r == expect, "corrupt/%s is %s (got %d)", de->d_name,
 				   expect == -EBADMSG ? "-EBADMSG" : "-EPROTONOSUPPORT", r);
 			}

@@ -42,7 +42,7 @@ static struct obj objs[NOBJ];
 
 static void fill(struct obj *o, unsigned i)
 {
-	static const size_t sizes[] = {65536, 4096, 1, 0, 12288, 100, FERRY_OBJ_MAX, 65536};
+	static const size_t sizes[] = { 65536, 4096, 1, 0, 12288, 100, FERRY_OBJ_MAX, 65536 };
 	o->len = sizes[i % ARRAY_SIZE(sizes)];
 	if (o->len == 0 && i != 3) /* one empty object; more would all share its id */
 		o->len = 3;
@@ -149,7 +149,8 @@ static void *reader(void *p)
 		for (unsigned i = 0; i < NOBJ; i++) {
 			if (objs[i].len == FERRY_OBJ_MAX && round > 0)
 				continue;
-			if (ferry_store_read(a->s, &objs[i].loc, &objs[i].id, buf, FERRY_OBJ_MAX) < 0 ||
+			if (ferry_store_read(a->s, &objs[i].loc, &objs[i].id, buf, FERRY_OBJ_MAX) <
+				    0 ||
 			    memcmp(buf, objs[i].data, objs[i].len) != 0)
 				a->bad++;
 		}
@@ -265,7 +266,7 @@ int main(void)
 		fill(&objs[i], i);
 
 	/* An empty writer writes nothing; an abandoned one leaves no trace. */
-	struct packs p0 = {0};
+	struct packs p0 = { 0 };
 	{
 		_cleanup_(ferry_pack_writer_freep) struct ferry_pack_writer *w = NULL;
 		ok_r(ferry_store_pack_begin(s, &w), "begin empty");
@@ -293,17 +294,16 @@ int main(void)
 	ok(ferry_pack_writer_count(w) == NOBJ, "count");
 	uint64_t bytes = ferry_pack_writer_bytes(w);
 	struct ferry_loc again;
-	ok(ferry_pack_writer_add(w, objs[5].type, &objs[5].id, objs[5].data, objs[5].len,
-				 &again) == 1,
+	ok(ferry_pack_writer_add(w, objs[5].type, &objs[5].id, objs[5].data, objs[5].len, &again) ==
+		   1,
 	   "same id again is deduplicated");
 	ok(loc_eq(&again, &objs[5].loc), "dedup returns the first location");
 	ok(ferry_pack_writer_count(w) == NOBJ && ferry_pack_writer_bytes(w) == bytes,
 	   "dedup stores nothing");
 	struct ferry_loc found;
-	ok(ferry_pack_writer_find(w, &objs[7].id, &found) == 1 &&
-		   loc_eq(&found, &objs[7].loc),
+	ok(ferry_pack_writer_find(w, &objs[7].id, &found) == 1 && loc_eq(&found, &objs[7].loc),
 	   "find an added id");
-	struct ferry_id unknown = {{1, 2, 3}};
+	struct ferry_id unknown = { { 1, 2, 3 } };
 	ok(ferry_pack_writer_find(w, &unknown, &found) == 0, "find an unknown id");
 	ok(ferry_pack_writer_add(w, 9, &unknown, "x", 1, NULL) == -EINVAL, "bad type -> EINVAL");
 	ok(ferry_pack_writer_add(w, FERRY_OBJ_CHUNK, &unknown, objs[6].data, FERRY_OBJ_MAX + 1,
@@ -323,7 +323,7 @@ int main(void)
 	ok(zstd_text, "compressible objects stored compressed");
 
 	uint64_t pack = ferry_pack_writer_id(w);
-	struct packs p1 = {0};
+	struct packs p1 = { 0 };
 	ferry_store_list_packs(s, collect_pack, &p1);
 	ok(p1.n == 0, "nothing visible before finish");
 	ok_r(ferry_pack_writer_finish(w), "finish");
@@ -370,10 +370,10 @@ int main(void)
 	   "missing pack -> ENOENT");
 
 	/* Index, with and without data. */
-	struct index_check ic = {0};
+	struct index_check ic = { 0 };
 	ok_r(ferry_store_pack_index(s, pack, 0, check_index, &ic), "pack index");
 	ok(ic.n == NOBJ && ic.matched == NOBJ, "index lists every object at its location");
-	ic = (struct index_check){0};
+	ic = (struct index_check){ 0 };
 	ok_r(ferry_store_pack_index(s, pack, 1, check_index, &ic), "pack index with data");
 	ok(ic.n == NOBJ && ic.matched == NOBJ, "verified index lists every object");
 	ok(ferry_store_pack_index(s, pack ^ 1, 0, check_index, &ic) == -ENOENT,
@@ -383,7 +383,7 @@ int main(void)
 	pthread_t th[4];
 	struct reader_arg ra[4];
 	for (unsigned i = 0; i < 4; i++) {
-		ra[i] = (struct reader_arg){.s = s};
+		ra[i] = (struct reader_arg){ .s = s };
 		pthread_create(&th[i], NULL, reader, &ra[i]);
 	}
 	unsigned tbad = 0;
@@ -398,8 +398,7 @@ int main(void)
 	unsigned victim = 1; /* compressible, so a text-like zstd entry */
 	ok(flip_byte(path, objs[victim].loc.offset + PACK_ENTRY_HEADER_SIZE + 2) == 0,
 	   "flip a payload byte");
-	ok(ferry_store_read(s, &objs[victim].loc, &objs[victim].id, buf, FERRY_OBJ_MAX) ==
-		   -EBADMSG,
+	ok(ferry_store_read(s, &objs[victim].loc, &objs[victim].id, buf, FERRY_OBJ_MAX) == -EBADMSG,
 	   "read of the damaged object -> EBADMSG");
 	ok_r(ferry_store_read(s, &objs[victim + 1].loc, &objs[victim + 1].id, buf, FERRY_OBJ_MAX),
 	     "its neighbour still reads");
@@ -421,8 +420,8 @@ int main(void)
 	/* An index byte. */
 	struct stat st;
 	stat(path, &st);
-	uint64_t index_off = (uint64_t)st.st_size - PACK_FOOTER_SIZE -
-			     (uint64_t)NOBJ * PACK_INDEX_RECORD_SIZE;
+	uint64_t index_off =
+		(uint64_t)st.st_size - PACK_FOOTER_SIZE - (uint64_t)NOBJ * PACK_INDEX_RECORD_SIZE;
 	flip_byte(path, index_off + 3 * PACK_INDEX_RECORD_SIZE + 40);
 	n = 0;
 	ok(ferry_store_pack_index(s, pack, 0, count_cb, &n) == -EBADMSG && n == 0,
@@ -451,7 +450,9 @@ int main(void)
 	ok(ferry_store_read(s, &objs[1].loc, &objs[1].id, buf, FERRY_OBJ_MAX) == -ENOENT,
 	   "read from a deleted pack -> ENOENT");
 
-	enum { NPACKS = 80 };
+	enum {
+		NPACKS = 80
+	};
 	static struct ferry_loc locs[NPACKS];
 	int fails = 0;
 	for (unsigned i = 0; i < NPACKS; i++) {
@@ -472,7 +473,7 @@ int main(void)
 				fails++;
 		}
 	ok(fails == 0, "reads across more packs than the fd cache holds");
-	struct packs pl = {0};
+	struct packs pl = { 0 };
 	ok_r(ferry_store_list_packs(s, collect_pack, &pl), "list packs");
 	int sorted = pl.n == NPACKS;
 	for (unsigned i = 1; i < pl.n && i < ARRAY_SIZE(pl.ids); i++)
@@ -482,7 +483,7 @@ int main(void)
 	for (unsigned i = 0; i < NPACKS; i++)
 		if (ferry_store_delete_pack(s, locs[i].pack) < 0)
 			fails++;
-	pl = (struct packs){0};
+	pl = (struct packs){ 0 };
 	ferry_store_list_packs(s, collect_pack, &pl);
 	ok(fails == 0 && pl.n == 0, "all deleted");
 
@@ -491,7 +492,7 @@ int main(void)
 	if (asprintf(&stray, "%s/packs/README", root) < 0)
 		abort();
 	ferry_write_file_atomic(stray, "x", 1);
-	pl = (struct packs){0};
+	pl = (struct packs){ 0 };
 	ferry_store_list_packs(s, collect_pack, &pl);
 	ok(pl.n == 0, "non-pack names are ignored");
 
