@@ -68,7 +68,11 @@
 #define PROGRESS_MAGIC "FERRY-AGENT-PROGRESS"
 #define PROGRESS_MAJOR 1
 
-enum pstate { P_IDLE, P_SCANNING, P_COMMITTING };
+enum pstate {
+	P_IDLE,
+	P_SCANNING,
+	P_COMMITTING
+};
 static const char *const pstate_names[] = { "idle", "scanning", "committing" };
 
 struct progress {
@@ -95,7 +99,11 @@ struct disk {
 	char *fp_path, *new_path;
 };
 
-enum run_type { RUN_NONE, RUN_DATA, RUN_ZERO };
+enum run_type {
+	RUN_NONE,
+	RUN_DATA,
+	RUN_ZERO
+};
 
 /* A finished segment on its way out: put it, make the pending fingerprints
  * behind it durable, then record the progress it carries. */
@@ -143,8 +151,8 @@ struct scan {
 	size_t ndisks;
 	uint64_t total;
 	struct ferry_segment_writer *w;
-	uint32_t w_payload;     /* records besides the disk declarations */
-	uint64_t w_data_bytes;  /* DATA bytes in the open segment */
+	uint32_t w_payload;    /* records besides the disk declarations */
+	uint64_t w_data_bytes; /* DATA bytes in the open segment */
 	uint8_t *buf;
 	uint8_t newfp[READ_BLOCKS * FP_ENTRY];
 	uint8_t oldfp[HOLE_FPS * FP_ENTRY];
@@ -209,7 +217,7 @@ static int progress_write(struct scan *s, const struct progress *pr)
 	char hex[FERRY_ID_HEX_SIZE];
 	_cleanup_free_ char *body = NULL;
 	int n = asprintf(&body,
-			 PROGRESS_MAGIC " %d\n"
+			 "%s %d\n"
 			 "vm=%s\n"
 			 "disks=%s\n"
 			 "cycle=%" PRIu64 "\n"
@@ -222,10 +230,10 @@ static int progress_write(struct scan *s, const struct progress *pr)
 			 "cycle_segments=%" PRIu64 "\n"
 			 "total_shipped_bytes=%" PRIu64 "\n"
 			 "marker_time_ns=%" PRId64 "\n",
-			 PROGRESS_MAJOR, s->p->vm, s->disks_list, pr->cycle, pstate_names[pr->state],
-			 pr->next_seq, ferry_id_to_hex(&pr->prev, hex), pr->disk, pr->offset,
-			 pr->cycle_shipped, pr->cycle_segments, pr->total_shipped,
-			 pr->marker_time_ns);
+			 PROGRESS_MAGIC, PROGRESS_MAJOR, s->p->vm, s->disks_list, pr->cycle,
+			 pstate_names[pr->state], pr->next_seq, ferry_id_to_hex(&pr->prev, hex),
+			 pr->disk, pr->offset, pr->cycle_shipped, pr->cycle_segments,
+			 pr->total_shipped, pr->marker_time_ns);
 	if (n < 0)
 		return -ENOMEM;
 	struct ferry_id sum;
@@ -274,11 +282,34 @@ static int progress_parse(char *text, size_t len, const char *vm, const char *di
 
 	struct progress pr = { 0 };
 	unsigned seen = 0;
-	enum { K_VM, K_DISKS, K_CYCLE, K_STATE, K_SEQ, K_PREV, K_DISK, K_OFFSET, K_CSB, K_CSEG,
-	       K_TSB, K_MARKER, K_MAX };
+	enum {
+		K_VM,
+		K_DISKS,
+		K_CYCLE,
+		K_STATE,
+		K_SEQ,
+		K_PREV,
+		K_DISK,
+		K_OFFSET,
+		K_CSB,
+		K_CSEG,
+		K_TSB,
+		K_MARKER,
+		K_MAX
+	};
 	static const char *const keys[K_MAX] = {
-		"vm", "disks", "cycle", "state", "next_seq", "prev", "disk", "offset",
-		"cycle_shipped_bytes", "cycle_segments", "total_shipped_bytes", "marker_time_ns",
+		"vm",
+		"disks",
+		"cycle",
+		"state",
+		"next_seq",
+		"prev",
+		"disk",
+		"offset",
+		"cycle_shipped_bytes",
+		"cycle_segments",
+		"total_shipped_bytes",
+		"marker_time_ns",
 	};
 	while ((line = strtok_r(NULL, "\n", &save))) {
 		char *eq = strchr(line, '=');
@@ -361,19 +392,23 @@ static int progress_load(struct scan *s)
 		return log_error_errno(r, "VM %s: cannot read %s", s->p->vm, s->progress_path);
 	r = progress_parse(text, len, s->p->vm, s->disks_list, &s->pr);
 	if (r == -EXDEV)
-		return log_error_errno(-EINVAL, "%s belongs to another VM than %s: use a state "
-					       "directory per VM", s->progress_path, s->p->vm);
+		return log_error_errno(-EINVAL,
+				       "%s belongs to another VM than %s: use a state "
+				       "directory per VM",
+				       s->progress_path, s->p->vm);
 	if (r == -ECHILD)
-		return log_error_errno(-EINVAL, "VM %s: the disks in the configuration (%s) differ "
-					       "from those of the state directory (see %s); adding, "
-					       "removing or reordering disks is not supported yet",
+		return log_error_errno(-EINVAL,
+				       "VM %s: the disks in the configuration (%s) differ "
+				       "from those of the state directory (see %s); adding, "
+				       "removing or reordering disks is not supported yet",
 				       s->p->vm, s->disks_list, s->progress_path);
 	if (r == -EPROTONOSUPPORT)
 		return log_error_errno(r, "VM %s: %s has a version this agent does not know",
 				       s->p->vm, s->progress_path);
 	if (r < 0)
-		return log_error_errno(r, "VM %s: %s is damaged; remove the state directory to "
-					  "start over with a full resynchronization",
+		return log_error_errno(r,
+				       "VM %s: %s is damaged; remove the state directory to "
+				       "start over with a full resynchronization",
 				       s->p->vm, s->progress_path);
 	return 0;
 }
@@ -403,8 +438,8 @@ static int fp_body_sum(int fd, uint64_t nblocks, uint8_t sum[16])
 	return 0;
 }
 
-static void fp_header_build(uint8_t h[FP_HDR_SIZE], uint64_t size, uint64_t nblocks,
-			    uint32_t flags, const uint8_t bodysum[16])
+static void fp_header_build(uint8_t h[FP_HDR_SIZE], uint64_t size, uint64_t nblocks, uint32_t flags,
+			    const uint8_t bodysum[16])
 {
 	memset(h, 0, FP_HDR_SIZE);
 	memcpy(h, FP_MAGIC, 8);
@@ -463,8 +498,8 @@ static int fp_open_old(struct scan *s, struct disk *d, uint64_t *ret_size)
 			*ret_size = UINT64_MAX;
 			return 0;
 		}
-		return log_error_errno(-errno, "VM %s, disk %s: cannot open %s", s->p->vm,
-				       d->name, d->fp_path);
+		return log_error_errno(-errno, "VM %s, disk %s: cannot open %s", s->p->vm, d->name,
+				       d->fp_path);
 	}
 	uint64_t size;
 	uint32_t flags;
@@ -477,8 +512,10 @@ static int fp_open_old(struct scan *s, struct disk *d, uint64_t *ret_size)
 	if (r >= 0 && memcmp(want, have, 16) != 0)
 		r = -EBADMSG;
 	if (r == -EBADMSG || r == -EPROTONOSUPPORT) {
-		log_warning_errno(r, "VM %s, disk %s: %s is unusable; the disk will be "
-				     "resynchronized whole", s->p->vm, d->name, d->fp_path);
+		log_warning_errno(r,
+				  "VM %s, disk %s: %s is unusable; the disk will be "
+				  "resynchronized whole",
+				  s->p->vm, d->name, d->fp_path);
 		*ret_size = UINT64_MAX;
 		return 0;
 	}
@@ -498,8 +535,7 @@ static int fp_create_new(struct scan *s, struct disk *d)
 		close(d->new_fd);
 		d->new_fd = -1;
 	}
-	_cleanup_close_ int fd =
-		open(d->new_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	_cleanup_close_ int fd = open(d->new_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return log_error_errno(-errno, "VM %s, disk %s: cannot create %s", s->p->vm,
 				       d->name, d->new_path);
@@ -545,8 +581,8 @@ static int fp_reopen_new(struct scan *s, struct disk *d, uint64_t valid_blocks)
 {
 	_cleanup_close_ int fd = open(d->new_path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
-		return errno == ENOENT ? -ESTALE
-				       : log_error_errno(-errno, "VM %s, disk %s: cannot open %s",
+		return errno == ENOENT ? -ESTALE :
+					 log_error_errno(-errno, "VM %s, disk %s: cannot open %s",
 							 s->p->vm, d->name, d->new_path);
 	uint64_t size;
 	uint32_t flags;
@@ -576,8 +612,8 @@ static int fp_commit(struct scan *s, struct disk *d)
 		/* Already renamed by a commit that crashed later on. */
 		if (errno == ENOENT && access(d->fp_path, F_OK) == 0)
 			return 0;
-		return log_error_errno(-errno, "VM %s, disk %s: cannot open %s", s->p->vm,
-				       d->name, d->new_path);
+		return log_error_errno(-errno, "VM %s, disk %s: cannot open %s", s->p->vm, d->name,
+				       d->new_path);
 	}
 	uint64_t size;
 	uint32_t flags;
@@ -606,12 +642,12 @@ static int disk_open(struct scan *s, struct disk *d)
 {
 	d->fd = open(d->path, O_RDONLY | O_CLOEXEC);
 	if (d->fd < 0)
-		return log_error_errno(-errno, "VM %s: cannot open disk %s (%s)", s->p->vm,
-				       d->name, d->path);
+		return log_error_errno(-errno, "VM %s: cannot open disk %s (%s)", s->p->vm, d->name,
+				       d->path);
 	struct stat st;
 	if (fstat(d->fd, &st) < 0)
-		return log_error_errno(-errno, "VM %s: cannot stat disk %s (%s)", s->p->vm,
-				       d->name, d->path);
+		return log_error_errno(-errno, "VM %s: cannot stat disk %s (%s)", s->p->vm, d->name,
+				       d->path);
 	if (S_ISBLK(st.st_mode)) {
 		uint64_t sz;
 		if (ioctl(d->fd, BLKGETSIZE64, &sz) < 0)
@@ -621,8 +657,10 @@ static int disk_open(struct scan *s, struct disk *d)
 	} else if (S_ISREG(st.st_mode)) {
 		d->size = (uint64_t)st.st_size;
 	} else {
-		return log_error_errno(-EINVAL, "VM %s: disk %s (%s) is neither a regular file "
-						"nor a block device", s->p->vm, d->name, d->path);
+		return log_error_errno(-EINVAL,
+				       "VM %s: disk %s (%s) is neither a regular file "
+				       "nor a block device",
+				       s->p->vm, d->name, d->path);
 	}
 	if (d->size == 0)
 		return log_error_errno(-EINVAL, "VM %s: disk %s (%s) is empty", s->p->vm, d->name,
@@ -696,14 +734,14 @@ static int job_run(struct scan *s, struct job *j)
 	int r = ferry_cache_put_segment(s->p->cache, s->p->vm, j->seq, j->buf, j->len);
 	if (r == -EEXIST) {
 		log_warning("VM %s: segment %" PRIu64 " is already in the cache; "
-			    "resynchronizing the sequence", s->p->vm, j->seq);
+			    "resynchronizing the sequence",
+			    s->p->vm, j->seq);
 		return r;
 	}
 	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot put segment %" PRIu64 " into %s",
-				       s->p->vm, j->seq, ferry_cache_url(s->p->cache));
-	log_debug("VM %s: segment %" PRIu64 ": %zu bytes in the cache", s->p->vm, j->seq,
-		  j->len);
+		return log_error_errno(r, "VM %s: cannot put segment %" PRIu64 " into %s", s->p->vm,
+				       j->seq, ferry_cache_url(s->p->cache));
+	log_debug("VM %s: segment %" PRIu64 ": %zu bytes in the cache", s->p->vm, j->seq, j->len);
 	for (size_t i = 0; i < j->nfds; i++)
 		if (fdatasync(j->fds[i]) < 0)
 			return log_error_errno(-errno, "VM %s: cannot sync pending fingerprints",
@@ -1009,7 +1047,8 @@ static int read_disk(struct scan *s, struct disk *d, uint64_t pos, size_t len)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return log_error_errno(-errno, "VM %s: cannot read disk %s (%s) at %" PRIu64,
+			return log_error_errno(-errno,
+					       "VM %s: cannot read disk %s (%s) at %" PRIu64,
 					       s->p->vm, d->name, d->path, pos + got);
 		}
 		if (n == 0)
@@ -1155,7 +1194,8 @@ static int reconcile(struct scan *s)
 
 	if (ack.seq + 1 > s->pr.next_seq) {
 		log_info("VM %s: the replicator acknowledged segment %" PRIu64
-			 " beyond the local state; continuing after it", s->p->vm, ack.seq);
+			 " beyond the local state; continuing after it",
+			 s->p->vm, ack.seq);
 		s->pr.next_seq = ack.seq + 1;
 		s->pr.prev = ack.digest;
 	}
@@ -1177,12 +1217,14 @@ static int reconcile(struct scan *s)
 	const struct ferry_segment_info *info = ferry_segment_info(seg);
 	if (info->seq != top || strcmp(info->vm, s->p->vm) != 0) {
 		ferry_segment_free(seg);
-		return log_error_errno(-EBADMSG, "VM %s: segment %" PRIu64 " in %s names "
-						 "another VM or sequence", s->p->vm, top,
-				       ferry_cache_url(s->p->cache));
+		return log_error_errno(-EBADMSG,
+				       "VM %s: segment %" PRIu64 " in %s names "
+				       "another VM or sequence",
+				       s->p->vm, top, ferry_cache_url(s->p->cache));
 	}
 	log_info("VM %s: the cache holds segment %" PRIu64 " beyond the local state; "
-		 "continuing after it", s->p->vm, top);
+		 "continuing after it",
+		 s->p->vm, top);
 	s->pr.next_seq = top + 1;
 	s->pr.prev = info->digest;
 	if (s->pr.state == P_SCANNING) {
@@ -1237,7 +1279,8 @@ static int prepare_resume(struct scan *s)
 	    (s->pr.disk < s->ndisks && s->pr.offset > s->disks[s->pr.disk].aligned) ||
 	    s->pr.offset % BLOCK) {
 		log_warning("VM %s: the progress file points outside the disks; restarting "
-			    "the cycle", s->p->vm);
+			    "the cycle",
+			    s->p->vm);
 		s->pr.disk = 0;
 		s->pr.offset = 0;
 		return 0;
@@ -1254,7 +1297,8 @@ static int prepare_resume(struct scan *s)
 		int r = fp_reopen_new(s, d, valid);
 		if (r == -ESTALE) {
 			log_warning("VM %s, disk %s: pending fingerprints are missing or damaged; "
-				    "restarting the cycle", s->p->vm, d->name);
+				    "restarting the cycle",
+				    s->p->vm, d->name);
 			s->pr.disk = 0;
 			s->pr.offset = 0;
 			return 0;
@@ -1277,9 +1321,8 @@ static int scan_from(struct scan *s)
 		done += s->disks[i].aligned;
 	s->st.resumed_from = done;
 	if (done > 0)
-		log_info("VM %s: resuming cycle %" PRIu64 " at disk %s, offset %" PRIu64,
-			 s->p->vm, s->pr.cycle,
-			 s->pr.disk < s->ndisks ? s->disks[s->pr.disk].name : "(end)",
+		log_info("VM %s: resuming cycle %" PRIu64 " at disk %s, offset %" PRIu64, s->p->vm,
+			 s->pr.cycle, s->pr.disk < s->ndisks ? s->disks[s->pr.disk].name : "(end)",
 			 s->pr.offset);
 
 	r = writer_start(s);
@@ -1412,9 +1455,10 @@ static int cycle(struct scan *s)
 			return r;
 		if (r == -EEXIST) {
 			if (attempt >= 3)
-				return log_error_errno(r, "VM %s: another writer keeps putting "
-							  "segments into %s; is a second agent "
-							  "running for this VM?",
+				return log_error_errno(r,
+						       "VM %s: another writer keeps putting "
+						       "segments into %s; is a second agent "
+						       "running for this VM?",
 						       s->p->vm, ferry_cache_url(s->p->cache));
 			/* Someone else holds that seq: link after it and redo
 			 * the work since the last durable position. */

@@ -37,18 +37,18 @@ struct agent_scan_params {
 };
 
 struct agent_scan_stats {
-	uint64_t cycle;            /* number of the cycle (1, 2, ...) */
-	uint64_t seq;              /* last segment seq written (the marker's) */
-	uint64_t scanned_bytes;    /* disk bytes read by this run */
-	uint64_t shipped_bytes;    /* DATA record bytes shipped by this run */
-	uint64_t zeroed_bytes;     /* bytes covered by ZERO records of this run */
-	uint64_t segments;         /* segments put by this run */
+	uint64_t cycle;               /* number of the cycle (1, 2, ...) */
+	uint64_t seq;                 /* last segment seq written (the marker's) */
+	uint64_t scanned_bytes;       /* disk bytes read by this run */
+	uint64_t shipped_bytes;       /* DATA record bytes shipped by this run */
+	uint64_t zeroed_bytes;        /* bytes covered by ZERO records of this run */
+	uint64_t segments;            /* segments put by this run */
 	uint64_t cycle_shipped_bytes; /* DATA bytes of the whole cycle, across resumes */
-	uint64_t cycle_segments;   /* segments of the whole cycle, across resumes */
+	uint64_t cycle_segments;      /* segments of the whole cycle, across resumes */
 	uint64_t total_shipped_bytes; /* cumulative over every cycle of this state dir */
-	uint64_t disk_bytes;       /* sum of disk sizes */
-	uint64_t resumed_from;     /* cycle bytes already covered when this run began */
-	int64_t marker_time_ns;    /* time of the consistency marker */
+	uint64_t disk_bytes;          /* sum of disk sizes */
+	uint64_t resumed_from;        /* cycle bytes already covered when this run began */
+	int64_t marker_time_ns;       /* time of the consistency marker */
 	int64_t started_ns, finished_ns;
 };
 

@@ -11,8 +11,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <inttypes.h>
 #include <ini.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -140,8 +140,7 @@ static int config_set(struct config *c, char **field, const char *key, const cha
 		return 0;
 	}
 	if (!*value) {
-		snprintf(c->error, sizeof(c->error), "%s:%u: '%s' is empty", c->file, c->line,
-			 key);
+		snprintf(c->error, sizeof(c->error), "%s:%u: '%s' is empty", c->file, c->line, key);
 		return 0;
 	}
 	*field = strdup(value);
@@ -152,8 +151,7 @@ static int config_set(struct config *c, char **field, const char *key, const cha
 	return 1;
 }
 
-static int handle_key(struct config *c, const char *section, const char *name,
-		      const char *value);
+static int handle_key(struct config *c, const char *section, const char *name, const char *value);
 
 static int config_handler(void *user, const char *section, const char *name, const char *value)
 {
@@ -166,8 +164,7 @@ static int config_handler(void *user, const char *section, const char *name, con
 	return r;
 }
 
-static int handle_key(struct config *c, const char *section, const char *name,
-		      const char *value)
+static int handle_key(struct config *c, const char *section, const char *name, const char *value)
 {
 	if (strcmp(section, "agent") == 0) {
 		if (strcmp(name, "version") == 0) {
@@ -197,8 +194,8 @@ static int handle_key(struct config *c, const char *section, const char *name,
 			return config_set(c, &c->state, name, value);
 		if (strcmp(name, "interval") == 0) {
 			if (c->has_interval) {
-				snprintf(c->error, sizeof(c->error), "%s:%u: 'interval' given twice",
-					 c->file, c->line);
+				snprintf(c->error, sizeof(c->error),
+					 "%s:%u: 'interval' given twice", c->file, c->line);
 				return 0;
 			}
 			if (parse_uint(value, MAX_INTERVAL, &c->interval) < 0) {
@@ -219,10 +216,11 @@ static int handle_key(struct config *c, const char *section, const char *name,
 		struct agent_disk *d = &c->disks[c->ndisks - 1];
 		if (strcmp(name, "name") == 0) {
 			if (!ferry_name_valid(value)) {
-				snprintf(c->error, sizeof(c->error),
-					 "%s:%u: invalid disk name '%s' (1-64 of A-Z a-z 0-9 . _ -, "
-					 "not starting with . or -)",
-					 c->file, c->line, value);
+				snprintf(
+					c->error, sizeof(c->error),
+					"%s:%u: invalid disk name '%s' (1-64 of A-Z a-z 0-9 . _ -, "
+					"not starting with . or -)",
+					c->file, c->line, value);
 				return 0;
 			}
 			for (size_t i = 0; i + 1 < c->ndisks; i++)
@@ -424,7 +422,8 @@ static void log_summary(const char *vm, const struct agent_scan_stats *st)
 		 " bytes in %" PRIu64 " segments (last seq %" PRIu64 "), %" PRIu64
 		 " bytes shipped in total; %.1f s, %.1f MB/s",
 		 vm, st->cycle, st->scanned_bytes, st->shipped_bytes, st->segments, st->seq,
-		 st->total_shipped_bytes, secs, secs > 0 ? (double)st->scanned_bytes / secs / 1e6 : 0);
+		 st->total_shipped_bytes, secs,
+		 secs > 0 ? (double)st->scanned_bytes / secs / 1e6 : 0);
 }
 
 /* Errors worth another try at the next interval rather than an exit. */

@@ -1,2 +1,83 @@
 #!/bin/bash
-echo "not written yet"; exit 77
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# The command line: every program and verb has --help; bad input (unknown
+# VM, hostile names, a non-empty vault directory, a second enable, malformed
+# agent configuration, a missing disk) gets a clear error and a non-zero
+# exit, and changes nothing.
+. "$(dirname "$0")/lib.sh"
+cd "$T"
+
+for prog in "$FERRY" "$AGENT" "$REPLICATOR" "$FERRYFS"; do
+	"$prog" --help > help.txt || fail "$prog --help failed"
+	grep -qi usage help.txt || fail "$prog --help prints no usage"
+	"$prog" --version > /dev/null || fail "$prog --version failed"
+done
+for verb in init enable-replication status recovery-points show check gc; do
+	"$FERRY" "$verb" --help > help.txt || fail "ferry $verb --help failed"
+	grep -q "Usage: ferry $verb" help.txt || fail "ferry $verb --help prints no usage"
+done
+must_fail "$FERRY" frobnicate
+
+"$FERRY" init --vault vault > /dev/null
+mkdir notempty && touch notempty/x
+must_fail "$FERRY" init --vault notempty
+grep -q "not empty" "$T/must_fail.out" || fail "init into a non-empty directory: unclear error"
+must_fail "$FERRY" init --vault v2 --chunk-size 1000
+must_fail "$FERRY" status --vault nowhere
+grep -q "not a vault" "$T/must_fail.out" || fail "status of a missing vault: unclear error"
+
+truncate -s 8M d.img
+for bad in "--vm ../evil --disk a=d.img" "--vm 'a b' --disk a=d.img" "--vm ok --disk ../x=d.img" \
+	"--vm ok --disk a=d.img --disk a=d.img" "--vm ok --disk noequals" "--vm ok" \
+	"--vm ok --disk a=d.img --crash-interval -5" "--vm ok --disk a=d.img --retention 0" \
+	"--vm ok --disk a=d.img --target-group bad/group"; do
+	eval "must_fail \"\$FERRY\" enable-replication --vault vault $bad"
+done
+[ -z "$(ls vault/agents)" ] || fail "a refused enable left an agent configuration"
+"$FERRY" status --vault vault --json | python3 -c 'import json,sys; assert json.load(sys.stdin)["vms"] == []' ||
+	fail "a refused enable registered a VM"
+
+"$FERRY" enable-replication --vault vault --vm ok --disk a=d.img --source-group prod \
+	--target-network tnet > out.txt || fail "enable-replication failed"
+grep -q "target resource group  prod-ferry" out.txt || fail "target group does not default from the source"
+grep -q "mapping default->tnet" out.txt || fail "network mapping not shown"
+must_fail "$FERRY" enable-replication --vault vault --vm ok --disk a=d.img
+grep -q "already protected" "$T/must_fail.out" || fail "second enable: unclear error"
+
+must_fail "$FERRY" recovery-points --vault vault nosuchvm
+grep -q "no VM 'nosuchvm'" "$T/must_fail.out" || fail "unknown VM: unclear error"
+must_fail "$FERRY" show --vault vault nosuchvm
+"$FERRY" show --vault vault ok | grep -q "target-group *prod-ferry" || fail "show lacks resources"
+"$FERRY" status --vault vault | grep -q "initial replication, 0.0%" || fail "status before the first cycle"
+
+# Malformed agent configurations: each refused with the file named.
+conf=vault/agents/ok.conf
+for edit in 's/^vm = ok/vm = ..\/x/' 's/^interval = .*/interval = soon/' '/^\[disk\]/d' \
+	's/^cache = .*//' 's/^version = 1/version = 9/' '$a bogus = 1'; do
+	sed "$edit" "$conf" > bad.conf
+	must_fail "$AGENT" --config bad.conf --once
+	grep -q "bad.conf" "$T/must_fail.out" || fail "agent error for '$edit' does not name the file: $(cat "$T/must_fail.out")"
+done
+must_fail "$AGENT" --config /nonexistent/agent.conf --once
+
+# A missing source disk: a clear error naming the disk, nothing shipped.
+sed "s|^path = .*|path = $T/missing.img|" "$conf" > missing.conf
+must_fail "$AGENT" --config missing.conf --once
+grep -q "missing.img" "$T/must_fail.out" || fail "missing disk not named"
+[ -z "$(ls vault/cache/segments/ok 2>/dev/null)" ] || fail "a failed agent left segments"
+
+# A second replicator on the same vault refuses to run.
+exec 9>vault/writer.lock
+flock -n 9 || fail "cannot take the writer lock in the test"
+must_fail "$REPLICATOR" --vault vault --once
+grep -q "holds vault" "$T/must_fail.out" || fail "second replicator: unclear error"
+must_fail "$FERRY" gc --vault vault
+exec 9>&-
+
+# Man pages build and say something about each program.
+if command -v scdoc >/dev/null; then
+	for page in ferry.1 ferry-agent.8 ferry-replicator.8 ferryfs.8; do
+		scdoc < "$SOURCE/docs/man/$page.scd" > "$page" || fail "man page $page does not build"
+		[ "$(wc -l < "$page")" -gt 40 ] || fail "man page $page is too short"
+	done
+fi
