@@ -662,8 +662,8 @@ static int node_stat(struct fs *fs, const struct node *n, struct stat *st, doubl
 	case K_LATEST_APP:
 		st->st_mode = S_IFLNK | 0777;
 		st->st_nlink = 1;
-		st->st_size = (off_t)strlen(n->kind == K_LATEST ? n->vm->latest->p.name
-								  : n->vm->latest_app->p.name);
+		st->st_size = (off_t)strlen(n->kind == K_LATEST ? n->vm->latest->p.name :
+								  n->vm->latest_app->p.name);
 		when = (n->kind == K_LATEST ? n->vm->latest : n->vm->latest_app)->p.time_ns;
 		break;
 	case K_POINT:
@@ -1033,6 +1033,30 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 }
 
+/*
+ * Replies with a copy of bytes that belong to an fh. Once the reply is
+ * written the reader may close the file at once, and the release that
+ * follows can run on another thread before fuse_reply_buf() has returned:
+ * nothing after the write may touch memory the release frees (sanitizers
+ * do look at the iovec again after writev).
+ */
+static void reply_copy(fuse_req_t req, const void *p, size_t n)
+{
+	_cleanup_free_ void *copy = NULL;
+
+	if (n == 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	copy = malloc(n);
+	if (!copy) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(copy, p, n);
+	fuse_reply_buf(req, copy, n);
+}
+
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
@@ -1041,7 +1065,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (off < 0 || (size_t)off >= d->len)
 		fuse_reply_buf(req, NULL, 0);
 	else
-		fuse_reply_buf(req, d->buf + off, MIN(d->len - (size_t)off, size));
+		reply_copy(req, d->buf + off, MIN(d->len - (size_t)off, size));
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1087,8 +1111,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		/* The live map moves on: resolve it now, never keep pages. */
 		r = ferry_image_open(fs->cache, &n.disk->live_root, n.disk->size, &h->img);
 		if (r < 0)
-			log_error_errno(r, "VM %s disk %s: cannot open live image",
-					n.vm->vm.name, n.disk->name);
+			log_error_errno(r, "VM %s disk %s: cannot open live image", n.vm->vm.name,
+					n.disk->name);
 		break;
 	case K_PIMAGE:
 		r = ferry_image_open(fs->cache, &n.pdisk->root, n.pdisk->size, &h->img);
@@ -1185,7 +1209,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if ((size_t)off >= h->len)
 			fuse_reply_buf(req, NULL, 0);
 		else
-			fuse_reply_buf(req, h->text + off, MIN(h->len - (size_t)off, size));
+			reply_copy(req, h->text + off, MIN(h->len - (size_t)off, size));
 		return;
 	}
 	buf = readbuf_get(size);
@@ -1454,7 +1478,12 @@ static int take_mount_options(struct options *o, const char *list)
 
 static int parse_argv(int argc, char *argv[], struct options *o)
 {
-	enum { ARG_VAULT = 0x100, ARG_CACHE, ARG_THREADS, ARG_VERSION };
+	enum {
+		ARG_VAULT = 0x100,
+		ARG_CACHE,
+		ARG_THREADS,
+		ARG_VERSION
+	};
 	static const struct option longopts[] = {
 		{ "vault", required_argument, NULL, ARG_VAULT },
 		{ "cache-size", required_argument, NULL, ARG_CACHE },

@@ -56,3 +56,45 @@ const char *ferry_blobs_local_dir(const struct ferry_blobs *b);
  */
 void ferry_blobs_set_fault(struct ferry_blobs *b,
 			   int (*fault)(const char *op, const char *name, void *ud), void *ud);
+
+/*
+ * Credentials and network policy for object-store locations. The programs
+ * fill this from their environment and flags (the core reads neither) and
+ * set it once, before opening anything remote. Strings are copied.
+ */
+struct ferry_blobs_options {
+	/* Azure: a connection string (AccountName/AccountKey/BlobEndpoint/
+	 * SharedAccessSignature/UseDevelopmentStorage=true), or account with
+	 * key or SAS token. */
+	const char *azure_connection_string;
+	const char *azure_account;
+	const char *azure_key;
+	const char *azure_sas;
+	/* S3 */
+	const char *aws_access_key_id;
+	const char *aws_secret_access_key;
+	const char *aws_session_token;
+	const char *aws_region;       /* default us-east-1 */
+	const char *aws_endpoint_url; /* e.g. http://127.0.0.1:5000; NULL = AWS */
+	int s3_path_style;            /* 1 = path-style addressing, forced for endpoint URLs */
+	/* HTTP policy (see http.h) */
+	const char *ca_bundle;
+	unsigned max_retries;
+	void (*sleep)(uint64_t ns);
+	uint64_t max_rate;
+	unsigned parallel; /* concurrent requests a backend may use; 0 = 4 */
+};
+int ferry_blobs_set_options(const struct ferry_blobs_options *opts);
+
+/*
+ * An exclusive lock on a location, for "one replicator per store": an
+ * Azure blob lease, an S3 conditional-create lock object, a flock locally.
+ * -EBUSY while another holder's lock is live. ttl_s bounds how long a
+ * crashed holder blocks others; renew before it runs out.
+ */
+struct ferry_blobs_lock;
+int ferry_blobs_lock_acquire(struct ferry_blobs *b, const char *name, unsigned ttl_s,
+			     struct ferry_blobs_lock **ret);
+int ferry_blobs_lock_renew(struct ferry_blobs_lock *l);
+/* Releases and frees; NULL is fine. */
+struct ferry_blobs_lock *ferry_blobs_lock_release(struct ferry_blobs_lock *l);

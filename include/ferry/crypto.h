@@ -37,3 +37,11 @@ struct ferry_fp {
 	uint64_t lo, hi;
 };
 void ferry_fingerprint(const void *buf, size_t len, struct ferry_fp *ret);
+
+/* HMAC-SHA-256 (request signing: Azure SharedKey, SAS, AWS SigV4). */
+void ferry_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+		       uint8_t out[32]);
+/* Standard base64 with padding; *ret is NUL-terminated, caller frees. */
+int ferry_base64_encode(const void *buf, size_t len, char **ret);
+/* -EINVAL on anything but canonical padded base64. */
+int ferry_base64_decode(const char *s, void **ret_buf, size_t *ret_len);

@@ -35,6 +35,7 @@ struct ferry_loc {
 /* A pack is closed once it holds about this many stored bytes. */
 #define FERRY_PACK_TARGET (32u * 1024u * 1024u)
 
+struct ferry_blobs;
 struct ferry_store;
 struct ferry_pack_writer;
 
@@ -42,6 +43,9 @@ struct ferry_pack_writer;
 int ferry_store_open(const char *url, int create, struct ferry_store **ret);
 struct ferry_store *ferry_store_free(struct ferry_store *s);
 const char *ferry_store_url(const struct ferry_store *s);
+/* The blobs location under the store, still owned by it: lets tests install
+ * a fault callback (ferry_blobs_set_fault) under a live store. */
+struct ferry_blobs *ferry_store_blobs(struct ferry_store *s);
 
 /*
  * Starts a new pack with a fresh random id. Objects are compressed as they

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -113,4 +114,48 @@ void ferry_fingerprint(const void *buf, size_t len, struct ferry_fp *ret)
 	XXH128_hash_t h = XXH3_128bits(buf, len);
 	ret->lo = h.low64;
 	ret->hi = h.high64;
+}
+
+void ferry_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+		       uint8_t out[32])
+{
+	unsigned int n = 32;
+	if (!HMAC(EVP_sha256(), key, (int)keylen, data, len, out, &n))
+		abort();
+}
+
+int ferry_base64_encode(const void *buf, size_t len, char **ret)
+{
+	if (len > (SIZE_MAX / 4) * 3 - 3)
+		return -E2BIG;
+	char *out = malloc(4 * ((len + 2) / 3) + 1);
+	if (!out)
+		return -ENOMEM;
+	EVP_EncodeBlock((unsigned char *)out, buf, (int)len);
+	*ret = out;
+	return 0;
+}
+
+int ferry_base64_decode(const char *s, void **ret_buf, size_t *ret_len)
+{
+	size_t n = strlen(s);
+	if (n % 4 != 0 || n > INT32_MAX)
+		return -EINVAL;
+	unsigned char *out = malloc(n / 4 * 3 + 1);
+	if (!out)
+		return -ENOMEM;
+	int m = EVP_DecodeBlock(out, (const unsigned char *)s, (int)n);
+	if (m < 0) {
+		free(out);
+		return -EINVAL;
+	}
+	/* EVP_DecodeBlock counts padding as zero bytes. */
+	size_t len = (size_t)m;
+	if (n >= 1 && s[n - 1] == '=')
+		len--;
+	if (n >= 2 && s[n - 2] == '=')
+		len--;
+	*ret_buf = out;
+	*ret_len = len;
+	return 0;
 }

@@ -23,14 +23,14 @@
 
 struct centry {
 	struct ferry_id id;
-	struct centry *hnext;              /* hash bucket chain */
+	struct centry *hnext;               /* hash bucket chain */
 	struct centry *lru_prev, *lru_next; /* only while ready and cached */
 	void *buf;
 	size_t len;
-	unsigned refs;  /* the table's reference counts as one while cached */
-	int loading;    /* a thread is reading it; others wait on cc->loaded */
-	int err;        /* load failure, seen by the waiters */
-	int cached;     /* in the table (and, once loaded, in the LRU list) */
+	unsigned refs; /* the table's reference counts as one while cached */
+	int loading;   /* a thread is reading it; others wait on cc->loaded */
+	int err;       /* load failure, seen by the waiters */
+	int cached;    /* in the table (and, once loaded, in the LRU list) */
 };
 
 struct ferry_chunk_cache {
@@ -40,7 +40,7 @@ struct ferry_chunk_cache {
 	pthread_mutex_t lock;
 	pthread_cond_t loaded;
 	struct centry **buckets;
-	size_t nbuckets; /* a power of two */
+	size_t nbuckets;                    /* a power of two */
 	struct centry *lru_head, *lru_tail; /* head: most recently used */
 	size_t bytes;
 };

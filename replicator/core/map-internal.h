@@ -54,8 +54,8 @@ int map_node_decode(const void *buf, size_t len, unsigned limit, struct map_deco
 /* Encoders; buf must hold MAP_NODE_MAX_SIZE bytes; return the length. Input
  * must be canonical (asserted): n >= 1, sorted, merged, in range. */
 size_t map_leaf_encode(const struct map_run *runs, unsigned n, uint8_t *buf);
-size_t map_inner_encode(unsigned level, const uint16_t *idx, const struct ferry_id *ids,
-			unsigned n, uint8_t *buf);
+size_t map_inner_encode(unsigned level, const uint16_t *idx, const struct ferry_id *ids, unsigned n,
+			uint8_t *buf);
 
 /* Depth (level of the root) of the map of a disk of nblocks blocks. */
 unsigned map_depth(uint64_t nblocks);

@@ -61,8 +61,8 @@ size_t map_leaf_encode(const struct map_run *runs, unsigned n, uint8_t *buf)
 	return (size_t)(p - buf);
 }
 
-size_t map_inner_encode(unsigned level, const uint16_t *idx, const struct ferry_id *ids,
-			unsigned n, uint8_t *buf)
+size_t map_inner_encode(unsigned level, const uint16_t *idx, const struct ferry_id *ids, unsigned n,
+			uint8_t *buf)
 {
 	assert(level >= 1 && level <= MAP_MAX_LEVEL);
 	assert(n >= 1 && n <= FERRY_MAP_FANOUT);
@@ -416,8 +416,8 @@ static int load(const struct ferry_objsrc *src, const struct ferry_id *id, uint6
 
 /* ---- open / free ---- */
 
-int ferry_map_open(const struct ferry_objsrc *src, const struct ferry_id *root,
-		   uint64_t nblocks, struct ferry_map **ret)
+int ferry_map_open(const struct ferry_objsrc *src, const struct ferry_id *root, uint64_t nblocks,
+		   struct ferry_map **ret)
 {
 	assert(src && ret);
 	struct ferry_map *m = calloc(1, sizeof(*m));
@@ -504,10 +504,13 @@ static int lookup_locked(struct ferry_map *m, uint64_t block, struct ferry_exten
 
 		if (!*s.node) {
 			if (ferry_id_is_null(s.id)) {
-				*ext = (struct ferry_extent){ .block = block, .count = end - block, .zero = 1 };
+				*ext = (struct ferry_extent){ .block = block,
+							      .count = end - block,
+							      .zero = 1 };
 				return 0;
 			}
-			if (*pending && (*pending)->level == level && ferry_id_equal(&(*pending)->id, s.id))
+			if (*pending && (*pending)->level == level &&
+			    ferry_id_equal(&(*pending)->id, s.id))
 				install(m, &s, TAKE_PTR(*pending));
 			else {
 				*need_id = *s.id;
@@ -529,8 +532,11 @@ static int lookup_locked(struct ferry_map *m, uint64_t block, struct ferry_exten
 		if (!is_present(n->in, i)) {
 			unsigned j = next_present(n->in, i + 1);
 			uint64_t zend = j < node_limit(m->nblocks, level, base) ?
-						base + ((uint64_t)j << cs) : end;
-			*ext = (struct ferry_extent){ .block = block, .count = zend - block, .zero = 1 };
+						base + ((uint64_t)j << cs) :
+						end;
+			*ext = (struct ferry_extent){ .block = block,
+						      .count = zend - block,
+						      .zero = 1 };
 			return 0;
 		}
 		s = child_slot(n, i);
@@ -603,10 +609,12 @@ static int set_prepare(struct ferry_map *m, struct slot sl, unsigned level, uint
 	unsigned cs = child_shift(level);
 	unsigned first = (unsigned)((MAX(s, base) - base) >> cs);
 	unsigned last = (unsigned)((MIN(e, end) - 1 - base) >> cs);
-	r = set_prepare(m, child_slot(*sl.node, first), level - 1, base + ((uint64_t)first << cs), s, e);
+	r = set_prepare(m, child_slot(*sl.node, first), level - 1, base + ((uint64_t)first << cs),
+			s, e);
 	if (r < 0 || last == first)
 		return r;
-	return set_prepare(m, child_slot(*sl.node, last), level - 1, base + ((uint64_t)last << cs), s, e);
+	return set_prepare(m, child_slot(*sl.node, last), level - 1, base + ((uint64_t)last << cs),
+			   s, e);
 }
 
 /* Maps leaf-relative blocks [ls, le) to chunk from cb, or to zero. */
@@ -622,12 +630,15 @@ static int leaf_set(struct node *n, unsigned ls, unsigned le, const struct ferry
 		const struct map_run *r = &n->runs[i];
 		if (r->start < ls) {
 			out[k] = *r;
-			out[k++].count = (uint16_t)(MIN((unsigned)r->start + r->count, ls) - r->start);
+			out[k++].count =
+				(uint16_t)(MIN((unsigned)r->start + r->count, ls) - r->start);
 		}
 	}
 	if (chunk)
-		out[k++] = (struct map_run){ .start = (uint16_t)ls, .count = (uint16_t)(le - ls),
-					     .chunk_block = cb, .chunk = *chunk };
+		out[k++] = (struct map_run){ .start = (uint16_t)ls,
+					     .count = (uint16_t)(le - ls),
+					     .chunk_block = cb,
+					     .chunk = *chunk };
 	for (unsigned i = 0; i < n->nruns; i++) {
 		const struct map_run *r = &n->runs[i];
 		unsigned rend = (unsigned)r->start + r->count;
@@ -654,8 +665,8 @@ static int leaf_set(struct node *n, unsigned ls, unsigned le, const struct ferry
 	return 0;
 }
 
-static int set_apply(struct ferry_map *m, struct slot sl, unsigned level, uint64_t base,
-		     uint64_t s, uint64_t e, const struct ferry_id *chunk, uint32_t cb_s)
+static int set_apply(struct ferry_map *m, struct slot sl, unsigned level, uint64_t base, uint64_t s,
+		     uint64_t e, const struct ferry_id *chunk, uint32_t cb_s)
 {
 	uint64_t end = node_end(m->nblocks, level, base);
 	bool full = s <= base && e >= end;
@@ -702,8 +713,8 @@ static int set_apply(struct ferry_map *m, struct slot sl, unsigned level, uint64
 	return 0;
 }
 
-int ferry_map_set(struct ferry_map *m, uint64_t block, uint64_t count,
-		  const struct ferry_id *chunk, uint32_t chunk_block)
+int ferry_map_set(struct ferry_map *m, uint64_t block, uint64_t count, const struct ferry_id *chunk,
+		  uint32_t chunk_block)
 {
 	int r;
 
@@ -720,7 +731,8 @@ int ferry_map_set(struct ferry_map *m, uint64_t block, uint64_t count,
 	pthread_mutex_lock(&m->lock);
 	r = set_prepare(m, root_slot(m), m->depth, 0, block, block + count);
 	if (r >= 0)
-		r = set_apply(m, root_slot(m), m->depth, 0, block, block + count, chunk, chunk_block);
+		r = set_apply(m, root_slot(m), m->depth, 0, block, block + count, chunk,
+			      chunk_block);
 	evict(m);
 	pthread_mutex_unlock(&m->lock);
 	return r;

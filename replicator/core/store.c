@@ -401,6 +401,11 @@ const char *ferry_store_url(const struct ferry_store *s)
 	return ferry_blobs_url(s->blobs);
 }
 
+struct ferry_blobs *ferry_store_blobs(struct ferry_store *s)
+{
+	return s->blobs;
+}
+
 static struct fd_slot *slot_find(struct ferry_store *s, uint64_t pack)
 {
 	for (size_t i = 0; i < FD_CACHE_SIZE; i++)

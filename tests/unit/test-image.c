@@ -160,7 +160,7 @@ static int map_blocks(struct ferry_map *m, uint64_t b, uint64_t n, const struct 
 
 struct disk {
 	struct ferry_id root;
-	struct ferry_id victim;    /* a chunk only blocks 1100..1103 use */
+	struct ferry_id victim; /* a chunk only blocks 1100..1103 use */
 	struct ferry_loc victim_loc;
 	struct ferry_id bad_root;  /* block 5 points past its chunk's end */
 	struct ferry_id lost_root; /* block 7 points at a chunk nobody stored */
@@ -338,7 +338,8 @@ static int check_seeks(struct ferry_image *img)
 	unsigned seed = 7;
 
 	for (int i = 0; i < 3000; i++) {
-		uint64_t off = i < 1500 ? (uint64_t)i * 3500 : (uint64_t)rand_r(&seed) % (SIZE + 10);
+		uint64_t off = i < 1500 ? (uint64_t)i * 3500 :
+					  (uint64_t)rand_r(&seed) % (SIZE + 10);
 		int whence = i % 2 ? SEEK_HOLE : SEEK_DATA;
 		uint64_t got = 0, want = 0;
 		int r1 = ferry_image_seek(img, off, whence, &got);
@@ -465,7 +466,8 @@ int main(void)
 		memset(buf, 1, 65536);
 		n = ferry_image_read(img, buf, 65536, (1ull << 40) - 65536);
 		ok(n == 65536 && buf[0] == 0 && buf[65535] == 0, "reads zeros");
-		ok(ferry_image_seek(img, 0, SEEK_DATA, &pos) == -ENXIO, "no data in 1 TiB, at once");
+		ok(ferry_image_seek(img, 0, SEEK_DATA, &pos) == -ENXIO,
+		   "no data in 1 TiB, at once");
 		ok(ferry_image_seek(img, 5, SEEK_HOLE, &pos) == 0 && pos == 5, "all hole");
 		ferry_image_free(img);
 	}

@@ -124,7 +124,7 @@ static struct ferry_id chunks[NCHUNKS]; /* chunks[0] unused: index 0 means zero 
 
 struct ref {
 	uint64_t n;
-	uint8_t *chunk;   /* 0 = zero, else index into chunks */
+	uint8_t *chunk; /* 0 = zero, else index into chunks */
 	uint32_t *cb;
 };
 
@@ -152,8 +152,8 @@ static void ref_set(struct ref *r, uint64_t block, uint64_t count, unsigned c, u
 	}
 }
 
-static int do_set(struct ferry_map *m, struct ref *ref, uint64_t block, uint64_t count,
-		  unsigned c, uint32_t cb)
+static int do_set(struct ferry_map *m, struct ref *ref, uint64_t block, uint64_t count, unsigned c,
+		  uint32_t cb)
 {
 	int r = ferry_map_set(m, block, count, c ? &chunks[c] : NULL, cb);
 	if (r >= 0)
@@ -184,8 +184,9 @@ static unsigned check_full(struct ferry_map *m, const struct ref *ref)
 		struct ferry_extent e;
 		int r = ferry_map_lookup(m, b, &e);
 		if (r < 0 || e.block != b || e.count == 0 || e.count > ref->n - b) {
-			printf("#   lookup %llu: r=%d block=%llu count=%llu\n", (unsigned long long)b,
-			       r, (unsigned long long)e.block, (unsigned long long)e.count);
+			printf("#   lookup %llu: r=%d block=%llu count=%llu\n",
+			       (unsigned long long)b, r, (unsigned long long)e.block,
+			       (unsigned long long)e.count);
 			return bad + 1;
 		}
 		if (!extent_matches(ref, &e)) {
@@ -258,7 +259,8 @@ static void test_empty(void)
 	ok(ferry_map_lookup(m, 10000, &e) == -ERANGE, "lookup past the end: ERANGE");
 	ok(ferry_map_set(m, 9999, 2, &chunks[1], 0) == -ERANGE, "set across the end: ERANGE");
 	ok(ferry_map_set(m, 10001, 0, &chunks[1], 0) == -ERANGE, "set past the end: ERANGE");
-	ok(ferry_map_set(m, 0, 2, &chunks[1], UINT32_MAX) == -EINVAL, "chunk_block overflow: EINVAL");
+	ok(ferry_map_set(m, 0, 2, &chunks[1], UINT32_MAX) == -EINVAL,
+	   "chunk_block overflow: EINVAL");
 	ok(ferry_map_set(m, 100, 50, NULL, 0) == 0, "zeroing an empty map");
 	ok(ferry_map_commit(m, &root) == 0 && ferry_id_is_null(&root) && s->nputs == 0,
 	   "empty commit: null root, no puts");
@@ -310,7 +312,8 @@ static void test_basic(void)
 	   "contiguous runs merge back into one");
 	ok_r(ferry_map_commit(m, &root), "commit");
 	struct obj *o = memsrc_find(s, &root);
-	ok(o && o->len == MAP_NODE_HEADER_SIZE + MAP_LEAF_ENTRY_SIZE, "one leaf with one run stored");
+	ok(o && o->len == MAP_NODE_HEADER_SIZE + MAP_LEAF_ENTRY_SIZE,
+	   "one leaf with one run stored");
 	ok_r(ferry_map_set(m, 0, 512, NULL, 0), "zero everything");
 	ok(ferry_map_commit(m, &root) == 0 && ferry_id_is_null(&root), "all-zero leaf is null");
 	ferry_map_free(m);
@@ -331,8 +334,7 @@ static void test_basic(void)
 	ok_r(ferry_map_open(&s->src, NULL, 1000, &m), "open 1000-block map");
 	ok_r(ferry_map_set(m, 0, 1000, &chunks[4], 0), "fill it");
 	ok(ferry_map_lookup(m, 0, &e) == 0 && e.count == 512, "runs end at leaf boundaries");
-	ok(ferry_map_lookup(m, 999, &e) == 0 && e.count == 1 && e.chunk_block == 999,
-	   "last block");
+	ok(ferry_map_lookup(m, 999, &e) == 0 && e.count == 1 && e.chunk_block == 999, "last block");
 	ok_r(ferry_map_set(m, 990, 10, NULL, 0), "zero the tail");
 	ok(ferry_map_lookup(m, 995, &e) == 0 && e.zero && e.count == 5, "zero tail clipped");
 	ok_r(ferry_map_commit(m, &root), "commit 1000-block map");
@@ -555,8 +557,8 @@ static void test_sharing(void)
 	ok_r(ferry_map_open(&s->src, &a, n, &m), "reopen A");
 	ok(ferry_map_lookup(m, 123456, &e) == 0 && e.block == 123456 &&
 		   (old_chunk ? !e.zero && ferry_id_equal(&e.chunk, &chunks[old_chunk]) &&
-					e.chunk_block == old_cb
-			      : e.zero),
+					e.chunk_block == old_cb :
+				e.zero),
 	   "A still reads the old value");
 	ok(check_full(m, ref) == 0, "A is unchanged");
 	ferry_map_free(m);
@@ -651,7 +653,8 @@ static void test_corrupt(void)
 	ok_r(ferry_map_open(&s->src, &root, n, &m), "reopen");
 	ok(ferry_map_lookup(m, 1100, &e) == -EBADMSG, "corrupt leaf: EBADMSG");
 	ok(ferry_map_lookup(m, 100, &e) == 0 && !e.zero, "other leaves still read");
-	ok(ferry_map_set(m, 1100, 1, NULL, 0) == -EBADMSG, "partial set on a corrupt leaf: EBADMSG");
+	ok(ferry_map_set(m, 1100, 1, NULL, 0) == -EBADMSG,
+	   "partial set on a corrupt leaf: EBADMSG");
 	ok(ferry_map_set(m, 1024, 512, NULL, 0) == 0, "replacing it whole needs no read");
 	ferry_map_free(m);
 	ok(ferry_map_walk(&s->src, &root, n, NULL, NULL, NULL) == -EBADMSG, "walk: EBADMSG");

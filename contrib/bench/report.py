@@ -1,0 +1,190 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""Turns bench.sh's results.tsv into the Markdown results table (stdout).
+
+usage: report.py results.tsv [machine.txt]
+Each row: Ferry, each peer, the Ferry/peer ratios and, where the issue sets
+one, the target and whether it is met. Ratios are oriented so that >1 means
+Ferry is better (faster, smaller), except growth / bytes written.
+"""
+import sys
+
+rows = {}
+units = {}
+with open(sys.argv[1]) as f:
+    next(f)
+    for line in f:
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) != 4:
+            continue
+        sec, met, unit, val = parts
+        try:
+            rows[(sec, met)] = float(val)
+        except ValueError:
+            continue
+        units[(sec, met)] = unit
+
+peers = [p for p in ("restic", "borg") if any(k[0] == p for k in rows)]
+
+
+def get(sec, met):
+    v = rows.get((sec, met))
+    return None if v is None or v != v else v
+
+
+def fmt(x, unit=""):
+    if x is None:
+        return "-"
+    ax = abs(x)
+    if ax >= 1000:
+        s = "{:,.0f}".format(x)
+    elif ax >= 100:
+        s = "%.0f" % x
+    elif ax >= 10:
+        s = "%.1f" % x
+    elif ax >= 1:
+        s = "%.2f" % x
+    else:
+        s = "%.3f" % x
+    return s + (" " + unit if unit else "")
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def x(r):
+    return "-" if r is None else "%.2f×" % r
+
+
+MB = 1e6
+size = get("image", "size")
+changed = get("image", "changed_4k_blocks")
+written = changed * 4096 if changed else None
+
+out = []
+w = out.append
+if len(sys.argv) > 2:
+    w("Machine and versions:\n")
+    w("```")
+    with open(sys.argv[2]) as f:
+        w(f.read().rstrip())
+    w("```\n")
+
+w("Image: %s bytes (%s MB allocated); modified copy: %s scattered 4 KiB blocks rewritten "
+  "= %s MB written.\n" % (fmt(size), fmt((get("image", "allocated") or 0) / MB),
+                          fmt(changed), fmt(written / MB if written else None)))
+
+if get("raw", "seq_read_cold_MBps"):
+    w("Reference: the image file itself reads cold at %s MB/s (dd bs=1M, one reader).\n"
+      % fmt(get("raw", "seq_read_cold_MBps")))
+
+hdr = "| measure | Ferry | " + " | ".join(peers) + " | " + \
+    " | ".join("Ferry vs %s" % p for p in peers) + " | target | met |"
+w(hdr)
+w("|" + "---|" * (hdr.count("|") - 1))
+
+targets = []
+
+
+def line(name, met, unit, scale=1.0, better="higher", target=None, digits_unit=""):
+    """target = (peer, factor): Ferry must be >= factor x peer (higher) or <= (lower)."""
+    vals = {p: get(p, met) for p in ["ferry"] + peers}
+    vals = {p: (None if v is None else v / scale) for p, v in vals.items()}
+    cells = [fmt(vals["ferry"], digits_unit)] + [fmt(vals[p], digits_unit) for p in peers]
+    rats = []
+    for p in peers:
+        r = ratio(vals["ferry"], vals[p]) if better == "higher" else ratio(vals[p], vals["ferry"])
+        rats.append(x(r))
+    tcell, mcell = "", ""
+    if target:
+        tp, factor = target
+        r = ratio(vals["ferry"], vals[tp]) if better == "higher" else ratio(vals[tp], vals["ferry"])
+        tcell = "≥ %g× %s" % (factor, tp)
+        ok = r is not None and r >= factor
+        mcell = "**yes**" if ok else "**no**"
+        targets.append((name, tcell, x(r), ok))
+    w("| %s (%s) | %s | %s | %s | %s |" % (name, unit, " | ".join(cells), " | ".join(rats), tcell, mcell))
+
+
+line("initial ingest, cold", "ingest_MBps", "MB/s", target=("restic", 3))
+line("initial ingest time", "ingest_s", "s", better="lower")
+line("initial ingest CPU time", "ingest_cpu_s", "s", better="lower")
+line("backup of the modified image", "incr_s", "s", better="lower")
+line("repository after the first backup", "repo_v0", "MB", scale=MB, better="lower")
+line("store growth after 5 % scattered 4 KiB writes", "growth", "MB", scale=MB, better="lower")
+line("mount → first byte, cold", "ttfb_s", "s", better="lower")
+line("sequential read of the point, cold", "seq_read_MBps", "MB/s", target=("borg", 3))
+line("random 4 KiB read, 1 job", "rand4k_iops_j1", "IOPS", target=("restic", 30))
+line("random 4 KiB read, 4 jobs", "rand4k_iops_j4", "IOPS")
+
+w("")
+w("Ferry/peer columns: > 1× means Ferry is better (faster, or smaller).\n")
+
+# growth vs bytes written
+w("Store growth / bytes written (target for Ferry ≤ 1.2×):\n")
+w("| | growth (MB) | / bytes written |")
+w("|---|---|---|")
+g_ok = None
+for p in ["ferry"] + peers:
+    g = get(p, "growth")
+    r = ratio(g, written)
+    w("| %s | %s | %s |" % (p, fmt(g / MB if g is not None else None), x(r)))
+    if p == "ferry":
+        g_ok = r is not None and r <= 1.2
+        targets.append(("store growth / bytes written", "≤ 1.2×", x(r), g_ok))
+w("")
+
+# Ferry split and RSS
+w("Ferry's initial ingest, by program: agent %s s (%s s CPU), replicator %s s (%s s CPU); "
+  "segments in the cache %s MB. Modified image: agent %s s, replicator %s s, "
+  "segments %s MB.\n" % (
+      fmt(get("ferry", "ingest_agent_s")), fmt(get("ferry", "ingest_agent_cpu_s")),
+      fmt(get("ferry", "ingest_replicator_s")), fmt(get("ferry", "ingest_replicator_cpu_s")),
+      fmt((get("ferry", "segments_v0_bytes") or 0) / MB),
+      fmt(get("ferry", "incr_agent_s")), fmt(get("ferry", "incr_replicator_s")),
+      fmt((get("ferry", "segments_v1_bytes") or 0) / MB)))
+
+rss = []
+for (sec, met), v in rows.items():
+    if sec == "ferry" and met.startswith("replicator_rss_at_"):
+        sz = met[len("replicator_rss_at_"):]
+        rss.append((sz, v, get("ferry", "agent_rss_at_" + sz)))
+
+
+def sizeval(s):
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    return float(s[:-1]) * mult[s[-1]] if s[-1] in mult else float(s)
+
+
+rss.sort(key=lambda t: sizeval(t[0]))
+if rss:
+    w("Peak RSS of an initial ingest, by disk size (GNU time):\n")
+    w("| disk size | ferry-replicator | ferry-agent |")
+    w("|---|---|---|")
+    for sz, r, a in rss:
+        w("| %s | %s MiB | %s MiB |" % (sz, fmt(r / 1024), fmt(a / 1024 if a else None)))
+    for p in peers:
+        if get(p, "ingest_rss"):
+            w("| (%s backup at the main size) | %s MiB | |" % (p, fmt(get(p, "ingest_rss") / 1024)))
+    w("")
+    if len(rss) >= 2:
+        (s_lo, r_lo, _), (s_hi, r_hi, _) = rss[0], rss[-1]
+        grow = r_hi / r_lo
+        sratio = sizeval(s_hi) / sizeval(s_lo)
+        # Bounded: an %gx larger disk may not cost more than 1.5x the memory.
+        ok = grow <= 1.5
+        targets.append(("replicator peak RSS bounded", "%s→%s disk (%g×): RSS ≤ 1.5×" % (
+            s_lo, s_hi, sratio), "%.2f×" % grow, ok))
+
+w("Targets:\n")
+w("| target | required | measured | met |")
+w("|---|---|---|---|")
+for name, req, meas, ok in targets:
+    w("| %s | %s | %s | %s |" % (name, req, meas, "**yes**" if ok else "**no**"))
+w("")
+for p in ["ferry"] + peers:
+    c = get(p, "content_matches_v1")
+    if c is not None and c != 1:
+        w("WARNING: %s's mounted image differs from the modified source image." % p)
+print("\n".join(out))
