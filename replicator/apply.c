@@ -87,7 +87,8 @@ struct applier {
 	size_t msgsize;
 };
 
-static int fail(struct applier *a, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(struct applier *a, int r, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 static int fail(struct applier *a, int r, const char *fmt, ...)
 {
 	va_list ap;
@@ -279,8 +280,8 @@ static int apply_partial(struct applier *a, uint16_t disk, uint64_t block, const
 		while (j < nblocks &&
 		       is_zero(data + (size_t)j * FERRY_BLOCK_SIZE, FERRY_BLOCK_SIZE) == zero)
 			j++;
-		int r = zero ? ferry_map_set(a->disks[disk].map, block + i, j - i, NULL, 0)
-			     : add_small(a, disk, block + i, data + (size_t)i * FERRY_BLOCK_SIZE,
+		int r = zero ? ferry_map_set(a->disks[disk].map, block + i, j - i, NULL, 0) :
+			       add_small(a, disk, block + i, data + (size_t)i * FERRY_BLOCK_SIZE,
 					 j - i);
 		if (r < 0)
 			return r;
@@ -379,8 +380,10 @@ static int apply_marker(struct applier *a, const struct ferry_record *rec, uint6
 	a->points = np;
 	np = &a->points[a->npoints++];
 	memset(np, 0, sizeof(*np));
-	np->point = (struct ferry_point){ .vm_id = a->vm.id, .time_ns = rec->time_ns,
-					  .consistency = (int)rec->consistency, .seq = seq };
+	np->point = (struct ferry_point){ .vm_id = a->vm.id,
+					  .time_ns = rec->time_ns,
+					  .consistency = (int)rec->consistency,
+					  .seq = seq };
 	for (size_t i = 0; i < a->ndisks; i++) {
 		struct ferry_point_disk *pd = &np->disks[np->ndisks++];
 		pd->idx = a->disks[i].disk.idx;
@@ -403,7 +406,8 @@ static int declare_disk(struct applier *a, const struct ferry_record *rec)
 	if (ds->disk.size != 0 && ds->disk.size != rec->length)
 		return fail(a, -EINVAL,
 			    "disk '%s' changed size from %llu to %llu bytes; resizing is not "
-			    "supported yet", ds->disk.name, (unsigned long long)ds->disk.size,
+			    "supported yet",
+			    ds->disk.name, (unsigned long long)ds->disk.size,
 			    (unsigned long long)rec->length);
 	if (rec->length == 0 || rec->length > (UINT64_C(1) << 50))
 		return fail(a, -EINVAL, "disk '%s' declares an unusable size %llu", ds->disk.name,
@@ -423,7 +427,8 @@ static int check_range(struct applier *a, const struct ferry_record *rec)
 {
 	if (rec->disk >= a->ndisks || !a->disks[rec->disk].declared)
 		return fail(a, -EINVAL, "record for undeclared disk %u", rec->disk);
-	uint64_t size = DIV_ROUND_UP(a->disks[rec->disk].disk.size, FERRY_BLOCK_SIZE) * FERRY_BLOCK_SIZE;
+	uint64_t size =
+		DIV_ROUND_UP(a->disks[rec->disk].disk.size, FERRY_BLOCK_SIZE) * FERRY_BLOCK_SIZE;
 	if (rec->offset > size || rec->length > size - rec->offset)
 		return fail(a, -EINVAL, "record at %llu+%llu lies beyond the end of disk '%s'",
 			    (unsigned long long)rec->offset, (unsigned long long)rec->length,
@@ -526,8 +531,8 @@ static int check_chain(struct applier *a, uint64_t seq, const struct ferry_segme
 		char want[FERRY_ID_HEX_SIZE], got[FERRY_ID_HEX_SIZE];
 		return fail(a, -ESTALE,
 			    "segment %llu does not follow the last applied one (prev %.16s, "
-			    "expected %.16s)", (unsigned long long)info->seq,
-			    ferry_id_to_hex(&info->prev, got),
+			    "expected %.16s)",
+			    (unsigned long long)info->seq, ferry_id_to_hex(&info->prev, got),
 			    ferry_id_to_hex(&a->vm.applied_digest, want));
 	}
 	return 0;
@@ -550,9 +555,10 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, cons
 	struct ferry_segment *seg = NULL;
 	int r = ferry_segment_parse(buf, len, &seg);
 	if (r < 0)
-		return fail(&a, r, r == -EPROTONOSUPPORT ? "segment format version not supported"
-							 : "segment is damaged (checksum or "
-							   "structure)");
+		return fail(&a, r,
+			    r == -EPROTONOSUPPORT ? "segment format version not supported" :
+						    "segment is damaged (checksum or "
+						    "structure)");
 
 	/* One write transaction from the first read to the commit: the reads
 	 * see one state, and thousands of dedup look-ups take no lock each. */

@@ -18,8 +18,8 @@ struct apply_result {
 	uint64_t data_bytes;   /* bytes of DATA records */
 	uint64_t stored_bytes; /* bytes of the pack written */
 	unsigned markers;
-	unsigned points;       /* recovery points cut */
-	int already_applied;   /* seq was applied before: nothing done */
+	unsigned points;     /* recovery points cut */
+	int already_applied; /* seq was applied before: nothing done */
 };
 
 /*
@@ -30,5 +30,4 @@ struct apply_result {
  * msg then holds an explanation. On any error nothing was applied.
  */
 int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, const void *buf,
-		  size_t len,
-		  struct apply_result *ret, char *msg, size_t msgsize);
+		  size_t len, struct apply_result *ret, char *msg, size_t msgsize);

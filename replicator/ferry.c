@@ -273,8 +273,23 @@ static const char enable_help[] =
 
 static int parse_enable(int argc, char **argv, struct enable_args *a)
 {
-	enum { O_VAULT = 0x100, O_VM, O_DISK, O_CACHE, O_CRASH, O_APP, O_RET, O_SG, O_SN, O_SS,
-	       O_TG, O_TN, O_TS, O_AS, O_AC };
+	enum {
+		O_VAULT = 0x100,
+		O_VM,
+		O_DISK,
+		O_CACHE,
+		O_CRASH,
+		O_APP,
+		O_RET,
+		O_SG,
+		O_SN,
+		O_SS,
+		O_TG,
+		O_TN,
+		O_TS,
+		O_AS,
+		O_AC
+	};
 	static const struct option longopts[] = {
 		{ "vault", required_argument, NULL, O_VAULT },
 		{ "vm", required_argument, NULL, O_VM },
@@ -298,23 +313,40 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 	optind = 1;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
+		/* Each plain option fills one field. */
+		const struct {
+			int opt;
+			const char **str;
+			uint64_t *num;
+		} fields[] = {
+			{ O_VAULT, &a->vault, NULL },       { O_VM, &a->vm, NULL },
+			{ O_CACHE, &a->cache, NULL },       { O_SG, &a->source_group, NULL },
+			{ O_SN, &a->source_network, NULL }, { O_SS, &a->source_subnet, NULL },
+			{ O_TG, &a->target_group, NULL },   { O_TN, &a->target_network, NULL },
+			{ O_TS, &a->target_subnet, NULL },  { O_AS, &a->avset, NULL },
+			{ O_AC, &a->agent_config, NULL },   { O_CRASH, NULL, &a->crash },
+			{ O_APP, NULL, &a->app },           { O_RET, NULL, &a->retention },
+		};
 		uint64_t *num = NULL;
 		const char **str = NULL;
+		for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
+			if (fields[i].opt == c) {
+				str = fields[i].str;
+				num = fields[i].num;
+			}
+		if (str) {
+			*str = optarg;
+			continue;
+		}
+		if (num) {
+			if (parse_u64(optarg, 100 * year, num) < 0) {
+				log_error("%s wants a number of seconds, not '%s'",
+					  argv[optind - 1], optarg);
+				return -EINVAL;
+			}
+			continue;
+		}
 		switch (c) {
-		case O_VAULT: str = &a->vault; break;
-		case O_VM: str = &a->vm; break;
-		case O_CACHE: str = &a->cache; break;
-		case O_SG: str = &a->source_group; break;
-		case O_SN: str = &a->source_network; break;
-		case O_SS: str = &a->source_subnet; break;
-		case O_TG: str = &a->target_group; break;
-		case O_TN: str = &a->target_network; break;
-		case O_TS: str = &a->target_subnet; break;
-		case O_AS: str = &a->avset; break;
-		case O_AC: str = &a->agent_config; break;
-		case O_CRASH: num = &a->crash; break;
-		case O_APP: num = &a->app; break;
-		case O_RET: num = &a->retention; break;
 		case O_DISK: {
 			char *eq = strchr(optarg, '=');
 			if (!eq || eq == optarg || !eq[1]) {
@@ -336,12 +368,6 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 		default:
 			return -EINVAL;
 		}
-		if (str)
-			*str = optarg;
-		else if (parse_u64(optarg, 100 * year, num) < 0) {
-			log_error("%s wants a number of seconds, not '%s'", argv[optind - 1], optarg);
-			return -EINVAL;
-		}
 	}
 	if (optind != argc || !a->vault || !a->vm || a->ndisks == 0) {
 		log_error("usage: ferry enable-replication --vault DIR --vm NAME --disk NAME=PATH "
@@ -357,12 +383,15 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 
 static int check_names(const struct enable_args *a)
 {
-	const char *names[] = { a->vm, a->source_group, a->source_network, a->source_subnet,
-				a->target_group, a->target_network, a->target_subnet, a->avset };
+	const char *names[] = {
+		a->vm,           a->source_group,   a->source_network, a->source_subnet,
+		a->target_group, a->target_network, a->target_subnet,  a->avset
+	};
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
 		if (names[i] && !ferry_name_valid(names[i])) {
 			log_error("'%s' is not a valid name: use 1-64 of [A-Za-z0-9._-], not "
-				  "starting with '.' or '-'", names[i]);
+				  "starting with '.' or '-'",
+				  names[i]);
 			return -EINVAL;
 		}
 	for (size_t i = 0; i < a->ndisks; i++) {
@@ -435,12 +464,11 @@ static int cmd_enable(int argc, char **argv)
 	if (check_names(&a) < 0)
 		return 2;
 
-	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
-	if (open_vault(a.vault, 0, &v) < 0)
-		return 1;
+	/* Opened by its absolute path, so every path recorded is absolute. */
 	_cleanup_free_ char *vault_abs = realpath(a.vault, NULL);
-	if (!vault_abs)
-		return log_error_errno(-errno, "cannot resolve %s", a.vault), 1;
+	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
+	if (open_vault(vault_abs ?: a.vault, 0, &v) < 0)
+		return 1;
 
 	/* Defaults follow the source settings, as the reference service does. */
 	char tg[80], tn[80], ts[80], as[80];
@@ -507,11 +535,11 @@ static int cmd_enable(int argc, char **argv)
 	snprintf(map, sizeof(map), "%s->%s", sn, tn);
 	snprintf(rmap, sizeof(rmap), "%s->%s", tn, sn);
 	const char *const res[][2] = {
-		{ "source-group", sg },	       { "source-network", sn },
-		{ "source-subnet", ss },       { "target-group", tg },
-		{ "target-network", tn },      { "target-subnet", ts },
-		{ "network-mapping", map },    { "reverse-network-mapping", rmap },
-		{ "availability-set", as },    { "cache", cache },
+		{ "source-group", sg },          { "source-network", sn },
+		{ "source-subnet", ss },         { "target-group", tg },
+		{ "target-network", tn },        { "target-subnet", ts },
+		{ "network-mapping", map },      { "reverse-network-mapping", rmap },
+		{ "availability-set", as },      { "cache", cache },
 		{ "target-storage", store_url }, { "agent-config", conf },
 	};
 
@@ -621,9 +649,9 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 		free(seqs);
 		ferry_cache_free(cache);
 	}
-	double pct = vm->initial_total_bytes
-			     ? 100.0 * (double)vm->initial_done_bytes / (double)vm->initial_total_bytes
-			     : 0.0;
+	double pct = vm->initial_total_bytes ? 100.0 * (double)vm->initial_done_bytes /
+						       (double)vm->initial_total_bytes :
+					       0.0;
 	int64_t rpo = vm->marker_ns ? s->now - vm->marker_ns : -1;
 
 	if (s->json) {
@@ -639,11 +667,12 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 		json_object_object_add(o, "last_recovery_point",
 				       lp.have ? json_object_new_string(lp.last.name) : NULL);
 		json_object_object_add(o, "last_app_consistent_point",
-				       lp.have_app ? json_object_new_string(lp.last_app.name)
-						   : NULL);
+				       lp.have_app ? json_object_new_string(lp.last_app.name) :
+						     NULL);
 		json_object_object_add(o, "rpo_seconds",
 				       rpo >= 0 ? json_object_new_int64(rpo / 1000000000) : NULL);
-		json_object_object_add(o, "applied_seq", json_object_new_int64((int64_t)vm->applied_seq));
+		json_object_object_add(o, "applied_seq",
+				       json_object_new_int64((int64_t)vm->applied_seq));
 		json_object_object_add(o, "pending_segments",
 				       cache_ok ? json_object_new_int64((int64_t)nseg) : NULL);
 		json_object_object_add(o, "pending_bytes",
@@ -688,10 +717,11 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 static int cmd_status(int argc, char **argv)
 {
 	struct opts o = { 0 };
-	if (parse_common(argc, argv, &o,
-			 "Usage: ferry status --vault DIR [--json]\n\n"
-			 "Per VM: state (initial replication with %, protected, error), last\n"
-			 "recovery point, RPO now, bytes pending in the cache, target resources.\n") < 0)
+	if (parse_common(
+		    argc, argv, &o,
+		    "Usage: ferry status --vault DIR [--json]\n\n"
+		    "Per VM: state (initial replication with %, protected, error), last\n"
+		    "recovery point, RPO now, bytes pending in the cache, target resources.\n") < 0)
 		return 2;
 	if (o.help)
 		return 0;
@@ -732,8 +762,7 @@ static int print_point(const struct ferry_point *p, void *userdata)
 	return 0;
 }
 
-static int one_vm_args(int argc, char **argv, const char *help, struct opts *o,
-		       const char **ret_vm)
+static int one_vm_args(int argc, char **argv, const char *help, struct opts *o, const char **ret_vm)
 {
 	if (parse_common(argc, argv, o, help) < 0)
 		return 2;
@@ -859,8 +888,7 @@ static int problem(struct check_ctx *k, const char *fmt, ...)
 	return 0;
 }
 
-static int count_index_entry(const struct ferry_id *id, const struct ferry_loc *loc,
-			     void *userdata)
+static int count_index_entry(const struct ferry_id *id, const struct ferry_loc *loc, void *userdata)
 {
 	struct check_ctx *k = userdata;
 	k->objects++;
@@ -881,8 +909,8 @@ static int check_pack(uint64_t pack, uint64_t size, uint32_t count, void *userda
 				       count_index_entry, k);
 	if (r < 0)
 		return problem(k, "pack %016llx: %s", (unsigned long long)pack,
-			       r == -EBADMSG ? "damaged (checksum, truncation or bad object)"
-			       : strerror(-r));
+			       r == -EBADMSG ? "damaged (checksum, truncation or bad object)" :
+					       strerror(-r));
 	if (k->objects - before != count)
 		return problem(k, "pack %016llx holds %llu objects, the catalog expects %u",
 			       (unsigned long long)pack, (unsigned long long)(k->objects - before),
@@ -974,8 +1002,7 @@ static int check_vm(const struct ferry_vm *vm, void *userdata)
 	return r < 0 ? r : ferry_catalog_point_list(c, vm->id, check_point, &cv);
 }
 
-static int check_object_pack(const struct ferry_id *id, const struct ferry_loc *loc,
-			     void *userdata)
+static int check_object_pack(const struct ferry_id *id, const struct ferry_loc *loc, void *userdata)
 {
 	struct check_ctx *k = userdata;
 	for (size_t i = 0; i < k->nknown; i++)
@@ -1061,9 +1088,9 @@ static int cmd_gc(int argc, char **argv)
 	char freed[32];
 	format_bytes(g.bytes_freed, freed, sizeof(freed));
 	printf("%u point(s) thinned; %llu live objects; %llu pack(s) deleted, %llu rewritten, "
-	       "%llu orphan(s) removed; %s freed\n", thinned, (unsigned long long)g.live_objects,
-	       (unsigned long long)g.packs_deleted, (unsigned long long)g.packs_rewritten,
-	       (unsigned long long)g.orphan_packs, freed);
+	       "%llu orphan(s) removed; %s freed\n",
+	       thinned, (unsigned long long)g.live_objects, (unsigned long long)g.packs_deleted,
+	       (unsigned long long)g.packs_rewritten, (unsigned long long)g.orphan_packs, freed);
 	return 0;
 }
 
@@ -1071,12 +1098,9 @@ static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } commands[] = {
-	{ "init", cmd_init },
-	{ "enable-replication", cmd_enable },
-	{ "status", cmd_status },
-	{ "recovery-points", cmd_points },
-	{ "show", cmd_show },
-	{ "check", cmd_check },
+	{ "init", cmd_init },     { "enable-replication", cmd_enable },
+	{ "status", cmd_status }, { "recovery-points", cmd_points },
+	{ "show", cmd_show },     { "check", cmd_check },
 	{ "gc", cmd_gc },
 };
 

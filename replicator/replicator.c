@@ -24,7 +24,10 @@
 
 static volatile sig_atomic_t stop;
 
-static void on_signal(int sig) { stop = 1; }
+static void on_signal(int sig)
+{
+	stop = 1;
+}
 
 static void help(void)
 {
@@ -96,6 +99,17 @@ static int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm)
 		return log_error_errno(r, "VM %s: cannot open cache %s", vm->name, vm->cache_url);
 	}
 
+	/* A crash between commit and ack leaves the ack behind the catalog. */
+	struct ferry_ack ack;
+	if (vm->applied_seq > 0 && ferry_cache_get_ack(cache, vm->name, &ack) >= 0 &&
+	    ack.seq < vm->applied_seq) {
+		ack = (struct ferry_ack){ vm->applied_seq, vm->applied_digest };
+		r = ferry_cache_put_ack(cache, vm->name, &ack);
+		if (r < 0)
+			log_warning_errno(r, "VM %s: cannot refresh the ack in %s", vm->name,
+					  vm->cache_url);
+	}
+
 	uint64_t *seqs = NULL, bytes;
 	size_t n = 0;
 	r = ferry_cache_list_segments(cache, vm->name, &seqs, &n, &bytes);
@@ -107,8 +121,22 @@ static int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm)
 	int applied = 0;
 	for (size_t i = 0; i < n && !stop; i++) {
 		char label[FERRY_URL_MAX + 128];
-		snprintf(label, sizeof(label), "%s/segments/%s/%016llx.seg",
-			 ferry_cache_url(cache), vm->name, (unsigned long long)seqs[i]);
+		snprintf(label, sizeof(label), "%s/segments/%s/%016llx.seg", ferry_cache_url(cache),
+			 vm->name, (unsigned long long)seqs[i]);
+
+		/* Left over from a crash between commit and delete: the catalog
+		 * has it, whatever state the file is in. */
+		if (seqs[i] <= vm->applied_seq) {
+			r = ferry_cache_delete_segment(cache, vm->name, seqs[i]);
+			if (r < 0) {
+				log_error_errno(r, "VM %s: cannot delete applied segment %s",
+						vm->name, label);
+				break;
+			}
+			log_info("VM %s: segment %llu was applied before; removed from the cache",
+				 vm->name, (unsigned long long)seqs[i]);
+			continue;
+		}
 
 		void *buf;
 		size_t len;
@@ -134,7 +162,7 @@ static int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm)
 		struct ferry_vm now;
 		r = ferry_catalog_vm_get(ferry_vault_catalog(v), vm->name, &now);
 		if (r >= 0) {
-			struct ferry_ack ack = { now.applied_seq, now.applied_digest };
+			ack = (struct ferry_ack){ now.applied_seq, now.applied_digest };
 			r = ferry_cache_put_ack(cache, vm->name, &ack);
 		}
 		if (r >= 0)
@@ -149,8 +177,9 @@ static int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm)
 		else {
 			applied++;
 			log_debug("VM %s: applied segment %llu: %llu data bytes, %llu stored, "
-				  "%u marker(s), %u point(s)", vm->name,
-				  (unsigned long long)res.seq, (unsigned long long)res.data_bytes,
+				  "%u marker(s), %u point(s)",
+				  vm->name, (unsigned long long)res.seq,
+				  (unsigned long long)res.data_bytes,
 				  (unsigned long long)res.stored_bytes, res.markers, res.points);
 			if (res.points)
 				log_info("VM %s: %u new recovery point(s) at segment %llu",
@@ -165,7 +194,11 @@ out:
 	return r;
 }
 
-static int run_pass(struct ferry_vault *v, int do_gc)
+/* Garbage is collected when thinning removed points, and at least hourly
+ * (and at start) so packs left by a crash do not linger. */
+#define GC_EVERY_NS (3600LL * 1000000000LL)
+
+static int run_pass(struct ferry_vault *v, int do_gc, int64_t *last_gc_ns)
 {
 	struct vm_list l = { 0 };
 	int r = ferry_catalog_vm_list(ferry_vault_catalog(v), collect_vm, &l);
@@ -185,7 +218,8 @@ static int run_pass(struct ferry_vault *v, int do_gc)
 		return log_error_errno(r, "thinning recovery points failed");
 	if (thinned)
 		log_info("retention removed %u recovery point(s)", thinned);
-	if (do_gc && thinned) {
+	if (do_gc && (thinned || ferry_now_ns() - *last_gc_ns >= GC_EVERY_NS)) {
+		*last_gc_ns = ferry_now_ns();
 		struct gc_result g;
 		r = maint_gc(v, &g);
 		if (r < 0)
@@ -199,7 +233,10 @@ static int run_pass(struct ferry_vault *v, int do_gc)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_VERSION = 0x100, OPT_NO_GC };
+	enum {
+		OPT_VERSION = 0x100,
+		OPT_NO_GC
+	};
 	static const struct option opts[] = {
 		{ "vault", required_argument, NULL, 'V' },
 		{ "once", no_argument, NULL, 'o' },
@@ -276,8 +313,9 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 
+	int64_t last_gc_ns = 0;
 	for (;;) {
-		r = run_pass(v, do_gc);
+		r = run_pass(v, do_gc, &last_gc_ns);
 		if (once || stop)
 			break;
 		struct timespec ts = { interval, 0 };

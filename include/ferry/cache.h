@@ -27,10 +27,10 @@ struct ferry_cache *ferry_cache_free(struct ferry_cache *c);
 const char *ferry_cache_url(const struct ferry_cache *c);
 
 /* -EEXIST if a segment with that seq is already there. */
-int ferry_cache_put_segment(struct ferry_cache *c, const char *vm, uint64_t seq,
-			    const void *buf, size_t len);
-int ferry_cache_get_segment(struct ferry_cache *c, const char *vm, uint64_t seq,
-			    void **ret_buf, size_t *ret_len);
+int ferry_cache_put_segment(struct ferry_cache *c, const char *vm, uint64_t seq, const void *buf,
+			    size_t len);
+int ferry_cache_get_segment(struct ferry_cache *c, const char *vm, uint64_t seq, void **ret_buf,
+			    size_t *ret_len);
 int ferry_cache_delete_segment(struct ferry_cache *c, const char *vm, uint64_t seq);
 /* Segments waiting for vm, ascending seq; *ret_bytes sums their sizes.
  * Names that are not well-formed segment names are ignored. The caller

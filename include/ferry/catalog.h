@@ -35,7 +35,7 @@ int ferry_catalog_commit(struct ferry_catalog *c);
 /* Never fails from the caller's point of view; safe without a begin. */
 void ferry_catalog_rollback(struct ferry_catalog *c);
 
-/* Vault settings: chunk_size, store_url, vault_id, created. */
+/* Vault settings: chunk_size, store_url, vault_id, created_ns. */
 int ferry_catalog_get_setting(struct ferry_catalog *c, const char *key, char *buf, size_t bufsize);
 int ferry_catalog_set_setting(struct ferry_catalog *c, const char *key, const char *value);
 
@@ -44,7 +44,7 @@ int ferry_catalog_set_setting(struct ferry_catalog *c, const char *key, const ch
 enum ferry_vm_state {
 	FERRY_VM_INITIAL = 1, /* enabled, no consistency marker applied yet */
 	FERRY_VM_PROTECTED = 2,
-	FERRY_VM_ERROR = 3,   /* last apply failed; see error */
+	FERRY_VM_ERROR = 3, /* last apply failed; see error */
 };
 
 struct ferry_vm {
@@ -57,11 +57,11 @@ struct ferry_vm {
 	int64_t app_interval_s;        /* 0 = off */
 	int64_t retention_s;
 	int64_t created_ns;
-	uint64_t applied_seq;          /* last applied segment */
+	uint64_t applied_seq; /* last applied segment */
 	struct ferry_id applied_digest;
-	uint64_t marker_seq;           /* segment of the last applied marker */
-	int64_t marker_ns;             /* time of the last applied marker */
-	uint64_t initial_done_bytes;   /* progress of initial replication */
+	uint64_t marker_seq;         /* segment of the last applied marker */
+	int64_t marker_ns;           /* time of the last applied marker */
+	uint64_t initial_done_bytes; /* progress of initial replication */
 	uint64_t initial_total_bytes;
 };
 
@@ -77,12 +77,12 @@ int ferry_catalog_vm_list(struct ferry_catalog *c,
 
 /* Target resources and source settings, as kind -> value pairs:
  * source-group, source-network, source-subnet, target-group, target-network,
- * target-subnet, availability-set, target-storage, network-mapping (value
- * "SRC->DST"), reverse-network-mapping, agent-config, vm-cpus, vm-memory-mib. */
+ * target-subnet, availability-set, cache, target-storage, network-mapping
+ * (value "SRC->DST"), reverse-network-mapping, agent-config. */
 int ferry_catalog_resource_set(struct ferry_catalog *c, int64_t vm_id, const char *kind,
 			       const char *value);
-int ferry_catalog_resource_get(struct ferry_catalog *c, int64_t vm_id, const char *kind,
-			       char *buf, size_t bufsize);
+int ferry_catalog_resource_get(struct ferry_catalog *c, int64_t vm_id, const char *kind, char *buf,
+			       size_t bufsize);
 /* In insertion order. */
 int ferry_catalog_resource_list(struct ferry_catalog *c, int64_t vm_id,
 				int (*cb)(const char *kind, const char *value, void *userdata),
@@ -134,7 +134,8 @@ int ferry_catalog_point_get(struct ferry_catalog *c, int64_t vm_id, const char *
 			    struct ferry_point *ret);
 /* Points of a VM, oldest first. */
 int ferry_catalog_point_list(struct ferry_catalog *c, int64_t vm_id,
-			     int (*cb)(const struct ferry_point *p, void *userdata), void *userdata);
+			     int (*cb)(const struct ferry_point *p, void *userdata),
+			     void *userdata);
 int ferry_catalog_point_disks(struct ferry_catalog *c, int64_t point_id,
 			      int (*cb)(const struct ferry_point_disk *d, void *userdata),
 			      void *userdata);

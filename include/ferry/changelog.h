@@ -30,12 +30,12 @@ enum ferry_consistency {
 
 struct ferry_record {
 	enum ferry_rec_type type;
-	uint16_t disk;   /* DISK, DATA, ZERO, TRIM */
-	uint64_t offset; /* DATA, ZERO, TRIM: bytes, 4 KiB aligned */
-	uint64_t length; /* DATA, ZERO, TRIM: bytes, 4 KiB multiple;
+	uint16_t disk;                      /* DISK, DATA, ZERO, TRIM */
+	uint64_t offset;                    /* DATA, ZERO, TRIM: bytes, 4 KiB aligned */
+	uint64_t length;                    /* DATA, ZERO, TRIM: bytes, 4 KiB multiple;
 			    DISK: disk size in bytes */
-	const void *data; /* DATA: length bytes, valid while the segment lives */
-	const char *name; /* DISK: disk name */
+	const void *data;                   /* DATA: length bytes, valid while the segment lives */
+	const char *name;                   /* DISK: disk name */
 	enum ferry_consistency consistency; /* MARKER */
 	int64_t time_ns;                    /* MARKER: when the cut was made */
 };
@@ -55,8 +55,8 @@ struct ferry_segment_writer;
 int ferry_segment_writer_new(const char *vm, uint64_t seq, const struct ferry_id *prev,
 			     struct ferry_segment_writer **ret);
 struct ferry_segment_writer *ferry_segment_writer_free(struct ferry_segment_writer *w);
-int ferry_segment_writer_add_disk(struct ferry_segment_writer *w, uint16_t disk,
-				  const char *name, uint64_t size);
+int ferry_segment_writer_add_disk(struct ferry_segment_writer *w, uint16_t disk, const char *name,
+				  uint64_t size);
 int ferry_segment_writer_add_data(struct ferry_segment_writer *w, uint16_t disk, uint64_t offset,
 				  const void *buf, uint64_t len);
 int ferry_segment_writer_add_zero(struct ferry_segment_writer *w, uint16_t disk, uint64_t offset,

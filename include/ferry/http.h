@@ -18,7 +18,7 @@
 struct ferry_http;
 
 struct ferry_http_options {
-	const char *ca_bundle;     /* PEM file for private endpoints; NULL = system store */
+	const char *ca_bundle;      /* PEM file for private endpoints; NULL = system store */
 	unsigned connect_timeout_s; /* 0 = 10 */
 	unsigned timeout_s;         /* whole request; 0 = 300 */
 	unsigned max_retries;       /* retryable failures are retried this often (needs sleep) */

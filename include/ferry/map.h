@@ -32,9 +32,9 @@ struct ferry_objsrc {
 
 /* A run of blocks with one meaning. */
 struct ferry_extent {
-	uint64_t block;  /* first disk block of the run */
-	uint64_t count;  /* number of blocks */
-	int zero;        /* 1: reads as zeros (never written, or trimmed) */
+	uint64_t block;        /* first disk block of the run */
+	uint64_t count;        /* number of blocks */
+	int zero;              /* 1: reads as zeros (never written, or trimmed) */
 	struct ferry_id chunk; /* when !zero: the chunk holding the bytes */
 	uint32_t chunk_block;  /* block index inside the chunk of the run's first block */
 };
@@ -44,15 +44,15 @@ struct ferry_map;
 /* Opens the map of a disk of nblocks blocks. A NULL or all-zero root is the
  * empty map (every block zero). Nodes load lazily through src, which must
  * outlive the map. */
-int ferry_map_open(const struct ferry_objsrc *src, const struct ferry_id *root,
-		   uint64_t nblocks, struct ferry_map **ret);
+int ferry_map_open(const struct ferry_objsrc *src, const struct ferry_id *root, uint64_t nblocks,
+		   struct ferry_map **ret);
 struct ferry_map *ferry_map_free(struct ferry_map *m);
 uint64_t ferry_map_nblocks(const struct ferry_map *m);
 
 /* Maps blocks [block, block+count) to consecutive blocks of chunk starting at
  * chunk_block; a NULL chunk maps them to zero. -ERANGE past the end. */
-int ferry_map_set(struct ferry_map *m, uint64_t block, uint64_t count,
-		  const struct ferry_id *chunk, uint32_t chunk_block);
+int ferry_map_set(struct ferry_map *m, uint64_t block, uint64_t count, const struct ferry_id *chunk,
+		  uint32_t chunk_block);
 
 /* The run that holds block, as long as it extends (possibly beyond one leaf
  * when whole subtrees are zero). -ERANGE past the end, -EBADMSG on a damaged

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "ferry/blobs.h"
+#include "ferry/http.h"
 
 struct blob_entry {
 	char *name; /* relative to the location, malloc'd */
@@ -63,6 +64,30 @@ struct ferry_blobs {
 
 /* The options set by ferry_blobs_set_options (zeroed when never set). */
 const struct ferry_blobs_options *blobs_options(void);
+
+/* 1 when s is a valid blob name (is_prefix 0) or listing prefix (1): the
+ * rule blobs.h states, checked once in the generic layer. */
+int blobs_name_valid(const char *s, int is_prefix);
+
+/* The HTTP policy of the options (timeouts, retries, CA bundle, rate). */
+void blobs_http_options(struct ferry_http_options *ret);
+
+/*
+ * Azure SharedKey signing, exposed for the signer's unit test: the string
+ * to sign for a request (method, full URL, its headers including x-ms-date,
+ * body length), and the Authorization header value over it.
+ */
+int azure_string_to_sign(const char *account, const char *method, const char *url,
+			 const struct ferry_http_header *headers, size_t nheaders,
+			 uint64_t content_length, char **ret);
+int azure_authorization(const char *account, const void *key, size_t keylen, const char *method,
+			const char *url, const struct ferry_http_header *headers, size_t nheaders,
+			uint64_t content_length, char **ret);
+/* Test hooks for the Azure backend: a small List Blobs page size, and a
+ * fault seam under its HTTP client (see ferry_http_options.fault). */
+void blobs_azure_set_max_results(struct ferry_blobs *b, unsigned n);
+int blobs_azure_set_http_fault(struct ferry_blobs *b,
+			       int (*fault)(const char *method, const char *url, void *ud), void *ud);
 
 extern const struct blobs_ops blobs_local_ops;
 extern const struct blobs_ops blobs_azure_ops;

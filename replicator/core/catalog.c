@@ -36,7 +36,7 @@ static const char schema_v1[] =
 	"  key TEXT PRIMARY KEY,\n"
 	"  value TEXT NOT NULL);\n"
 	"CREATE TABLE vms (\n"
-	"  id INTEGER PRIMARY KEY,\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
 	"  name TEXT NOT NULL UNIQUE,\n"
 	"  state INTEGER NOT NULL,\n"
 	"  error TEXT NOT NULL DEFAULT '',\n"
@@ -68,7 +68,7 @@ static const char schema_v1[] =
 	"  PRIMARY KEY (vm_id, idx),\n"
 	"  UNIQUE (vm_id, name));\n"
 	"CREATE TABLE points (\n"
-	"  id INTEGER PRIMARY KEY,\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
 	"  vm_id INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,\n"
 	"  name TEXT NOT NULL,\n"
 	"  time_ns INTEGER NOT NULL,\n"
@@ -386,8 +386,10 @@ int ferry_catalog_get_setting(struct ferry_catalog *c, const char *key, char *bu
 int ferry_catalog_set_setting(struct ferry_catalog *c, const char *key, const char *value)
 {
 	sqlite3_stmt *s;
-	int r = prepare(c, "INSERT INTO settings (key, value) VALUES (?, ?) "
-			   "ON CONFLICT (key) DO UPDATE SET value = excluded.value", &s);
+	int r = prepare(c,
+			"INSERT INTO settings (key, value) VALUES (?, ?) "
+			"ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+			&s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
@@ -425,8 +427,10 @@ static int vm_from_row(sqlite3_stmt *s, struct ferry_vm *vm)
 int ferry_catalog_vm_add(struct ferry_catalog *c, struct ferry_vm *vm)
 {
 	sqlite3_stmt *s;
-	int r = prepare(c, "INSERT INTO vms (name, state, cache_url, crash_interval, app_interval, "
-			   "retention, created_ns) VALUES (?, ?, ?, ?, ?, ?, ?)", &s);
+	int r = prepare(c,
+			"INSERT INTO vms (name, state, cache_url, crash_interval, app_interval, "
+			"retention, created_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
+			&s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_text(s, 1, vm->name, -1, SQLITE_STATIC);
@@ -480,10 +484,12 @@ int ferry_catalog_vm_get_by_id(struct ferry_catalog *c, int64_t id, struct ferry
 int ferry_catalog_vm_update(struct ferry_catalog *c, const struct ferry_vm *vm)
 {
 	sqlite3_stmt *s;
-	int r = prepare(c, "UPDATE vms SET state = ?, error = ?, cache_url = ?, crash_interval = ?, "
-			   "app_interval = ?, retention = ?, applied_seq = ?, applied_digest = ?, "
-			   "marker_seq = ?, marker_ns = ?, initial_done = ?, initial_total = ? "
-			   "WHERE id = ?", &s);
+	int r = prepare(c,
+			"UPDATE vms SET state = ?, error = ?, cache_url = ?, crash_interval = ?, "
+			"app_interval = ?, retention = ?, applied_seq = ?, applied_digest = ?, "
+			"marker_seq = ?, marker_ns = ?, initial_done = ?, initial_total = ? "
+			"WHERE id = ?",
+			&s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int(s, 1, vm->state);
@@ -553,8 +559,10 @@ int ferry_catalog_resource_set(struct ferry_catalog *c, int64_t vm_id, const cha
 			       const char *value)
 {
 	sqlite3_stmt *s;
-	int r = prepare(c, "INSERT INTO resources (vm_id, kind, value) VALUES (?, ?, ?) "
-			   "ON CONFLICT (vm_id, kind) DO UPDATE SET value = excluded.value", &s);
+	int r = prepare(c,
+			"INSERT INTO resources (vm_id, kind, value) VALUES (?, ?, ?) "
+			"ON CONFLICT (vm_id, kind) DO UPDATE SET value = excluded.value",
+			&s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, vm_id);
@@ -563,8 +571,8 @@ int ferry_catalog_resource_set(struct ferry_catalog *c, int64_t vm_id, const cha
 	return step_done(s);
 }
 
-int ferry_catalog_resource_get(struct ferry_catalog *c, int64_t vm_id, const char *kind,
-			       char *buf, size_t bufsize)
+int ferry_catalog_resource_get(struct ferry_catalog *c, int64_t vm_id, const char *kind, char *buf,
+			       size_t bufsize)
 {
 	sqlite3_stmt *s;
 	int r = prepare(c, "SELECT value FROM resources WHERE vm_id = ? AND kind = ?", &s);
@@ -658,8 +666,10 @@ int ferry_catalog_disk_get(struct ferry_catalog *c, int64_t vm_id, const char *n
 int ferry_catalog_disk_update(struct ferry_catalog *c, const struct ferry_disk *d)
 {
 	sqlite3_stmt *s;
-	int r = prepare(c, "UPDATE disks SET size = ?, live_root = ?, work_root = ? "
-			   "WHERE vm_id = ? AND idx = ?", &s);
+	int r = prepare(c,
+			"UPDATE disks SET size = ?, live_root = ?, work_root = ? "
+			"WHERE vm_id = ? AND idx = ?",
+			&s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, (int64_t)d->size);
@@ -742,8 +752,10 @@ int ferry_catalog_point_add(struct ferry_catalog *c, struct ferry_point *p,
 	}
 
 	sqlite3_stmt *s;
-	int r = prepare(c, "INSERT INTO points (vm_id, name, time_ns, consistency, seq) "
-			   "VALUES (?, ?, ?, ?, ?)", &s);
+	int r = prepare(c,
+			"INSERT INTO points (vm_id, name, time_ns, consistency, seq) "
+			"VALUES (?, ?, ?, ?, ?)",
+			&s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, p->vm_id);
@@ -756,8 +768,10 @@ int ferry_catalog_point_add(struct ferry_catalog *c, struct ferry_point *p,
 		return r;
 	int64_t id = sqlite3_last_insert_rowid(c->db);
 
-	r = prepare(c, "INSERT INTO point_disks (point_id, idx, name, size, root) "
-		       "VALUES (?, ?, ?, ?, ?)", &s);
+	r = prepare(c,
+		    "INSERT INTO point_disks (point_id, idx, name, size, root) "
+		    "VALUES (?, ?, ?, ?, ?)",
+		    &s);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < ndisks; i++) {
@@ -810,8 +824,10 @@ int ferry_catalog_point_list(struct ferry_catalog *c, int64_t vm_id,
 			     int (*cb)(const struct ferry_point *p, void *userdata), void *userdata)
 {
 	struct point_ctx ctx = { cb, userdata };
-	return for_each_row(c, "SELECT " POINT_COLUMNS " FROM points WHERE vm_id = ? "
-			       "ORDER BY time_ns, id", vm_id, point_row, &ctx);
+	return for_each_row(c,
+			    "SELECT " POINT_COLUMNS " FROM points WHERE vm_id = ? "
+			    "ORDER BY time_ns, id",
+			    vm_id, point_row, &ctx);
 }
 
 struct point_disk_ctx {
@@ -835,8 +851,10 @@ int ferry_catalog_point_disks(struct ferry_catalog *c, int64_t point_id,
 			      void *userdata)
 {
 	struct point_disk_ctx ctx = { cb, userdata };
-	return for_each_row(c, "SELECT idx, name, size, root FROM point_disks WHERE point_id = ? "
-			       "ORDER BY idx", point_id, point_disk_row, &ctx);
+	return for_each_row(c,
+			    "SELECT idx, name, size, root FROM point_disks WHERE point_id = ? "
+			    "ORDER BY idx",
+			    point_id, point_disk_row, &ctx);
 }
 
 int ferry_catalog_point_delete(struct ferry_catalog *c, int64_t point_id)
@@ -882,8 +900,10 @@ int ferry_catalog_object_put(struct ferry_catalog *c, const struct ferry_id *id,
 			     const struct ferry_loc *loc)
 {
 	sqlite3_stmt *s;
-	int r = prepare(c, "INSERT OR IGNORE INTO objects (id, type, pack, offset, clen, plen) "
-			   "VALUES (?, ?, ?, ?, ?, ?)", &s);
+	int r = prepare(c,
+			"INSERT OR IGNORE INTO objects (id, type, pack, offset, clen, plen) "
+			"VALUES (?, ?, ?, ?, ?, ?)",
+			&s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_blob(s, 1, id->b, FERRY_ID_SIZE, SQLITE_STATIC);
@@ -928,15 +948,19 @@ int ferry_catalog_object_list(struct ferry_catalog *c,
 			      void *userdata)
 {
 	struct object_ctx ctx = { cb, userdata };
-	return for_each_row(c, "SELECT id, type, pack, offset, clen, plen FROM objects "
-			       "ORDER BY pack, offset", 0, object_row, &ctx);
+	return for_each_row(c,
+			    "SELECT id, type, pack, offset, clen, plen FROM objects "
+			    "ORDER BY pack, offset",
+			    0, object_row, &ctx);
 }
 
 int ferry_catalog_pack_add(struct ferry_catalog *c, uint64_t pack, uint64_t size, uint32_t count)
 {
 	sqlite3_stmt *s;
-	int r = prepare(c, "INSERT OR IGNORE INTO packs (id, size, count, created_ns) "
-			   "VALUES (?, ?, ?, ?)", &s);
+	int r = prepare(c,
+			"INSERT OR IGNORE INTO packs (id, size, count, created_ns) "
+			"VALUES (?, ?, ?, ?)",
+			&s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, (int64_t)pack);
@@ -1002,8 +1026,8 @@ int ferry_catalog_event_add(struct ferry_catalog *c, int64_t vm_id, const char *
 			    const char *message)
 {
 	sqlite3_stmt *s;
-	int r = prepare(c, "INSERT INTO events (time_ns, vm_id, level, message) VALUES (?, ?, ?, ?)",
-			&s);
+	int r = prepare(
+		c, "INSERT INTO events (time_ns, vm_id, level, message) VALUES (?, ?, ?, ?)", &s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, ferry_now_ns());

@@ -152,14 +152,38 @@ int ferry_vault_open(const char *dir, int readonly, struct ferry_vault **ret)
 	return 0;
 }
 
-const char *ferry_vault_dir(const struct ferry_vault *v) { return v->dir; }
-uint32_t ferry_vault_chunk_size(const struct ferry_vault *v) { return v->chunk_size; }
-const char *ferry_vault_default_cache(const struct ferry_vault *v) { return v->default_cache; }
-struct ferry_catalog *ferry_vault_catalog(struct ferry_vault *v) { return v->catalog; }
-struct ferry_store *ferry_vault_store(struct ferry_vault *v) { return v->store; }
-void ferry_vault_lock(struct ferry_vault *v) { pthread_mutex_lock(&v->lock); }
-void ferry_vault_unlock(struct ferry_vault *v) { pthread_mutex_unlock(&v->lock); }
-const struct ferry_objsrc *ferry_vault_objsrc(struct ferry_vault *v) { return &v->objsrc; }
+const char *ferry_vault_dir(const struct ferry_vault *v)
+{
+	return v->dir;
+}
+uint32_t ferry_vault_chunk_size(const struct ferry_vault *v)
+{
+	return v->chunk_size;
+}
+const char *ferry_vault_default_cache(const struct ferry_vault *v)
+{
+	return v->default_cache;
+}
+struct ferry_catalog *ferry_vault_catalog(struct ferry_vault *v)
+{
+	return v->catalog;
+}
+struct ferry_store *ferry_vault_store(struct ferry_vault *v)
+{
+	return v->store;
+}
+void ferry_vault_lock(struct ferry_vault *v)
+{
+	pthread_mutex_lock(&v->lock);
+}
+void ferry_vault_unlock(struct ferry_vault *v)
+{
+	pthread_mutex_unlock(&v->lock);
+}
+const struct ferry_objsrc *ferry_vault_objsrc(struct ferry_vault *v)
+{
+	return &v->objsrc;
+}
 
 int ferry_vault_read_object(struct ferry_vault *v, const struct ferry_id *id, void **ret_buf,
 			    size_t *ret_len)

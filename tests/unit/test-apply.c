@@ -12,8 +12,10 @@
  * catalog untouched; after a "restart" (the vault reopened, the fault gone,
  * an orphan pack left behind as a crash between pack and commit would) the
  * rest applies and the result is identical to the reference, also after GC.
- * Finally: idempotent re-application, out-of-order and damaged segments, and
- * the storage cost of small writes.
+ * GC itself crashes the same way at each of its store operations: no point
+ * may lose data, and a GC after the restart must clean up. Also checked:
+ * idempotent re-application, out-of-order and damaged segments, and the
+ * storage cost of small writes.
  */
 #include "apply.h"
 
@@ -81,9 +83,9 @@ struct seg {
 };
 
 static struct seg segs[NSEGS];
-static uint8_t *cur[NDISKS];                /* contents while building */
+static uint8_t *cur[NDISKS];                 /* contents while building */
 static uint8_t *want_point[NPOINTS][NDISKS]; /* at each marker */
-static uint8_t *want_work[NDISKS];          /* after the last segment */
+static uint8_t *want_work[NDISKS];           /* after the last segment */
 
 static void snapshot_disks(uint8_t *dst[NDISKS])
 {
@@ -106,8 +108,8 @@ static int w_zero(struct ferry_segment_writer *w, uint16_t d, uint64_t off, uint
 {
 	assert(off + len <= disk_sizes[d]);
 	memset(cur[d] + off, 0, len);
-	return trim ? ferry_segment_writer_add_trim(w, d, off, len)
-		    : ferry_segment_writer_add_zero(w, d, off, len);
+	return trim ? ferry_segment_writer_add_trim(w, d, off, len) :
+		      ferry_segment_writer_add_zero(w, d, off, len);
 }
 
 static int begin_seg(uint64_t seq, struct ferry_segment_writer **ret)
@@ -269,8 +271,10 @@ static int make_vault(const char *dir, struct ferry_vault **ret)
 	/* As `ferry enable-replication` registers a VM; a point at every
 	 * marker so each segment cuts one. */
 	struct ferry_catalog *c = ferry_vault_catalog(v);
-	struct ferry_vm vm = { .state = FERRY_VM_INITIAL, .crash_interval_s = 0,
-			       .retention_s = 86400 * 365, .created_ns = T0 - HOUR };
+	struct ferry_vm vm = { .state = FERRY_VM_INITIAL,
+			       .crash_interval_s = 0,
+			       .retention_s = 86400 * 365,
+			       .created_ns = T0 - HOUR };
 	snprintf(vm.name, sizeof(vm.name), "%s", VM);
 	snprintf(vm.cache_url, sizeof(vm.cache_url), "%s/cache", dir);
 	r = ferry_catalog_begin(c);
@@ -454,8 +458,8 @@ static int snap_equal(const struct snap *a, const struct snap *b, int exact, con
 
 /* ---- reading images back ---- */
 
-static int image_matches(struct ferry_chunk_cache *cc, const struct ferry_id *root,
-			 uint64_t size, const uint8_t *want, uint8_t *buf)
+static int image_matches(struct ferry_chunk_cache *cc, const struct ferry_id *root, uint64_t size,
+			 const uint8_t *want, uint8_t *buf)
 {
 	struct ferry_image *img;
 	int r = ferry_image_open(cc, root, size, &img);
@@ -488,7 +492,8 @@ static int images_ok(struct ferry_vault *v, int nsegs, size_t npoints, const cha
 		printf("# %s: %zu points, %zu disks\n", what, s.npts, s.ndisks);
 		return -EIO;
 	}
-	r = ferry_chunk_cache_new(v, 1u << 20, &cc);
+	/* Large enough for every chunk: points share most of theirs. */
+	r = ferry_chunk_cache_new(v, 32u << 20, &cc);
 	if (r < 0)
 		return r;
 	uint8_t *buf = malloc(2 * CHUNK);
@@ -514,8 +519,8 @@ static int images_ok(struct ferry_vault *v, int nsegs, size_t npoints, const cha
 		r = image_matches(cc, &k->live_root, k->size, want_point[nsegs - 1][k->idx], buf);
 		if (r >= 0)
 			r = image_matches(cc, &k->work_root, k->size,
-					  nsegs == NSEGS ? want_work[k->idx]
-							 : want_point[nsegs - 1][k->idx],
+					  nsegs == NSEGS ? want_work[k->idx] :
+							   want_point[nsegs - 1][k->idx],
 					  buf);
 		if (r < 0)
 			printf("# %s: live/work image of disk %zu: %s\n", what, d, strerror(-r));
@@ -543,8 +548,8 @@ static int store_matches_catalog(struct ferry_vault *v)
 /* ---- fault injection ---- */
 
 struct fault {
-	unsigned n;     /* fail the n-th operation and every later one; 0: never */
-	unsigned count; /* operations seen */
+	unsigned n;       /* fail the n-th operation and every later one; 0: never */
+	unsigned count;   /* operations seen */
 	int err, put_err; /* what failed operations return */
 	int first_err;    /* what the first failed operation returned */
 	unsigned fired;
@@ -614,7 +619,8 @@ static int fault_run(unsigned n)
 	char dir[512];
 	struct ferry_vault *v = NULL;
 	/* Full disks fail puts; make ENOSPC the put error of every other run. */
-	struct fault f = { .n = n, .err = n % 3 == 0 ? -ENOSPC : -EIO,
+	struct fault f = { .n = n,
+			   .err = n % 3 == 0 ? -ENOSPC : -EIO,
 			   .put_err = n % 2 == 0 ? -ENOSPC : -EIO };
 	int failed_at = -1, bad = 0, r;
 
@@ -744,8 +750,8 @@ static int add_dead_packs(struct ferry_vault *v, const struct snap *s)
 	struct ferry_catalog *c = ferry_vault_catalog(v);
 	struct ferry_id live = { { 0 } };
 	int r = ferry_map_walk(ferry_vault_objsrc(v), &s->disks[0].live_root,
-			       DIV_ROUND_UP(s->disks[0].size, FERRY_BLOCK_SIZE), NULL,
-			       first_extent, &live);
+			       DIV_ROUND_UP(s->disks[0].size, FERRY_BLOCK_SIZE), NULL, first_extent,
+			       &live);
 	if (r != -ECANCELED)
 		return r < 0 ? r : -ENOENT;
 	void *live_buf;
@@ -838,6 +844,32 @@ static void gc_fault_runs(void)
 	if (r < 0)
 		return;
 
+	/* First without faults: GC must delete the orphan and nothing else. */
+	snprintf(dir, sizeof(dir), "%s/gc-clean", tmpdir);
+	if (asprintf(&cmd, "cp -a '%s' '%s'", base, dir) < 0 || system(cmd) != 0) {
+		ok(0, "copy of the gc base vault");
+		return;
+	}
+	free(cmd);
+	r = ferry_vault_open(dir, 0, &v);
+	if (r >= 0)
+		r = maint_gc(v, &gc);
+	ok_r(r, "gc of the base vault");
+	if (r >= 0) {
+		ok(gc.packs_deleted == 1 && gc.packs_rewritten == 1,
+		   "gc deletes the dead pack and rewrites the mostly dead one (%llu, %llu)",
+		   (unsigned long long)gc.packs_deleted, (unsigned long long)gc.packs_rewritten);
+		ok(gc.orphan_packs == 1,
+		   "gc deletes the one orphan pack and not the pack it just rewrote into "
+		   "(%llu deleted as orphans)",
+		   (unsigned long long)gc.orphan_packs);
+		ok_r(store_matches_catalog(v), "gc: the store holds exactly the catalog's packs");
+		ok_r(images_ok(v, NSEGS, NPOINTS - 1, "after gc"),
+		     "gc: remaining points, live and work images read back");
+	}
+	ferry_vault_free(v);
+	rm_rf(dir);
+
 	unsigned m, crashes = 0, failures = 0;
 	int done = 0;
 	for (m = 1; m <= MAX_FAULT_RUNS && !done && failures < 5; m++) {
@@ -854,30 +886,12 @@ static void gc_fault_runs(void)
 			ok_r(r, "M=%u: open", m);
 			return;
 		}
-		if (getenv("GCDBG")) {
-			r = maint_gc(v, &gc);
-			printf("# dbg gc %d del %llu rw %llu orph %llu\n", r, (unsigned long long)gc.packs_deleted, (unsigned long long)gc.packs_rewritten, (unsigned long long)gc.orphan_packs);
-			printf("# dbg match %d images %d\n", store_matches_catalog(v), images_ok(v, NSEGS, NPOINTS - 1, "dbg"));
-			exit(0);
-		}
 		ferry_blobs_set_fault(ferry_store_blobs(ferry_vault_store(v)), fault_cb, &f);
 		r = maint_gc(v, &gc);
 		ferry_blobs_set_fault(ferry_store_blobs(ferry_vault_store(v)), NULL, NULL);
 		if (!f.fired) {
-			if (r < 0)
-				ok_r(r, "M=%u: gc with no fault fired", m);
-			else {
-				ok(gc.orphan_packs == 1 && gc.packs_deleted >= 1 &&
-				   gc.packs_rewritten >= 1,
-				   "gc: %llu packs deleted, %llu rewritten, %llu orphan, %llu bytes "
-				   "freed", (unsigned long long)gc.packs_deleted,
-				   (unsigned long long)gc.packs_rewritten,
-				   (unsigned long long)gc.orphan_packs,
-				   (unsigned long long)gc.bytes_freed);
-				ok_r(store_matches_catalog(v), "gc: store holds the catalog's packs");
-				ok_r(images_ok(v, NSEGS, NPOINTS - 1, "after gc"),
-				     "gc: remaining points, live and work images read back");
-			}
+			/* Checked in depth above; here only that the count ran out. */
+			ok_r(r, "M=%u: gc with no fault fired", m);
 			done = 1;
 			ferry_vault_free(v);
 			rm_rf(dir);
@@ -916,7 +930,8 @@ static void gc_fault_runs(void)
 	}
 	ok(done && failures == 0,
 	   "gc crashing at each of %u store operations loses nothing, and gc after a "
-	   "restart cleans up", crashes);
+	   "restart cleans up",
+	   crashes);
 	rm_rf(base);
 }
 
@@ -933,8 +948,9 @@ static void flip_checks(struct ferry_vault *v, int i, const struct snap *before)
 	const struct seg *s = &segs[i];
 	uint8_t *copy = malloc(s->len);
 	assert(copy);
-	const size_t where[] = { 0, 9, 40, s->len / 2, s->len - 40, s->len - 1,
-				 (size_t)(rnd() % s->len) };
+	const size_t where[] = {
+		0, 9, 40, s->len / 2, s->len - 40, s->len - 1, (size_t)(rnd() % s->len)
+	};
 	for (size_t k = 0; k < ARRAY_SIZE(where); k++) {
 		memcpy(copy, s->buf, s->len);
 		copy[where[k]] ^= 0x10;
@@ -979,10 +995,8 @@ static void reference_run(void)
 	ok_r(take_snap(v, &s1), "snapshot after segment 1");
 	ok(s1.vm.applied_seq == 1 && s1.vm.state == FERRY_VM_PROTECTED, "VM protected at seq 1");
 	ok(apply_seg(v, 2, NULL) == -ESTALE, "segment 3 before 2: -ESTALE");
-	ok(apply(v, 3, segs[1].buf, segs[1].len, NULL) == -ESTALE,
-	   "segment 2 named as 3: -ESTALE");
-	ok(apply(v, 2, segs[2].buf, segs[2].len, NULL) == -ESTALE,
-	   "segment 3 named as 2: -ESTALE");
+	ok(apply(v, 3, segs[1].buf, segs[1].len, NULL) == -ESTALE, "segment 2 named as 3: -ESTALE");
+	ok(apply(v, 2, segs[2].buf, segs[2].len, NULL) == -ESTALE, "segment 3 named as 2: -ESTALE");
 	flip_checks(v, 1, &s1);
 	ok(same_as(v, &s1, "after refused segments"), "refused segments changed nothing");
 
@@ -1016,8 +1030,9 @@ static void reference_run(void)
 	r = apply_seg(v, 2, &res);
 	ok_r(r, "segment 3 applies");
 	ok(res.seq == 3 && res.markers == 1 && res.points == 1, "segment 3: one marker, one point");
-	ok_r(images_ok(v, NSEGS, NPOINTS, "reference"), "reference: every point, live and work image "
-					       "reads back as written");
+	ok_r(images_ok(v, NSEGS, NPOINTS, "reference"),
+	     "reference: every point, live and work image "
+	     "reads back as written");
 	ok_r(take_snap(v, &ref), "reference snapshot");
 	ok(ref.npts == NPOINTS && ref.vm.applied_seq == 3 && ref.vm.marker_seq == 3,
 	   "reference: 3 points, applied and marker seq 3");
@@ -1068,7 +1083,8 @@ int main(void)
 	ok(done, "operation %u is past the last one: that run saw no fault", n - 1);
 	ok(failures == 0 && crashes == n - 2,
 	   "%u crash points: every failed apply changed nothing, every recovery matches "
-	   "the reference, gc leaves a readable vault", crashes);
+	   "the reference, gc leaves a readable vault",
+	   crashes);
 
 	gc_fault_runs();
 
@@ -1082,5 +1098,7 @@ int main(void)
 		free(segs[i].buf);
 	if (!tap_failed)
 		rm_rf(tmpdir);
+	else
+		printf("# vaults of failed runs left in %s\n", tmpdir);
 	return tap_done();
 }

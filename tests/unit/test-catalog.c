@@ -44,8 +44,10 @@ int main(void)
 	ok(strcmp(buf, "65536") == 0, "chunk_size round trip");
 	ok(ferry_catalog_get_setting(c, "nope", buf, sizeof(buf)) == -ENOENT, "missing setting");
 
-	struct ferry_vm vm = { .state = FERRY_VM_INITIAL, .crash_interval_s = 300,
-			       .retention_s = 86400, .created_ns = 1 };
+	struct ferry_vm vm = { .state = FERRY_VM_INITIAL,
+			       .crash_interval_s = 300,
+			       .retention_s = 86400,
+			       .created_ns = 1 };
 	snprintf(vm.name, sizeof(vm.name), "web1");
 	snprintf(vm.cache_url, sizeof(vm.cache_url), "/x/cache");
 	ok_r(ferry_catalog_vm_add(c, &vm), "vm add");
@@ -66,7 +68,8 @@ int main(void)
 
 	ok_r(ferry_catalog_resource_set(c, vm.id, "target-group", "rg-ferry"), "resource set");
 	ok_r(ferry_catalog_resource_set(c, vm.id, "target-group", "rg2"), "resource replace");
-	ok_r(ferry_catalog_resource_get(c, vm.id, "target-group", buf, sizeof(buf)), "resource get");
+	ok_r(ferry_catalog_resource_get(c, vm.id, "target-group", buf, sizeof(buf)),
+	     "resource get");
 	ok(strcmp(buf, "rg2") == 0, "resource value replaced");
 
 	struct ferry_disk d = { .vm_id = vm.id, .idx = 0, .size = 1 << 20 };
@@ -78,14 +81,16 @@ int main(void)
 	ok_r(ferry_catalog_disk_update(c, &d), "disk update");
 	struct ferry_disk gd;
 	ok_r(ferry_catalog_disk_get(c, vm.id, "os", &gd), "disk get");
-	ok(ferry_id_equal(&gd.live_root, &d.live_root) && ferry_id_equal(&gd.work_root, &d.work_root),
+	ok(ferry_id_equal(&gd.live_root, &d.live_root) &&
+		   ferry_id_equal(&gd.work_root, &d.work_root),
 	   "disk roots round trip");
 
 	ok_r(ferry_catalog_begin(c), "begin");
 	struct ferry_point_disk pd = { .idx = 0, .size = 4096 };
 	snprintf(pd.name, sizeof(pd.name), "os");
-	struct ferry_point p1 = { .vm_id = vm.id, .time_ns = 1795757400000000000LL,
-				  .consistency = 1, .seq = 3 };
+	struct ferry_point p1 = {
+		.vm_id = vm.id, .time_ns = 1795757400000000000LL, .consistency = 1, .seq = 3
+	};
 	struct ferry_point p2 = p1, p3 = p1;
 	ok_r(ferry_catalog_point_add(c, &p1, &pd, 1), "point add");
 	ok_r(ferry_catalog_point_add(c, &p2, &pd, 1), "point add same second");
@@ -105,15 +110,19 @@ int main(void)
 	ok(ferry_catalog_point_delete(c, p1.id) == -ENOENT, "point delete twice is -ENOENT");
 
 	struct ferry_id oid = { { 1, 2, 3 } };
-	struct ferry_loc loc = { .pack = UINT64_MAX - 5, .offset = 77, .clen = 10, .plen = 4096,
-				 .type = 1 }, gl;
+	struct ferry_loc loc = { .pack = UINT64_MAX - 5,
+				 .offset = 77,
+				 .clen = 10,
+				 .plen = 4096,
+				 .type = 1 },
+			 gl;
 	ok_r(ferry_catalog_object_put(c, &oid, &loc), "object put");
 	struct ferry_loc other = loc;
 	other.offset = 99;
 	ok_r(ferry_catalog_object_put(c, &oid, &other), "object put again");
 	ok_r(ferry_catalog_object_get(c, &oid, &gl), "object get");
 	ok(gl.pack == loc.pack && gl.offset == 77 && gl.plen == 4096, "first location kept, "
-	   "64-bit pack id survives");
+								      "64-bit pack id survives");
 	ok_r(ferry_catalog_pack_add(c, loc.pack, 1000, 1), "pack add");
 	uint64_t bytes;
 	ok_r(ferry_catalog_store_bytes(c, &bytes), "store bytes");

@@ -15,9 +15,20 @@
 int main(void)
 {
 	static const char *const good[] = { "web1", "a", "db-01.prod", "A_b-c.d", "0" };
-	static const char *const bad[] = { "", ".", "..", ".hidden", "-rf", "a/b", "a b",
-					   "x\n", "semi;colon", "quote'", "\xc3\xa9",
-					   "0123456789012345678901234567890123456789012345678901234567890123456789" };
+	static const char *const bad[] = {
+		"",
+		".",
+		"..",
+		".hidden",
+		"-rf",
+		"a/b",
+		"a b",
+		"x\n",
+		"semi;colon",
+		"quote'",
+		"\xc3\xa9",
+		"0123456789012345678901234567890123456789012345678901234567890123456789"
+	};
 	for (size_t i = 0; i < ARRAY_SIZE(good); i++)
 		ok(ferry_name_valid(good[i]), "name '%s' is valid", good[i]);
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
