@@ -1,13 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Segment application. Records are applied in order. A DATA record is cut
- * at chunk boundaries of the disk: a piece that covers a whole aligned
- * chunk becomes that chunk (so initial replication deduplicates), smaller
- * pieces are packed together, block after block, into new chunks, and the
- * map points each run of blocks at (chunk, block in chunk). That is what
- * keeps small writes small: 2,000 scattered 4 KiB writes cost 2,000 blocks of
- * storage, not 2,000 chunks. Maps and chunks go into one pack; the catalog
- * learns about all of it in one transaction after the pack is durable.
+ * Segment application: verify the segment and its place in the VM's chain,
+ * feed its records in order to an ingest (ingest.h: chunking, small writes
+ * packed together, one pack), cut recovery points at markers by policy, and
+ * commit everything in one catalog transaction once the pack is durable.
  */
 #include "apply.h"
 
@@ -19,31 +15,12 @@
 
 #include "ferry/catalog.h"
 #include "ferry/changelog.h"
+#include "ferry/ingest.h"
 #include "ferry/map.h"
 #include "ferry/store.h"
 #include "ferry/util.h"
 
-#define NODE_BUCKETS 1024
 #define MAX_DISKS 64
-
-struct node_entry {
-	struct node_entry *next;
-	struct ferry_id id;
-	size_t len;
-	uint8_t data[];
-};
-
-struct new_object {
-	struct ferry_id id;
-	struct ferry_loc loc;
-};
-
-struct pending_run {
-	uint16_t disk;
-	uint64_t block;
-	uint32_t count;
-	uint32_t acc_block; /* first block of the run inside the accumulator */
-};
 
 struct new_point {
 	struct ferry_point point;
@@ -61,22 +38,10 @@ struct applier {
 	struct ferry_vault *vault;
 	struct ferry_catalog *cat;
 	struct ferry_vm vm;
-	uint32_t chunk_size;
-	uint32_t chunk_blocks;
-
-	struct ferry_pack_writer *pack;
-	struct new_object *objects;
-	size_t nobjects, aobjects;
-	struct node_entry *nodes[NODE_BUCKETS];
-	struct ferry_objsrc objsrc;
+	struct ferry_ingest *ingest;
 
 	struct disk_state disks[MAX_DISKS];
 	size_t ndisks;
-
-	uint8_t *acc; /* chunk_size bytes of packed small writes */
-	uint32_t acc_blocks;
-	struct pending_run *runs; /* at most chunk_blocks of them */
-	size_t nruns;
 
 	struct new_point *points;
 	size_t npoints;
@@ -98,101 +63,12 @@ static int fail(struct applier *a, int r, const char *fmt, ...)
 	return r;
 }
 
-static unsigned bucket(const struct ferry_id *id)
-{
-	return (unsigned)(get_le32(id->b) % NODE_BUCKETS);
-}
-
-static int record_object(struct applier *a, const struct ferry_id *id, const struct ferry_loc *loc)
-{
-	if (a->nobjects == a->aobjects) {
-		size_t n = a->aobjects ? a->aobjects * 2 : 256;
-		struct new_object *o = realloc(a->objects, n * sizeof(*o));
-		if (!o)
-			return -ENOMEM;
-		a->objects = o;
-		a->aobjects = n;
-	}
-	a->objects[a->nobjects++] = (struct new_object){ *id, *loc };
-	return 0;
-}
-
-/* Adds an object to the pack unless the vault or this pack has it. */
-static int store_object(struct applier *a, enum ferry_obj_type type, const struct ferry_id *id,
-			const void *buf, size_t len)
-{
-	struct ferry_loc loc;
-	int r = ferry_catalog_object_get(a->cat, id, &loc);
-	if (r != -ENOENT)
-		return r;
-	if (ferry_pack_writer_find(a->pack, id, &loc) > 0)
-		return 0;
-	r = ferry_pack_writer_add(a->pack, type, id, buf, len, &loc);
-	if (r < 0)
-		return r;
-	return record_object(a, id, &loc);
-}
-
-/* Map nodes written during this segment are not in the catalog yet: keep
- * them in memory so the maps can read them back before the commit. */
-static int node_put(void *userdata, const struct ferry_id *id, const void *buf, size_t len)
-{
-	struct applier *a = userdata;
-	unsigned b = bucket(id);
-	for (struct node_entry *e = a->nodes[b]; e; e = e->next)
-		if (ferry_id_equal(&e->id, id))
-			return 0;
-	struct node_entry *e = malloc(sizeof(*e) + len);
-	if (!e)
-		return -ENOMEM;
-	e->id = *id;
-	e->len = len;
-	memcpy(e->data, buf, len);
-	e->next = a->nodes[b];
-	a->nodes[b] = e;
-	return store_object(a, FERRY_OBJ_NODE, id, buf, len);
-}
-
-static int node_get(void *userdata, const struct ferry_id *id, void **ret_buf, size_t *ret_len)
-{
-	struct applier *a = userdata;
-	for (struct node_entry *e = a->nodes[bucket(id)]; e; e = e->next)
-		if (ferry_id_equal(&e->id, id)) {
-			void *copy = malloc(e->len + 1);
-			if (!copy)
-				return -ENOMEM;
-			memcpy(copy, e->data, e->len);
-			*ret_buf = copy;
-			*ret_len = e->len;
-			return 0;
-		}
-	return ferry_vault_read_object(a->vault, id, ret_buf, ret_len);
-}
-
 static void applier_done(struct applier *a)
 {
 	for (size_t i = 0; i < a->ndisks; i++)
 		ferry_map_free(a->disks[i].map);
-	for (size_t b = 0; b < NODE_BUCKETS; b++)
-		while (a->nodes[b]) {
-			struct node_entry *e = a->nodes[b];
-			a->nodes[b] = e->next;
-			free(e);
-		}
-	ferry_pack_writer_free(a->pack);
-	free(a->objects);
-	free(a->acc);
-	free(a->runs);
+	ferry_ingest_free(a->ingest);
 	free(a->points);
-}
-
-static int is_zero(const void *buf, size_t len)
-{
-	const uint64_t *p = buf;
-	for (size_t i = 0; i < len / 8; i++)
-		if (p[i])
-			return 0;
-	return 1;
 }
 
 static int load_disk(const struct ferry_disk *d, void *userdata)
@@ -213,115 +89,13 @@ static int note_point(const struct ferry_point *p, void *userdata)
 	return 0;
 }
 
-/* Places the accumulated small writes: one new chunk, and a map run for
- * every piece that went into it. */
-static int flush_acc(struct applier *a)
-{
-	if (a->acc_blocks == 0)
-		return 0;
-	size_t len = (size_t)a->acc_blocks * FERRY_BLOCK_SIZE;
-	struct ferry_id id;
-	ferry_sha256(a->acc, len, &id);
-	int r = store_object(a, FERRY_OBJ_CHUNK, &id, a->acc, len);
-	if (r < 0)
-		return r;
-	for (size_t i = 0; i < a->nruns; i++) {
-		struct pending_run *p = &a->runs[i];
-		r = ferry_map_set(a->disks[p->disk].map, p->block, p->count, &id, p->acc_block);
-		if (r < 0)
-			return r;
-	}
-	a->acc_blocks = 0;
-	a->nruns = 0;
-	return 0;
-}
-
-/* Pending runs must land before anything later touches the same blocks. */
-static int flush_if_overlaps(struct applier *a, uint16_t disk, uint64_t block, uint64_t count)
-{
-	for (size_t i = 0; i < a->nruns; i++) {
-		struct pending_run *p = &a->runs[i];
-		if (p->disk == disk && p->block < block + count && block < p->block + p->count)
-			return flush_acc(a);
-	}
-	return 0;
-}
-
-static int add_small(struct applier *a, uint16_t disk, uint64_t block, const uint8_t *data,
-		     uint32_t nblocks)
-{
-	while (nblocks > 0) {
-		if (a->acc_blocks == a->chunk_blocks) {
-			int r = flush_acc(a);
-			if (r < 0)
-				return r;
-		}
-		uint32_t n = MIN(nblocks, a->chunk_blocks - a->acc_blocks);
-		memcpy(a->acc + (size_t)a->acc_blocks * FERRY_BLOCK_SIZE, data,
-		       (size_t)n * FERRY_BLOCK_SIZE);
-		a->runs[a->nruns++] = (struct pending_run){ disk, block, n, a->acc_blocks };
-		a->acc_blocks += n;
-		block += n;
-		data += (size_t)n * FERRY_BLOCK_SIZE;
-		nblocks -= n;
-	}
-	return 0;
-}
-
-/* A piece inside one chunk window: zero blocks become zero runs, the rest
- * joins the accumulator. */
-static int apply_partial(struct applier *a, uint16_t disk, uint64_t block, const uint8_t *data,
-			 uint32_t nblocks)
-{
-	uint32_t i = 0;
-	while (i < nblocks) {
-		uint32_t j = i;
-		int zero = is_zero(data + (size_t)i * FERRY_BLOCK_SIZE, FERRY_BLOCK_SIZE);
-		while (j < nblocks &&
-		       is_zero(data + (size_t)j * FERRY_BLOCK_SIZE, FERRY_BLOCK_SIZE) == zero)
-			j++;
-		int r = zero ? ferry_map_set(a->disks[disk].map, block + i, j - i, NULL, 0) :
-			       add_small(a, disk, block + i, data + (size_t)i * FERRY_BLOCK_SIZE,
-					 j - i);
-		if (r < 0)
-			return r;
-		i = j;
-	}
-	return 0;
-}
-
 static int apply_data(struct applier *a, const struct ferry_record *rec)
 {
-	struct disk_state *ds = &a->disks[rec->disk];
-	uint64_t first = rec->offset / FERRY_BLOCK_SIZE;
-	uint64_t nblocks = rec->length / FERRY_BLOCK_SIZE;
-	int r = flush_if_overlaps(a, rec->disk, first, nblocks);
+	int r = ferry_ingest_write(a->ingest, a->disks[rec->disk].map,
+				   rec->offset / FERRY_BLOCK_SIZE, rec->data,
+				   rec->length / FERRY_BLOCK_SIZE);
 	if (r < 0)
 		return r;
-
-	const uint8_t *data = rec->data;
-	for (uint64_t b = first; b < first + nblocks;) {
-		uint64_t window_end = (b / a->chunk_blocks + 1) * a->chunk_blocks;
-		uint32_t n = (uint32_t)(MIN(window_end, first + nblocks) - b);
-		const uint8_t *p = data + (b - first) * FERRY_BLOCK_SIZE;
-		size_t len = (size_t)n * FERRY_BLOCK_SIZE;
-
-		if (n == a->chunk_blocks && b + n <= ferry_map_nblocks(ds->map)) {
-			if (is_zero(p, len)) {
-				r = ferry_map_set(ds->map, b, n, NULL, 0);
-			} else {
-				struct ferry_id id;
-				ferry_sha256(p, len, &id);
-				r = store_object(a, FERRY_OBJ_CHUNK, &id, p, len);
-				if (r >= 0)
-					r = ferry_map_set(ds->map, b, n, &id, 0);
-			}
-		} else
-			r = apply_partial(a, rec->disk, b, p, n);
-		if (r < 0)
-			return r;
-		b += n;
-	}
 	a->result.data_bytes += rec->length;
 
 	if (a->vm.state == FERRY_VM_INITIAL) {
@@ -335,7 +109,7 @@ static int apply_data(struct applier *a, const struct ferry_record *rec)
 
 static int commit_maps(struct applier *a)
 {
-	int r = flush_acc(a);
+	int r = ferry_ingest_flush(a->ingest);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < a->ndisks; i++) {
@@ -415,7 +189,7 @@ static int declare_disk(struct applier *a, const struct ferry_record *rec)
 	ds->disk.size = rec->length;
 	ds->declared = 1;
 	if (!ds->map) {
-		int r = ferry_map_open(&a->objsrc, &ds->disk.work_root,
+		int r = ferry_map_open(ferry_ingest_objsrc(a->ingest), &ds->disk.work_root,
 				       DIV_ROUND_UP(rec->length, FERRY_BLOCK_SIZE), &ds->map);
 		if (r < 0)
 			return fail(a, r, "cannot open the map of disk '%s'", ds->disk.name);
@@ -457,12 +231,9 @@ static int apply_records(struct applier *a, const struct ferry_segment *seg)
 		case FERRY_REC_TRIM:
 			r = check_range(a, &rec);
 			if (r >= 0)
-				r = flush_if_overlaps(a, rec.disk, rec.offset / FERRY_BLOCK_SIZE,
+				r = ferry_ingest_zero(a->ingest, a->disks[rec.disk].map,
+						      rec.offset / FERRY_BLOCK_SIZE,
 						      rec.length / FERRY_BLOCK_SIZE);
-			if (r >= 0)
-				r = ferry_map_set(a->disks[rec.disk].map,
-						  rec.offset / FERRY_BLOCK_SIZE,
-						  rec.length / FERRY_BLOCK_SIZE, NULL, 0);
 			break;
 		case FERRY_REC_MARKER:
 			r = apply_marker(a, &rec, info->seq);
@@ -482,13 +253,7 @@ static int apply_records(struct applier *a, const struct ferry_segment *seg)
 /* Everything the segment produced, in the transaction apply_segment began. */
 static int commit_catalog(struct applier *a, const struct ferry_segment_info *info)
 {
-	int r = 0;
-	if (ferry_pack_writer_count(a->pack) > 0)
-		r = ferry_catalog_pack_add(a->cat, ferry_pack_writer_id(a->pack),
-					   ferry_pack_writer_bytes(a->pack),
-					   ferry_pack_writer_count(a->pack));
-	for (size_t i = 0; r >= 0 && i < a->nobjects; i++)
-		r = ferry_catalog_object_put(a->cat, &a->objects[i].id, &a->objects[i].loc);
+	int r = ferry_ingest_record(a->ingest);
 	for (size_t i = 0; r >= 0 && i < a->ndisks; i++)
 		r = ferry_catalog_disk_update(a->cat, &a->disks[i].disk);
 	for (size_t i = 0; r >= 0 && i < a->npoints; i++)
@@ -544,13 +309,10 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, cons
 	struct applier a = {
 		.vault = v,
 		.cat = ferry_vault_catalog(v),
-		.chunk_size = ferry_vault_chunk_size(v),
 		.msg = msg,
 		.msgsize = msgsize,
 	};
 	msg[0] = 0;
-	a.chunk_blocks = a.chunk_size / FERRY_BLOCK_SIZE;
-	a.objsrc = (struct ferry_objsrc){ node_get, node_put, &a };
 
 	struct ferry_segment *seg = NULL;
 	int r = ferry_segment_parse(buf, len, &seg);
@@ -590,21 +352,19 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, cons
 		for (size_t i = 0; i < a.ndisks; i++)
 			a.vm.initial_total_bytes += a.disks[i].disk.size;
 
-	a.acc = malloc(a.chunk_size);
-	a.runs = calloc(a.chunk_blocks, sizeof(*a.runs));
-	r = a.acc && a.runs ? ferry_store_pack_begin(ferry_vault_store(v), &a.pack) : -ENOMEM;
+	r = ferry_ingest_new(v, &a.ingest);
 	if (r >= 0)
 		r = apply_records(&a, seg);
 	if (r >= 0 && a.vm.initial_total_bytes == 0)
 		for (size_t i = 0; i < a.ndisks; i++)
 			a.vm.initial_total_bytes += a.disks[i].disk.size;
 	if (r >= 0) {
-		r = ferry_pack_writer_finish(a.pack);
+		r = ferry_ingest_finish(a.ingest);
 		if (r < 0)
 			fail(&a, r, "cannot write pack to the store");
 	}
 	if (r >= 0) {
-		a.result.stored_bytes = ferry_pack_writer_bytes(a.pack);
+		a.result.stored_bytes = ferry_ingest_stored_bytes(a.ingest);
 		a.result.points = (unsigned)a.npoints;
 		r = commit_catalog(&a, ferry_segment_info(seg));
 		if (r < 0)

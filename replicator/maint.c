@@ -262,6 +262,12 @@ static int roots_of_vm(const struct ferry_vm *vm, void *userdata)
 	return r < 0 ? r : ferry_catalog_point_list(rc->c, vm->id, roots_of_point, rc);
 }
 
+static int root_of_clone(const struct ferry_clone_disk *d, void *userdata)
+{
+	int r = push_root(userdata, &d->base_root, d->size);
+	return r < 0 ? r : push_root(userdata, &d->root, d->size);
+}
+
 /* ---- sweep ---- */
 
 struct pack_stat {
@@ -412,15 +418,25 @@ static int drop_pack(struct ferry_vault *v, uint64_t pack)
 }
 
 struct orphan_ctx {
+	struct ferry_vault *v;
 	struct sweep_ctx *s;
 	uint64_t *orphans;
 	size_t n;
 };
 
+/* A pack a writer announced stays for a day: it may be in flight. */
+#define INTENT_GRACE_NS (86400LL * 1000000000LL)
+
 static int find_orphan(uint64_t pack, uint64_t size, void *userdata)
 {
 	struct orphan_ctx *oc = userdata;
 	if (find_pack(oc->s, pack))
+		return 0;
+	int64_t created;
+	int r = ferry_catalog_pack_intent_get(ferry_vault_catalog(oc->v), pack, &created);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (r >= 0 && ferry_now_ns() - created < INTENT_GRACE_NS)
 		return 0;
 	uint64_t *n = realloc(oc->orphans, (oc->n + 1) * sizeof(*n));
 	if (!n)
@@ -438,9 +454,11 @@ int maint_gc(struct ferry_vault *v, struct gc_result *ret)
 	struct root_vec rv = { 0 };
 	struct roots_ctx rc = { c, &rv };
 	struct sweep_ctx s = { .m = &m };
-	struct orphan_ctx oc = { .s = &s };
+	struct orphan_ctx oc = { .v = v, .s = &s };
 
 	int r = ferry_catalog_vm_list(c, roots_of_vm, &rc);
+	if (r >= 0)
+		r = ferry_catalog_clone_disk_all(c, root_of_clone, &rv);
 	for (size_t i = 0; r >= 0 && i < rv.n; i++)
 		r = mark_root(&m, &rv.roots[i], rv.sizes[i]);
 	if (r >= 0)
@@ -449,6 +467,10 @@ int maint_gc(struct ferry_vault *v, struct gc_result *ret)
 		qsort(s.packs, s.npacks, sizeof(*s.packs), cmp_pack);
 		r = ferry_catalog_object_list(c, count_object, &s);
 	}
+	/* Orphans are found before the sweep: a pack that a rewrite below
+	 * creates is not in s.packs, and must not look like one. */
+	if (r >= 0)
+		r = ferry_store_list_packs(ferry_vault_store(v), find_orphan, &oc);
 	for (size_t i = 0; r >= 0 && i < s.npacks; i++) {
 		struct pack_stat *p = &s.packs[i];
 		if (p->live == 0) {
@@ -461,10 +483,10 @@ int maint_gc(struct ferry_vault *v, struct gc_result *ret)
 			res.bytes_freed += p->dead_bytes;
 		}
 	}
-	if (r >= 0)
-		r = ferry_store_list_packs(ferry_vault_store(v), find_orphan, &oc);
 	for (size_t i = 0; r >= 0 && i < oc.n; i++) {
 		r = ferry_store_delete_pack(ferry_vault_store(v), oc.orphans[i]);
+		if (r >= 0)
+			r = ferry_catalog_pack_intent_delete(c, oc.orphans[i]);
 		res.orphan_packs++;
 	}
 	res.live_objects = m.live.n;

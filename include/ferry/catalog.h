@@ -162,6 +162,93 @@ int ferry_catalog_pack_list(struct ferry_catalog *c,
 /* Sum of stored bytes over all packs. */
 int ferry_catalog_store_bytes(struct ferry_catalog *c, uint64_t *ret);
 
+/* ---- failovers and their writable clones ---- */
+
+enum ferry_failover_kind {
+	FERRY_FAILOVER_TEST = 1, /* isolated network, replication continues */
+	FERRY_FAILOVER_REAL = 2, /* target network, replication stopped */
+};
+
+enum ferry_failover_state {
+	FERRY_FAILOVER_ACTIVE = 1,
+	FERRY_FAILOVER_COMMITTED = 2,
+};
+
+struct ferry_failover {
+	int64_t id;
+	int64_t vm_id;
+	char name[FERRY_NAME_MAX + 1];
+	enum ferry_failover_kind kind;
+	enum ferry_failover_state state;
+	char point_name[48]; /* the recovery point, or "latest-processed" */
+	int64_t point_time_ns;
+	char network[FERRY_NAME_MAX + 1];
+	char subnet[FERRY_NAME_MAX + 1];
+	int64_t created_ns;
+};
+
+/* One disk of a clone: its map started as base_root (the point's) and is
+ * root now; blocks where the two differ were written after failover. */
+struct ferry_clone_disk {
+	int64_t failover_id;
+	uint16_t idx;
+	char name[FERRY_NAME_MAX + 1];
+	uint64_t size;
+	struct ferry_id base_root;
+	struct ferry_id root;
+};
+
+/* Fills f->id; -EEXIST if (vm, name) is taken. */
+int ferry_catalog_failover_add(struct ferry_catalog *c, struct ferry_failover *f,
+			       const struct ferry_clone_disk *disks, size_t ndisks);
+int ferry_catalog_failover_get(struct ferry_catalog *c, int64_t vm_id, const char *name,
+			       struct ferry_failover *ret);
+/* Updates state, point, network and subnet (by id). */
+int ferry_catalog_failover_update(struct ferry_catalog *c, const struct ferry_failover *f);
+/* Removes it and its clone disks (their data goes at the next GC). */
+int ferry_catalog_failover_delete(struct ferry_catalog *c, int64_t failover_id);
+int ferry_catalog_failover_list(struct ferry_catalog *c, int64_t vm_id,
+				int (*cb)(const struct ferry_failover *f, void *userdata),
+				void *userdata);
+int ferry_catalog_clone_disks(struct ferry_catalog *c, int64_t failover_id,
+			      int (*cb)(const struct ferry_clone_disk *d, void *userdata),
+			      void *userdata);
+/* Every clone disk of every failover (GC roots). */
+int ferry_catalog_clone_disk_all(struct ferry_catalog *c,
+				 int (*cb)(const struct ferry_clone_disk *d, void *userdata),
+				 void *userdata);
+int ferry_catalog_clone_disk_set_root(struct ferry_catalog *c, int64_t failover_id, uint16_t idx,
+				      const struct ferry_id *root);
+
+/*
+ * Pack intents: a writer that is not the replicator (ferryfs writing a
+ * clone) records a pack id before it writes the pack and removes it in the
+ * transaction that records the pack, so GC never takes a pack in flight for
+ * an orphan.
+ */
+int ferry_catalog_pack_intent_add(struct ferry_catalog *c, uint64_t pack);
+int ferry_catalog_pack_intent_delete(struct ferry_catalog *c, uint64_t pack);
+int ferry_catalog_pack_intent_get(struct ferry_catalog *c, uint64_t pack, int64_t *ret_created_ns);
+
+/* ---- jobs: the history of failover operations ---- */
+
+struct ferry_job {
+	int64_t id;
+	char vm[FERRY_NAME_MAX + 1];
+	char kind[32];  /* test-failover, failover, commit, reprotect, failback, ... */
+	char state[16]; /* running, succeeded, failed */
+	int64_t started_ns, ended_ns;
+	char detail[256];
+};
+
+int ferry_catalog_job_add(struct ferry_catalog *c, int64_t vm_id, const char *kind,
+			  const char *state, const char *detail, int64_t *ret_id);
+int ferry_catalog_job_finish(struct ferry_catalog *c, int64_t job_id, const char *state,
+			     const char *detail);
+/* Oldest first. */
+int ferry_catalog_job_list(struct ferry_catalog *c,
+			   int (*cb)(const struct ferry_job *j, void *userdata), void *userdata);
+
 /* ---- events ---- */
 
 int ferry_catalog_event_add(struct ferry_catalog *c, int64_t vm_id, const char *level,

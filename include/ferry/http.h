@@ -67,6 +67,9 @@ struct ferry_http_response {
 	char lease_id[64];
 	char request_id[96];
 	uint64_t content_length;
+	/* How many attempts ferry_http_do made (1 = no retry): lets a caller
+	 * tell "409 because our own lost-answer put already landed". */
+	unsigned attempts;
 };
 
 int ferry_http_new(const struct ferry_http_options *opts, struct ferry_http **ret);

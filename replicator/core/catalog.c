@@ -101,7 +101,38 @@ static const char schema_v1[] =
 	"  time_ns INTEGER NOT NULL,\n"
 	"  vm_id INTEGER,\n"
 	"  level TEXT NOT NULL,\n"
-	"  message TEXT NOT NULL);\n";
+	"  message TEXT NOT NULL);\n"
+	"CREATE TABLE failovers (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  vm_id INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,\n"
+	"  name TEXT NOT NULL,\n"
+	"  kind INTEGER NOT NULL,\n"
+	"  state INTEGER NOT NULL,\n"
+	"  point_name TEXT NOT NULL,\n"
+	"  point_time_ns INTEGER NOT NULL,\n"
+	"  network TEXT NOT NULL,\n"
+	"  subnet TEXT NOT NULL,\n"
+	"  created_ns INTEGER NOT NULL,\n"
+	"  UNIQUE (vm_id, name));\n"
+	"CREATE TABLE clone_disks (\n"
+	"  failover_id INTEGER NOT NULL REFERENCES failovers(id) ON DELETE CASCADE,\n"
+	"  idx INTEGER NOT NULL,\n"
+	"  name TEXT NOT NULL,\n"
+	"  size INTEGER NOT NULL,\n"
+	"  base_root BLOB NOT NULL,\n"
+	"  root BLOB NOT NULL,\n"
+	"  PRIMARY KEY (failover_id, idx));\n"
+	"CREATE TABLE pack_intents (\n"
+	"  pack INTEGER PRIMARY KEY,\n"
+	"  created_ns INTEGER NOT NULL);\n"
+	"CREATE TABLE jobs (\n"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  vm_id INTEGER REFERENCES vms(id) ON DELETE CASCADE,\n"
+	"  kind TEXT NOT NULL,\n"
+	"  state TEXT NOT NULL,\n"
+	"  started_ns INTEGER NOT NULL,\n"
+	"  ended_ns INTEGER NOT NULL DEFAULT 0,\n"
+	"  detail TEXT NOT NULL DEFAULT '');\n";
 
 static int sql_errno(int rc)
 {
@@ -1078,4 +1109,306 @@ int ferry_catalog_generation(struct ferry_catalog *c, uint64_t *ret)
 		*ret = ((uint64_t)sqlite3_column_int64(s, 0) << 20) + c->local_commits;
 	sqlite3_reset(s);
 	return r < 0 ? r : r == 0 ? -EIO : 0;
+}
+
+/* ---- failovers and clones ---- */
+
+#define FAILOVER_COLUMNS \
+	"id, vm_id, name, kind, state, point_name, point_time_ns, network, subnet, created_ns"
+
+static void failover_from_row(sqlite3_stmt *s, struct ferry_failover *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->id = sqlite3_column_int64(s, 0);
+	f->vm_id = sqlite3_column_int64(s, 1);
+	column_text(s, 2, f->name, sizeof(f->name));
+	f->kind = (enum ferry_failover_kind)sqlite3_column_int(s, 3);
+	f->state = (enum ferry_failover_state)sqlite3_column_int(s, 4);
+	column_text(s, 5, f->point_name, sizeof(f->point_name));
+	f->point_time_ns = sqlite3_column_int64(s, 6);
+	column_text(s, 7, f->network, sizeof(f->network));
+	column_text(s, 8, f->subnet, sizeof(f->subnet));
+	f->created_ns = sqlite3_column_int64(s, 9);
+}
+
+int ferry_catalog_failover_add(struct ferry_catalog *c, struct ferry_failover *f,
+			       const struct ferry_clone_disk *disks, size_t ndisks)
+{
+	sqlite3_stmt *s;
+	int r = prepare(
+		c,
+		"INSERT INTO failovers (vm_id, name, kind, state, point_name, "
+		"point_time_ns, network, subnet, created_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		&s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, f->vm_id);
+	sqlite3_bind_text(s, 2, f->name, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 3, f->kind);
+	sqlite3_bind_int(s, 4, f->state);
+	sqlite3_bind_text(s, 5, f->point_name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 6, f->point_time_ns);
+	sqlite3_bind_text(s, 7, f->network, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 8, f->subnet, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 9, f->created_ns);
+	r = step_done(s);
+	if (r < 0)
+		return r;
+	int64_t id = sqlite3_last_insert_rowid(c->db);
+	r = prepare(c,
+		    "INSERT INTO clone_disks (failover_id, idx, name, size, base_root, root) "
+		    "VALUES (?, ?, ?, ?, ?, ?)",
+		    &s);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < ndisks; i++) {
+		sqlite3_bind_int64(s, 1, id);
+		sqlite3_bind_int(s, 2, disks[i].idx);
+		sqlite3_bind_text(s, 3, disks[i].name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 4, (int64_t)disks[i].size);
+		sqlite3_bind_blob(s, 5, disks[i].base_root.b, FERRY_ID_SIZE, SQLITE_STATIC);
+		sqlite3_bind_blob(s, 6, disks[i].root.b, FERRY_ID_SIZE, SQLITE_STATIC);
+		r = step_done(s);
+		if (r < 0)
+			return r;
+	}
+	f->id = id;
+	return 0;
+}
+
+int ferry_catalog_failover_get(struct ferry_catalog *c, int64_t vm_id, const char *name,
+			       struct ferry_failover *ret)
+{
+	sqlite3_stmt *s;
+	int r = prepare(
+		c, "SELECT " FAILOVER_COLUMNS " FROM failovers WHERE vm_id = ? AND name = ?", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, vm_id);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	r = step_row(s);
+	if (r == 1)
+		failover_from_row(s, ret);
+	sqlite3_reset(s);
+	return r < 0 ? r : r == 0 ? -ENOENT : 0;
+}
+
+int ferry_catalog_failover_update(struct ferry_catalog *c, const struct ferry_failover *f)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c,
+			"UPDATE failovers SET state = ?, point_name = ?, point_time_ns = ?, "
+			"network = ?, subnet = ? WHERE id = ?",
+			&s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int(s, 1, f->state);
+	sqlite3_bind_text(s, 2, f->point_name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, f->point_time_ns);
+	sqlite3_bind_text(s, 4, f->network, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, f->subnet, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 6, f->id);
+	r = step_done(s);
+	if (r < 0)
+		return r;
+	return sqlite3_changes(c->db) == 1 ? 0 : -ENOENT;
+}
+
+int ferry_catalog_failover_delete(struct ferry_catalog *c, int64_t failover_id)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "DELETE FROM failovers WHERE id = ?", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, failover_id);
+	r = step_done(s);
+	if (r < 0)
+		return r;
+	return sqlite3_changes(c->db) == 1 ? 0 : -ENOENT;
+}
+
+struct failover_ctx {
+	int (*cb)(const struct ferry_failover *f, void *userdata);
+	void *userdata;
+};
+
+static int failover_row(sqlite3_stmt *s, void *ctx)
+{
+	struct failover_ctx *fc = ctx;
+	struct ferry_failover f;
+	failover_from_row(s, &f);
+	return fc->cb(&f, fc->userdata);
+}
+
+int ferry_catalog_failover_list(struct ferry_catalog *c, int64_t vm_id,
+				int (*cb)(const struct ferry_failover *f, void *userdata),
+				void *userdata)
+{
+	struct failover_ctx ctx = { cb, userdata };
+	return for_each_row(c,
+			    "SELECT " FAILOVER_COLUMNS
+			    " FROM failovers WHERE vm_id = ? ORDER BY id",
+			    vm_id, failover_row, &ctx);
+}
+
+struct clone_ctx {
+	int (*cb)(const struct ferry_clone_disk *d, void *userdata);
+	void *userdata;
+};
+
+static int clone_row(sqlite3_stmt *s, void *ctx)
+{
+	struct clone_ctx *cc = ctx;
+	struct ferry_clone_disk d = { 0 };
+	d.failover_id = sqlite3_column_int64(s, 0);
+	d.idx = (uint16_t)sqlite3_column_int(s, 1);
+	column_text(s, 2, d.name, sizeof(d.name));
+	d.size = (uint64_t)sqlite3_column_int64(s, 3);
+	int r = column_id(s, 4, &d.base_root);
+	if (r >= 0)
+		r = column_id(s, 5, &d.root);
+	return r < 0 ? r : cc->cb(&d, cc->userdata);
+}
+
+int ferry_catalog_clone_disks(struct ferry_catalog *c, int64_t failover_id,
+			      int (*cb)(const struct ferry_clone_disk *d, void *userdata),
+			      void *userdata)
+{
+	struct clone_ctx ctx = { cb, userdata };
+	return for_each_row(c,
+			    "SELECT failover_id, idx, name, size, base_root, root FROM clone_disks "
+			    "WHERE failover_id = ? ORDER BY idx",
+			    failover_id, clone_row, &ctx);
+}
+
+int ferry_catalog_clone_disk_all(struct ferry_catalog *c,
+				 int (*cb)(const struct ferry_clone_disk *d, void *userdata),
+				 void *userdata)
+{
+	struct clone_ctx ctx = { cb, userdata };
+	return for_each_row(c,
+			    "SELECT failover_id, idx, name, size, base_root, root FROM clone_disks "
+			    "ORDER BY failover_id, idx",
+			    0, clone_row, &ctx);
+}
+
+int ferry_catalog_clone_disk_set_root(struct ferry_catalog *c, int64_t failover_id, uint16_t idx,
+				      const struct ferry_id *root)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "UPDATE clone_disks SET root = ? WHERE failover_id = ? AND idx = ?", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_blob(s, 1, root->b, FERRY_ID_SIZE, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, failover_id);
+	sqlite3_bind_int(s, 3, idx);
+	r = step_done(s);
+	if (r < 0)
+		return r;
+	return sqlite3_changes(c->db) == 1 ? 0 : -ENOENT;
+}
+
+/* ---- pack intents ---- */
+
+int ferry_catalog_pack_intent_add(struct ferry_catalog *c, uint64_t pack)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "INSERT OR REPLACE INTO pack_intents (pack, created_ns) VALUES (?, ?)",
+			&s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, (int64_t)pack);
+	sqlite3_bind_int64(s, 2, ferry_now_ns());
+	return step_done(s);
+}
+
+int ferry_catalog_pack_intent_delete(struct ferry_catalog *c, uint64_t pack)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "DELETE FROM pack_intents WHERE pack = ?", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, (int64_t)pack);
+	return step_done(s);
+}
+
+int ferry_catalog_pack_intent_get(struct ferry_catalog *c, uint64_t pack, int64_t *ret_created_ns)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "SELECT created_ns FROM pack_intents WHERE pack = ?", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, (int64_t)pack);
+	r = step_row(s);
+	if (r == 1)
+		*ret_created_ns = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return r < 0 ? r : r == 0 ? -ENOENT : 0;
+}
+
+/* ---- jobs ---- */
+
+int ferry_catalog_job_add(struct ferry_catalog *c, int64_t vm_id, const char *kind,
+			  const char *state, const char *detail, int64_t *ret_id)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c,
+			"INSERT INTO jobs (vm_id, kind, state, started_ns, detail) "
+			"VALUES (?, ?, ?, ?, ?)",
+			&s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, vm_id);
+	sqlite3_bind_text(s, 2, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, state, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, ferry_now_ns());
+	sqlite3_bind_text(s, 5, detail, -1, SQLITE_STATIC);
+	r = step_done(s);
+	if (r >= 0 && ret_id)
+		*ret_id = sqlite3_last_insert_rowid(c->db);
+	return r;
+}
+
+int ferry_catalog_job_finish(struct ferry_catalog *c, int64_t job_id, const char *state,
+			     const char *detail)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c, "UPDATE jobs SET state = ?, detail = ?, ended_ns = ? WHERE id = ?", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(s, 1, state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, detail, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, ferry_now_ns());
+	sqlite3_bind_int64(s, 4, job_id);
+	return step_done(s);
+}
+
+struct job_ctx {
+	int (*cb)(const struct ferry_job *j, void *userdata);
+	void *userdata;
+};
+
+static int job_row(sqlite3_stmt *s, void *ctx)
+{
+	struct job_ctx *jc = ctx;
+	struct ferry_job j = { 0 };
+	j.id = sqlite3_column_int64(s, 0);
+	column_text(s, 1, j.vm, sizeof(j.vm));
+	column_text(s, 2, j.kind, sizeof(j.kind));
+	column_text(s, 3, j.state, sizeof(j.state));
+	j.started_ns = sqlite3_column_int64(s, 4);
+	j.ended_ns = sqlite3_column_int64(s, 5);
+	column_text(s, 6, j.detail, sizeof(j.detail));
+	return jc->cb(&j, jc->userdata);
+}
+
+int ferry_catalog_job_list(struct ferry_catalog *c,
+			   int (*cb)(const struct ferry_job *j, void *userdata), void *userdata)
+{
+	struct job_ctx ctx = { cb, userdata };
+	return for_each_row(c,
+			    "SELECT jobs.id, COALESCE(vms.name, ''), kind, jobs.state, started_ns, "
+			    "ended_ns, detail FROM jobs LEFT JOIN vms ON vms.id = jobs.vm_id "
+			    "ORDER BY jobs.id",
+			    0, job_row, &ctx);
 }

@@ -199,9 +199,9 @@ static int build_query(const struct sigv4_request *req, struct kv_array *a)
 		if (!n)
 			return -EINVAL;
 		char *en = NULL, *ev = NULL;
-		int r = sigv4_uri_encode(n, 0, &en);
+		int r = sigv4_uri_encode(n, req->query_keep_slash, &en);
 		if (r >= 0)
-			r = sigv4_uri_encode(v ? v : "", 0, &ev);
+			r = sigv4_uri_encode(v ? v : "", req->query_keep_slash, &ev);
 		if (r < 0) {
 			free(en);
 			return r;
@@ -322,7 +322,8 @@ int sigv4_sign(const struct sigv4_request *req, const struct sigv4_credentials *
 		     req->region, req->service, creq_hash) < 0)
 		return -ENOMEM;
 
-	/* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request") */
+	/* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
+	 *                 "aws4_request") */
 	_cleanup_free_ char *k0 = NULL;
 	if (asprintf(&k0, "AWS4%s", cred->secret_access_key) < 0)
 		return -ENOMEM;

@@ -47,6 +47,9 @@ struct sigv4_request {
 	const char *region;       /* e.g. us-east-1 */
 	const char *service;      /* "s3" */
 	time_t now;               /* seconds since the epoch (UTC) */
+	/* Compatibility, never for AWS: leave '/' unescaped in the canonical
+	 * query, for servers that decode %2F before they check (moto). */
+	int query_keep_slash;
 };
 
 struct sigv4_signed {

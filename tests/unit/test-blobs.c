@@ -93,8 +93,9 @@ int main(void)
 
 	/* URL schemes */
 	struct ferry_blobs *x = NULL;
-	ok(ferry_blobs_open("azblob://acct/container", 0, &x) == -EPROTONOSUPPORT, "azblob: later");
-	ok(ferry_blobs_open("s3://bucket/p", 0, &x) == -EPROTONOSUPPORT, "s3: later");
+	ok(ferry_blobs_open("azblob://container", 0, &x) == -ENOKEY, "azblob without credentials");
+	ok(ferry_blobs_open("azblob://Bad_Container", 0, &x) == -EINVAL, "azblob: bad container");
+	ok(ferry_blobs_open("gopher://x/y", 0, &x) == -EPROTONOSUPPORT, "unknown scheme");
 	ok(ferry_blobs_open("", 0, &x) == -EINVAL, "empty url -> EINVAL");
 	ok(ferry_blobs_open("file://host/p", 0, &x) == -EINVAL, "file://host -> EINVAL");
 	ok(x == NULL, "no object on failure");

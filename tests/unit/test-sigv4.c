@@ -28,7 +28,8 @@ static int starts_with(const char *s, const char *p)
 	return strncmp(s, p, strlen(p)) == 0;
 }
 
-#define AUTH_PREFIX "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,"
+#define AUTH_PREFIX \
+	"AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,"
 
 static void test_get_object(void)
 {
@@ -56,8 +57,9 @@ static void test_get_object(void)
 	ok(!strcmp(s.signature, "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"),
 	   "GET Object signature %s", s.signature);
 	ok(!strcmp(s.authorization,
-		   AUTH_PREFIX "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,"
-			       "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"),
+		   AUTH_PREFIX
+		   "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,"
+		   "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"),
 	   "GET Object Authorization");
 	ok(!strcmp(s.amz_date, "20130524T000000Z"), "x-amz-date");
 	sigv4_signed_done(&s);
@@ -168,7 +170,8 @@ static void test_details(void)
 			   "GET\n/bucket/a%20b\na=x&a=y&b=1&b=2\nhost:127.0.0.1:5000\n"
 			   "x-amz-content-sha256:UNSIGNED-PAYLOAD\nx-amz-date:20130524T000000Z\n"
 			   "x-amz-meta-a:two words\nx-amz-security-token:TOKEN/abc=\n\n"
-			   "host;x-amz-content-sha256;x-amz-date;x-amz-meta-a;x-amz-security-token\n"
+			   "host;x-amz-content-sha256;x-amz-date;x-amz-meta-a;"
+			   "x-amz-security-token\n"
 			   "UNSIGNED-PAYLOAD"),
 		   "canonical request with token, sorted duplicate params, trimmed values");
 		ok(strstr(s.authorization, "/eu-west-1/s3/") != NULL, "region in scope");
@@ -176,6 +179,27 @@ static void test_details(void)
 		   "secret appears nowhere");
 		sigv4_signed_done(&s);
 	}
+
+	/* The moto compatibility mode keeps '/' in the canonical query only. */
+	const struct sigv4_param pq[] = { { "prefix", "a/b/" }, { "list-type", "2" } };
+	struct sigv4_request lreq = {
+		.method = "GET", .host = "127.0.0.1:5000", .path = "/bucket",
+		.query = pq, .nquery = ARRAY_SIZE(pq), .payload_hash = SIGV4_EMPTY_SHA256,
+		.region = "us-east-1", .service = "s3", .now = T20130524,
+	};
+	r = sigv4_sign(&lreq, &cred, &s);
+	ok(r >= 0 &&
+		   starts_with(s.canonical_request, "GET\n/bucket\nlist-type=2&prefix=a%2Fb%2F\n"),
+	   "'/' in a query value is %%2F");
+	if (r >= 0)
+		sigv4_signed_done(&s);
+	lreq.query_keep_slash = 1;
+	r = sigv4_sign(&lreq, &cred, &s);
+	ok(r >= 0 &&
+		   starts_with(s.canonical_request, "GET\n/bucket\nlist-type=2&prefix=a/b/\n"),
+	   "query_keep_slash leaves it");
+	if (r >= 0)
+		sigv4_signed_done(&s);
 
 	/* Malformed input gets -EINVAL, never a crash. */
 	const struct sigv4_header bad_h[] = { { "X-Evil", "a\r\nhost: other" } };

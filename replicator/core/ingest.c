@@ -1,0 +1,326 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Chunking of written blocks (see ingest.h for the why). Small pieces wait
+ * in an accumulator of one chunk's size; their map runs are placed when the
+ * accumulator becomes a chunk, which must happen before anything later in
+ * the same ingest touches the same blocks.
+ */
+#include "ferry/ingest.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ferry/catalog.h"
+#include "ferry/store.h"
+#include "ferry/util.h"
+
+#define NODE_BUCKETS 1024
+
+struct node_entry {
+	struct node_entry *next;
+	struct ferry_id id;
+	size_t len;
+	uint8_t data[];
+};
+
+struct new_object {
+	struct ferry_id id;
+	struct ferry_loc loc;
+};
+
+struct pending_run {
+	struct ferry_map *map;
+	uint64_t block;
+	uint32_t count;
+	uint32_t acc_block; /* first block of the run inside the accumulator */
+};
+
+struct ferry_ingest {
+	struct ferry_vault *vault;
+	uint32_t chunk_blocks;
+	struct ferry_pack_writer *pack;
+	struct new_object *objects;
+	size_t nobjects, aobjects;
+	struct node_entry *nodes[NODE_BUCKETS];
+	struct ferry_objsrc objsrc;
+	uint8_t *acc; /* one chunk of packed small writes */
+	uint32_t acc_blocks;
+	struct pending_run *runs; /* at most chunk_blocks of them */
+	size_t nruns;
+	int finished;
+};
+
+static unsigned bucket(const struct ferry_id *id)
+{
+	return (unsigned)(get_le32(id->b) % NODE_BUCKETS);
+}
+
+static int record_object(struct ferry_ingest *in, const struct ferry_id *id,
+			 const struct ferry_loc *loc)
+{
+	if (in->nobjects == in->aobjects) {
+		size_t n = in->aobjects ? in->aobjects * 2 : 256;
+		struct new_object *o = realloc(in->objects, n * sizeof(*o));
+		if (!o)
+			return -ENOMEM;
+		in->objects = o;
+		in->aobjects = n;
+	}
+	in->objects[in->nobjects++] = (struct new_object){ *id, *loc };
+	return 0;
+}
+
+/* Adds an object to the pack unless the vault or this pack has it. */
+static int store_object(struct ferry_ingest *in, enum ferry_obj_type type,
+			const struct ferry_id *id, const void *buf, size_t len)
+{
+	struct ferry_loc loc;
+	ferry_vault_lock(in->vault);
+	int r = ferry_catalog_object_get(ferry_vault_catalog(in->vault), id, &loc);
+	ferry_vault_unlock(in->vault);
+	if (r != -ENOENT)
+		return r;
+	if (ferry_pack_writer_find(in->pack, id, &loc) > 0)
+		return 0;
+	r = ferry_pack_writer_add(in->pack, type, id, buf, len, &loc);
+	if (r < 0)
+		return r;
+	return record_object(in, id, &loc);
+}
+
+static int node_put(void *userdata, const struct ferry_id *id, const void *buf, size_t len)
+{
+	struct ferry_ingest *in = userdata;
+	unsigned b = bucket(id);
+	for (struct node_entry *e = in->nodes[b]; e; e = e->next)
+		if (ferry_id_equal(&e->id, id))
+			return 0;
+	struct node_entry *e = malloc(sizeof(*e) + len);
+	if (!e)
+		return -ENOMEM;
+	e->id = *id;
+	e->len = len;
+	memcpy(e->data, buf, len);
+	e->next = in->nodes[b];
+	in->nodes[b] = e;
+	return store_object(in, FERRY_OBJ_NODE, id, buf, len);
+}
+
+static int node_get(void *userdata, const struct ferry_id *id, void **ret_buf, size_t *ret_len)
+{
+	struct ferry_ingest *in = userdata;
+	for (struct node_entry *e = in->nodes[bucket(id)]; e; e = e->next)
+		if (ferry_id_equal(&e->id, id)) {
+			void *copy = malloc(e->len + 1);
+			if (!copy)
+				return -ENOMEM;
+			memcpy(copy, e->data, e->len);
+			*ret_buf = copy;
+			*ret_len = e->len;
+			return 0;
+		}
+	return ferry_vault_read_object(in->vault, id, ret_buf, ret_len);
+}
+
+struct ferry_ingest *ferry_ingest_free(struct ferry_ingest *in)
+{
+	if (!in)
+		return NULL;
+	for (size_t b = 0; b < NODE_BUCKETS; b++)
+		while (in->nodes[b]) {
+			struct node_entry *e = in->nodes[b];
+			in->nodes[b] = e->next;
+			free(e);
+		}
+	ferry_pack_writer_free(in->pack);
+	free(in->objects);
+	free(in->acc);
+	free(in->runs);
+	free(in);
+	return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_ingest *, ferry_ingest_free)
+
+int ferry_ingest_new(struct ferry_vault *v, struct ferry_ingest **ret)
+{
+	_cleanup_(ferry_ingest_freep) struct ferry_ingest *in = calloc(1, sizeof(*in));
+	if (!in)
+		return -ENOMEM;
+	uint32_t chunk_size = ferry_vault_chunk_size(v);
+	in->vault = v;
+	in->chunk_blocks = chunk_size / FERRY_BLOCK_SIZE;
+	in->objsrc = (struct ferry_objsrc){ node_get, node_put, in };
+	in->acc = malloc(chunk_size);
+	in->runs = calloc(in->chunk_blocks, sizeof(*in->runs));
+	if (!in->acc || !in->runs)
+		return -ENOMEM;
+	int r = ferry_store_pack_begin(ferry_vault_store(v), &in->pack);
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(in);
+	return 0;
+}
+
+const struct ferry_objsrc *ferry_ingest_objsrc(struct ferry_ingest *in)
+{
+	return &in->objsrc;
+}
+
+static int is_zero(const void *buf, size_t len)
+{
+	const uint64_t *p = buf;
+	for (size_t i = 0; i < len / 8; i++)
+		if (p[i])
+			return 0;
+	return 1;
+}
+
+int ferry_ingest_flush(struct ferry_ingest *in)
+{
+	if (in->acc_blocks == 0)
+		return 0;
+	size_t len = (size_t)in->acc_blocks * FERRY_BLOCK_SIZE;
+	struct ferry_id id;
+	ferry_sha256(in->acc, len, &id);
+	int r = store_object(in, FERRY_OBJ_CHUNK, &id, in->acc, len);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < in->nruns; i++) {
+		struct pending_run *p = &in->runs[i];
+		r = ferry_map_set(p->map, p->block, p->count, &id, p->acc_block);
+		if (r < 0)
+			return r;
+	}
+	in->acc_blocks = 0;
+	in->nruns = 0;
+	return 0;
+}
+
+/* Pending runs must land before anything later touches the same blocks. */
+static int flush_if_overlaps(struct ferry_ingest *in, struct ferry_map *m, uint64_t block,
+			     uint64_t count)
+{
+	for (size_t i = 0; i < in->nruns; i++) {
+		struct pending_run *p = &in->runs[i];
+		if (p->map == m && p->block < block + count && block < p->block + p->count)
+			return ferry_ingest_flush(in);
+	}
+	return 0;
+}
+
+static int add_small(struct ferry_ingest *in, struct ferry_map *m, uint64_t block,
+		     const uint8_t *data, uint32_t nblocks)
+{
+	while (nblocks > 0) {
+		if (in->acc_blocks == in->chunk_blocks) {
+			int r = ferry_ingest_flush(in);
+			if (r < 0)
+				return r;
+		}
+		uint32_t n = MIN(nblocks, in->chunk_blocks - in->acc_blocks);
+		memcpy(in->acc + (size_t)in->acc_blocks * FERRY_BLOCK_SIZE, data,
+		       (size_t)n * FERRY_BLOCK_SIZE);
+		in->runs[in->nruns++] = (struct pending_run){ m, block, n, in->acc_blocks };
+		in->acc_blocks += n;
+		block += n;
+		data += (size_t)n * FERRY_BLOCK_SIZE;
+		nblocks -= n;
+	}
+	return 0;
+}
+
+/* A piece inside one chunk window: zero blocks become zero runs, the rest
+ * joins the accumulator. */
+static int write_partial(struct ferry_ingest *in, struct ferry_map *m, uint64_t block,
+			 const uint8_t *data, uint32_t nblocks)
+{
+	uint32_t i = 0;
+	while (i < nblocks) {
+		uint32_t j = i;
+		int zero = is_zero(data + (size_t)i * FERRY_BLOCK_SIZE, FERRY_BLOCK_SIZE);
+		while (j < nblocks &&
+		       is_zero(data + (size_t)j * FERRY_BLOCK_SIZE, FERRY_BLOCK_SIZE) == zero)
+			j++;
+		int r = zero ? ferry_map_set(m, block + i, j - i, NULL, 0) :
+			       add_small(in, m, block + i, data + (size_t)i * FERRY_BLOCK_SIZE,
+					 j - i);
+		if (r < 0)
+			return r;
+		i = j;
+	}
+	return 0;
+}
+
+int ferry_ingest_write(struct ferry_ingest *in, struct ferry_map *m, uint64_t block,
+		       const void *data, uint64_t nblocks)
+{
+	if (block > ferry_map_nblocks(m) || nblocks > ferry_map_nblocks(m) - block)
+		return -ERANGE;
+	int r = flush_if_overlaps(in, m, block, nblocks);
+	if (r < 0)
+		return r;
+
+	const uint8_t *base = data;
+	for (uint64_t b = block; b < block + nblocks;) {
+		uint64_t window_end = (b / in->chunk_blocks + 1) * in->chunk_blocks;
+		uint32_t n = (uint32_t)(MIN(window_end, block + nblocks) - b);
+		const uint8_t *p = base + (b - block) * FERRY_BLOCK_SIZE;
+		size_t len = (size_t)n * FERRY_BLOCK_SIZE;
+
+		if (n == in->chunk_blocks) {
+			if (is_zero(p, len)) {
+				r = ferry_map_set(m, b, n, NULL, 0);
+			} else {
+				struct ferry_id id;
+				ferry_sha256(p, len, &id);
+				r = store_object(in, FERRY_OBJ_CHUNK, &id, p, len);
+				if (r >= 0)
+					r = ferry_map_set(m, b, n, &id, 0);
+			}
+		} else
+			r = write_partial(in, m, b, p, n);
+		if (r < 0)
+			return r;
+		b += n;
+	}
+	return 0;
+}
+
+int ferry_ingest_zero(struct ferry_ingest *in, struct ferry_map *m, uint64_t block,
+		      uint64_t nblocks)
+{
+	int r = flush_if_overlaps(in, m, block, nblocks);
+	return r < 0 ? r : ferry_map_set(m, block, nblocks, NULL, 0);
+}
+
+int ferry_ingest_finish(struct ferry_ingest *in)
+{
+	int r = ferry_ingest_flush(in);
+	if (r < 0)
+		return r;
+	r = ferry_pack_writer_finish(in->pack);
+	if (r >= 0)
+		in->finished = 1;
+	return r;
+}
+
+int ferry_ingest_record(struct ferry_ingest *in)
+{
+	if (!in->finished)
+		return -EINVAL;
+	struct ferry_catalog *c = ferry_vault_catalog(in->vault);
+	int r = 0;
+	if (ferry_pack_writer_count(in->pack) > 0)
+		r = ferry_catalog_pack_add(c, ferry_pack_writer_id(in->pack),
+					   ferry_pack_writer_bytes(in->pack),
+					   ferry_pack_writer_count(in->pack));
+	for (size_t i = 0; r >= 0 && i < in->nobjects; i++)
+		r = ferry_catalog_object_put(c, &in->objects[i].id, &in->objects[i].loc);
+	return r;
+}
+
+uint64_t ferry_ingest_stored_bytes(const struct ferry_ingest *in)
+{
+	return ferry_pack_writer_bytes(in->pack);
+}
