@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
+#include "env.h"
 #include "ferry/cache.h"
 #include "ferry/catalog.h"
 #include "ferry/changelog.h"
@@ -25,9 +27,6 @@
 #include "ferry/store.h"
 #include "ferry/util.h"
 #include "ferry/vault.h"
-#include "maint.h"
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_vault *, ferry_vault_free)
 
 static void usage(FILE *f)
 {
@@ -43,6 +42,12 @@ static void usage(FILE *f)
 		"  show --vault DIR VM                       a VM's settings, disks, resources, events\n"
 		"  check --vault DIR [--read-data]           verify packs, index and maps\n"
 		"  gc --vault DIR                            thin points and collect garbage now\n"
+		"  test-failover --vault DIR VM [...]        a writable clone in an isolated network\n"
+		"  test-failover-cleanup --vault DIR VM      remove it\n"
+		"  failover --vault DIR VM [...]             fail over to the target; stops replication\n"
+		"  change-recovery-point --vault DIR VM ...  before commit, pick another point\n"
+		"  commit --vault DIR VM                     make the failover final\n"
+		"  jobs --vault DIR                          history of failover operations\n"
 		"\n"
 		"  ferry --help | --version\n"
 		"\n"
@@ -50,133 +55,6 @@ static void usage(FILE *f)
 }
 
 /* ---- small helpers ---- */
-
-static int parse_u64(const char *s, uint64_t max, uint64_t *ret)
-{
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-' || v > max)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
-static void format_time(int64_t ns, char *buf, size_t size)
-{
-	time_t t = (time_t)(ns / 1000000000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-static void format_bytes(uint64_t b, char *buf, size_t size)
-{
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
-	double v = (double)b;
-	unsigned u = 0;
-	while (v >= 1024 && u + 1 < ARRAY_SIZE(units)) {
-		v /= 1024;
-		u++;
-	}
-	snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", v, units[u]);
-}
-
-static void format_age(int64_t ns, char *buf, size_t size)
-{
-	int64_t s = ns / 1000000000;
-	if (s < 0)
-		s = 0;
-	if (s < 120)
-		snprintf(buf, size, "%llds", (long long)s);
-	else if (s < 7200)
-		snprintf(buf, size, "%lldm%02llds", (long long)s / 60, (long long)s % 60);
-	else
-		snprintf(buf, size, "%lldh%02lldm", (long long)s / 3600, (long long)(s / 60) % 60);
-}
-
-static const char *state_name(enum ferry_vm_state s)
-{
-	switch (s) {
-	case FERRY_VM_INITIAL:
-		return "initial-replication";
-	case FERRY_VM_PROTECTED:
-		return "protected";
-	case FERRY_VM_ERROR:
-		return "error";
-	}
-	return "unknown";
-}
-
-static const char *consistency_name(int c)
-{
-	return c == FERRY_CONSISTENCY_APP ? "app" : "crash";
-}
-
-static int open_vault(const char *dir, int readonly, struct ferry_vault **ret)
-{
-	if (!dir) {
-		log_error("--vault DIR is required");
-		return -EINVAL;
-	}
-	int r = ferry_vault_open(dir, readonly, ret);
-	if (r == -ENOENT)
-		log_error("%s is not a vault (no catalog.db; create one with 'ferry init')", dir);
-	else if (r == -EPROTONOSUPPORT)
-		log_error("vault %s was made by a newer ferry", dir);
-	else if (r < 0)
-		log_error_errno(r, "cannot open vault %s", dir);
-	return r;
-}
-
-static int get_vm(struct ferry_vault *v, const char *name, struct ferry_vm *ret)
-{
-	int r = ferry_catalog_vm_get(ferry_vault_catalog(v), name, ret);
-	if (r == -ENOENT)
-		log_error("no VM '%s' in vault %s", name, ferry_vault_dir(v));
-	else if (r < 0)
-		log_error_errno(r, "cannot read VM '%s'", name);
-	return r;
-}
-
-/* Common option parsing: --vault and --help for every verb, plus extras. */
-struct opts {
-	const char *vault;
-	int json, read_data, help;
-};
-
-static int parse_common(int argc, char **argv, struct opts *o, const char *help_text)
-{
-	static const struct option longopts[] = {
-		{ "vault", required_argument, NULL, 'V' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "read-data", no_argument, NULL, 'r' },
-		{ "help", no_argument, NULL, 'h' },
-		{},
-	};
-	optind = 1;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
-		switch (c) {
-		case 'V':
-			o->vault = optarg;
-			break;
-		case 'j':
-			o->json = 1;
-			break;
-		case 'r':
-			o->read_data = 1;
-			break;
-		case 'h':
-			fputs(help_text, stdout);
-			o->help = 1;
-			return 0;
-		default:
-			return -EINVAL;
-		}
-	}
-	return 0;
-}
 
 /* ---- init ---- */
 
@@ -236,12 +114,15 @@ static int cmd_init(int argc, char **argv)
 /* ---- enable-replication ---- */
 
 #define MAX_CLI_DISKS 64
+#define MAX_CLI_NICS 16
 
 struct enable_args {
 	const char *vault, *vm, *cache, *agent_config;
 	const char *source_group, *source_network, *source_subnet;
 	const char *target_group, *target_network, *target_subnet, *avset;
-	uint64_t crash, app, retention;
+	uint64_t crash, app, retention, cpus, memory;
+	const char *nics[MAX_CLI_NICS];
+	size_t nnics;
 	const char *disk_names[MAX_CLI_DISKS];
 	char *disk_paths[MAX_CLI_DISKS];
 	size_t ndisks;
@@ -269,7 +150,11 @@ static const char enable_help[] =
 	"  --target-network N      default: SOURCE-NETWORK-ferry\n"
 	"  --target-subnet S       default: SOURCE-SUBNET-ferry\n"
 	"  --availability-set A    default: VM-avset-ferry\n"
-	"  --agent-config FILE     where to write the agent configuration\n";
+	"  --agent-config FILE     where to write the agent configuration\n"
+	"  --cpus N                the VM's virtual CPUs (default 1)\n"
+	"  --memory MIB            the VM's memory (default 1024)\n"
+	"  --nic mac=MAC[,ip=ADDR/PREFIX][,model=M]\n"
+	"                          a network interface, in source order (repeat)\n";
 
 static int parse_enable(int argc, char **argv, struct enable_args *a)
 {
@@ -288,7 +173,10 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 		O_TN,
 		O_TS,
 		O_AS,
-		O_AC
+		O_AC,
+		O_CPUS,
+		O_MEM,
+		O_NIC
 	};
 	static const struct option longopts[] = {
 		{ "vault", required_argument, NULL, O_VAULT },
@@ -306,6 +194,9 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 		{ "target-subnet", required_argument, NULL, O_TS },
 		{ "availability-set", required_argument, NULL, O_AS },
 		{ "agent-config", required_argument, NULL, O_AC },
+		{ "cpus", required_argument, NULL, O_CPUS },
+		{ "memory", required_argument, NULL, O_MEM },
+		{ "nic", required_argument, NULL, O_NIC },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
@@ -319,13 +210,24 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 			const char **str;
 			uint64_t *num;
 		} fields[] = {
-			{ O_VAULT, &a->vault, NULL },       { O_VM, &a->vm, NULL },
-			{ O_CACHE, &a->cache, NULL },       { O_SG, &a->source_group, NULL },
-			{ O_SN, &a->source_network, NULL }, { O_SS, &a->source_subnet, NULL },
-			{ O_TG, &a->target_group, NULL },   { O_TN, &a->target_network, NULL },
-			{ O_TS, &a->target_subnet, NULL },  { O_AS, &a->avset, NULL },
-			{ O_AC, &a->agent_config, NULL },   { O_CRASH, NULL, &a->crash },
-			{ O_APP, NULL, &a->app },           { O_RET, NULL, &a->retention },
+			/* clang-format off */
+			{ O_VAULT, &a->vault, NULL },
+			{ O_VM, &a->vm, NULL },
+			{ O_CACHE, &a->cache, NULL },
+			{ O_SG, &a->source_group, NULL },
+			{ O_SN, &a->source_network, NULL },
+			{ O_SS, &a->source_subnet, NULL },
+			{ O_TG, &a->target_group, NULL },
+			{ O_TN, &a->target_network, NULL },
+			{ O_TS, &a->target_subnet, NULL },
+			{ O_AS, &a->avset, NULL },
+			{ O_AC, &a->agent_config, NULL },
+			{ O_CRASH, NULL, &a->crash },
+			{ O_APP, NULL, &a->app },
+			{ O_RET, NULL, &a->retention },
+			{ O_CPUS, NULL, &a->cpus },
+			{ O_MEM, NULL, &a->memory },
+			/* clang-format on */
 		};
 		uint64_t *num = NULL;
 		const char **str = NULL;
@@ -340,13 +242,19 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 		}
 		if (num) {
 			if (parse_u64(optarg, 100 * year, num) < 0) {
-				log_error("%s wants a number of seconds, not '%s'",
-					  argv[optind - 1], optarg);
+				log_error("%s wants a number, not '%s'", argv[optind - 1], optarg);
 				return -EINVAL;
 			}
 			continue;
 		}
 		switch (c) {
+		case O_NIC:
+			if (a->nnics == MAX_CLI_NICS) {
+				log_error("at most %d NICs per VM", MAX_CLI_NICS);
+				return -EINVAL;
+			}
+			a->nics[a->nnics++] = optarg;
+			continue;
 		case O_DISK: {
 			char *eq = strchr(optarg, '=');
 			if (!eq || eq == optarg || !eq[1]) {
@@ -378,11 +286,67 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 		log_error("--retention must be at least one second");
 		return -EINVAL;
 	}
+	if (a->cpus == 0 || a->cpus > 1024 || a->memory < 16 || a->memory > (1 << 24)) {
+		log_error("--cpus wants 1-1024 and --memory 16 MiB or more");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Checks "mac=..,ip=..,model=.." and writes its canonical form. */
+static int parse_nic(const char *spec, char *out, size_t outsize)
+{
+	char mac[18] = "", ip[44] = "", model[17] = "virtio";
+	_cleanup_free_ char *copy = strdup(spec);
+	if (!copy)
+		return -ENOMEM;
+	char *save = NULL;
+	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(kv, '=');
+		if (!eq)
+			return -EINVAL;
+		*eq++ = 0;
+		char *dst = strcmp(kv, "mac") == 0   ? mac :
+			    strcmp(kv, "ip") == 0    ? ip :
+			    strcmp(kv, "model") == 0 ? model :
+						       NULL;
+		size_t size = dst == mac ? sizeof(mac) : dst == ip ? sizeof(ip) : sizeof(model);
+		if (!dst || strlen(eq) >= size)
+			return -EINVAL;
+		memcpy(dst, eq, strlen(eq) + 1);
+	}
+	unsigned m[6];
+	char tail;
+	if (sscanf(mac, "%2x:%2x:%2x:%2x:%2x:%2x%c", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5],
+		   &tail) != 6 ||
+	    strlen(mac) != 17)
+		return -EINVAL;
+	if (ip[0]) {
+		unsigned o[4], prefix;
+		if (sscanf(ip, "%u.%u.%u.%u/%u%c", &o[0], &o[1], &o[2], &o[3], &prefix, &tail) !=
+			    5 ||
+		    o[0] > 255 || o[1] > 255 || o[2] > 255 || o[3] > 255 || prefix > 32)
+			return -EINVAL;
+	}
+	if (!ferry_name_valid(model))
+		return -EINVAL;
+	snprintf(out, outsize, "mac=%02x:%02x:%02x:%02x:%02x:%02x%s%s,model=%s", m[0], m[1], m[2],
+		 m[3], m[4], m[5], ip[0] ? ",ip=" : "", ip, model);
 	return 0;
 }
 
 static int check_names(const struct enable_args *a)
 {
+	for (size_t i = 0; i < a->nnics; i++) {
+		char canon[128];
+		if (parse_nic(a->nics[i], canon, sizeof(canon)) < 0) {
+			log_error(
+				"--nic wants mac=XX:XX:XX:XX:XX:XX[,ip=A.B.C.D/PREFIX][,model=M], "
+				"not '%s'",
+				a->nics[i]);
+			return -EINVAL;
+		}
+	}
 	const char *names[] = {
 		a->vm,           a->source_group,   a->source_network, a->source_subnet,
 		a->target_group, a->target_network, a->target_subnet,  a->avset
@@ -411,18 +375,6 @@ static int check_names(const struct enable_args *a)
 		}
 	}
 	return 0;
-}
-
-/* An absolute form of path that need not exist yet. */
-static char *absolute(const char *path)
-{
-	if (path[0] == '/')
-		return strdup(path);
-	char cwd[PATH_MAX];
-	if (!getcwd(cwd, sizeof(cwd)))
-		return NULL;
-	char *r;
-	return asprintf(&r, "%s/%s", cwd, path) < 0 ? NULL : r;
 }
 
 static int write_agent_config(const char *path, const struct enable_args *a, const char *cache,
@@ -457,7 +409,9 @@ static int write_agent_config(const char *path, const struct enable_args *a, con
 
 static int cmd_enable(int argc, char **argv)
 {
-	struct enable_args a = { .crash = 300, .app = 0, .retention = 86400 };
+	struct enable_args a = {
+		.crash = 300, .app = 0, .retention = 86400, .cpus = 1, .memory = 1024
+	};
 	int r = parse_enable(argc, argv, &a);
 	if (r != 0)
 		return r > 0 ? 0 : 2;
@@ -556,6 +510,19 @@ static int cmd_enable(int argc, char **argv)
 		}
 		for (size_t i = 0; r >= 0 && i < ARRAY_SIZE(res); i++)
 			r = ferry_catalog_resource_set(c, vm.id, res[i][0], res[i][1]);
+		char num[32], kind[16], canon[128];
+		snprintf(num, sizeof(num), "%llu", (unsigned long long)a.cpus);
+		if (r >= 0)
+			r = ferry_catalog_resource_set(c, vm.id, "vm-cpus", num);
+		snprintf(num, sizeof(num), "%llu", (unsigned long long)a.memory);
+		if (r >= 0)
+			r = ferry_catalog_resource_set(c, vm.id, "vm-memory-mib", num);
+		for (size_t i = 0; r >= 0 && i < a.nnics; i++) {
+			snprintf(kind, sizeof(kind), "nic.%zu", i);
+			r = parse_nic(a.nics[i], canon, sizeof(canon));
+			if (r >= 0)
+				r = ferry_catalog_resource_set(c, vm.id, kind, canon);
+		}
 		if (r >= 0)
 			r = ferry_catalog_event_add(c, vm.id, "info", "replication enabled");
 		/* The agent's file comes before the commit: a VM in the catalog
@@ -630,6 +597,32 @@ static int res_text(const char *kind, const char *value, void *userdata)
 	return 0;
 }
 
+static const char *failover_kind(const struct ferry_failover *f)
+{
+	if (f->kind == FERRY_FAILOVER_TEST)
+		return "test failover";
+	return f->state == FERRY_FAILOVER_COMMITTED ? "failover (committed)" : "failover";
+}
+
+static int failover_text(const struct ferry_failover *f, void *userdata)
+{
+	printf("  %-14s %s from %s on network %s/%s\n", failover_kind(f), f->name, f->point_name,
+	       f->network, f->subnet);
+	return 0;
+}
+
+static int failover_json(const struct ferry_failover *f, void *userdata)
+{
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "name", json_object_new_string(f->name));
+	json_object_object_add(o, "kind", json_object_new_string(failover_kind(f)));
+	json_object_object_add(o, "recovery_point", json_object_new_string(f->point_name));
+	json_object_object_add(o, "network", json_object_new_string(f->network));
+	json_object_object_add(o, "subnet", json_object_new_string(f->subnet));
+	json_object_array_add(userdata, o);
+	return 0;
+}
+
 static int status_vm(const struct ferry_vm *vm, void *userdata)
 {
 	struct status_ctx *s = userdata;
@@ -657,7 +650,8 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 	if (s->json) {
 		json_object *o = json_object_new_object();
 		json_object_object_add(o, "vm", json_object_new_string(vm->name));
-		json_object_object_add(o, "state", json_object_new_string(state_name(vm->state)));
+		json_object_object_add(o, "state",
+				       json_object_new_string(ferry_vm_state_name(vm->state)));
 		if (vm->state == FERRY_VM_INITIAL)
 			json_object_object_add(o, "initial_replication_percent",
 					       json_object_new_double(pct));
@@ -680,6 +674,10 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 		json_object *res = json_object_new_object();
 		r = ferry_catalog_resource_list(c, vm->id, res_json, res);
 		json_object_object_add(o, "resources", res);
+		json_object *fo = json_object_new_array();
+		if (r >= 0)
+			r = ferry_catalog_failover_list(c, vm->id, failover_json, fo);
+		json_object_object_add(o, "failovers", fo);
 		json_object_array_add(s->arr, o);
 		return r;
 	}
@@ -689,7 +687,7 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 	if (vm->state == FERRY_VM_INITIAL)
 		printf("  state          initial replication, %.1f%%\n", pct);
 	else
-		printf("  state          %s\n", state_name(vm->state));
+		printf("  state          %s\n", ferry_vm_state_name(vm->state));
 	if (vm->error[0])
 		printf("  error          %s\n", vm->error);
 	if (lp.have) {
@@ -710,6 +708,9 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 		       nseg == 1 ? "" : "s", bytes, vm->cache_url);
 	} else
 		printf("  pending        unknown: cache %s unreachable\n", vm->cache_url);
+	r = ferry_catalog_failover_list(c, vm->id, failover_text, NULL);
+	if (r < 0)
+		return r;
 	printf("  target resources\n");
 	return ferry_catalog_resource_list(c, vm->id, res_text, NULL);
 }
@@ -760,20 +761,6 @@ static int print_point(const struct ferry_point *p, void *userdata)
 	printf("%-22s %-6s %s  seq %llu\n", p->name, consistency_name(p->consistency), when,
 	       (unsigned long long)p->seq);
 	return 0;
-}
-
-static int one_vm_args(int argc, char **argv, const char *help, struct opts *o, const char **ret_vm)
-{
-	if (parse_common(argc, argv, o, help) < 0)
-		return 2;
-	if (o->help)
-		return 0;
-	if (optind + 1 != argc) {
-		log_error("expected exactly one VM name (see --help)");
-		return 2;
-	}
-	*ret_vm = argv[optind];
-	return -1;
 }
 
 static int cmd_points(int argc, char **argv)
@@ -835,8 +822,8 @@ static int cmd_show(int argc, char **argv)
 	char created[32];
 	format_time(vm.created_ns, created, sizeof(created));
 	printf("VM %s\n", vm.name);
-	printf("  state              %s%s%s\n", state_name(vm.state), vm.error[0] ? ": " : "",
-	       vm.error);
+	printf("  state              %s%s%s\n", ferry_vm_state_name(vm.state),
+	       vm.error[0] ? ": " : "", vm.error);
 	printf("  enabled            %s\n", created);
 	printf("  crash interval     %llds%s\n", (long long)vm.crash_interval_s,
 	       vm.crash_interval_s ? "" : " (a point at every consistency marker)");
@@ -863,250 +850,31 @@ static int cmd_show(int argc, char **argv)
 	return 0;
 }
 
-/* ---- check ---- */
-
-struct check_ctx {
-	struct ferry_vault *v;
-	int read_data;
-	unsigned problems;
-	uint64_t packs, objects, nodes, extents, roots;
-	const char *what; /* the map being walked, for messages */
-	uint64_t *known_packs;
-	size_t nknown;
-};
-
-static int problem(struct check_ctx *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int problem(struct check_ctx *k, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	char msg[1024];
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	printf("DAMAGE: %s\n", msg);
-	k->problems++;
-	return 0;
-}
-
-static int count_index_entry(const struct ferry_id *id, const struct ferry_loc *loc, void *userdata)
-{
-	struct check_ctx *k = userdata;
-	k->objects++;
-	return 0;
-}
-
-static int check_pack(uint64_t pack, uint64_t size, uint32_t count, void *userdata)
-{
-	struct check_ctx *k = userdata;
-	uint64_t before = k->objects;
-	k->packs++;
-	uint64_t *n = realloc(k->known_packs, (k->nknown + 1) * sizeof(*n));
-	if (!n)
-		return -ENOMEM;
-	k->known_packs = n;
-	k->known_packs[k->nknown++] = pack;
-	int r = ferry_store_pack_index(ferry_vault_store(k->v), pack, k->read_data,
-				       count_index_entry, k);
-	if (r < 0)
-		return problem(k, "pack %016llx: %s", (unsigned long long)pack,
-			       r == -EBADMSG ? "damaged (checksum, truncation or bad object)" :
-					       strerror(-r));
-	if (k->objects - before != count)
-		return problem(k, "pack %016llx holds %llu objects, the catalog expects %u",
-			       (unsigned long long)pack, (unsigned long long)(k->objects - before),
-			       count);
-	return 0;
-}
-
-static int check_node(const struct ferry_id *id, void *userdata)
-{
-	struct check_ctx *k = userdata;
-	k->nodes++;
-	return 0;
-}
-
-static int check_extent(const struct ferry_extent *e, void *userdata)
-{
-	struct check_ctx *k = userdata;
-	struct ferry_loc loc;
-	k->extents++;
-	int r = ferry_catalog_object_get(ferry_vault_catalog(k->v), &e->chunk, &loc);
-	char hex[FERRY_ID_HEX_SIZE];
-	if (r == -ENOENT)
-		return problem(k, "%s: chunk %s at block %llu is missing from the store", k->what,
-			       ferry_id_to_hex(&e->chunk, hex), (unsigned long long)e->block);
-	if (r < 0)
-		return r;
-	if (loc.type != FERRY_OBJ_CHUNK ||
-	    ((uint64_t)e->chunk_block + e->count) * FERRY_BLOCK_SIZE > loc.plen)
-		return problem(k, "%s: blocks %llu+%llu point outside chunk %s", k->what,
-			       (unsigned long long)e->block, (unsigned long long)e->count,
-			       ferry_id_to_hex(&e->chunk, hex));
-	return 0;
-}
-
-static int check_root(struct check_ctx *k, const char *what, const struct ferry_id *root,
-		      uint64_t size)
-{
-	if (ferry_id_is_null(root) || size == 0)
-		return 0;
-	k->roots++;
-	k->what = what;
-	int r = ferry_map_walk(ferry_vault_objsrc(k->v), root, DIV_ROUND_UP(size, FERRY_BLOCK_SIZE),
-			       check_node, check_extent, k);
-	if (r < 0 && r != -ENOMEM)
-		return problem(k, "%s: map unreadable (%s)", what, strerror(-r));
-	return r;
-}
-
-struct check_vm_ctx {
-	struct check_ctx *k;
-	const struct ferry_vm *vm;
-	const char *point;
-};
-
-static int check_disk(const struct ferry_disk *d, void *userdata)
-{
-	struct check_vm_ctx *cv = userdata;
-	char what[256];
-	snprintf(what, sizeof(what), "VM %s disk %s (live)", cv->vm->name, d->name);
-	int r = check_root(cv->k, what, &d->live_root, d->size);
-	if (r < 0 || ferry_id_equal(&d->live_root, &d->work_root))
-		return r;
-	snprintf(what, sizeof(what), "VM %s disk %s (applied, before marker)", cv->vm->name,
-		 d->name);
-	return check_root(cv->k, what, &d->work_root, d->size);
-}
-
-static int check_point_disk(const struct ferry_point_disk *d, void *userdata)
-{
-	struct check_vm_ctx *cv = userdata;
-	char what[256];
-	snprintf(what, sizeof(what), "VM %s point %s disk %s", cv->vm->name, cv->point, d->name);
-	return check_root(cv->k, what, &d->root, d->size);
-}
-
-static int check_point(const struct ferry_point *p, void *userdata)
-{
-	struct check_vm_ctx *cv = userdata;
-	cv->point = p->name;
-	return ferry_catalog_point_disks(ferry_vault_catalog(cv->k->v), p->id, check_point_disk,
-					 cv);
-}
-
-static int check_vm(const struct ferry_vm *vm, void *userdata)
-{
-	struct check_vm_ctx cv = { userdata, vm, NULL };
-	struct ferry_catalog *c = ferry_vault_catalog(cv.k->v);
-	int r = ferry_catalog_disk_list(c, vm->id, check_disk, &cv);
-	return r < 0 ? r : ferry_catalog_point_list(c, vm->id, check_point, &cv);
-}
-
-static int check_object_pack(const struct ferry_id *id, const struct ferry_loc *loc, void *userdata)
-{
-	struct check_ctx *k = userdata;
-	for (size_t i = 0; i < k->nknown; i++)
-		if (k->known_packs[i] == loc->pack)
-			return 0;
-	char hex[FERRY_ID_HEX_SIZE];
-	return problem(k, "object %s is indexed in pack %016llx, which the catalog does not have",
-		       ferry_id_to_hex(id, hex), (unsigned long long)loc->pack);
-}
-
-static int cmd_check(int argc, char **argv)
-{
-	struct opts o = { 0 };
-	if (parse_common(argc, argv, &o,
-			 "Usage: ferry check --vault DIR [--read-data]\n\n"
-			 "Verifies every pack (footer, index checksum), that every indexed object\n"
-			 "lives in a known pack, and every map of every disk and recovery point.\n"
-			 "--read-data also reads, decompresses and hashes every object.\n"
-			 "Exits 1 if anything is damaged.\n") < 0)
-		return 2;
-	if (o.help)
-		return 0;
-	if (optind != argc) {
-		log_error("usage: ferry check --vault DIR [--read-data]");
-		return 2;
-	}
-	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
-	if (open_vault(o.vault, 1, &v) < 0)
-		return 1;
-	struct check_ctx k = { .v = v, .read_data = o.read_data };
-	struct ferry_catalog *c = ferry_vault_catalog(v);
-	int r = ferry_catalog_pack_list(c, check_pack, &k);
-	if (r >= 0 && k.nknown < 100000)
-		r = ferry_catalog_object_list(c, check_object_pack, &k);
-	if (r >= 0)
-		r = ferry_catalog_vm_list(c, check_vm, &k);
-	free(k.known_packs);
-	if (r < 0)
-		return log_error_errno(r, "check of %s could not finish", o.vault), 1;
-	printf("%s: %llu packs, %llu objects%s, %llu maps, %llu map nodes, %llu extents: %s\n",
-	       o.vault, (unsigned long long)k.packs, (unsigned long long)k.objects,
-	       o.read_data ? " (data read and verified)" : "", (unsigned long long)k.roots,
-	       (unsigned long long)k.nodes, (unsigned long long)k.extents,
-	       k.problems ? "DAMAGED" : "ok");
-	if (k.problems)
-		printf("%u problem%s found\n", k.problems, k.problems == 1 ? "" : "s");
-	return k.problems ? 1 : 0;
-}
-
-/* ---- gc ---- */
-
-static int cmd_gc(int argc, char **argv)
-{
-	struct opts o = { 0 };
-	if (parse_common(argc, argv, &o,
-			 "Usage: ferry gc --vault DIR\n\n"
-			 "Applies the retention policy and removes data that no recovery point\n"
-			 "or live image references. Needs the vault's writer lock: stop the\n"
-			 "replicator first (it collects garbage itself as it runs).\n") < 0)
-		return 2;
-	if (o.help)
-		return 0;
-	if (!o.vault || optind != argc) {
-		log_error("usage: ferry gc --vault DIR");
-		return 2;
-	}
-	_cleanup_close_ int lock = -1;
-	int r = maint_lock(o.vault, &lock);
-	if (r == -EBUSY)
-		return log_error("vault %s is in use by a replicator", o.vault), 1;
-	if (r < 0)
-		return log_error_errno(r, "cannot lock vault %s", o.vault), 1;
-	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
-	if (open_vault(o.vault, 0, &v) < 0)
-		return 1;
-	unsigned thinned = 0;
-	struct gc_result g;
-	r = maint_thin(v, ferry_now_ns(), &thinned);
-	if (r >= 0)
-		r = maint_gc(v, &g);
-	if (r < 0)
-		return log_error_errno(r, "garbage collection of %s failed", o.vault), 1;
-	char freed[32];
-	format_bytes(g.bytes_freed, freed, sizeof(freed));
-	printf("%u point(s) thinned; %llu live objects; %llu pack(s) deleted, %llu rewritten, "
-	       "%llu orphan(s) removed; %s freed\n",
-	       thinned, (unsigned long long)g.live_objects, (unsigned long long)g.packs_deleted,
-	       (unsigned long long)g.packs_rewritten, (unsigned long long)g.orphan_packs, freed);
-	return 0;
-}
-
 static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } commands[] = {
-	{ "init", cmd_init },     { "enable-replication", cmd_enable },
-	{ "status", cmd_status }, { "recovery-points", cmd_points },
-	{ "show", cmd_show },     { "check", cmd_check },
+	/* clang-format off */
+	{ "init", cmd_init },
+	{ "enable-replication", cmd_enable },
+	{ "status", cmd_status },
+	{ "recovery-points", cmd_points },
+	{ "show", cmd_show },
+	{ "check", cmd_check },
 	{ "gc", cmd_gc },
+	{ "test-failover", cmd_test_failover },
+	{ "test-failover-cleanup", cmd_test_failover_cleanup },
+	{ "failover", cmd_failover },
+	{ "change-recovery-point", cmd_change_recovery_point },
+	{ "commit", cmd_commit },
+	{ "jobs", cmd_jobs },
+	/* clang-format on */
 };
 
 int main(int argc, char **argv)
 {
 	log_set_program("ferry");
+	env_blobs_setup();
 	if (argc < 2) {
 		usage(stderr);
 		return 2;

@@ -19,10 +19,10 @@
 #include "ferry/store.h"
 #include "ferry/util.h"
 
-int maint_lock(const char *vault_dir, int *ret_fd)
+int maint_lock(const char *vault_dir, const char *name, int *ret_fd)
 {
 	_cleanup_free_ char *path = NULL;
-	if (asprintf(&path, "%s/writer.lock", vault_dir) < 0)
+	if (asprintf(&path, "%s/%s.lock", vault_dir, name) < 0)
 		return -ENOMEM;
 	_cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)

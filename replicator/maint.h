@@ -10,9 +10,13 @@
 
 #include "ferry/vault.h"
 
-/* Takes the vault's writer lock (DIR/writer.lock, flock). -EBUSY if another
- * process holds it; the lock lives as long as the returned fd. */
-int maint_lock(const char *vault_dir, int *ret_fd);
+/*
+ * Takes one of the vault's locks (DIR/NAME.lock, flock); -EBUSY if another
+ * process holds it; it lives as long as the returned fd. "replicator" is
+ * held by the one replicator for its lifetime; "writer" by whoever changes
+ * the vault's data: the replicator during a pass, ferry gc, ferry failover.
+ */
+int maint_lock(const char *vault_dir, const char *name, int *ret_fd);
 
 /*
  * Thins recovery points of every VM as of now_ns: points older than the

@@ -44,8 +44,15 @@ int ferry_catalog_set_setting(struct ferry_catalog *c, const char *key, const ch
 enum ferry_vm_state {
 	FERRY_VM_INITIAL = 1, /* enabled, no consistency marker applied yet */
 	FERRY_VM_PROTECTED = 2,
-	FERRY_VM_ERROR = 3, /* last apply failed; see error */
+	FERRY_VM_ERROR = 3,        /* last apply failed; see error */
+	FERRY_VM_FAILED_OVER = 4,  /* replication stopped, a failover clone runs */
+	FERRY_VM_COMMITTED = 5,    /* failover made final */
+	FERRY_VM_REPROTECTING = 6, /* replicating back to the source site */
+	FERRY_VM_FAILED_BACK = 7,  /* back at the source; protection resumes */
 };
+
+/* A short name for the state, as the CLI and ferryfs show it. */
+const char *ferry_vm_state_name(enum ferry_vm_state s);
 
 struct ferry_vm {
 	int64_t id;
@@ -78,7 +85,8 @@ int ferry_catalog_vm_list(struct ferry_catalog *c,
 /* Target resources and source settings, as kind -> value pairs:
  * source-group, source-network, source-subnet, target-group, target-network,
  * target-subnet, availability-set, cache, target-storage, network-mapping
- * (value "SRC->DST"), reverse-network-mapping, agent-config. */
+ * (value "SRC->DST"), reverse-network-mapping, agent-config; and the VM's
+ * description: vm-cpus, vm-memory-mib, nic.N ("mac=..[,ip=A/P],model=.."). */
 int ferry_catalog_resource_set(struct ferry_catalog *c, int64_t vm_id, const char *kind,
 			       const char *value);
 int ferry_catalog_resource_get(struct ferry_catalog *c, int64_t vm_id, const char *kind, char *buf,
@@ -185,6 +193,7 @@ struct ferry_failover {
 	char network[FERRY_NAME_MAX + 1];
 	char subnet[FERRY_NAME_MAX + 1];
 	int64_t created_ns;
+	char accel[32]; /* qemu accelerators for the VM definition, e.g. "kvm:tcg" */
 };
 
 /* One disk of a clone: its map started as base_root (the point's) and is

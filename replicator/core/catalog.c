@@ -112,6 +112,7 @@ static const char schema_v1[] =
 	"  point_time_ns INTEGER NOT NULL,\n"
 	"  network TEXT NOT NULL,\n"
 	"  subnet TEXT NOT NULL,\n"
+	"  accel TEXT NOT NULL,\n"
 	"  created_ns INTEGER NOT NULL,\n"
 	"  UNIQUE (vm_id, name));\n"
 	"CREATE TABLE clone_disks (\n"
@@ -429,6 +430,29 @@ int ferry_catalog_set_setting(struct ferry_catalog *c, const char *key, const ch
 }
 
 /* ---- VMs ---- */
+
+const char *ferry_vm_state_name(enum ferry_vm_state s)
+{
+	switch (s) {
+	case FERRY_VM_INITIAL:
+		return "initial-replication";
+	case FERRY_VM_PROTECTED:
+		return "protected";
+	case FERRY_VM_ERROR:
+		return "error";
+	case FERRY_VM_FAILED_OVER:
+		return "failed-over";
+	case FERRY_VM_COMMITTED:
+		return "failover-committed";
+	case FERRY_VM_REPROTECTING:
+		return "re-protecting";
+	case FERRY_VM_FAILED_BACK:
+		return "failed-back";
+	}
+	return "unknown";
+}
+
+
 
 #define VM_COLUMNS                                                                                 \
 	"id, name, state, error, cache_url, crash_interval, app_interval, retention, created_ns, " \
@@ -1113,8 +1137,9 @@ int ferry_catalog_generation(struct ferry_catalog *c, uint64_t *ret)
 
 /* ---- failovers and clones ---- */
 
-#define FAILOVER_COLUMNS \
-	"id, vm_id, name, kind, state, point_name, point_time_ns, network, subnet, created_ns"
+#define FAILOVER_COLUMNS                                                                         \
+	"id, vm_id, name, kind, state, point_name, point_time_ns, network, subnet, created_ns, " \
+	"accel"
 
 static void failover_from_row(sqlite3_stmt *s, struct ferry_failover *f)
 {
@@ -1129,6 +1154,7 @@ static void failover_from_row(sqlite3_stmt *s, struct ferry_failover *f)
 	column_text(s, 7, f->network, sizeof(f->network));
 	column_text(s, 8, f->subnet, sizeof(f->subnet));
 	f->created_ns = sqlite3_column_int64(s, 9);
+	column_text(s, 10, f->accel, sizeof(f->accel));
 }
 
 int ferry_catalog_failover_add(struct ferry_catalog *c, struct ferry_failover *f,
@@ -1138,7 +1164,8 @@ int ferry_catalog_failover_add(struct ferry_catalog *c, struct ferry_failover *f
 	int r = prepare(
 		c,
 		"INSERT INTO failovers (vm_id, name, kind, state, point_name, "
-		"point_time_ns, network, subnet, created_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		"point_time_ns, network, subnet, created_ns, accel) "
+		"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		&s);
 	if (r < 0)
 		return r;
@@ -1151,6 +1178,7 @@ int ferry_catalog_failover_add(struct ferry_catalog *c, struct ferry_failover *f
 	sqlite3_bind_text(s, 7, f->network, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 8, f->subnet, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 9, f->created_ns);
+	sqlite3_bind_text(s, 10, f->accel, -1, SQLITE_STATIC);
 	r = step_done(s);
 	if (r < 0)
 		return r;

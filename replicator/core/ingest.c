@@ -167,12 +167,16 @@ const struct ferry_objsrc *ferry_ingest_objsrc(struct ferry_ingest *in)
 	return &in->objsrc;
 }
 
+/* Segment data may sit at any byte offset: load words with memcpy. */
 static int is_zero(const void *buf, size_t len)
 {
-	const uint64_t *p = buf;
-	for (size_t i = 0; i < len / 8; i++)
-		if (p[i])
+	const uint8_t *p = buf;
+	for (size_t i = 0; i + 8 <= len; i += 8) {
+		uint64_t w;
+		memcpy(&w, p + i, 8);
+		if (w)
 			return 0;
+	}
 	return 1;
 }
 

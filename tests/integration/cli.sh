@@ -66,12 +66,16 @@ must_fail "$AGENT" --config missing.conf --once
 grep -q "missing.img" "$T/must_fail.out" || fail "missing disk not named"
 [ -z "$(ls vault/cache/segments/ok 2>/dev/null)" ] || fail "a failed agent left segments"
 
-# A second replicator on the same vault refuses to run.
+# A second replicator on the same vault refuses to run; gc waits for no one.
+exec 9>vault/replicator.lock
+flock -n 9 || fail "cannot take the replicator lock in the test"
+must_fail "$REPLICATOR" --vault vault --once
+grep -q "another replicator holds vault" "$T/must_fail.out" || fail "second replicator: unclear error"
+exec 9>&-
 exec 9>vault/writer.lock
 flock -n 9 || fail "cannot take the writer lock in the test"
-must_fail "$REPLICATOR" --vault vault --once
-grep -q "holds vault" "$T/must_fail.out" || fail "second replicator: unclear error"
 must_fail "$FERRY" gc --vault vault
+grep -q "in use" "$T/must_fail.out" || fail "gc on a busy vault: unclear error"
 exec 9>&-
 
 # Man pages build and say something about each program.

@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Helpers shared by the ferry CLI's verbs: option parsing common to all of
+ * them, opening the vault and a VM with errors a user can act on, and the
+ * formatting of times, ages and sizes.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ferry/changelog.h"
+#include "ferry/log.h"
+#include "ferry/util.h"
+
+int parse_u64(const char *s, uint64_t max, uint64_t *ret)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v > max)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+void format_time(int64_t ns, char *buf, size_t size)
+{
+	time_t t = (time_t)(ns / 1000000000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void format_bytes(uint64_t b, char *buf, size_t size)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	double v = (double)b;
+	unsigned u = 0;
+	while (v >= 1024 && u + 1 < ARRAY_SIZE(units)) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+void format_age(int64_t ns, char *buf, size_t size)
+{
+	int64_t s = ns / 1000000000;
+	if (s < 0)
+		s = 0;
+	if (s < 120)
+		snprintf(buf, size, "%llds", (long long)s);
+	else if (s < 7200)
+		snprintf(buf, size, "%lldm%02llds", (long long)s / 60, (long long)s % 60);
+	else
+		snprintf(buf, size, "%lldh%02lldm", (long long)s / 3600, (long long)(s / 60) % 60);
+}
+
+const char *consistency_name(int c)
+{
+	return c == FERRY_CONSISTENCY_APP ? "app" : "crash";
+}
+
+int open_vault(const char *dir, int readonly, struct ferry_vault **ret)
+{
+	if (!dir) {
+		log_error("--vault DIR is required");
+		return -EINVAL;
+	}
+	int r = ferry_vault_open(dir, readonly, ret);
+	if (r == -ENOENT)
+		log_error("%s is not a vault (no catalog.db; create one with 'ferry init')", dir);
+	else if (r == -EPROTONOSUPPORT)
+		log_error("vault %s was made by a newer ferry", dir);
+	else if (r < 0)
+		log_error_errno(r, "cannot open vault %s", dir);
+	return r;
+}
+
+int get_vm(struct ferry_vault *v, const char *name, struct ferry_vm *ret)
+{
+	int r = ferry_catalog_vm_get(ferry_vault_catalog(v), name, ret);
+	if (r == -ENOENT)
+		log_error("no VM '%s' in vault %s", name, ferry_vault_dir(v));
+	else if (r < 0)
+		log_error_errno(r, "cannot read VM '%s'", name);
+	return r;
+}
+
+int parse_common(int argc, char **argv, struct opts *o, const char *help_text)
+{
+	static const struct option longopts[] = {
+		{ "vault", required_argument, NULL, 'V' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "read-data", no_argument, NULL, 'r' },
+		{ "help", no_argument, NULL, 'h' },
+		{},
+	};
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
+		switch (c) {
+		case 'V':
+			o->vault = optarg;
+			break;
+		case 'j':
+			o->json = 1;
+			break;
+		case 'r':
+			o->read_data = 1;
+			break;
+		case 'h':
+			fputs(help_text, stdout);
+			o->help = 1;
+			return 0;
+		default:
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* An absolute form of path that need not exist yet. */
+char *absolute(const char *path)
+{
+	if (path[0] == '/')
+		return strdup(path);
+	char cwd[PATH_MAX];
+	if (!getcwd(cwd, sizeof(cwd)))
+		return NULL;
+	char *r;
+	return asprintf(&r, "%s/%s", cwd, path) < 0 ? NULL : r;
+}
+
+int one_vm_args(int argc, char **argv, const char *help, struct opts *o, const char **ret_vm)
+{
+	if (parse_common(argc, argv, o, help) < 0)
+		return 2;
+	if (o->help)
+		return 0;
+	if (optind + 1 != argc) {
+		log_error("expected exactly one VM name (see --help)");
+		return 2;
+	}
+	*ret_vm = argv[optind];
+	return -1;
+}

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The ferry CLI's shared helpers and its verbs, one function per verb:
+ * ferry.c (vault and replication), ferry-check.c (check, gc) and
+ * ferry-failover.c (test failover, failover, commit, jobs, re-protect,
+ * failback). Each verb gets argv from its own name on and returns the exit
+ * status: 0 success, 1 failure, 2 usage error.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ferry/catalog.h"
+#include "ferry/util.h"
+#include "ferry/vault.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_vault *, ferry_vault_free)
+
+/* Common option parsing: --vault and --help for every verb, plus extras. */
+struct opts {
+	const char *vault;
+	int json, read_data, help;
+};
+
+/* Parses --vault, --json, --read-data and --help; prints help_text for
+ * --help and sets o->help. */
+int parse_common(int argc, char **argv, struct opts *o, const char *help_text);
+/* For verbs taking exactly one VM name: returns -1 to go on with *ret_vm
+ * set, or an exit status (0 after --help, 2 on a usage error). */
+int one_vm_args(int argc, char **argv, const char *help, struct opts *o, const char **ret_vm);
+int parse_u64(const char *s, uint64_t max, uint64_t *ret);
+/* An absolute form of path that need not exist yet (malloc'd). */
+char *absolute(const char *path);
+
+void format_time(int64_t ns, char *buf, size_t size);
+void format_bytes(uint64_t b, char *buf, size_t size);
+void format_age(int64_t ns, char *buf, size_t size);
+const char *consistency_name(int c);
+
+/* Open a vault or find a VM, logging an error a user can act on. */
+int open_vault(const char *dir, int readonly, struct ferry_vault **ret);
+int get_vm(struct ferry_vault *v, const char *name, struct ferry_vm *ret);
+
+int cmd_check(int argc, char **argv);
+int cmd_gc(int argc, char **argv);
+int cmd_test_failover(int argc, char **argv);
+int cmd_test_failover_cleanup(int argc, char **argv);
+int cmd_failover(int argc, char **argv);
+int cmd_change_recovery_point(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
+int cmd_jobs(int argc, char **argv);
