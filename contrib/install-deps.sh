@@ -4,8 +4,9 @@
 # Installs the Debian 12 packages Ferry needs, and only those that are
 # missing, so that running it on a prepared machine costs nothing and needs
 # no network. Build packages always; --test adds what the test suites use
-# (sanitizer runtimes, clang-format, e2fsprogs, ...); --demo what
-# contrib/demo.sh uses; --bench the peers and tools of contrib/bench/.
+# (sanitizer runtimes, clang-format, e2fsprogs, qemu, virt-xml-validate and
+# the boot fixture's tools); --demo what contrib/demo.sh uses; --bench the
+# peers and tools of contrib/bench/.
 # Runs as root, or through sudo.
 #
 # Usage: contrib/install-deps.sh [--test] [--demo] [--bench] [--dry-run]
@@ -15,7 +16,9 @@ build_pkgs=(build-essential meson ninja-build pkg-config libfuse3-dev fuse3 libs
 	libzstd-dev libssl-dev libcurl4-openssl-dev libxxhash-dev libinih-dev scdoc)
 # libclang-rt-14-dev holds the ASan/UBSan/libFuzzer runtimes; clang only
 # recommends it, and we install without recommends.
-test_pkgs=(e2fsprogs util-linux xxd python3 clang libclang-rt-14-dev clang-format)
+test_pkgs=(e2fsprogs util-linux xxd python3 clang libclang-rt-14-dev clang-format
+	libvirt-clients qemu-system-x86 qemu-utils busybox-static cpio fdisk syslinux syslinux-common
+	mtools dosfstools xz-utils binutils)
 # contrib/demo.sh: make and inspect an ext4 image, loop devices.
 demo_pkgs=(e2fsprogs util-linux)
 bench_pkgs=(restic borgbackup fio zstd openssl python3)

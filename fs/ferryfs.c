@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * ferryfs: mounts a vault read-only with the FUSE low-level API. Each VM is
- * a directory with its definition (vm.conf), its live disk images, its
+ * ferryfs: mounts a vault with the FUSE low-level API. Each VM is a
+ * directory with its definition (vm.conf), its live disk images, its
  * recovery points (immutable images the kernel may cache across opens) and
- * its failovers. The view follows the replicator without a remount: every
- * lookup, getattr, opendir and open checks the catalog's generation and
- * rebuilds an in-memory snapshot of VMs, disks and points when it moved.
+ * its failovers, whose clone images are the only writable files (clone.h).
+ * The view follows the replicator without a remount: every lookup, getattr,
+ * opendir and open checks the catalog's generation and rebuilds an
+ * in-memory snapshot of VMs, disks, points and failovers when it moved.
  * Inode numbers are computed from catalog ids, so the daemon keeps no
  * per-inode state and forget has nothing to do; per-open state (an image, a
- * rendered text file or a directory listing) lives in fi->fh.
+ * clone, a rendered text file or a directory listing) lives in fi->fh.
+ * Clones open on several handles share one overlay through a small registry
+ * of open clones; a background thread flushes them every few seconds and
+ * notices failovers that were cleaned up.
  */
 #define FUSE_USE_VERSION 314
 
@@ -28,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clone.h"
 #include "ferry/catalog.h"
 #include "ferry/changelog.h"
 #include "ferry/image.h"
@@ -41,8 +46,9 @@
  *
  *	ino = kind << 56 | id << 16 | idx
  *
- * The id is the VM's catalog id for per-VM nodes and the recovery point's
- * catalog id (unique across VMs) for per-point nodes; idx is the disk's
+ * The id is the VM's catalog id for per-VM nodes, the recovery point's
+ * catalog id (unique across VMs) for per-point nodes and the failover's
+ * catalog id (unique across VMs too) for per-failover nodes; idx is the disk's
  * source index for images and 0 otherwise. The root is FUSE_ROOT_ID (kind
  * 0). Catalog ids are row ids that are not handed out again while the
  * catalog lives, so an inode names one object for good and needs no table;
@@ -61,6 +67,10 @@ enum kind {
 	K_POINT = 9,      /* <vm>/recovery-points/<point>/ (id: the point's) */
 	K_PIMAGE = 10,    /* <vm>/recovery-points/<point>/<disk>.img */
 	K_PINFO = 11,     /* <vm>/recovery-points/<point>/info */
+	K_FAILOVER = 12,  /* <vm>/failovers/<name>/ (id: the failover's) */
+	K_CLONE = 13,     /* <vm>/failovers/<name>/<disk>.img */
+	K_DOMXML = 14,    /* <vm>/failovers/<name>/domain.xml */
+	K_QEMUARGS = 15,  /* <vm>/failovers/<name>/qemu.args */
 };
 
 #define ID_BITS 40
@@ -77,6 +87,10 @@ enum kind {
 #define CACHE_MIB_DEFAULT 256
 #define THREADS_DEFAULT 16
 
+/* The background thread wakes every second to notice failovers that went
+ * away, and flushes dirty clones every FLUSH_TICKS wake-ups. */
+#define FLUSH_TICKS 5
+
 static fuse_ino_t make_ino(enum kind k, int64_t id, uint16_t idx)
 {
 	if (k == K_ROOT)
@@ -92,6 +106,12 @@ struct prec {
 	size_t ndisks;
 };
 
+struct frec {
+	struct ferry_failover f;
+	struct ferry_clone_disk *disks;
+	size_t ndisks;
+};
+
 struct vrec {
 	struct ferry_vm vm;
 	struct ferry_disk *disks;
@@ -99,6 +119,8 @@ struct vrec {
 	struct prec *points; /* oldest first */
 	size_t npoints;
 	struct prec *latest, *latest_app;
+	struct frec *failovers; /* id order */
+	size_t nfailovers;
 	char *conf; /* the text of vm.conf */
 	size_t conflen;
 };
@@ -109,6 +131,12 @@ struct pindex {
 	struct prec *point;
 };
 
+struct findex {
+	int64_t id;
+	struct vrec *vm;
+	struct frec *fo;
+};
+
 struct snap {
 	unsigned refs;
 	uint64_t gen;
@@ -116,19 +144,56 @@ struct snap {
 	size_t nvms;
 	struct pindex *pidx; /* sorted by point id, to resolve inodes */
 	size_t npidx;
+	struct findex *fidx; /* sorted by failover id */
+	size_t nfidx;
 };
 
 /* Guards fs->snap and every snapshot's refs; taken inside the vault lock,
  * never around it. */
 static pthread_mutex_t snap_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* An open clone and how many users (open files, a flush in the background)
+ * hold it. A clone leaves the registry when its last user goes and nothing
+ * is left to flush, so the next open starts from the catalog again. */
+struct creg {
+	struct clone *c;
+	unsigned users;
+};
+
+/* When a clone that left the registry was last flushed: its files' mtime. */
+struct cmtime {
+	int64_t failover_id;
+	uint16_t idx;
+	int64_t ns;
+};
+
 struct fs {
-	struct ferry_vault *vault;
+	struct ferry_vault *vault; /* readers: shared by every thread */
+	/* A second handle on the same vault, opened read-write, for clone
+	 * flushes only: their catalog transactions never make a reader wait
+	 * on SQLite's busy handler while holding the readers' lock. NULL when
+	 * the vault cannot be written: clones are read-only then. */
+	struct ferry_vault *wvault;
 	struct ferry_chunk_cache *cache;
 	struct snap *snap; /* the newest view; holds one reference */
 	uid_t uid;
 	gid_t gid;
 	int64_t mounted_ns;
+	char *mnt; /* absolute path of the mount point, for VM definitions */
+
+	/* Guards the registry; taken before the vault lock, never inside it. */
+	pthread_mutex_t reg_lock;
+	struct creg *reg;
+	size_t nreg;
+	struct cmtime *mtimes;
+	size_t nmtimes;
+
+	/* The background flusher. */
+	pthread_mutex_t bg_lock;
+	pthread_cond_t bg_cond;
+	pthread_t bg_thread;
+	int bg_running;
+	int bg_stop;
 };
 
 /* Appends one zeroed element to a growable array; NULL when out of memory. */
@@ -157,25 +222,16 @@ static void snap_free(struct snap *s)
 		for (size_t j = 0; j < v->npoints; j++)
 			free(v->points[j].disks);
 		free(v->points);
+		for (size_t j = 0; j < v->nfailovers; j++)
+			free(v->failovers[j].disks);
+		free(v->failovers);
 		free(v->disks);
 		free(v->conf);
 	}
 	free(s->vms);
 	free(s->pidx);
+	free(s->fidx);
 	free(s);
-}
-
-static const char *state_name(enum ferry_vm_state s)
-{
-	switch (s) {
-	case FERRY_VM_INITIAL:
-		return "initial";
-	case FERRY_VM_PROTECTED:
-		return "protected";
-	case FERRY_VM_ERROR:
-		return "error";
-	}
-	return "unknown";
 }
 
 static const char *consistency_name(int c)
@@ -244,6 +300,32 @@ static int point_disk_cb(const struct ferry_point_disk *d, void *userdata)
 	return 0;
 }
 
+static int failover_cb(const struct ferry_failover *f, void *userdata)
+{
+	struct vrec *v = userdata;
+	struct frec *n;
+
+	if (f->id <= 0 || f->id > ID_MAX)
+		return 0;
+	n = grow(&v->failovers, &v->nfailovers, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	n->f = *f;
+	return 0;
+}
+
+static int clone_disk_cb(const struct ferry_clone_disk *d, void *userdata)
+{
+	struct frec *f = userdata;
+	struct ferry_clone_disk *n;
+
+	n = grow(&f->disks, &f->ndisks, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	*n = *d;
+	return 0;
+}
+
 static int resource_cb(const char *kind, const char *value, void *userdata)
 {
 	FILE *f = userdata;
@@ -268,6 +350,22 @@ static struct pindex *pindex_find(const struct snap *s, int64_t id)
 	return bsearch(&key, s->pidx, s->npidx, sizeof(key), pindex_cmp);
 }
 
+static int findex_cmp(const void *a, const void *b)
+{
+	const struct findex *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static struct findex *findex_find(const struct snap *s, int64_t id)
+{
+	struct findex key = { .id = id };
+
+	if (!s || s->nfidx == 0)
+		return NULL;
+	return bsearch(&key, s->fidx, s->nfidx, sizeof(key), findex_cmp);
+}
+
 /* vm.conf: the VM's settings and target resources as `key = value` lines. */
 static int render_conf(struct ferry_catalog *c, struct vrec *v)
 {
@@ -281,7 +379,7 @@ static int render_conf(struct ferry_catalog *c, struct vrec *v)
 		return -ENOMEM;
 	fprintf(f, "# ferry: definition and target settings of VM %s (read-only)\n", v->vm.name);
 	fprintf(f, "name = %s\n", v->vm.name);
-	fprintf(f, "state = %s\n", state_name(v->vm.state));
+	fprintf(f, "state = %s\n", ferry_vm_state_name(v->vm.state));
 	if (v->vm.error[0])
 		fprintf(f, "error = %s\n", v->vm.error);
 	fprintf(f, "cache-url = %s\n", v->vm.cache_url);
@@ -320,7 +418,7 @@ static int snap_build(struct ferry_catalog *c, uint64_t gen, const struct snap *
 		      struct snap **ret)
 {
 	struct snap *s;
-	size_t n = 0;
+	size_t n = 0, nf = 0;
 	int r;
 
 	s = calloc(1, sizeof(*s));
@@ -359,8 +457,14 @@ static int snap_build(struct ferry_catalog *c, uint64_t gen, const struct snap *
 				v->latest_app = p;
 		}
 		if (r >= 0)
+			r = ferry_catalog_failover_list(c, v->vm.id, failover_cb, v);
+		for (size_t j = 0; r >= 0 && j < v->nfailovers; j++)
+			r = ferry_catalog_clone_disks(c, v->failovers[j].f.id, clone_disk_cb,
+						      &v->failovers[j]);
+		if (r >= 0)
 			r = render_conf(c, v);
 		n += v->npoints;
+		nf += v->nfailovers;
 	}
 	if (r >= 0 && n > 0) {
 		s->pidx = calloc(n, sizeof(*s->pidx));
@@ -375,6 +479,20 @@ static int snap_build(struct ferry_catalog *c, uint64_t gen, const struct snap *
 				};
 		if (r >= 0)
 			qsort(s->pidx, s->npidx, sizeof(*s->pidx), pindex_cmp);
+	}
+	if (r >= 0 && nf > 0) {
+		s->fidx = calloc(nf, sizeof(*s->fidx));
+		if (!s->fidx)
+			r = -ENOMEM;
+		for (size_t i = 0; r >= 0 && i < s->nvms; i++)
+			for (size_t j = 0; j < s->vms[i].nfailovers; j++)
+				s->fidx[s->nfidx++] = (struct findex){
+					.id = s->vms[i].failovers[j].f.id,
+					.vm = &s->vms[i],
+					.fo = &s->vms[i].failovers[j],
+				};
+		if (r >= 0)
+			qsort(s->fidx, s->nfidx, sizeof(*s->fidx), findex_cmp);
 	}
 	if (r < 0) {
 		snap_free(s);
@@ -447,6 +565,8 @@ struct node {
 	struct prec *point;
 	const struct ferry_disk *disk;        /* K_LIVE */
 	const struct ferry_point_disk *pdisk; /* K_PIMAGE */
+	struct frec *fo;                      /* K_FAILOVER and below */
+	const struct ferry_clone_disk *cdisk; /* K_CLONE */
 };
 
 static struct vrec *vm_by_id(struct snap *s, int64_t id)
@@ -481,12 +601,21 @@ static const struct ferry_point_disk *pdisk_by_idx(const struct prec *p, unsigne
 	return NULL;
 }
 
+static const struct ferry_clone_disk *cdisk_by_idx(const struct frec *f, unsigned idx)
+{
+	for (size_t i = 0; i < f->ndisks; i++)
+		if (f->disks[i].idx == idx)
+			return &f->disks[i];
+	return NULL;
+}
+
 static int resolve(struct snap *s, fuse_ino_t ino, struct node *n)
 {
 	enum kind k = (enum kind)(ino >> 56);
 	int64_t id = (int64_t)((ino >> 16) & ID_MAX);
 	unsigned idx = ino & 0xffff;
 	struct pindex *pi;
+	struct findex *fi;
 
 	*n = (struct node){ .kind = k };
 	if (ino == FUSE_ROOT_ID)
@@ -523,6 +652,19 @@ static int resolve(struct snap *s, fuse_ino_t ino, struct node *n)
 			return idx == 0 ? 0 : -ENOENT;
 		n->pdisk = pdisk_by_idx(n->point, idx);
 		return n->pdisk ? 0 : -ENOENT;
+	case K_FAILOVER:
+	case K_CLONE:
+	case K_DOMXML:
+	case K_QEMUARGS:
+		fi = findex_find(s, id);
+		if (!fi)
+			return -ENOENT;
+		n->vm = fi->vm;
+		n->fo = fi->fo;
+		if (k != K_CLONE)
+			return idx == 0 ? 0 : -ENOENT;
+		n->cdisk = cdisk_by_idx(n->fo, idx);
+		return n->cdisk ? 0 : -ENOENT;
 	case K_ROOT:
 		break;
 	}
@@ -549,6 +691,12 @@ static fuse_ino_t node_ino(const struct node *n)
 		return make_ino(n->kind, n->point->p.id, 0);
 	case K_PIMAGE:
 		return make_ino(n->kind, n->point->p.id, n->pdisk->idx);
+	case K_FAILOVER:
+	case K_DOMXML:
+	case K_QEMUARGS:
+		return make_ino(n->kind, n->fo->f.id, 0);
+	case K_CLONE:
+		return make_ino(n->kind, n->fo->f.id, n->cdisk->idx);
 	}
 	return 0;
 }
@@ -578,6 +726,14 @@ static fuse_ino_t parent_ino(const struct node *n)
 	case K_PIMAGE:
 	case K_PINFO:
 		p.kind = K_POINT;
+		break;
+	case K_FAILOVER:
+		p.kind = K_FAILOVERS;
+		break;
+	case K_CLONE:
+	case K_DOMXML:
+	case K_QEMUARGS:
+		p.kind = K_FAILOVER;
 		break;
 	}
 	return node_ino(&p);
@@ -610,6 +766,270 @@ static int render_info(const struct prec *p, char **ret, size_t *ret_len)
 	*ret = buf;
 	*ret_len = len;
 	return 0;
+}
+
+/*
+ * domain.xml and qemu.args of a failover.
+ *
+ * HOOK for the vmdef module (include/ferry/vmdef.h, not in the tree when
+ * this was written): render the libvirt domain (kind K_DOMXML) or the qemu
+ * command line (K_QEMUARGS) of failover fo of VM v, with the clone images
+ * at their absolute paths in this mount, fs->mnt/<vm>/failovers/<name>/
+ * <disk>.img (clone_image_path() below). Until then a placeholder that
+ * says so and lists those paths.
+ */
+static int clone_image_path(const struct fs *fs, const struct vrec *v, const struct frec *fo,
+			    const struct ferry_clone_disk *d, char *buf, size_t size)
+{
+	int n = snprintf(buf, size, "%s/%s/failovers/%s/%s.img", fs->mnt, v->vm.name, fo->f.name,
+			 d->name);
+
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+static int render_vmdef(const struct fs *fs, const struct vrec *v, const struct frec *fo,
+			enum kind kind, char **ret, size_t *ret_len)
+{
+	char *buf = NULL, path[FERRY_PATH_MAX];
+	size_t len = 0;
+	int r = 0;
+	FILE *f;
+
+	f = open_memstream(&buf, &len);
+	if (!f)
+		return -ENOMEM;
+	if (kind == K_DOMXML)
+		fprintf(f, "<!-- ferry: the VM definition of failover %s of VM %s is not rendered "
+			   "yet (vmdef module missing) -->\n",
+			fo->f.name, v->vm.name);
+	else
+		fprintf(f, "# ferry: the qemu command line of failover %s of VM %s is not "
+			   "rendered yet (vmdef module missing)\n",
+			fo->f.name, v->vm.name);
+	for (size_t i = 0; r >= 0 && i < fo->ndisks; i++) {
+		r = clone_image_path(fs, v, fo, &fo->disks[i], path, sizeof(path));
+		if (r < 0)
+			break;
+		if (kind == K_DOMXML)
+			fprintf(f, "<!-- disk %u: %s -->\n", fo->disks[i].idx, path);
+		else
+			fprintf(f, "-drive file=%s,format=raw,cache=none\n", path);
+	}
+	if (fclose(f) != 0 && r >= 0)
+		r = -ENOMEM;
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	*ret = buf;
+	*ret_len = len;
+	return 0;
+}
+
+/* ---- the registry of open clones ---- */
+
+static struct creg *reg_find(struct fs *fs, int64_t failover_id, uint16_t idx)
+{
+	for (size_t i = 0; i < fs->nreg; i++)
+		if (clone_failover_id(fs->reg[i].c) == failover_id && clone_idx(fs->reg[i].c) == idx)
+			return &fs->reg[i];
+	return NULL;
+}
+
+static void mtime_note(struct fs *fs, int64_t failover_id, uint16_t idx, int64_t ns)
+{
+	struct cmtime *m;
+
+	if (ns <= 0)
+		return;
+	for (size_t i = 0; i < fs->nmtimes; i++)
+		if (fs->mtimes[i].failover_id == failover_id && fs->mtimes[i].idx == idx) {
+			fs->mtimes[i].ns = ns;
+			return;
+		}
+	m = grow(&fs->mtimes, &fs->nmtimes, sizeof(*m));
+	if (m)
+		*m = (struct cmtime){ failover_id, idx, ns };
+}
+
+/* The clone's last flush in this process, or its failover's creation. */
+static int64_t clone_file_time(struct fs *fs, const struct frec *fo,
+			       const struct ferry_clone_disk *d)
+{
+	int64_t t = 0;
+	struct creg *e;
+
+	pthread_mutex_lock(&fs->reg_lock);
+	e = reg_find(fs, fo->f.id, d->idx);
+	if (e)
+		t = clone_mtime(e->c);
+	for (size_t i = 0; t == 0 && i < fs->nmtimes; i++)
+		if (fs->mtimes[i].failover_id == fo->f.id && fs->mtimes[i].idx == d->idx)
+			t = fs->mtimes[i].ns;
+	pthread_mutex_unlock(&fs->reg_lock);
+	return t > 0 ? t : fo->f.created_ns;
+}
+
+struct row_find {
+	uint16_t idx;
+	int found;
+	struct ferry_clone_disk d;
+};
+
+static int row_find_cb(const struct ferry_clone_disk *d, void *userdata)
+{
+	struct row_find *rf = userdata;
+
+	if (d->idx == rf->idx) {
+		rf->d = *d;
+		rf->found = 1;
+	}
+	return 0;
+}
+
+/*
+ * Takes the shared clone of a clone disk, opening it if nobody has. A new
+ * clone starts from the row in the catalog, not from the caller's
+ * snapshot: that may predate the flush of a clone that was just closed.
+ */
+static int reg_get(struct fs *fs, const struct vrec *v, const struct frec *fo,
+		   const struct ferry_clone_disk *d, struct clone **ret)
+{
+	struct row_find rf = { .idx = d->idx };
+	char label[3 * FERRY_NAME_MAX + 3];
+	struct clone *c = NULL;
+	struct creg *e;
+	int r;
+
+	pthread_mutex_lock(&fs->reg_lock);
+	e = reg_find(fs, fo->f.id, d->idx);
+	if (e) {
+		e->users++;
+		*ret = e->c;
+		pthread_mutex_unlock(&fs->reg_lock);
+		return 0;
+	}
+	ferry_vault_lock(fs->vault);
+	r = ferry_catalog_clone_disks(ferry_vault_catalog(fs->vault), fo->f.id, row_find_cb, &rf);
+	ferry_vault_unlock(fs->vault);
+	if (r >= 0 && !rf.found)
+		r = -ENOENT;
+	snprintf(label, sizeof(label), "%s/%s/%s", v->vm.name, fo->f.name, d->name);
+	if (r >= 0)
+		r = clone_new(fs->cache, fs->wvault, &rf.d, label, &c);
+	if (r >= 0) {
+		e = grow(&fs->reg, &fs->nreg, sizeof(*e));
+		if (!e) {
+			clone_free(c);
+			r = -ENOMEM;
+		} else {
+			e->c = c;
+			e->users = 1;
+			*ret = c;
+		}
+	}
+	pthread_mutex_unlock(&fs->reg_lock);
+	return r;
+}
+
+/* Drops a user; the last one takes a clean clone out of the registry. A
+ * dirty one stays for the background flusher. */
+static void reg_put(struct fs *fs, struct clone *c)
+{
+	struct clone *gone = NULL;
+
+	pthread_mutex_lock(&fs->reg_lock);
+	for (size_t i = 0; i < fs->nreg; i++) {
+		struct creg *e = &fs->reg[i];
+
+		if (e->c != c)
+			continue;
+		assert(e->users > 0);
+		if (--e->users == 0 && clone_dirty_bytes(c) == 0) {
+			mtime_note(fs, clone_failover_id(c), clone_idx(c), clone_mtime(c));
+			gone = c;
+			fs->reg[i] = fs->reg[--fs->nreg];
+		}
+		break;
+	}
+	pthread_mutex_unlock(&fs->reg_lock);
+	clone_free(gone);
+}
+
+/*
+ * One pass of the background flusher: clones of failovers that left the
+ * catalog are discarded (their open files fail from now on), and with
+ * flush set every dirty clone is flushed. Also the final flush at unmount.
+ */
+static void reg_sweep(struct fs *fs, struct snap *s, int flush)
+{
+	for (size_t i = 0;; i++) {
+		struct clone *c = NULL;
+
+		pthread_mutex_lock(&fs->reg_lock);
+		for (; i < fs->nreg; i++) {
+			struct creg *e = &fs->reg[i];
+
+			if (s && !findex_find(s, clone_failover_id(e->c))) {
+				clone_discard(e->c, -ENOENT);
+				if (e->users == 0) {
+					clone_free(e->c);
+					fs->reg[i--] = fs->reg[--fs->nreg];
+				}
+				continue;
+			}
+			if (flush && clone_dirty_bytes(e->c) > 0) {
+				e->users++;
+				c = e->c;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&fs->reg_lock);
+		if (!c)
+			return;
+		(void)clone_flush(c); /* logs its own failure; retried next time */
+		/* reg_put may move the last entry into slot i: that one waits
+		 * for the next pass. */
+		reg_put(fs, c);
+	}
+}
+
+static void *bg_main(void *userdata)
+{
+	struct fs *fs = userdata;
+	unsigned tick = 0;
+
+	pthread_mutex_lock(&fs->bg_lock);
+	while (!fs->bg_stop) {
+		struct timespec ts;
+		struct snap *s = NULL;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&fs->bg_cond, &fs->bg_lock, &ts);
+		if (fs->bg_stop)
+			break;
+		pthread_mutex_unlock(&fs->bg_lock);
+		if (snap_get(fs, &s) < 0)
+			s = NULL;
+		reg_sweep(fs, s, ++tick % FLUSH_TICKS == 0);
+		snap_unref(s);
+		pthread_mutex_lock(&fs->bg_lock);
+	}
+	pthread_mutex_unlock(&fs->bg_lock);
+	return NULL;
+}
+
+static void bg_stop(struct fs *fs)
+{
+	if (!fs->bg_running)
+		return;
+	pthread_mutex_lock(&fs->bg_lock);
+	fs->bg_stop = 1;
+	pthread_cond_signal(&fs->bg_cond);
+	pthread_mutex_unlock(&fs->bg_lock);
+	pthread_join(fs->bg_thread, NULL);
+	fs->bg_running = 0;
 }
 
 static struct timespec ns_to_ts(int64_t ns)
@@ -692,12 +1112,37 @@ static int node_stat(struct fs *fs, const struct node *n, struct stat *st, doubl
 		*timeout = TIMEOUT_IMMUTABLE;
 		break;
 	}
+	case K_FAILOVER:
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2;
+		when = n->fo->f.created_ns;
+		break;
+	case K_CLONE:
+		st->st_mode = S_IFREG | (fs->wvault ? 0644 : 0444);
+		st->st_nlink = 1;
+		st->st_size = (off_t)n->cdisk->size;
+		when = clone_file_time(fs, n->fo, n->cdisk);
+		break;
+	case K_DOMXML:
+	case K_QEMUARGS: {
+		_cleanup_free_ char *text = NULL;
+		size_t len;
+
+		r = render_vmdef(fs, n->vm, n->fo, n->kind, &text, &len);
+		if (r < 0)
+			return r;
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = (off_t)len;
+		when = n->fo->f.created_ns;
+		break;
+	}
 	}
 	st->st_blocks = (st->st_size + 511) / 512;
 	/* How much of an image is allocated is not known without walking its
 	 * whole map. Claiming one block less than full makes cp, tar and rsync
 	 * take the file for sparse and ask SEEK_DATA/SEEK_HOLE, which is exact. */
-	if ((n->kind == K_LIVE || n->kind == K_PIMAGE) && st->st_blocks > 0)
+	if ((n->kind == K_LIVE || n->kind == K_PIMAGE || n->kind == K_CLONE) && st->st_blocks > 0)
 		st->st_blocks--;
 	st->st_mtim = st->st_ctim = st->st_atim = ns_to_ts(when);
 	return 0;
@@ -777,6 +1222,31 @@ static int child(struct snap *s, const struct node *parent, const char *name, st
 			}
 		return -ENOENT;
 	case K_FAILOVERS:
+		n->kind = K_FAILOVER;
+		for (size_t i = 0; i < parent->vm->nfailovers; i++)
+			if (strcmp(parent->vm->failovers[i].f.name, name) == 0) {
+				n->fo = &parent->vm->failovers[i];
+				return 0;
+			}
+		return -ENOENT;
+	case K_FAILOVER:
+		n->fo = parent->fo;
+		if (strcmp(name, "domain.xml") == 0) {
+			n->kind = K_DOMXML;
+			return 0;
+		}
+		if (strcmp(name, "qemu.args") == 0) {
+			n->kind = K_QEMUARGS;
+			return 0;
+		}
+		if (strip_img(name, base, sizeof(base)) < 0)
+			return -ENOENT;
+		n->kind = K_CLONE;
+		for (size_t i = 0; i < parent->fo->ndisks; i++)
+			if (strcmp(parent->fo->disks[i].name, base) == 0) {
+				n->cdisk = &parent->fo->disks[i];
+				return 0;
+			}
 		return -ENOENT;
 	default:
 		return -ENOTDIR;
@@ -787,8 +1257,11 @@ static int child(struct snap *s, const struct node *parent, const char *name, st
 
 struct handle {
 	struct ferry_image *img; /* images */
-	char *text;              /* vm.conf, info */
+	char *text;              /* vm.conf, info, domain.xml, qemu.args */
 	size_t len;
+	struct fs *fs;
+	struct clone *clone; /* clone images: shared, from the registry */
+	int writable;        /* opened for writing: close flushes */
 };
 
 static void handle_free(struct handle *h)
@@ -796,6 +1269,8 @@ static void handle_free(struct handle *h)
 	if (!h)
 		return;
 	ferry_image_free(h->img);
+	if (h->clone)
+		reg_put(h->fs, h->clone);
 	free(h->text);
 	free(h);
 }
@@ -890,7 +1365,28 @@ static int list_dir(fuse_req_t req, const struct node *n, struct dirbuf *d)
 		}
 		return r;
 	case K_FAILOVERS:
-		return 0;
+		c.kind = K_FAILOVER;
+		for (size_t i = 0; r >= 0 && i < n->vm->nfailovers; i++) {
+			c.fo = &n->vm->failovers[i];
+			r = dirbuf_add(req, d, c.fo->f.name, node_ino(&c), S_IFDIR);
+		}
+		return r;
+	case K_FAILOVER:
+		c.kind = K_CLONE;
+		for (size_t i = 0; r >= 0 && i < n->fo->ndisks; i++) {
+			c.cdisk = &n->fo->disks[i];
+			snprintf(name, sizeof(name), "%s.img", c.cdisk->name);
+			r = dirbuf_add(req, d, name, node_ino(&c), S_IFREG);
+		}
+		if (r >= 0) {
+			c.kind = K_DOMXML;
+			r = dirbuf_add(req, d, "domain.xml", node_ino(&c), S_IFREG);
+		}
+		if (r >= 0) {
+			c.kind = K_QEMUARGS;
+			r = dirbuf_add(req, d, "qemu.args", node_ino(&c), S_IFREG);
+		}
+		return r;
 	default:
 		return -ENOTDIR;
 	}
@@ -905,10 +1401,35 @@ static struct fs *req_fs(fuse_req_t req)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
+	struct fs *fs = userdata;
+
 	/* Data changes under the live images: let an mtime change drop
 	 * cached pages. Recovery-point images never change. */
 	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
 		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+	/* Truncation comes as setattr, where clones refuse a new size. */
+	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+	/* Here, not before the mount: the daemon forks when it detaches, and
+	 * threads do not survive that. */
+	if (fs->wvault && !fs->bg_running) {
+		if (pthread_create(&fs->bg_thread, NULL, bg_main, fs) == 0)
+			fs->bg_running = 1;
+		else
+			log_error("cannot start the clone flusher: clones are flushed on "
+				  "fsync and close only");
+	}
+}
+
+/* Unmount: whatever the clones still hold goes into the vault. */
+static void fs_flush_all(struct fs *fs)
+{
+	bg_stop(fs);
+	reg_sweep(fs, NULL, 1);
+}
+
+static void op_destroy(void *userdata)
+{
+	fs_flush_all(userdata);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1081,17 +1602,16 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = req_fs(req);
 	_cleanup_snap_ struct snap *s = NULL;
+	int writing = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
 	struct handle *h;
 	struct node n;
 	int r;
 
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-		fuse_reply_err(req, EROFS);
-		return;
-	}
 	r = snap_get(fs, &s);
 	if (r >= 0)
 		r = resolve(s, ino, &n);
+	if (r >= 0 && writing && (n.kind != K_CLONE || !fs->wvault))
+		r = -EROFS;
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -1101,6 +1621,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	h->fs = fs;
 
 	/* O_DIRECT is accepted as it is (qemu's cache=none uses it); reads
 	 * are served the same way either way. */
@@ -1124,6 +1645,20 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	case K_PINFO:
 		r = render_info(n.point, &h->text, &h->len);
 		fi->keep_cache = 1;
+		break;
+	case K_CLONE:
+		r = reg_get(fs, n.vm, n.fo, n.cdisk, &h->clone);
+		if (r < 0)
+			log_error_errno(r, "VM %s failover %s disk %s: cannot open clone",
+					n.vm->vm.name, n.fo->f.name, n.cdisk->name);
+		h->writable = writing;
+		/* Every open sees the shared overlay: no page cache in the way
+		 * (and O_DIRECT works the same). */
+		fi->direct_io = 1;
+		break;
+	case K_DOMXML:
+	case K_QEMUARGS:
+		r = render_vmdef(fs, n.vm, n.fo, n.kind, &h->text, &h->len);
 		break;
 	case K_VMCONF:
 		h->text = malloc(n.vm->conflen + 1);
@@ -1217,7 +1752,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = ferry_image_read(h->img, buf, size, (uint64_t)off);
+	if (h->clone)
+		n = clone_read(h->clone, buf, size, (uint64_t)off);
+	else
+		n = ferry_image_read(h->img, buf, size, (uint64_t)off);
 	if (n < 0) {
 		log_error_errno((int)n, "read of inode %" PRIx64 " at %" PRIu64 " failed",
 				(uint64_t)ino, (uint64_t)off);
@@ -1251,7 +1789,9 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 			pos = whence == SEEK_DATA ? (uint64_t)off : h->len;
 			r = 0;
 		}
-	} else
+	} else if (h->clone)
+		r = clone_seek(h->clone, (uint64_t)off, whence, &pos);
+	else
 		r = ferry_image_seek(h->img, (uint64_t)off, whence, &pos);
 	if (r < 0) {
 		fuse_reply_err(req, r == -EBADMSG ? EIO : -r);
@@ -1260,9 +1800,66 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	fuse_reply_lseek(req, (off_t)pos);
 }
 
+/* A flush error is an I/O error to the writer; a removed failover is gone. */
+static int flush_errno(int r)
+{
+	if (r == -ENOENT || r == -ENOSPC || r == -EDQUOT || r == -ENOMEM || r == -EROFS)
+		return -r;
+	return EIO;
+}
+
+/* close(): what this file wrote is durable before close returns. */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, 0);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	int r = 0;
+
+	if (h->clone && h->writable)
+		r = clone_flush(h->clone);
+	fuse_reply_err(req, r < 0 ? flush_errno(r) : 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	int r = 0;
+
+	if (h->clone)
+		r = clone_flush(h->clone);
+	fuse_reply_err(req, r < 0 ? flush_errno(r) : 0);
+}
+
+/* fsync of a failover's directory: every open clone of it. */
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct fs *fs = req_fs(req);
+	int64_t id = (int64_t)((ino >> 16) & ID_MAX);
+	int r = 0;
+
+	if ((enum kind)(ino >> 56) != K_FAILOVER) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	for (size_t i = 0;; i++) {
+		struct clone *c = NULL;
+		int k;
+
+		pthread_mutex_lock(&fs->reg_lock);
+		for (; i < fs->nreg; i++)
+			if (clone_failover_id(fs->reg[i].c) == id) {
+				fs->reg[i].users++;
+				c = fs->reg[i].c;
+				break;
+			}
+		pthread_mutex_unlock(&fs->reg_lock);
+		if (!c)
+			break;
+		k = clone_flush(c);
+		if (k < 0 && r >= 0)
+			r = k;
+		reg_put(fs, c);
+	}
+	fuse_reply_err(req, r < 0 ? flush_errno(r) : 0);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1273,11 +1870,12 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+	struct fs *fs = req_fs(req);
 	struct statvfs st = {
 		.f_bsize = FERRY_BLOCK_SIZE,
 		.f_frsize = FERRY_BLOCK_SIZE,
 		.f_namemax = 255,
-		.f_flag = ST_RDONLY,
+		.f_flag = fs->wvault ? 0 : ST_RDONLY,
 	};
 
 	fuse_reply_statfs(req, &st);
@@ -1285,14 +1883,48 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
-	fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+	struct fs *fs = req_fs(req);
+	int writable = (enum kind)(ino >> 56) == K_CLONE && fs->wvault;
+
+	fuse_reply_err(req, (mask & W_OK) && !writable ? EROFS : 0);
 }
 
-/* Everything that would change the vault: the view is read-only. */
+/*
+ * Only clone images change, and only their bytes: a clone has the size of
+ * its disk for good (like a block device: truncation to another size is
+ * EINVAL), and times and modes are not kept. Touching the times is accepted
+ * and ignored, so that tools which set them after a copy succeed.
+ */
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
 		       struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	struct fs *fs = req_fs(req);
+	_cleanup_snap_ struct snap *s = NULL;
+	const int times = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+			  FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME;
+	struct stat st;
+	struct node n;
+	double timeout;
+	int r;
+
+	if ((enum kind)(ino >> 56) != K_CLONE || !fs->wvault) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	r = snap_get(fs, &s);
+	if (r >= 0)
+		r = resolve(s, ino, &n);
+	if (r >= 0 && (to_set & FUSE_SET_ATTR_SIZE) && (uint64_t)attr->st_size != n.cdisk->size)
+		r = -EINVAL;
+	if (r >= 0 && (to_set & ~(times | FUSE_SET_ATTR_SIZE)))
+		r = -EPERM;
+	if (r >= 0)
+		r = node_stat(fs, &n, &st, &timeout);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fuse_reply_attr(req, &st, timeout);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
@@ -1329,7 +1961,23 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	ssize_t n;
+
+	if (!h->clone || !h->writable) {
+		fuse_reply_err(req, h->clone ? EBADF : EROFS);
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	n = clone_write(h->clone, buf, size, (uint64_t)off);
+	if (n < 0) {
+		fuse_reply_err(req, n == -EBADMSG ? EIO : (int)-n);
+		return;
+	}
+	fuse_reply_write(req, (size_t)n);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -1352,7 +2000,10 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
 			 struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	/* A clone is fully allocated already; hole punching is not offered. */
+	fuse_reply_err(req, h && h->clone ? EOPNOTSUPP : EROFS);
 }
 
 static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
@@ -1364,6 +2015,7 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 
 static const struct fuse_lowlevel_ops ops = {
 	.init = op_init,
+	.destroy = op_destroy,
 	.lookup = op_lookup,
 	.forget = op_forget,
 	.forget_multi = op_forget_multi,
@@ -1381,6 +2033,8 @@ static const struct fuse_lowlevel_ops ops = {
 	.read = op_read,
 	.write = op_write,
 	.flush = op_flush,
+	.fsync = op_fsync,
+	.fsyncdir = op_fsyncdir,
 	.release = op_release,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
@@ -1401,15 +2055,17 @@ static void help(void)
 {
 	printf("Usage: ferryfs --vault DIR MOUNTPOINT [OPTIONS]\n"
 	       "\n"
-	       "Mounts the vault DIR read-only at MOUNTPOINT: its VMs, live disk images,\n"
-	       "recovery points and failovers. Unmount with `fusermount3 -u MOUNTPOINT`.\n"
+	       "Mounts the vault DIR at MOUNTPOINT: its VMs, live disk images and recovery\n"
+	       "points (read-only), and the writable clone images of its failovers.\n"
+	       "Unmount with `fusermount3 -u MOUNTPOINT`.\n"
 	       "\n"
 	       "Options:\n"
 	       "  --vault DIR          the vault to show (required)\n"
 	       "  -f, --foreground     stay in the foreground\n"
 	       "  -d, --debug          log every FUSE request (implies -f)\n"
 	       "  -o OPT[,OPT...]      mount options: allow_other, default_permissions,\n"
-	       "                       cache_size=MIB, threads=N, and the FUSE ones\n"
+	       "                       cache_size=MIB, threads=N, ro (clones read-only\n"
+	       "                       too), and the FUSE ones\n"
 	       "  --cache-size MIB     decompressed chunk cache (default %d MiB)\n"
 	       "  --threads N          most worker threads (default %d)\n"
 	       "  -h, --help           show this help\n"
@@ -1437,6 +2093,7 @@ struct options {
 	int debug;
 	unsigned long cache_mib;
 	unsigned long threads;
+	int readonly;    /* -o ro: clones read-only too */
 	char *fuse_opts; /* what remains of -o for libfuse */
 };
 
@@ -1462,8 +2119,11 @@ static int take_mount_options(struct options *o, const char *list)
 				return log_error_errno(-EINVAL, "invalid threads: %s", opt + 8);
 			continue;
 		}
-		if (strcmp(opt, "ro") == 0 || strcmp(opt, "rw") == 0)
-			continue; /* read-only either way */
+		if (strcmp(opt, "ro") == 0 || strcmp(opt, "rw") == 0) {
+			/* Only clones are writable: ro is ours to enforce. */
+			o->readonly = strcmp(opt, "ro") == 0;
+			continue;
+		}
 		l = o->fuse_opts ? strlen(o->fuse_opts) : 0;
 		p = realloc(o->fuse_opts, l + strlen(opt) + 2);
 		if (!p)
@@ -1569,13 +2229,45 @@ static void session_done(struct session *s)
 
 static void fs_done(struct fs *fs)
 {
+	/* Normally op_destroy did this; not when the mount never started. */
+	fs_flush_all(fs);
+	for (size_t i = 0; i < fs->nreg; i++)
+		clone_free(fs->reg[i].c);
+	free(fs->reg);
+	free(fs->mtimes);
+	free(fs->mnt);
 	pthread_mutex_lock(&snap_lock);
 	if (fs->snap && --fs->snap->refs == 0)
 		snap_free(fs->snap);
 	fs->snap = NULL;
 	pthread_mutex_unlock(&snap_lock);
 	ferry_chunk_cache_free(fs->cache);
+	ferry_vault_free(fs->wvault);
 	ferry_vault_free(fs->vault);
+}
+
+/*
+ * The writer's handle on the vault, for clones. A vault that cannot be
+ * written (read-only media, another user's files) still mounts: its clones
+ * are read-only then. SQLite opens a write-protected database read-only
+ * without a word, so writability is asked of the files first.
+ */
+static int open_writer(struct fs *fs, const char *dir)
+{
+	_cleanup_free_ char *db = NULL;
+	int r;
+
+	if (asprintf(&db, "%s/catalog.db", dir) < 0)
+		return -ENOMEM;
+	if (access(dir, W_OK) < 0 || access(db, W_OK) < 0)
+		r = -errno;
+	else
+		r = ferry_vault_open(dir, 0, &fs->wvault);
+	if (r == -EROFS || r == -EACCES || r == -EPERM) {
+		log_info("vault %s is not writable: failover clones are read-only", dir);
+		return 0;
+	}
+	return r;
 }
 
 static int serve(struct fs *fs, const struct options *o, const char *mnt)
@@ -1623,6 +2315,9 @@ static int run(const struct options *o)
 		.uid = getuid(),
 		.gid = getgid(),
 		.mounted_ns = ferry_now_ns(),
+		.reg_lock = PTHREAD_MUTEX_INITIALIZER,
+		.bg_lock = PTHREAD_MUTEX_INITIALIZER,
+		.bg_cond = PTHREAD_COND_INITIALIZER,
 	};
 	struct snap *s = NULL;
 	struct stat st;
@@ -1644,6 +2339,14 @@ static int run(const struct options *o)
 	if (r < 0)
 		return log_error_errno(r, "cannot open vault %s%s", o->vault,
 				       r == -ENOENT ? " (no catalog.db: not a vault?)" : "");
+	if (!o->readonly) {
+		r = open_writer(&fs, vault_dir);
+		if (r < 0)
+			return log_error_errno(r, "cannot open vault %s for writing clones", o->vault);
+	}
+	fs.mnt = strdup(mnt);
+	if (!fs.mnt)
+		return log_error_errno(-ENOMEM, "out of memory");
 	r = ferry_chunk_cache_new(fs.vault, (size_t)o->cache_mib << 20, &fs.cache);
 	if (r < 0)
 		return log_error_errno(r, "cannot allocate the chunk cache");

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "ferry/cache.h"
 #include "ferry/log.h"
 #include "ferry/util.h"
@@ -608,5 +609,6 @@ static int run(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	log_set_program("ferry-agent");
+	env_blobs_setup();
 	return run(argc, argv) < 0 ? 1 : 0;
 }

@@ -5,7 +5,7 @@
 # run: initial ingest, store growth after 5 % scattered 4 KiB writes, reads of
 # a recovery point through FUSE (ferryfs vs restic mount vs borg mount: cold
 # sequential, random 4 KiB IOPS, mount to first byte) and the replicator's
-# peak RSS at two disk sizes. Prints a results table with Ferry/peer ratios
+# peak RSS at several disk sizes. Prints a results table with Ferry/peer ratios
 # and the issue's targets, and writes it to OUTDIR/results.md.
 #
 # Usage: contrib/bench/bench.sh            (as root: drop_caches, FUSE, apt)
@@ -16,7 +16,8 @@
 #   FERRY_BUILD  Ferry build dir, buildtype=release [<src>/build/bench]
 #   PEERS        peers to run ["restic borg"]
 #   FIO_RUNTIME  seconds per random-read run [20]; FIO_JOBS ["1 4"]
-#   RSS_SIZES    extra image sizes for Ferry's RSS [256M, or 64M if small]
+#   RSS_SIZES    extra disk sizes for Ferry's RSS ["256M 8G"; "64M 1G" if small]
+#   PHASES       subset of "ferry pipelined peers reads rss" [all]
 #   REBUILD=1    rebuild images even if present; SKIP_DEPS=1 no apt
 #   CHECK=0      skip comparing each mounted image with the source
 #   PROFILE=1    also record perf profiles of the agent and replicator
@@ -56,7 +57,7 @@ fi
 
 SIZE_BYTES=$(numfmt --from=iec "$SIZE") || exit 2
 if [ -z "${RSS_SIZES+x}" ]; then
-	if [ "$SIZE_BYTES" -ge $((1 << 30)) ]; then RSS_SIZES=256M; else RSS_SIZES=64M; fi
+	if [ "$SIZE_BYTES" -ge $((1 << 30)) ]; then RSS_SIZES="256M 8G"; else RSS_SIZES="64M 1G"; fi
 fi
 
 mkdir -p "$DATA" "$OUTDIR" && DATA=$(cd "$DATA" && pwd) && OUTDIR=$(cd "$OUTDIR" && pwd) || exit 1
@@ -123,7 +124,7 @@ cleanup() {
 	set +e
 	mount_stop
 	if [ "$KEEP" != 1 ]; then
-		rm -rf "$DATA/vault" "$DATA/vault.rss" "$DATA/ferry-src" "$DATA/src" \
+		rm -rf "$DATA/vault" "$DATA/vault.rss" "$DATA/vault.pipe" "$DATA/vault.prof" "$DATA/ferry-src" "$DATA/src" \
 			"$DATA/repo.restic" "$DATA/repo.borg" "$RESTIC_CACHE_DIR" "$BORG_BASE_DIR"
 	fi
 	rmdir "$DATA"/mnt.* 2>/dev/null
@@ -190,6 +191,7 @@ machine() {
 		echo "fio: $(fio --version)"
 		echo "fuse3: $(fusermount3 --version 2>&1)"
 		echo "image: $SIZE ($SIZE_BYTES bytes); fio runtime ${FIO_RUNTIME}s, jobs $FIO_JOBS"
+		echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min; >0.5 means other work shares the CPUs)"
 	} >"$OUTDIR/machine.txt"
 	sed 's/^/  /' "$OUTDIR/machine.txt" >&2
 }
@@ -201,10 +203,41 @@ image() {
 		say "image $size: reusing $dir (REBUILD=1 to rebuild)"
 		return 0
 	fi
+	if [ "$(numfmt --from=iec "$size")" -gt "$SIZE_BYTES" ] && [ -f "$IMG0" ]; then
+		tile_image "$size" "$dir"
+		return 0
+	fi
 	say "image $size: building (mkimage.sh)"
 	t0=$(now)
 	IMG_SIZE=$size "$HERE/mkimage.sh" "$dir" 2>"$LOG/mkimage-$size.log" ||
 		{ say "mkimage failed, see $LOG/mkimage-$size.log"; exit 1; }
+	t1=$(now)
+	say "image $size: built in $(fsub "$t1" "$t0") s"
+}
+
+# tile_image SIZE DIR : a disk larger than the main image, for the RSS runs
+# only, made fast: the main image repeated, each copy after the first with
+# its own 5 % of 4 KiB blocks rewritten (mkmod.py, seed = copy number), so
+# the agent reads and ships SIZE worth of data but the store keeps about one
+# copy plus the rewritten blocks. Generating SIZE of fresh content with
+# mkimage.sh would take about 2.5 min per GiB here.
+tile_image() {
+	local size=$1 dir=$2 n i t0 t1
+	n=$((($(numfmt --from=iec "$size") + SIZE_BYTES - 1) / SIZE_BYTES))
+	say "image $size: $n copies of the $SIZE image, each with its own 5 % rewritten"
+	t0=$(now)
+	mkdir -p "$dir"
+	rm -f "$dir/disk.img" "$dir/disk.mod.img"
+	truncate -s "$size" "$dir/disk.img"
+	for i in $(seq 0 $((n - 1))); do
+		cp --sparse=always "$IMG0" "$dir/tile.img"
+		[ "$i" -gt 0 ] && /usr/bin/python3 "$HERE/mkmod.py" "$dir/tile.img" --seed $((100 + i)) >/dev/null
+		dd if="$dir/tile.img" of="$dir/disk.img" bs=1M seek=$((i * SIZE_BYTES / 1048576)) \
+			conv=notrunc,sparse status=none
+	done
+	rm -f "$dir/tile.img"
+	truncate -s "$size" "$dir/disk.img"
+	touch "$dir/disk.mod.img" # unused: the RSS runs ingest once
 	t1=$(now)
 	say "image $size: built in $(fsub "$t1" "$t0") s"
 }
@@ -280,6 +313,35 @@ phase_ferry() {
 	"$FERRY" recovery-points --vault "$v" vm >"$LOG/ferry.points.txt" 2>&1
 	"$FERRY" status --vault "$v" >>"$LOG/ferry.points.txt" 2>&1
 	rec ferry recovery_points n "$(grep -c '^[0-9]' "$LOG/ferry.points.txt")"
+}
+
+# The same initial ingest with both programs running at once, as they do in
+# a deployment: the replicator polls the cache every second while the agent
+# scans; once the agent is done the replicator is stopped and one last
+# --once pass applies what is left. Informative; the target uses the sum.
+phase_pipelined() {
+	local v=$DATA/vault.pipe src=$DATA/ferry-src/pipe.img t0 t1 rpid rc
+	say "== ferry: initial ingest with agent and replicator running at once"
+	mkdir -p "$DATA/ferry-src"
+	cp --sparse=always "$IMG0" "$src"
+	ferry_setup "$v" "$src"
+	drop_caches
+	t0=$(now)
+	"$REPLICATOR" --vault "$v" --interval 1 >>"$LOG/ferry.pipelined.log" 2>&1 &
+	rpid=$!
+	"$AGENT" --config "$v/agents/vm.conf" --once >>"$LOG/ferry.pipelined.log" 2>&1
+	rc=$?
+	kill -TERM "$rpid" 2>/dev/null
+	wait "$rpid" 2>/dev/null
+	"$REPLICATOR" --vault "$v" --once >>"$LOG/ferry.pipelined.log" 2>&1 || rc=1
+	t1=$(now)
+	if [ "$rc" = 0 ]; then
+		rec ferry ingest_pipelined_s s "$(fsub "$t1" "$t0")"
+		rec ferry ingest_pipelined_MBps MB/s "$(fdiv "$SIZE_BYTES" "$(awk -v t="$(fsub "$t1" "$t0")" 'BEGIN{print t*1e6}')")"
+	else
+		say "WARNING: pipelined ingest failed, see $LOG/ferry.pipelined.log"
+	fi
+	rm -rf "$v" "$src"
 }
 
 # perf profiles of a second, identical initial ingest (PROFILE=1): where the time goes.
@@ -457,11 +519,21 @@ rec raw seq_read_cold_MBps MB/s "$(fdiv "$SIZE_BYTES" "$(awk -v t="$(fsub "$t1" 
 say "counting the 4 KiB blocks that differ between disk.img and disk.mod.img"
 rec image changed_4k_blocks blocks "$(/usr/bin/python3 "$HERE/changed_blocks.py" "$IMG0" "$IMG1")"
 
-phase_ferry
-for p in $PEERS; do phase_peer "$p"; done
-for p in ferry $PEERS; do phase_reads "$p"; done
-phase_rss
+PHASES=${PHASES:-"ferry pipelined peers reads rss"}
+for ph in $PHASES; do
+	rec load "loadavg_before_$ph" 1min "$(cut -d' ' -f1 /proc/loadavg)"
+	case $ph in
+	ferry) phase_ferry ;;
+	pipelined) phase_pipelined ;;
+	peers) for p in $PEERS; do phase_peer "$p"; done ;;
+	reads) for p in ferry $PEERS; do phase_reads "$p"; done ;;
+	rss) phase_rss ;;
+	*) say "unknown phase $ph" ;;
+	esac
+done
+rec load loadavg_end 1min "$(cut -d' ' -f1 /proc/loadavg)"
 
-/usr/bin/python3 "$HERE/report.py" "$RES" "$OUTDIR/machine.txt" >"$OUTDIR/results.md"
+/usr/bin/python3 "$HERE/report.py" "$RES" "$OUTDIR/machine.txt" >"$OUTDIR/results.md" ||
+	{ say "report.py failed; raw results in $RES"; exit 1; }
 cat "$OUTDIR/results.md"
 say "results: $OUTDIR/results.md (raw: $RES, logs: $LOG)"

@@ -25,7 +25,8 @@
 
 #define API_VERSION "2021-08-06"
 #define DEV_ACCOUNT "devstoreaccount1"
-#define DEV_KEY "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+#define DEV_KEY \
+	"Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 #define DEV_ENDPOINT "http://127.0.0.1:10000/" DEV_ACCOUNT
 /* Above this a put goes up as parallel blocks; packs are at most 256 MiB. */
 #define SINGLE_PUT_MAX (64u * 1024u * 1024u)
@@ -36,7 +37,7 @@ struct azure {
 	char *account;
 	void *key; /* decoded account key; NULL with a SAS or anonymous */
 	size_t keylen;
-	char *sas; /* query string without '?', or NULL */
+	char *sas;      /* query string without '?', or NULL */
 	char *endpoint; /* scheme://host[:port][/path], no trailing '/' */
 	char *container;
 	char *prefix; /* "" or ending in '/' */
@@ -90,7 +91,8 @@ static char *pct_decode(const char *s, size_t n)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
 		int hi, lo;
-		if (s[i] == '%' && i + 2 < n && (hi = hexval(s[i + 1])) >= 0 && (lo = hexval(s[i + 2])) >= 0) {
+		if (s[i] == '%' && i + 2 < n && (hi = hexval(s[i + 1])) >= 0 &&
+		    (lo = hexval(s[i + 2])) >= 0) {
 			*o++ = (char)(hi * 16 + lo);
 			i += 2;
 		} else
@@ -282,8 +284,8 @@ int azure_string_to_sign(const char *account, const char *method, const char *ur
 	}
 	sb_add(&sb, cl);
 	sb_add(&sb, "\n");
-	static const char *const rest[] = { "Content-MD5",	 "Content-Type",    "Date",
-					    "If-Modified-Since", "If-Match",	    "If-None-Match",
+	static const char *const rest[] = { "Content-MD5",         "Content-Type", "Date",
+					    "If-Modified-Since",   "If-Match",     "If-None-Match",
 					    "If-Unmodified-Since", "Range" };
 	for (size_t i = 0; i < ARRAY_SIZE(rest); i++) {
 		sb_add(&sb, hdr(headers, nheaders, rest[i]));
@@ -388,8 +390,8 @@ static int make_url(const struct azure *a, const char *name, const char *q, char
 	}
 	int has_q = q && *q;
 	const char *sas = a->key ? NULL : a->sas;
-	if (asprintf(ret, "%s/%s%s%s%s%s%s%s", a->endpoint, a->container, esc ? "/" : "",
-		     esc ?: "", has_q || sas ? "?" : "", has_q ? q : "", has_q && sas ? "&" : "",
+	if (asprintf(ret, "%s/%s%s%s%s%s%s%s", a->endpoint, a->container, esc ? "/" : "", esc ?: "",
+		     has_q || sas ? "?" : "", has_q ? q : "", has_q && sas ? "&" : "",
 		     sas ?: "") < 0)
 		return -ENOMEM;
 	return 0;
@@ -644,9 +646,12 @@ static int azure_get_range(struct ferry_blobs *b, const char *name, uint64_t off
 		 (unsigned long long)(off + len - 1));
 	struct ferry_http_header h[] = { { "Range", range } };
 	struct ferry_http_response resp;
-	struct call c = {
-		.method = "GET", .name = name, .headers = h, .nheaders = 1, .into = buf, .into_cap = len
-	};
+	struct call c = { .method = "GET",
+			  .name = name,
+			  .headers = h,
+			  .nheaders = 1,
+			  .into = buf,
+			  .into_cap = len };
 	int r = azure_call(A(b), &c, &resp);
 	if (r == -ERANGE) /* the blob ends before off */
 		r = -EBADMSG;
@@ -748,8 +753,11 @@ static int xml_unescape(const char *s, const char *end, char **ret)
 		static const struct {
 			const char *ent;
 			char c;
-		} ents[] = { { "&lt;", '<' }, { "&gt;", '>' }, { "&amp;", '&' },
-			     { "&quot;", '"' }, { "&apos;", '\'' } };
+		} ents[] = { { "&lt;", '<' },
+			     { "&gt;", '>' },
+			     { "&amp;", '&' },
+			     { "&quot;", '"' },
+			     { "&apos;", '\'' } };
 		int done = 0;
 		for (size_t i = 0; semi && i < ARRAY_SIZE(ents); i++)
 			if (n == strlen(ents[i].ent) && memcmp(s, ents[i].ent, n) == 0) {
@@ -898,7 +906,8 @@ static int azure_list(struct ferry_blobs *b, const char *prefix, struct blob_lis
 		r = azure_call(a, &c, &resp);
 		_cleanup_free_ char *next = NULL;
 		if (r >= 0)
-			r = resp.body ? parse_list(a, resp.body, resp.body_len, out, &next) : -EBADMSG;
+			r = resp.body ? parse_list(a, resp.body, resp.body_len, out, &next) :
+					-EBADMSG;
 		ferry_http_response_clear(&resp);
 		if (r < 0)
 			return r;
@@ -921,10 +930,9 @@ static int new_lease_id(char out[37])
 		return -EIO;
 	u[6] = (uint8_t)((u[6] & 0x0f) | 0x40);
 	u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
-	snprintf(out, 37,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
-		 u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
-		 u[14], u[15]);
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
+		 u[13], u[14], u[15]);
 	return 0;
 }
 
@@ -1081,7 +1089,8 @@ static int parse_connection_string(struct azure *a, const char *cs)
 		if ((r = set_str(&a->account, DEV_ACCOUNT, strlen(DEV_ACCOUNT))) < 0 ||
 		    (r = set_key(a, DEV_KEY)) < 0)
 			return r;
-		if (!a->endpoint && (r = set_str(&a->endpoint, DEV_ENDPOINT, strlen(DEV_ENDPOINT))) < 0)
+		if (!a->endpoint &&
+		    (r = set_str(&a->endpoint, DEV_ENDPOINT, strlen(DEV_ENDPOINT))) < 0)
 			return r;
 	}
 	if (!a->account)
@@ -1186,7 +1195,8 @@ void blobs_azure_set_max_results(struct ferry_blobs *b, unsigned n)
 }
 
 int blobs_azure_set_http_fault(struct ferry_blobs *b,
-			       int (*fault)(const char *method, const char *url, void *ud), void *ud)
+			       int (*fault)(const char *method, const char *url, void *ud),
+			       void *ud)
 {
 	if (b->ops != &blobs_azure_ops)
 		return -EINVAL;

@@ -87,7 +87,8 @@ int azure_authorization(const char *account, const void *key, size_t keylen, con
  * fault seam under its HTTP client (see ferry_http_options.fault). */
 void blobs_azure_set_max_results(struct ferry_blobs *b, unsigned n);
 int blobs_azure_set_http_fault(struct ferry_blobs *b,
-			       int (*fault)(const char *method, const char *url, void *ud), void *ud);
+			       int (*fault)(const char *method, const char *url, void *ud),
+			       void *ud);
 
 extern const struct blobs_ops blobs_local_ops;
 extern const struct blobs_ops blobs_azure_ops;

@@ -32,12 +32,12 @@
 struct s3 {
 	struct ferry_http *http;
 	char *bucket;
-	char *prefix;	  /* "" or "PREFIX/" */
-	char *origin;	  /* "https://host[:port]", no trailing slash */
-	char *host;	  /* the Host header, as in origin */
-	char *base_path;  /* raw path before the key: "/bucket" or "" (+ endpoint path) */
+	char *prefix;    /* "" or "PREFIX/" */
+	char *origin;    /* "https://host[:port]", no trailing slash */
+	char *host;      /* the Host header, as in origin */
+	char *base_path; /* raw path before the key: "/bucket" or "" (+ endpoint path) */
 	char *region;
-	char *key_id;	  /* NULL: anonymous, unsigned requests */
+	char *key_id; /* NULL: anonymous, unsigned requests */
 	char *secret;
 	char *token;
 	unsigned max_keys; /* test hook; 0 = server default */
@@ -386,9 +386,8 @@ static int bucket_create(struct s3 *s)
 		return -ENOMEM;
 	_cleanup_response_ struct ferry_http_response resp = { 0 };
 	int r = s3_do(s,
-		      &(struct s3_req){ .method = "PUT",
-					.body = body,
-					.body_len = body ? strlen(body) : 0 },
+		      &(struct s3_req){
+			      .method = "PUT", .body = body, .body_len = body ? strlen(body) : 0 },
 		      &resp);
 	if (r == -EEXIST) {
 		char code[64];
@@ -428,8 +427,7 @@ static int s3_open(struct ferry_blobs *b, const char *where, int create)
 		return -ENOMEM;
 	}
 
-	int r = dup_opt(o->aws_region && *o->aws_region ? o->aws_region : "us-east-1",
-			&s->region);
+	int r = dup_opt(o->aws_region && *o->aws_region ? o->aws_region : "us-east-1", &s->region);
 	if (r >= 0)
 		r = dup_opt(o->aws_access_key_id, &s->key_id);
 	if (r >= 0)
@@ -621,12 +619,11 @@ static int s3_size(struct ferry_blobs *b, const char *name, uint64_t *ret)
 static int delete_object(struct s3 *s, const char *key, const struct sigv4_header *cond)
 {
 	_cleanup_response_ struct ferry_http_response resp = { 0 };
-	return s3_do(s,
-		     &(struct s3_req){ .method = "DELETE",
-				       .key = key,
-				       .headers = cond,
-				       .nheaders = cond ? 1 : 0 },
-		     &resp);
+	return s3_do(
+		s,
+		&(struct s3_req){
+			.method = "DELETE", .key = key, .headers = cond, .nheaders = cond ? 1 : 0 },
+		&resp);
 }
 
 static int s3_del(struct ferry_blobs *b, const char *name)
@@ -717,8 +714,11 @@ static int xml_text(const char *s, const char *e, char **ret)
 		static const struct {
 			const char *name;
 			char c;
-		} named[] = { { "amp", '&' }, { "lt", '<' }, { "gt", '>' },
-			      { "quot", '"' }, { "apos", '\'' } };
+		} named[] = { { "amp", '&' },
+			      { "lt", '<' },
+			      { "gt", '>' },
+			      { "quot", '"' },
+			      { "apos", '\'' } };
 		int done = 0;
 		for (size_t i = 0; i < ARRAY_SIZE(named); i++)
 			if (strlen(named[i].name) == l && !memcmp(ent, named[i].name, l)) {
@@ -731,10 +731,11 @@ static int xml_text(const char *s, const char *e, char **ret)
 			uint32_t cp = 0;
 			int digits = 0;
 			for (; d < semi; d++, digits++) {
-				int v = isdigit((unsigned char)*d) ? *d - '0'
-					: hex && isxdigit((unsigned char)*d)
-					? (tolower((unsigned char)*d) - 'a' + 10)
-					: -1;
+				int v = isdigit((unsigned char)*d) ?
+						*d - '0' :
+					hex && isxdigit((unsigned char)*d) ?
+						(tolower((unsigned char)*d) - 'a' + 10) :
+						-1;
 				if (v < 0 || cp > 0x10ffff) {
 					digits = -1;
 					break;
@@ -883,7 +884,8 @@ static int s3_list(struct ferry_blobs *b, const char *prefix, struct blob_list *
 
 /*
  * The lock is object NAME holding LOCK_MAGIC, "owner HEX" (a random nonce,
- * which is also the token) and "expires SECONDS" (Unix time). S3's
+ * which is also the token) and "expires-ms MS" (Unix time in milliseconds:
+ * whole seconds would cut a short TTL by up to one). S3's
  * conditional writes make every step a compare-and-swap on the object:
  *
  * - acquire creates it with If-None-Match: *, so of any number of
@@ -906,7 +908,7 @@ static int s3_list(struct ferry_blobs *b, const char *prefix, struct blob_list *
 
 struct lock_info {
 	char owner[65];
-	uint64_t expires;
+	uint64_t expires_ms;
 	char etag[128];
 };
 
@@ -927,8 +929,8 @@ static int lock_parse(const char *body, size_t len, struct lock_info *ret)
 			memcpy(li.owner, p + 6, (size_t)(nl - p - 6));
 			li.owner[nl - p - 6] = 0;
 			have_owner = 1;
-		} else if ((size_t)(nl - p) > 8 && !memcmp(p, "expires ", 8)) {
-			if (parse_u64(p + 8, nl, &li.expires) < 0)
+		} else if ((size_t)(nl - p) > 11 && !memcmp(p, "expires-ms ", 11)) {
+			if (parse_u64(p + 11, nl, &li.expires_ms) < 0)
 				return -EBADMSG;
 			have_expires = 1;
 		}
@@ -958,20 +960,19 @@ static int lock_read(struct s3 *s, const char *key, struct lock_info *ret)
 	return 0;
 }
 
-static uint64_t now_s(void)
+static uint64_t now_ms(void)
 {
-	return (uint64_t)(ferry_now_ns() / 1000000000);
+	return (uint64_t)(ferry_now_ns() / 1000000);
 }
 
 static int lock_body(const char *owner, unsigned ttl_s, char *buf, size_t size)
 {
-	int n = snprintf(buf, size, LOCK_MAGIC "owner %s\nexpires %" PRIu64 "\n", owner,
-			 now_s() + (ttl_s ? ttl_s : 1));
+	int n = snprintf(buf, size, LOCK_MAGIC "owner %s\nexpires-ms %" PRIu64 "\n", owner,
+			 now_ms() + (uint64_t)(ttl_s ? ttl_s : 1) * 1000);
 	return n < 0 || (size_t)n >= size ? -EINVAL : n;
 }
 
-static int s3_lock_acquire(struct ferry_blobs *b, const char *name, unsigned ttl_s,
-			   char token[128])
+static int s3_lock_acquire(struct ferry_blobs *b, const char *name, unsigned ttl_s, char token[128])
 {
 	struct s3 *s = b->priv;
 	_cleanup_free_ char *key = NULL;
@@ -1009,7 +1010,7 @@ static int s3_lock_acquire(struct ferry_blobs *b, const char *name, unsigned ttl
 		/* Our own create, landed by an attempt whose answer was lost. */
 		if (!strcmp(li.owner, owner))
 			break;
-		if (li.expires > now_s() || attempt > 0)
+		if (li.expires_ms > now_ms() || attempt > 0)
 			return -EBUSY;
 
 		const struct sigv4_header im = { "If-Match", li.etag };
@@ -1023,8 +1024,7 @@ static int s3_lock_acquire(struct ferry_blobs *b, const char *name, unsigned ttl
 	return 0;
 }
 
-static int s3_lock_renew(struct ferry_blobs *b, const char *name, const char *token,
-			 unsigned ttl_s)
+static int s3_lock_renew(struct ferry_blobs *b, const char *name, const char *token, unsigned ttl_s)
 {
 	struct s3 *s = b->priv;
 	_cleanup_free_ char *key = NULL;

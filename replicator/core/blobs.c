@@ -150,19 +150,30 @@ int ferry_blobs_set_options(const struct ferry_blobs_options *opts)
 	if (opts) {
 		n = *opts;
 		const char **strs[] = {
-			&n.azure_connection_string, &n.azure_account,	 &n.azure_key,
-			&n.azure_sas,		    &n.aws_access_key_id,	 &n.aws_secret_access_key,
-			&n.aws_session_token,	    &n.aws_region,		 &n.aws_endpoint_url,
+			&n.azure_connection_string,
+			&n.azure_account,
+			&n.azure_key,
+			&n.azure_sas,
+			&n.aws_access_key_id,
+			&n.aws_secret_access_key,
+			&n.aws_session_token,
+			&n.aws_region,
+			&n.aws_endpoint_url,
 			&n.ca_bundle,
 		};
 		for (size_t i = 0; i < ARRAY_SIZE(strs); i++)
 			*strs[i] = NULL;
 		const char *const srcs[] = {
-			opts->azure_connection_string, opts->azure_account,
-			opts->azure_key,	       opts->azure_sas,
-			opts->aws_access_key_id,       opts->aws_secret_access_key,
-			opts->aws_session_token,       opts->aws_region,
-			opts->aws_endpoint_url,	       opts->ca_bundle,
+			opts->azure_connection_string,
+			opts->azure_account,
+			opts->azure_key,
+			opts->azure_sas,
+			opts->aws_access_key_id,
+			opts->aws_secret_access_key,
+			opts->aws_session_token,
+			opts->aws_region,
+			opts->aws_endpoint_url,
+			opts->ca_bundle,
 		};
 		for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
 			int r = dup_opt(srcs[i], strs[i]);

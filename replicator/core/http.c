@@ -397,8 +397,8 @@ static int build_headers(const struct ferry_http_request *req, const struct ferr
 	struct curl_slist *l = NULL;
 	int r = 0;
 	for (size_t i = 0; r >= 0 && i < req->nheaders + nsh; i++) {
-		const struct ferry_http_header *hd =
-			i < req->nheaders ? &req->headers[i] : &sh[i - req->nheaders];
+		const struct ferry_http_header *hd = i < req->nheaders ? &req->headers[i] :
+									 &sh[i - req->nheaders];
 		if (!header_ok(hd->name) || !header_ok(hd->value))
 			r = -EINVAL;
 		else

@@ -244,8 +244,8 @@ int sigv4_sign(const struct sigv4_request *req, const struct sigv4_credentials *
 {
 	if (!req || !cred || !req->method || !*req->method || !req->host || !*req->host ||
 	    !req->payload_hash || !payload_hash_ok(req->payload_hash) ||
-	    !scope_part_ok(req->region) || !scope_part_ok(req->service) ||
-	    !cred->access_key_id || !*cred->access_key_id || !value_ok(cred->access_key_id) ||
+	    !scope_part_ok(req->region) || !scope_part_ok(req->service) || !cred->access_key_id ||
+	    !*cred->access_key_id || !value_ok(cred->access_key_id) ||
 	    strchr(cred->access_key_id, ',') || !cred->secret_access_key)
 		return -EINVAL;
 

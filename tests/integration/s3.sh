@@ -19,6 +19,7 @@ PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 ENDPOINT=http://127.0.0.1:$PORT
 python3 -m moto.server -H 127.0.0.1 -p "$PORT" > moto.log 2>&1 &
 PIDS+=($!)
+disown $! # killed by lib.sh's cleanup, without bash reporting it
 for _ in $(seq 100); do
 	curl -fs "$ENDPOINT/moto-api/" >/dev/null 2>&1 && break
 	sleep 0.1

@@ -35,9 +35,14 @@ static void test_get_object(void)
 {
 	const struct sigv4_header h[] = { { "Range", "bytes=0-9" } };
 	struct sigv4_request req = {
-		.method = "GET", .host = HOST, .path = "/test.txt",
-		.headers = h, .nheaders = ARRAY_SIZE(h),
-		.payload_hash = SIGV4_EMPTY_SHA256, .region = "us-east-1", .service = "s3",
+		.method = "GET",
+		.host = HOST,
+		.path = "/test.txt",
+		.headers = h,
+		.nheaders = ARRAY_SIZE(h),
+		.payload_hash = SIGV4_EMPTY_SHA256,
+		.region = "us-east-1",
+		.service = "s3",
 		.now = T20130524,
 	};
 	struct sigv4_signed s;
@@ -56,8 +61,7 @@ static void test_get_object(void)
 	   "GET Object string to sign");
 	ok(!strcmp(s.signature, "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"),
 	   "GET Object signature %s", s.signature);
-	ok(!strcmp(s.authorization,
-		   AUTH_PREFIX
+	ok(!strcmp(s.authorization, AUTH_PREFIX
 		   "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,"
 		   "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"),
 	   "GET Object Authorization");
@@ -80,9 +84,15 @@ static void test_put_object(void)
 		{ "Date", "Fri, 24 May 2013 00:00:00 GMT" },
 	};
 	struct sigv4_request req = {
-		.method = "PUT", .host = HOST, .path = "/test$file.text",
-		.headers = h, .nheaders = ARRAY_SIZE(h),
-		.payload_hash = hash, .region = "us-east-1", .service = "s3", .now = T20130524,
+		.method = "PUT",
+		.host = HOST,
+		.path = "/test$file.text",
+		.headers = h,
+		.nheaders = ARRAY_SIZE(h),
+		.payload_hash = hash,
+		.region = "us-east-1",
+		.service = "s3",
+		.now = T20130524,
 	};
 	struct sigv4_signed s;
 	int r = sigv4_sign(&req, &cred, &s);
@@ -104,8 +114,14 @@ static void test_get_lifecycle(void)
 {
 	const struct sigv4_param q[] = { { "lifecycle", "" } };
 	struct sigv4_request req = {
-		.method = "GET", .host = HOST, .path = "/", .query = q, .nquery = ARRAY_SIZE(q),
-		.payload_hash = SIGV4_EMPTY_SHA256, .region = "us-east-1", .service = "s3",
+		.method = "GET",
+		.host = HOST,
+		.path = "/",
+		.query = q,
+		.nquery = ARRAY_SIZE(q),
+		.payload_hash = SIGV4_EMPTY_SHA256,
+		.region = "us-east-1",
+		.service = "s3",
 		.now = T20130524,
 	};
 	struct sigv4_signed s;
@@ -125,8 +141,14 @@ static void test_list_objects(void)
 	/* Given out of order: the canonical query sorts by name. */
 	const struct sigv4_param q[] = { { "prefix", "J" }, { "max-keys", "2" } };
 	struct sigv4_request req = {
-		.method = "GET", .host = HOST, .path = NULL, .query = q, .nquery = ARRAY_SIZE(q),
-		.payload_hash = SIGV4_EMPTY_SHA256, .region = "us-east-1", .service = "s3",
+		.method = "GET",
+		.host = HOST,
+		.path = NULL,
+		.query = q,
+		.nquery = ARRAY_SIZE(q),
+		.payload_hash = SIGV4_EMPTY_SHA256,
+		.region = "us-east-1",
+		.service = "s3",
 		.now = T20130524,
 	};
 	struct sigv4_signed s;
@@ -157,9 +179,16 @@ static void test_details(void)
 	struct sigv4_credentials tc = cred;
 	tc.session_token = "TOKEN/abc=";
 	struct sigv4_request req = {
-		.method = "GET", .host = "127.0.0.1:5000", .path = "/bucket/a b",
-		.query = q, .nquery = ARRAY_SIZE(q), .headers = h, .nheaders = ARRAY_SIZE(h),
-		.payload_hash = SIGV4_UNSIGNED_PAYLOAD, .region = "eu-west-1", .service = "s3",
+		.method = "GET",
+		.host = "127.0.0.1:5000",
+		.path = "/bucket/a b",
+		.query = q,
+		.nquery = ARRAY_SIZE(q),
+		.headers = h,
+		.nheaders = ARRAY_SIZE(h),
+		.payload_hash = SIGV4_UNSIGNED_PAYLOAD,
+		.region = "eu-west-1",
+		.service = "s3",
 		.now = T20130524,
 	};
 	struct sigv4_signed s;
@@ -183,9 +212,15 @@ static void test_details(void)
 	/* The moto compatibility mode keeps '/' in the canonical query only. */
 	const struct sigv4_param pq[] = { { "prefix", "a/b/" }, { "list-type", "2" } };
 	struct sigv4_request lreq = {
-		.method = "GET", .host = "127.0.0.1:5000", .path = "/bucket",
-		.query = pq, .nquery = ARRAY_SIZE(pq), .payload_hash = SIGV4_EMPTY_SHA256,
-		.region = "us-east-1", .service = "s3", .now = T20130524,
+		.method = "GET",
+		.host = "127.0.0.1:5000",
+		.path = "/bucket",
+		.query = pq,
+		.nquery = ARRAY_SIZE(pq),
+		.payload_hash = SIGV4_EMPTY_SHA256,
+		.region = "us-east-1",
+		.service = "s3",
+		.now = T20130524,
 	};
 	r = sigv4_sign(&lreq, &cred, &s);
 	ok(r >= 0 &&
@@ -195,8 +230,7 @@ static void test_details(void)
 		sigv4_signed_done(&s);
 	lreq.query_keep_slash = 1;
 	r = sigv4_sign(&lreq, &cred, &s);
-	ok(r >= 0 &&
-		   starts_with(s.canonical_request, "GET\n/bucket\nlist-type=2&prefix=a/b/\n"),
+	ok(r >= 0 && starts_with(s.canonical_request, "GET\n/bucket\nlist-type=2&prefix=a/b/\n"),
 	   "query_keep_slash leaves it");
 	if (r >= 0)
 		sigv4_signed_done(&s);

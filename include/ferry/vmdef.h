@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * VM definitions for failover clones: the libvirt domain XML and the qemu
+ * command line that ferryfs shows as MOUNT/<vm>/failovers/<name>/domain.xml
+ * and qemu.args, built from the VM's description in the catalog and the
+ * clone's image paths. Pure functions: no I/O, no globals, thread-safe.
+ *
+ * Every string is checked before use: control characters and invalid UTF-8
+ * are refused (-EINVAL), because they could break the one-line qemu.args or
+ * make the XML ill-formed; the rest is escaped for XML (&<>'"), for qemu's
+ * option parser (',' doubled inside values) and for the shell (single
+ * quotes), so hostile names cannot inject elements, options or commands.
+ *
+ * domain.xml: a <domain type='kvm'> (type 'qemu' when the accelerator list
+ * starts with tcg) with name, uuid, memory, vcpus, machine type, SeaBIOS,
+ * raw virtio disks vda, vdb, ... in source order with boot order 1, 2, ...,
+ * virtio NICs of type 'network' on the given network with the source MACs,
+ * a serial console on a pty, and <metadata> in the namespace
+ * FERRY_VMDEF_XMLNS: <ferry:failover> with the kind, source VM, recovery
+ * point, resource group, availability set, subnet and each NIC's address.
+ *
+ * qemu.args: ONE line (and a trailing newline) of shell words: the
+ * emulator, then its arguments, each single-quoted when it holds anything
+ * but [A-Za-z0-9_./:=,@+%-]. Run it with `sh qemu.args`, or append
+ * arguments: sh -c "$(cat qemu.args) -no-reboot". The VM runs headless
+ * (-display none) with its serial console multiplexed with the qemu monitor
+ * on stdio (-serial mon:stdio; Ctrl-A c switches, Ctrl-A x quits); it starts
+ * from -nodefaults, so every device in it is listed. NICs use qemu's user
+ * network: restricted (no route to the host or outside) for test failovers;
+ * where the NIC's address allows, its subnet and DHCP start follow the
+ * address, so a DHCP guest gets its static address back. With
+ * FERRY_VMDEF_NET_BRIDGE they attach to the host bridge named as the NIC's
+ * network instead (qemu-bridge-helper must allow it).
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The XML namespace of Ferry's <metadata> element in domain.xml. */
+#define FERRY_VMDEF_XMLNS "urn:ferry:vm:1"
+
+enum ferry_vmdef_kind {
+	FERRY_VMDEF_TEST_FAILOVER, /* isolated test network */
+	FERRY_VMDEF_FAILOVER,	   /* the target network */
+};
+
+enum ferry_vmdef_net {
+	FERRY_VMDEF_NET_USER,	/* qemu user network (restricted for test failovers) */
+	FERRY_VMDEF_NET_BRIDGE, /* -netdev bridge,br=<nic network> */
+};
+
+struct ferry_vmdef_disk {
+	const char *name; /* the disk's name in the VM, e.g. "os" (metadata only) */
+	const char *path; /* absolute path of the raw image */
+};
+
+struct ferry_vmdef_nic {
+	const char *mac;     /* "52:54:00:12:34:56"; required */
+	const char *address; /* "10.0.0.5/24", "10.0.0.5" or NULL: metadata and DHCP start */
+	const char *network; /* target (or test) network; required */
+};
+
+struct ferry_vmdef {
+	const char *name; /* the target VM's name, e.g. "<vm>-<failover name>" */
+	uint8_t uuid[16]; /* see ferry_vmdef_uuid_from_seed() */
+	unsigned cpus;	  /* >= 1 */
+	uint64_t memory_mib; /* >= 1 */
+	const char *machine;  /* NULL: "pc" (i440FX, SeaBIOS) */
+	const char *accel;    /* colon-separated, tried in order; NULL: "kvm:tcg" */
+	const char *cache;    /* none|writeback|writethrough|directsync|unsafe; NULL: "none" */
+	const char *emulator; /* NULL: "qemu-system-x86_64" (looked up in PATH) */
+	const struct ferry_vmdef_disk *disks; /* in source order; the first boots */
+	size_t n_disks;			      /* 1..FERRY_VMDEF_MAX_DISKS */
+	const struct ferry_vmdef_nic *nics;
+	size_t n_nics; /* 0..FERRY_VMDEF_MAX_NICS */
+	enum ferry_vmdef_net net;
+	enum ferry_vmdef_kind kind;
+	/* Metadata only; NULL or "" leaves the element out. */
+	const char *source_vm;
+	const char *recovery_point;
+	const char *resource_group;
+	const char *availability_set;
+	const char *subnet; /* target subnet CIDR */
+};
+
+#define FERRY_VMDEF_MAX_DISKS 64
+#define FERRY_VMDEF_MAX_NICS 32
+
+/*
+ * Both return a new NUL-terminated string (free() it): the whole file's
+ * content. -EINVAL for a definition that is incomplete, out of range, or
+ * holds a string that cannot be represented safely (see above).
+ */
+int ferry_vmdef_domain_xml(const struct ferry_vmdef *d, char **ret);
+int ferry_vmdef_qemu_args(const struct ferry_vmdef *d, char **ret);
+
+/*
+ * A stable UUID from a seed (e.g. "<vault uuid>/<vm>/<failover name>"):
+ * SHA-256 of the seed shaped as an RFC 9562 version 8 UUID, so the same
+ * clone keeps its UUID across remounts and two clones never share one.
+ */
+void ferry_vmdef_uuid_from_seed(const void *seed, size_t len, uint8_t ret[16]);
+/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" and a NUL: 37 bytes. */
+void ferry_vmdef_uuid_format(const uint8_t uuid[16], char ret[37]);
+
+/*
+ * The static address rule of failover (IPv4): given a NIC's source address
+ * ("a.b.c.d/p" or "a.b.c.d"), the target subnet's CIDR (NULL or "" when
+ * unknown) and the addresses already in use there (with or without
+ * prefix), returns a new "a.b.c.d/p" string:
+ *   - subnet unknown: the source address unchanged (any family);
+ *   - source address inside the subnet, not its network, gateway (.1 of
+ *     the subnet: network + 1) or broadcast address, and not in use: kept,
+ *     with the subnet's prefix;
+ *   - otherwise the lowest free host address of the subnet (network + 2
+ *     upwards, broadcast excluded), with the subnet's prefix.
+ * -EINVAL for unparsable input, -EAFNOSUPPORT for a non-IPv4 subnet,
+ * -ENOSPC when the subnet has no free host address.
+ */
+int ferry_vmdef_pick_address(const char *source, const char *subnet, const char *const *used,
+			     size_t n_used, char **ret);

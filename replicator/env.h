@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Object-store credentials and network policy from the environment, the way
+ * the Azure and AWS tools read them, for the programs (the core reads no
+ * environment). The strings point into the environment and stay valid for
+ * the life of the process.
+ */
+#pragma once
+
+#include "ferry/blobs.h"
+
+/* Fills ret from AZURE_STORAGE_*, AWS_*, FERRY_CA_BUNDLE, with a real
+ * sleep and a retry budget. Never fails today; returns 0. */
+int env_blobs_options(struct ferry_blobs_options *ret);
+/* env_blobs_options + ferry_blobs_set_options: one call at startup. */
+int env_blobs_setup(void);
