@@ -50,3 +50,8 @@ int cmd_failover(int argc, char **argv);
 int cmd_change_recovery_point(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
 int cmd_jobs(int argc, char **argv);
+int cmd_enable(int argc, char **argv);
+int cmd_reprotect_prepare(int argc, char **argv);
+int cmd_reprotect(int argc, char **argv);
+int cmd_failback(int argc, char **argv);
+int cmd_resume_replication(int argc, char **argv);

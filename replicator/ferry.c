@@ -5,7 +5,9 @@
  * configuration), shows status, recovery points and VM details, verifies a
  * vault and collects its garbage. Each verb is one function below.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <json-c/json.h>
 #include <limits.h>
@@ -48,6 +50,10 @@ static void usage(FILE *f)
 		"  change-recovery-point --vault DIR VM ...  before commit, pick another point\n"
 		"  commit --vault DIR VM                     make the failover final\n"
 		"  jobs --vault DIR                          history of failover operations\n"
+		"  reprotect-prepare --vault DIR --vm VM ... at the source: seed the way back\n"
+		"  reprotect --vault DIR VM ...              at the target: replicate the clone back\n"
+		"  failback --vault DIR VM                   at the source: rewrite what differs\n"
+		"  resume-replication --vault DIR VM         at the target: protect forward again\n"
 		"\n"
 		"  ferry --help | --version\n"
 		"\n"
@@ -58,15 +64,39 @@ static void usage(FILE *f)
 
 /* ---- init ---- */
 
+static int undo_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	/* Best effort: what cannot be removed is named by the caller's
+	 * message anyway. */
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+/* Removes what a failed init made in dir: everything in it (it was empty or
+ * absent, so nothing there is anybody else's), and dir itself if init made
+ * it. */
+static void init_undo(const char *dir, int existed)
+{
+	nftw(dir, undo_one, 16, FTW_DEPTH | FTW_PHYS);
+	if (existed)
+		mkdir(dir, 0750);
+}
+
 static int cmd_init(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "vault", required_argument, NULL, 'V' },
 		{ "chunk-size", required_argument, NULL, 'c' },
+		{ "store", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
-	const char *dir = NULL;
+	const char *dir = NULL, *store = NULL;
 	uint64_t chunk = FERRY_CHUNK_SIZE_DEFAULT;
 	int c;
 	optind = 1;
@@ -83,11 +113,20 @@ static int cmd_init(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 's':
+			store = optarg;
+			break;
 		case 'h':
-			printf("Usage: ferry init --vault DIR [--chunk-size BYTES]\n\n"
+			printf("Usage: ferry init --vault DIR [--store URL] [--chunk-size BYTES]\n\n"
 			       "Creates a vault in DIR (absent or empty): catalog.db, the store\n"
-			       "(store/), the embedded cache (cache/) and agents/.\n"
-			       "Chunk size: a power of two, default %u.\n",
+			       "(store/, or the location --store names), the embedded cache (cache/)\n"
+			       "and agents/.\n"
+			       "\n"
+			       "  --store URL   keep the packs on object storage: azblob://CONTAINER[/PREFIX]\n"
+			       "                or s3://BUCKET[/PREFIX] (credentials from the environment:\n"
+			       "                AZURE_STORAGE_*, AWS_*; see docs/object-storage.md), or\n"
+			       "                a directory; the catalog stays in DIR\n"
+			       "  --chunk-size  a power of two, default %u\n",
 			       FERRY_CHUNK_SIZE_DEFAULT);
 			return 0;
 		default:
@@ -95,19 +134,52 @@ static int cmd_init(int argc, char **argv)
 		}
 	}
 	if (!dir || optind != argc) {
-		log_error("usage: ferry init --vault DIR [--chunk-size BYTES]");
+		log_error("usage: ferry init --vault DIR [--store URL] [--chunk-size BYTES]");
 		return 2;
 	}
-	int r = ferry_vault_create(dir, (uint32_t)chunk, NULL);
+
+	/* A local store is recorded absolute: the catalog resolves relative
+	 * paths against the vault directory, not against where init ran. */
+	_cleanup_free_ char *store_url = NULL;
+	if (store) {
+		store_url = strstr(store, "://") ? strdup(store) : absolute(store);
+		if (!store_url)
+			return log_error_errno(-ENOMEM, "out of memory"), 1;
+		if (strlen(store_url) >= FERRY_URL_MAX)
+			return log_error("store URL is too long"), 1;
+	}
+
+	/* Only an absent directory or an empty one is undone after a failure:
+	 * then everything in it is init's own. */
+	struct stat st;
+	int existed = stat(dir, &st) == 0, undo_ok = !existed && errno == ENOENT;
+	if (existed && S_ISDIR(st.st_mode)) {
+		DIR *d = opendir(dir);
+		struct dirent *de;
+		undo_ok = d != NULL;
+		while (d && (de = readdir(d)))
+			if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+				undo_ok = 0;
+		if (d)
+			closedir(d);
+	}
+	int r = ferry_vault_create(dir, (uint32_t)chunk, store_url);
 	if (r == -ENOTEMPTY) {
 		log_error("%s exists and is not empty; a vault needs a new directory", dir);
 		return 1;
 	}
 	if (r < 0) {
-		log_error_errno(r, "cannot create vault %s", dir);
+		if (undo_ok)
+			init_undo(dir, existed);
+		if (store_url)
+			log_error("cannot create vault %s with store %s: %s", dir, store_url,
+				  env_blobs_strerror(r));
+		else
+			log_error_errno(r, "cannot create vault %s", dir);
 		return 1;
 	}
-	printf("Created vault %s (chunk size %llu)\n", dir, (unsigned long long)chunk);
+	printf("Created vault %s (chunk size %llu, store %s)\n", dir, (unsigned long long)chunk,
+	       store_url ?: "store/ in the vault");
 	return 0;
 }
 
@@ -407,7 +479,7 @@ static int write_agent_config(const char *path, const struct enable_args *a, con
 	return r;
 }
 
-static int cmd_enable(int argc, char **argv)
+int cmd_enable(int argc, char **argv)
 {
 	struct enable_args a = {
 		.crash = 300, .app = 0, .retention = 86400, .cpus = 1, .memory = 1024
@@ -868,6 +940,10 @@ static const struct {
 	{ "change-recovery-point", cmd_change_recovery_point },
 	{ "commit", cmd_commit },
 	{ "jobs", cmd_jobs },
+	{ "reprotect-prepare", cmd_reprotect_prepare },
+	{ "reprotect", cmd_reprotect },
+	{ "failback", cmd_failback },
+	{ "resume-replication", cmd_resume_replication },
 	/* clang-format on */
 };
 

@@ -112,9 +112,13 @@ static int run_pass(struct ferry_vault *v, int do_gc, int64_t *last_gc_ns)
 		r = maint_gc(v, &g);
 		if (r < 0)
 			return log_error_errno(r, "garbage collection failed");
-		log_info("gc: %llu pack(s) deleted, %llu rewritten, %llu bytes freed",
-			 (unsigned long long)g.packs_deleted, (unsigned long long)g.packs_rewritten,
-			 (unsigned long long)g.bytes_freed);
+		log_internal(
+			g.packs_deleted || g.packs_rewritten || g.orphan_packs ? LOG_INFO :
+										 LOG_DEBUG,
+			0,
+			"gc: %llu pack(s) deleted, %llu rewritten, %llu orphan(s), %llu bytes freed",
+			(unsigned long long)g.packs_deleted, (unsigned long long)g.packs_rewritten,
+			(unsigned long long)g.orphan_packs, (unsigned long long)g.bytes_freed);
 	}
 	return failed ? -EIO : 0;
 }
