@@ -28,13 +28,6 @@
  * every allowed chunk size, so aligned whole chunks still deduplicate. */
 #define RUN_BLOCKS 256u
 
-/*
- * The id of the pack an ingest is writing, for the pack intent. ingest.h
- * does not declare it (yet): referenced weakly so that ferryfs builds and
- * runs either way, and announces its packs as soon as the core has it.
- */
-uint64_t ferry_ingest_pack_id(const struct ferry_ingest *in) __attribute__((weak));
-
 struct entry {
 	struct entry *next;
 	uint64_t block;
@@ -444,8 +437,15 @@ static int root_check_cb(const struct ferry_clone_disk *d, void *userdata)
 	return 0;
 }
 
+/*
+ * A replicator applying a large segment holds the catalog's write lock for
+ * a while, and SQLite's busy wait gives up after some seconds. An fsync
+ * must not fail for that: a busy catalog is asked again a few times.
+ */
+#define BUSY_ATTEMPTS 6
+
 /* Announces (add) or retracts a pack intent in a transaction of its own. */
-static int intent(struct clone *c, uint64_t pack, int add)
+static int intent_once(struct clone *c, uint64_t pack, int add)
 {
 	struct ferry_catalog *cat = ferry_vault_catalog(c->wv);
 	int r;
@@ -463,10 +463,19 @@ static int intent(struct clone *c, uint64_t pack, int add)
 	return r;
 }
 
+static int intent(struct clone *c, uint64_t pack, int add)
+{
+	int r = -EBUSY;
+
+	for (int i = 0; i < BUSY_ATTEMPTS && r == -EBUSY; i++)
+		r = intent_once(c, pack, add);
+	return r;
+}
+
 /* The pack, the new root and its catalog rows, in one transaction that also
  * checks that nobody else moved or removed the clone since base. */
-static int record(struct clone *c, struct ferry_ingest *in, uint64_t pack,
-		  const struct ferry_id *base, const struct ferry_id *root)
+static int record_once(struct clone *c, struct ferry_ingest *in, uint64_t pack,
+		       const struct ferry_id *base, const struct ferry_id *root)
 {
 	struct ferry_catalog *cat = ferry_vault_catalog(c->wv);
 	struct root_check rc = { .idx = c->idx };
@@ -494,6 +503,16 @@ static int record(struct clone *c, struct ferry_ingest *in, uint64_t pack,
 	return r;
 }
 
+static int record(struct clone *c, struct ferry_ingest *in, uint64_t pack,
+		  const struct ferry_id *base, const struct ferry_id *root)
+{
+	int r = -EBUSY;
+
+	for (int i = 0; i < BUSY_ATTEMPTS && r == -EBUSY; i++)
+		r = record_once(c, in, pack, base, root);
+	return r;
+}
+
 /* Writes items (sorted, distinct blocks) on top of base; returns the new
  * root once it is committed. */
 static int write_pack(struct clone *c, const struct item *items, size_t n,
@@ -510,6 +529,8 @@ static int write_pack(struct clone *c, const struct item *items, size_t n,
 	if (!run)
 		return -ENOMEM;
 	r = ferry_ingest_new(c->wv, &in);
+	if (r >= 0)
+		ferry_ingest_no_vault_dedup(in);
 	if (r >= 0)
 		r = ferry_map_open(ferry_ingest_objsrc(in), base, c->nblocks, &m);
 	for (size_t i = 0; r >= 0 && i < n;) {
@@ -534,7 +555,7 @@ static int write_pack(struct clone *c, const struct item *items, size_t n,
 		r = ferry_map_commit(m, &root);
 	/* GC must not take the pack for an orphan between its writing and its
 	 * recording. */
-	if (r >= 0 && ferry_ingest_pack_id) {
+	if (r >= 0) {
 		pack = ferry_ingest_pack_id(in);
 		r = intent(c, pack, 1);
 		announced = r >= 0;

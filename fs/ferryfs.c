@@ -33,12 +33,14 @@
 #include <unistd.h>
 
 #include "clone.h"
+#include "ferry/blobs.h"
 #include "ferry/catalog.h"
 #include "ferry/changelog.h"
 #include "ferry/image.h"
 #include "ferry/log.h"
 #include "ferry/util.h"
 #include "ferry/vault.h"
+#include "ferry/vmdef.h"
 
 /*
  * Inode numbers: 8 bits of kind, 40 bits of catalog id, 16 bits of disk
@@ -112,8 +114,14 @@ struct frec {
 	size_t ndisks;
 };
 
+struct kv {
+	char *key, *value;
+};
+
 struct vrec {
 	struct ferry_vm vm;
+	struct kv *res; /* target resources and description, in catalog order */
+	size_t nres;
 	struct ferry_disk *disks;
 	size_t ndisks;
 	struct prec *points; /* oldest first */
@@ -179,7 +187,9 @@ struct fs {
 	uid_t uid;
 	gid_t gid;
 	int64_t mounted_ns;
-	char *mnt; /* absolute path of the mount point, for VM definitions */
+	char *mnt;             /* absolute path of the mount point, for VM definitions */
+	const char *vault_dir; /* absolute */
+	char vault_id[64];     /* seeds the UUIDs of failed-over VMs */
 
 	/* Guards the registry; taken before the vault lock, never inside it. */
 	pthread_mutex_t reg_lock;
@@ -225,6 +235,11 @@ static void snap_free(struct snap *s)
 		for (size_t j = 0; j < v->nfailovers; j++)
 			free(v->failovers[j].disks);
 		free(v->failovers);
+		for (size_t j = 0; j < v->nres; j++) {
+			free(v->res[j].key);
+			free(v->res[j].value);
+		}
+		free(v->res);
 		free(v->disks);
 		free(v->conf);
 	}
@@ -328,10 +343,23 @@ static int clone_disk_cb(const struct ferry_clone_disk *d, void *userdata)
 
 static int resource_cb(const char *kind, const char *value, void *userdata)
 {
-	FILE *f = userdata;
+	struct vrec *v = userdata;
+	struct kv *n;
 
-	fprintf(f, "%s = %s\n", kind, value);
-	return 0;
+	n = grow(&v->res, &v->nres, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	n->key = strdup(kind);
+	n->value = strdup(value);
+	return n->key && n->value ? 0 : -ENOMEM;
+}
+
+static const char *res_get(const struct vrec *v, const char *key)
+{
+	for (size_t i = 0; i < v->nres; i++)
+		if (strcmp(v->res[i].key, key) == 0)
+			return v->res[i].value;
+	return NULL;
 }
 
 static int pindex_cmp(const void *a, const void *b)
@@ -400,7 +428,9 @@ static int render_conf(struct ferry_catalog *c, struct vrec *v)
 		fprintf(f, "disk.%u.size = %" PRIu64 "\n", d->idx, d->size);
 		fprintf(f, "disk.%u.source = %s\n", d->idx, d->source_path);
 	}
-	r = ferry_catalog_resource_list(c, v->vm.id, resource_cb, f);
+	r = ferry_catalog_resource_list(c, v->vm.id, resource_cb, v);
+	for (size_t i = 0; r >= 0 && i < v->nres; i++)
+		fprintf(f, "%s = %s\n", v->res[i].key, v->res[i].value);
 	if (fclose(f) != 0 && r >= 0)
 		r = -ENOMEM;
 	if (r < 0) {
@@ -768,16 +798,9 @@ static int render_info(const struct prec *p, char **ret, size_t *ret_len)
 	return 0;
 }
 
-/*
- * domain.xml and qemu.args of a failover.
- *
- * HOOK for the vmdef module (include/ferry/vmdef.h, not in the tree when
- * this was written): render the libvirt domain (kind K_DOMXML) or the qemu
- * command line (K_QEMUARGS) of failover fo of VM v, with the clone images
- * at their absolute paths in this mount, fs->mnt/<vm>/failovers/<name>/
- * <disk>.img (clone_image_path() below). Until then a placeholder that
- * says so and lists those paths.
- */
+/* domain.xml and qemu.args of a failover: the VM's description from the
+ * catalog, the failover's network and the clone images at their absolute
+ * paths in this mount, rendered by the vmdef module. */
 static int clone_image_path(const struct fs *fs, const struct vrec *v, const struct frec *fo,
 			    const struct ferry_clone_disk *d, char *buf, size_t size)
 {
@@ -787,42 +810,137 @@ static int clone_image_path(const struct fs *fs, const struct vrec *v, const str
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
+struct nicspec {
+	char mac[18], ip[44], model[FERRY_NAME_MAX + 1];
+	char *address; /* as vmdef picked it for the target subnet */
+};
+
+/* "mac=..,ip=A/P,model=.." as enable-replication stores it. */
+static int parse_nic(const char *spec, struct nicspec *n)
+{
+	_cleanup_free_ char *copy = strdup(spec);
+	char *save = NULL;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(kv, '=');
+		char *dst;
+		size_t size;
+
+		if (!eq)
+			return -EINVAL;
+		*eq++ = 0;
+		if (strcmp(kv, "mac") == 0)
+			dst = n->mac, size = sizeof(n->mac);
+		else if (strcmp(kv, "ip") == 0)
+			dst = n->ip, size = sizeof(n->ip);
+		else if (strcmp(kv, "model") == 0)
+			dst = n->model, size = sizeof(n->model);
+		else
+			continue; /* a newer writer's key */
+		if (strlen(eq) >= size)
+			return -EINVAL;
+		strcpy(dst, eq);
+	}
+	return n->mac[0] ? 0 : -EINVAL;
+}
+
+static uint64_t res_uint(const struct vrec *v, const char *key, uint64_t def)
+{
+	const char *s = res_get(v, key);
+	unsigned long long x;
+	char *end;
+
+	if (!s || !*s)
+		return def;
+	errno = 0;
+	x = strtoull(s, &end, 10);
+	return errno || *end || x == 0 ? def : (uint64_t)x;
+}
+
 static int render_vmdef(const struct fs *fs, const struct vrec *v, const struct frec *fo,
 			enum kind kind, char **ret, size_t *ret_len)
 {
-	char *buf = NULL, path[FERRY_PATH_MAX];
-	size_t len = 0;
+	struct ferry_vmdef_disk disks[FERRY_VMDEF_MAX_DISKS];
+	char paths[FERRY_VMDEF_MAX_DISKS][FERRY_PATH_MAX / 4];
+	struct ferry_vmdef_nic nics[FERRY_VMDEF_MAX_NICS];
+	struct nicspec specs[FERRY_VMDEF_MAX_NICS] = {};
+	char name[2 * FERRY_NAME_MAX + 2], seed[256];
+	struct ferry_vmdef d = {
+		.name = name,
+		.cpus = (unsigned)MIN(res_uint(v, "vm-cpus", 1), 4096u),
+		.memory_mib = res_uint(v, "vm-memory-mib", 1024),
+		.accel = fo->f.accel[0] ? fo->f.accel : NULL,
+		.disks = disks,
+		.nics = nics,
+		.net = FERRY_VMDEF_NET_USER,
+		.kind = fo->f.kind == FERRY_FAILOVER_REAL ? FERRY_VMDEF_FAILOVER :
+							    FERRY_VMDEF_TEST_FAILOVER,
+		.source_vm = v->vm.name,
+		.recovery_point = fo->f.point_name,
+		.resource_group = res_get(v, "target-group"),
+		.availability_set = res_get(v, "availability-set"),
+		.subnet = fo->f.subnet,
+	};
+	char *text = NULL;
 	int r = 0;
-	FILE *f;
 
-	f = open_memstream(&buf, &len);
-	if (!f)
-		return -ENOMEM;
-	if (kind == K_DOMXML)
-		fprintf(f, "<!-- ferry: the VM definition of failover %s of VM %s is not rendered "
-			   "yet (vmdef module missing) -->\n",
-			fo->f.name, v->vm.name);
-	else
-		fprintf(f, "# ferry: the qemu command line of failover %s of VM %s is not "
-			   "rendered yet (vmdef module missing)\n",
-			fo->f.name, v->vm.name);
-	for (size_t i = 0; r >= 0 && i < fo->ndisks; i++) {
-		r = clone_image_path(fs, v, fo, &fo->disks[i], path, sizeof(path));
+	snprintf(name, sizeof(name), "%s-%s", v->vm.name, fo->f.name);
+	snprintf(seed, sizeof(seed), "%s/%s/%s/%" PRId64, fs->vault_id, v->vm.name, fo->f.name,
+		 fo->f.id);
+	ferry_vmdef_uuid_from_seed(seed, strlen(seed), d.uuid);
+	for (size_t i = 0; r >= 0 && i < fo->ndisks && i < FERRY_VMDEF_MAX_DISKS; i++) {
+		r = clone_image_path(fs, v, fo, &fo->disks[i], paths[i], sizeof(paths[i]));
+		disks[i] = (struct ferry_vmdef_disk){ fo->disks[i].name, paths[i] };
+		d.n_disks++;
+	}
+	for (size_t i = 0; r >= 0 && d.n_nics < FERRY_VMDEF_MAX_NICS; i++) {
+		struct nicspec *n = &specs[d.n_nics];
+		const char *spec;
+		char key[32];
+
+		snprintf(key, sizeof(key), "nic.%zu", i);
+		spec = res_get(v, key);
+		if (!spec)
+			break;
+		r = parse_nic(spec, n);
 		if (r < 0)
 			break;
-		if (kind == K_DOMXML)
-			fprintf(f, "<!-- disk %u: %s -->\n", fo->disks[i].idx, path);
-		else
-			fprintf(f, "-drive file=%s,format=raw,cache=none\n", path);
+		/* A static address stays where the target subnet has room for it;
+		 * a subnet given by name only leaves it as it is. */
+		if (n->ip[0] &&
+		    ferry_vmdef_pick_address(n->ip, fo->f.subnet, NULL, 0, &n->address) < 0)
+			n->address = NULL;
+		nics[d.n_nics++] = (struct ferry_vmdef_nic){
+			.mac = n->mac,
+			.address = n->address ? n->address :
+				   n->ip[0]   ? n->ip :
+						NULL,
+			.network = fo->f.network,
+			.model = n->model[0] ? n->model : NULL,
+		};
 	}
-	if (fclose(f) != 0 && r >= 0)
-		r = -ENOMEM;
+	if (r >= 0)
+		r = kind == K_DOMXML ? ferry_vmdef_domain_xml(&d, &text) :
+				       ferry_vmdef_qemu_args(&d, &text);
+	for (size_t i = 0; i < ARRAY_SIZE(specs); i++)
+		free(specs[i].address);
 	if (r < 0) {
-		free(buf);
-		return r;
+		/* Still a readable file: say why there is no definition. */
+		log_error_errno(r, "VM %s failover %s: cannot render its %s", v->vm.name,
+				fo->f.name, kind == K_DOMXML ? "domain.xml" : "qemu.args");
+		if (asprintf(&text,
+			     kind == K_DOMXML ?
+				     "<!-- ferry: no VM definition for failover %s of VM "
+				     "%s: %s -->\n" :
+				     "# ferry: no qemu command line for failover %s of "
+				     "VM %s: %s\n",
+			     fo->f.name, v->vm.name, strerror(-r)) < 0)
+			return -ENOMEM;
 	}
-	*ret = buf;
-	*ret_len = len;
+	*ret = text;
+	*ret_len = strlen(text);
 	return 0;
 }
 
@@ -831,7 +949,8 @@ static int render_vmdef(const struct fs *fs, const struct vrec *v, const struct 
 static struct creg *reg_find(struct fs *fs, int64_t failover_id, uint16_t idx)
 {
 	for (size_t i = 0; i < fs->nreg; i++)
-		if (clone_failover_id(fs->reg[i].c) == failover_id && clone_idx(fs->reg[i].c) == idx)
+		if (clone_failover_id(fs->reg[i].c) == failover_id &&
+		    clone_idx(fs->reg[i].c) == idx)
 			return &fs->reg[i];
 	return NULL;
 }
@@ -2270,6 +2389,56 @@ static int open_writer(struct fs *fs, const char *dir)
 	return r;
 }
 
+/*
+ * Opens the vault (and its writer handle, the chunk cache), and reads the
+ * catalog once so a damaged one fails the mount with a message. Done again
+ * after the daemon detaches: SQLite connections must not cross a fork (the
+ * child would not hold the parent's POSIX locks and could read stale
+ * snapshots of the catalog).
+ */
+static int open_vaults(struct fs *fs, const struct options *o)
+{
+	struct snap *s = NULL;
+	int r;
+
+	r = ferry_vault_open(fs->vault_dir, 1, &fs->vault);
+	if (r < 0)
+		return log_error_errno(r, "cannot open vault %s%s", o->vault,
+				       r == -ENOENT ? " (no catalog.db: not a vault?)" : "");
+	if (!o->readonly) {
+		r = open_writer(fs, fs->vault_dir);
+		if (r < 0)
+			return log_error_errno(r, "cannot open vault %s for writing clones",
+					       o->vault);
+	}
+	r = ferry_chunk_cache_new(fs->vault, (size_t)o->cache_mib << 20, &fs->cache);
+	if (r < 0)
+		return log_error_errno(r, "cannot allocate the chunk cache");
+	/* Read the catalog once now, so a damaged one fails the mount with a
+	 * message instead of failing every request later. */
+	r = snap_get(fs, &s);
+	if (r < 0)
+		return log_error_errno(r, "cannot read the catalog of vault %s", o->vault);
+	snap_unref(s);
+	if (ferry_catalog_get_setting(ferry_vault_catalog(fs->vault), "vault_id", fs->vault_id,
+				      sizeof(fs->vault_id)) < 0)
+		snprintf(fs->vault_id, sizeof(fs->vault_id), "%s", fs->vault_dir);
+
+	return 0;
+}
+
+static void close_vaults(struct fs *fs)
+{
+	pthread_mutex_lock(&snap_lock);
+	if (fs->snap && --fs->snap->refs == 0)
+		snap_free(fs->snap);
+	fs->snap = NULL;
+	pthread_mutex_unlock(&snap_lock);
+	fs->cache = ferry_chunk_cache_free(fs->cache);
+	fs->wvault = ferry_vault_free(fs->wvault);
+	fs->vault = ferry_vault_free(fs->vault);
+}
+
 static int serve(struct fs *fs, const struct options *o, const char *mnt)
 {
 	_cleanup_(fuse_opt_free_args) struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
@@ -2293,8 +2462,14 @@ static int serve(struct fs *fs, const struct options *o, const char *mnt)
 	if (fuse_session_mount(s.se, mnt) < 0)
 		return log_error_errno(-EIO, "cannot mount on %s", o->mountpoint);
 	s.mounted = 1;
-	if (fuse_daemonize(o->foreground) < 0)
-		return log_error_errno(-EIO, "cannot detach");
+	if (!o->foreground) {
+		close_vaults(fs);
+		if (fuse_daemonize(0) < 0)
+			return log_error_errno(-EIO, "cannot detach");
+		r = open_vaults(fs, o);
+		if (r < 0)
+			return r;
+	}
 
 	cfg = fuse_loop_cfg_create();
 	if (!cfg)
@@ -2319,7 +2494,6 @@ static int run(const struct options *o)
 		.bg_lock = PTHREAD_MUTEX_INITIALIZER,
 		.bg_cond = PTHREAD_COND_INITIALIZER,
 	};
-	struct snap *s = NULL;
 	struct stat st;
 	int r;
 
@@ -2335,29 +2509,28 @@ static int run(const struct options *o)
 	if (!S_ISDIR(st.st_mode))
 		return log_error_errno(-ENOTDIR, "mount point %s", o->mountpoint);
 
-	r = ferry_vault_open(vault_dir, 1, &fs.vault);
-	if (r < 0)
-		return log_error_errno(r, "cannot open vault %s%s", o->vault,
-				       r == -ENOENT ? " (no catalog.db: not a vault?)" : "");
-	if (!o->readonly) {
-		r = open_writer(&fs, vault_dir);
-		if (r < 0)
-			return log_error_errno(r, "cannot open vault %s for writing clones", o->vault);
-	}
 	fs.mnt = strdup(mnt);
 	if (!fs.mnt)
 		return log_error_errno(-ENOMEM, "out of memory");
-	r = ferry_chunk_cache_new(fs.vault, (size_t)o->cache_mib << 20, &fs.cache);
+	fs.vault_dir = vault_dir;
+	r = open_vaults(&fs, o);
 	if (r < 0)
-		return log_error_errno(r, "cannot allocate the chunk cache");
-	/* Read the catalog once now, so a damaged one fails the mount with a
-	 * message instead of failing every request later. */
-	r = snap_get(&fs, &s);
-	if (r < 0)
-		return log_error_errno(r, "cannot read the catalog of vault %s", o->vault);
-	snap_unref(s);
-
+		return r;
 	return serve(&fs, o, mnt);
+}
+
+/* Backoff between object-store retries: policy, so it lives in the program. */
+static void blobs_sleep(uint64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000u),
+			       .tv_nsec = (long)(ns % 1000000000u) };
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static const char *blobs_getenv(const char *name)
+{
+	return getenv(name);
 }
 
 int main(int argc, char *argv[])
@@ -2366,9 +2539,21 @@ int main(int argc, char *argv[])
 		.cache_mib = CACHE_MIB_DEFAULT,
 		.threads = THREADS_DEFAULT,
 	};
+	struct ferry_blobs_options bo;
 	int r;
 
 	log_set_program("ferryfs");
+	/* A vault whose store is remote reads packs with the credentials
+	 * the Azure and AWS tools use (AZURE_STORAGE_*, AWS_*). */
+	r = ferry_blobs_options_from(blobs_getenv, &bo);
+	if (r >= 0) {
+		bo.sleep = blobs_sleep;
+		r = ferry_blobs_set_options(&bo);
+	}
+	if (r < 0) {
+		log_error_errno(r, "cannot set up object-store options");
+		return 1;
+	}
 	r = parse_argv(argc, argv, &o);
 	if (r <= 0) {
 		free(o.fuse_opts);

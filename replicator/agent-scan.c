@@ -17,6 +17,7 @@
  * pending files replace the committed ones. Format: docs/format/agent-state.md.
  */
 #include "agent-scan.h"
+#include "agent-scan-internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -68,23 +69,7 @@
 #define PROGRESS_MAGIC "FERRY-AGENT-PROGRESS"
 #define PROGRESS_MAJOR 1
 
-enum pstate {
-	P_IDLE,
-	P_SCANNING,
-	P_COMMITTING
-};
 static const char *const pstate_names[] = { "idle", "scanning", "committing" };
-
-struct progress {
-	uint64_t cycle; /* the cycle in progress, or the next one when idle */
-	enum pstate state;
-	uint64_t next_seq;
-	struct ferry_id prev;
-	uint64_t disk;
-	uint64_t offset;
-	uint64_t cycle_shipped, cycle_segments, total_shipped;
-	int64_t marker_time_ns;
-};
 
 struct disk {
 	const char *name, *path;
@@ -248,10 +233,9 @@ static int progress_write(struct scan *s, const struct progress *pr)
 	return 0;
 }
 
-/* Parses a progress file; -EBADMSG on any damage, -EPROTONOSUPPORT for an
- * unknown major version. Unknown keys are ignored (minor additions). */
-static int progress_parse(char *text, size_t len, const char *vm, const char *disks_list,
-			  struct progress *ret)
+/* Unknown keys are ignored: they are minor additions. */
+int agent_progress_parse(char *text, size_t len, const char *vm, const char *disks_list,
+			 struct progress *ret)
 {
 	if (len == 0 || text[len - 1] != '\n' || strlen(text) != len)
 		return -EBADMSG;
@@ -390,7 +374,7 @@ static int progress_load(struct scan *s)
 	}
 	if (r < 0)
 		return log_error_errno(r, "VM %s: cannot read %s", s->p->vm, s->progress_path);
-	r = progress_parse(text, len, s->p->vm, s->disks_list, &s->pr);
+	r = agent_progress_parse(text, len, s->p->vm, s->disks_list, &s->pr);
 	if (r == -EXDEV)
 		return log_error_errno(-EINVAL,
 				       "%s belongs to another VM than %s: use a state "
@@ -456,9 +440,7 @@ static void fp_header_build(uint8_t h[FP_HDR_SIZE], uint64_t size, uint64_t nblo
 	put_le64(h + FP_O_HDRSUM, fp.lo);
 }
 
-/* Reads and checks a fingerprint file header: -EBADMSG on damage,
- * -EPROTONOSUPPORT on an unknown major version. */
-static int fp_header_read(int fd, uint64_t *ret_size, uint32_t *ret_flags, uint8_t ret_sum[16])
+int agent_fp_header_read(int fd, uint64_t *ret_size, uint32_t *ret_flags, uint8_t ret_sum[16])
 {
 	uint8_t h[FP_HDR_SIZE];
 	int r = ferry_pread_all(fd, h, sizeof(h), 0);
@@ -504,7 +486,7 @@ static int fp_open_old(struct scan *s, struct disk *d, uint64_t *ret_size)
 	uint64_t size;
 	uint32_t flags;
 	uint8_t want[16], have[16];
-	int r = fp_header_read(fd, &size, &flags, want);
+	int r = agent_fp_header_read(fd, &size, &flags, want);
 	if (r >= 0 && !(flags & FP_FLAG_COMPLETE))
 		r = -EBADMSG;
 	if (r >= 0)
@@ -586,7 +568,7 @@ static int fp_reopen_new(struct scan *s, struct disk *d, uint64_t valid_blocks)
 							 s->p->vm, d->name, d->new_path);
 	uint64_t size;
 	uint32_t flags;
-	int r = fp_header_read(fd, &size, &flags, NULL);
+	int r = agent_fp_header_read(fd, &size, &flags, NULL);
 	if (r == -EBADMSG || r == -EPROTONOSUPPORT || (r >= 0 && size != d->size))
 		return -ESTALE;
 	if (r < 0)
@@ -618,7 +600,7 @@ static int fp_commit(struct scan *s, struct disk *d)
 	uint64_t size;
 	uint32_t flags;
 	uint8_t sum[16];
-	int r = fp_header_read(fd, &size, &flags, NULL);
+	int r = agent_fp_header_read(fd, &size, &flags, NULL);
 	if (r >= 0)
 		r = fp_body_sum(fd, DIV_ROUND_UP(size, BLOCK), sum);
 	if (r >= 0) {

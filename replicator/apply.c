@@ -17,6 +17,7 @@
 #include "ferry/changelog.h"
 #include "ferry/ingest.h"
 #include "ferry/map.h"
+#include "ferry/records.h"
 #include "ferry/store.h"
 #include "ferry/util.h"
 
@@ -39,6 +40,7 @@ struct applier {
 	struct ferry_catalog *cat;
 	struct ferry_vm vm;
 	struct ferry_ingest *ingest;
+	struct ferry_id seg_digest;
 
 	struct disk_state disks[MAX_DISKS];
 	size_t ndisks;
@@ -122,6 +124,74 @@ static int commit_maps(struct applier *a)
 	return 0;
 }
 
+/*
+ * Names the point, stores its POINT record in the segment's pack and adds
+ * it to the catalog right away (inside the apply transaction): the record
+ * carries the name, and a later marker of the same segment must see it
+ * taken.
+ */
+static int add_point(struct applier *a, struct new_point *np)
+{
+	int r = ferry_catalog_point_pick_name(a->cat, a->vm.id, np->point.time_ns,
+					      np->point.name);
+	if (r < 0)
+		return r;
+	struct ferry_record_point pr = {
+		.vm_created_ns = a->vm.created_ns,
+		.time_ns = np->point.time_ns,
+		.consistency = np->point.consistency,
+		.seq = np->point.seq,
+		.digest = a->seg_digest,
+		.disks = np->disks,
+		.ndisks = np->ndisks,
+	};
+	memcpy(pr.vm, a->vm.name, sizeof(pr.vm));
+	memcpy(pr.name, np->point.name, sizeof(pr.name));
+	_cleanup_free_ char *buf = NULL;
+	size_t len;
+	r = ferry_record_point_encode(&pr, &buf, &len);
+	if (r >= 0)
+		r = ferry_ingest_add_record(a->ingest, FERRY_OBJ_POINT, buf, len, &np->point.record);
+	if (r >= 0)
+		r = ferry_catalog_point_add(a->cat, &np->point, np->disks, np->ndisks);
+	return r < 0 ? fail(a, r, "cannot record recovery point %s", np->point.name) : 0;
+}
+
+/* The VM's state after this segment, as a STATE record in its pack: what
+ * ferry attach restores so that replication continues from here. */
+static int add_state(struct applier *a, const struct ferry_segment_info *info)
+{
+	a->vm.applied_seq = info->seq;
+	a->vm.applied_digest = info->digest;
+	a->vm.error[0] = 0;
+	struct ferry_disk *disks = calloc(a->ndisks ?: 1, sizeof(*disks));
+	if (!disks)
+		return -ENOMEM;
+	for (size_t i = 0; i < a->ndisks; i++)
+		disks[i] = a->disks[i].disk;
+	struct ferry_record_state sr = {
+		.vm_created_ns = a->vm.created_ns,
+		.state = (int)a->vm.state,
+		.applied_seq = a->vm.applied_seq,
+		.applied_digest = a->vm.applied_digest,
+		.marker_seq = a->vm.marker_seq,
+		.marker_ns = a->vm.marker_ns,
+		.initial_done = a->vm.initial_done_bytes,
+		.initial_total = a->vm.initial_total_bytes,
+		.disks = disks,
+		.ndisks = a->ndisks,
+	};
+	memcpy(sr.vm, a->vm.name, sizeof(sr.vm));
+	_cleanup_free_ char *buf = NULL;
+	size_t len;
+	int r = ferry_record_state_encode(&sr, &buf, &len);
+	free(disks);
+	if (r >= 0)
+		r = ferry_ingest_add_record(a->ingest, FERRY_OBJ_STATE, buf, len,
+					    &a->vm.state_record);
+	return r < 0 ? fail(a, r, "cannot record the state of VM '%s'", a->vm.name) : 0;
+}
+
 static int apply_marker(struct applier *a, const struct ferry_record *rec, uint64_t seq)
 {
 	int r = commit_maps(a);
@@ -165,6 +235,9 @@ static int apply_marker(struct applier *a, const struct ferry_record *rec, uint6
 		pd->size = a->disks[i].disk.size;
 		pd->root = a->disks[i].disk.live_root;
 	}
+	r = add_point(a, np);
+	if (r < 0)
+		return r;
 	a->last_point_ns = rec->time_ns;
 	if (rec->consistency == FERRY_CONSISTENCY_APP)
 		a->last_app_point_ns = rec->time_ns;
@@ -256,9 +329,7 @@ static int commit_catalog(struct applier *a, const struct ferry_segment_info *in
 	int r = ferry_ingest_record(a->ingest);
 	for (size_t i = 0; r >= 0 && i < a->ndisks; i++)
 		r = ferry_catalog_disk_update(a->cat, &a->disks[i].disk);
-	for (size_t i = 0; r >= 0 && i < a->npoints; i++)
-		r = ferry_catalog_point_add(a->cat, &a->points[i].point, a->points[i].disks,
-					    a->points[i].ndisks);
+	/* The points were added as they were cut (add_point). */
 	if (r >= 0) {
 		a->vm.applied_seq = info->seq;
 		a->vm.applied_digest = info->digest;
@@ -352,12 +423,15 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, cons
 		for (size_t i = 0; i < a.ndisks; i++)
 			a.vm.initial_total_bytes += a.disks[i].disk.size;
 
+	a.seg_digest = ferry_segment_info(seg)->digest;
 	r = ferry_ingest_new(v, &a.ingest);
 	if (r >= 0)
 		r = apply_records(&a, seg);
 	if (r >= 0 && a.vm.initial_total_bytes == 0)
 		for (size_t i = 0; i < a.ndisks; i++)
 			a.vm.initial_total_bytes += a.disks[i].disk.size;
+	if (r >= 0)
+		r = add_state(&a, ferry_segment_info(seg));
 	if (r >= 0) {
 		r = ferry_ingest_finish(a.ingest);
 		if (r < 0)

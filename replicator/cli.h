@@ -50,6 +50,16 @@ int cmd_failover(int argc, char **argv);
 int cmd_change_recovery_point(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
 int cmd_jobs(int argc, char **argv);
+int cmd_attach(int argc, char **argv);
+
+/* Records in the store (ferry-attach.c), inside the caller's transaction:
+ * the vault's VAULT record (named by the vault_record setting), and a VM's
+ * VM record from what the catalog holds (vms.record). record_vault_init
+ * opens the vault at dir and writes its VAULT record in a transaction of
+ * its own (ferry init). */
+int record_vault_write(struct ferry_vault *v);
+int record_vault_init(const char *dir);
+int record_vm_write(struct ferry_vault *v, int64_t vm_id);
 int cmd_enable(int argc, char **argv);
 int cmd_reprotect_prepare(int argc, char **argv);
 int cmd_reprotect(int argc, char **argv);

@@ -1,25 +1,16 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Object-store options from the environment for ferry, ferry-agent and
- * ferry-replicator: Azure (AZURE_STORAGE_CONNECTION_STRING, or
- * AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN),
- * AWS (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
- * AWS_REGION or AWS_DEFAULT_REGION, AWS_ENDPOINT_URL) and FERRY_CA_BUNDLE.
- * The programs own policy, so the sleep used between retries lives here.
+ * ferry-replicator: the core's ferry_blobs_options_from() reads the names
+ * (AZURE_STORAGE_*, AWS_*, FERRY_CA_BUNDLE) through getenv, and this file
+ * adds the sleep used between retries, since the programs own policy.
  */
 #include "env.h"
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
-
-#define MAX_RETRIES 6
-
-static const char *env(const char *name)
-{
-	const char *v = getenv(name);
-	return v && *v ? v : NULL;
-}
 
 static void sleep_ns(uint64_t ns)
 {
@@ -31,25 +22,17 @@ static void sleep_ns(uint64_t ns)
 		;
 }
 
+static const char *env_lookup(const char *name)
+{
+	return getenv(name);
+}
+
 int env_blobs_options(struct ferry_blobs_options *ret)
 {
-	*ret = (struct ferry_blobs_options){
-		.azure_connection_string = env("AZURE_STORAGE_CONNECTION_STRING"),
-		.azure_account = env("AZURE_STORAGE_ACCOUNT"),
-		.azure_key = env("AZURE_STORAGE_KEY"),
-		.azure_sas = env("AZURE_STORAGE_SAS_TOKEN"),
-		.aws_access_key_id = env("AWS_ACCESS_KEY_ID"),
-		.aws_secret_access_key = env("AWS_SECRET_ACCESS_KEY"),
-		.aws_session_token = env("AWS_SESSION_TOKEN"),
-		.aws_region = env("AWS_REGION") ?: env("AWS_DEFAULT_REGION"),
-		.aws_endpoint_url = env("AWS_ENDPOINT_URL"),
-		.ca_bundle = env("FERRY_CA_BUNDLE"),
-		.max_retries = MAX_RETRIES,
-		.sleep = sleep_ns,
-	};
-	/* Custom endpoints (moto, MinIO, private clouds) rarely have
-	 * wildcard DNS for virtual-host buckets. */
-	ret->s3_path_style = ret->aws_endpoint_url != NULL;
+	int r = ferry_blobs_options_from(env_lookup, ret);
+	if (r < 0)
+		return r;
+	ret->sleep = sleep_ns;
 	return 0;
 }
 
@@ -60,4 +43,31 @@ int env_blobs_setup(void)
 	if (r < 0)
 		return r;
 	return ferry_blobs_set_options(&o);
+}
+
+const char *env_blobs_strerror(int err)
+{
+	switch (err) {
+	case -EACCES:
+	case -EPERM:
+		return "access denied (wrong key, or a SAS token or policy that has expired or "
+		       "lacks a permission)";
+	case -ENOENT:
+		return "the container or bucket does not exist";
+	case -ENOKEY:
+		return "no credentials: set AZURE_STORAGE_CONNECTION_STRING (or AZURE_STORAGE_ACCOUNT "
+		       "with AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN) for azblob://, "
+		       "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3://";
+	case -EINVAL:
+		return "malformed URL or credentials";
+	case -EPROTONOSUPPORT:
+		return "unknown URL scheme (file://, azblob:// and s3:// are known)";
+	case -EAGAIN:
+	case -ETIMEDOUT:
+		return "the service did not answer in time, retries exhausted";
+	case -EPROTO:
+		return "protocol or TLS error (a private CA needs FERRY_CA_BUNDLE)";
+	default:
+		return strerror(-err);
+	}
 }

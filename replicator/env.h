@@ -14,3 +14,8 @@
 int env_blobs_options(struct ferry_blobs_options *ret);
 /* env_blobs_options + ferry_blobs_set_options: one call at startup. */
 int env_blobs_setup(void);
+/* What a -errno from opening a remote location most likely means, for an
+ * error message that names the URL (never a secret): "access denied (wrong
+ * key, or a SAS or policy that is expired or lacks a permission)" for
+ * -EACCES, and so on; strerror otherwise. */
+const char *env_blobs_strerror(int err);

@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "env.h"
+#include "ferry/blobs.h"
 #include "ferry/cache.h"
 #include "ferry/catalog.h"
 #include "ferry/changelog.h"
@@ -50,6 +51,7 @@ static void usage(FILE *f)
 		"  change-recovery-point --vault DIR VM ...  before commit, pick another point\n"
 		"  commit --vault DIR VM                     make the failover final\n"
 		"  jobs --vault DIR                          history of failover operations\n"
+		"  attach --vault NEWDIR --store URL        rebuild a vault's catalog from its store\n"
 		"  reprotect-prepare --vault DIR --vm VM ... at the source: seed the way back\n"
 		"  reprotect --vault DIR VM ...              at the target: replicate the clone back\n"
 		"  failback --vault DIR VM                   at the source: rewrite what differs\n"
@@ -85,6 +87,15 @@ static void init_undo(const char *dir, int existed)
 	nftw(dir, undo_one, 16, FTW_DEPTH | FTW_PHYS);
 	if (existed)
 		mkdir(dir, 0750);
+}
+
+/* Any pack means the location is another vault's store. */
+static int probe_one(const char *name, uint64_t size, void *userdata)
+{
+	(void)name;
+	(void)size;
+	(void)userdata;
+	return -EEXIST;
 }
 
 static int cmd_init(int argc, char **argv)
@@ -149,6 +160,31 @@ static int cmd_init(int argc, char **argv)
 			return log_error("store URL is too long"), 1;
 	}
 
+	/* Opening a remote location proves little (a SAS may not read
+	 * container properties): a listing does, before anything is made,
+	 * and shows whether the location is free. */
+	if (store_url && strstr(store_url, "://")) {
+		struct ferry_blobs *b;
+		int q = ferry_blobs_open(store_url, 1, &b);
+		if (q >= 0) {
+			q = ferry_blobs_list(b, "packs/", probe_one, NULL);
+			ferry_blobs_free(b);
+		}
+		/* A second catalog over one store would take the first one's
+		 * packs for garbage. */
+		if (q == -EEXIST) {
+			log_error("store %s already holds a vault's packs; a new vault needs an "
+				  "empty location",
+				  store_url);
+			return 1;
+		}
+		if (q < 0) {
+			log_error("cannot create vault %s with store %s: %s", dir, store_url,
+				  env_blobs_strerror(q));
+			return 1;
+		}
+	}
+
 	/* Only an absent directory or an empty one is undone after a failure:
 	 * then everything in it is init's own. */
 	struct stat st;
@@ -164,6 +200,9 @@ static int cmd_init(int argc, char **argv)
 			closedir(d);
 	}
 	int r = ferry_vault_create(dir, (uint32_t)chunk, store_url);
+	/* The store describes itself from the start (ferry attach). */
+	if (r >= 0)
+		r = record_vault_init(dir);
 	if (r == -ENOTEMPTY) {
 		log_error("%s exists and is not empty; a vault needs a new directory", dir);
 		return 1;
@@ -597,6 +636,9 @@ int cmd_enable(int argc, char **argv)
 		}
 		if (r >= 0)
 			r = ferry_catalog_event_add(c, vm.id, "info", "replication enabled");
+		/* The store must know the VM too: ferry attach rebuilds it. */
+		if (r >= 0)
+			r = record_vm_write(v, vm.id);
 		/* The agent's file comes before the commit: a VM in the catalog
 		 * always has its configuration. */
 		if (r >= 0)
@@ -940,6 +982,7 @@ static const struct {
 	{ "change-recovery-point", cmd_change_recovery_point },
 	{ "commit", cmd_commit },
 	{ "jobs", cmd_jobs },
+	{ "attach", cmd_attach },
 	{ "reprotect-prepare", cmd_reprotect_prepare },
 	{ "reprotect", cmd_reprotect },
 	{ "failback", cmd_failback },

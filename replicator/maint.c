@@ -247,18 +247,24 @@ static int root_of_point_disk(const struct ferry_point_disk *d, void *userdata)
 struct roots_ctx {
 	struct ferry_catalog *c;
 	struct root_vec *rv;
+	struct idset *live; /* records are marked directly: they reference nothing */
 };
 
 static int roots_of_point(const struct ferry_point *p, void *userdata)
 {
 	struct roots_ctx *rc = userdata;
-	return ferry_catalog_point_disks(rc->c, p->id, root_of_point_disk, rc->rv);
+	int r = idset_add(rc->live, &p->record);
+	return r < 0 ? r : ferry_catalog_point_disks(rc->c, p->id, root_of_point_disk, rc->rv);
 }
 
 static int roots_of_vm(const struct ferry_vm *vm, void *userdata)
 {
 	struct roots_ctx *rc = userdata;
-	int r = ferry_catalog_disk_list(rc->c, vm->id, root_of_disk, rc->rv);
+	int r = idset_add(rc->live, &vm->record);
+	if (r >= 0)
+		r = idset_add(rc->live, &vm->state_record);
+	if (r >= 0)
+		r = ferry_catalog_disk_list(rc->c, vm->id, root_of_disk, rc->rv);
 	return r < 0 ? r : ferry_catalog_point_list(rc->c, vm->id, roots_of_point, rc);
 }
 
@@ -266,6 +272,21 @@ static int root_of_clone(const struct ferry_clone_disk *d, void *userdata)
 {
 	int r = push_root(userdata, &d->base_root, d->size);
 	return r < 0 ? r : push_root(userdata, &d->root, d->size);
+}
+
+/* The vault's own record (settings key vault_record, hex), if it has one. */
+static int mark_vault_record(struct ferry_catalog *c, struct idset *live)
+{
+	char hex[FERRY_ID_HEX_SIZE + 8];
+	int r = ferry_catalog_get_setting(c, "vault_record", hex, sizeof(hex));
+	if (r == -ENOENT)
+		return 0;
+	struct ferry_id id;
+	if (r >= 0)
+		r = ferry_id_from_hex(hex, &id);
+	if (r >= 0)
+		r = idset_add(live, &id);
+	return r < 0 ? r : 0;
 }
 
 /* ---- sweep ---- */
@@ -452,11 +473,13 @@ int maint_gc(struct ferry_vault *v, struct gc_result *ret)
 	struct gc_result res = { 0 };
 	struct mark_ctx m = { .v = v };
 	struct root_vec rv = { 0 };
-	struct roots_ctx rc = { c, &rv };
+	struct roots_ctx rc = { c, &rv, &m.live };
 	struct sweep_ctx s = { .m = &m };
 	struct orphan_ctx oc = { .v = v, .s = &s };
 
-	int r = ferry_catalog_vm_list(c, roots_of_vm, &rc);
+	int r = mark_vault_record(c, &m.live);
+	if (r >= 0)
+		r = ferry_catalog_vm_list(c, roots_of_vm, &rc);
 	if (r >= 0)
 		r = ferry_catalog_clone_disk_all(c, root_of_clone, &rv);
 	for (size_t i = 0; r >= 0 && i < rv.n; i++)

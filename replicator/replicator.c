@@ -4,10 +4,17 @@
  * takes the segments waiting in the VM's cache in sequence order, applies
  * them (apply.c), acknowledges and deletes them, then thins recovery points
  * and collects garbage (maint.c). One replicator per vault: it holds the
- * vault's writer lock while it runs.
+ * vault's replicator flock while it runs, and the writer flock during each
+ * pass. One replicator per store, too: where the store is remote, another
+ * vault directory may be attached to the same container or bucket, so the
+ * replicator also holds a lease on the store itself (an Azure blob lease or
+ * an S3 lock object, ferry_blobs_lock_*), renewed by a thread every 20 s and
+ * before every pass; a renewal that fails stops it, because a lease it no
+ * longer holds may already be another replicator's.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,15 +22,146 @@
 #include <time.h>
 
 #include "env.h"
+#include "ferry/blobs.h"
 #include "ferry/cache.h"
 #include "ferry/catalog.h"
 #include "ferry/log.h"
+#include "ferry/store.h"
 #include "ferry/util.h"
 #include "ferry/vault.h"
 #include "maint.h"
 #include "replicate.h"
 
 static volatile sig_atomic_t stop;
+
+/* The store lease: its name in the store, how long a dead holder blocks
+ * others, and how often a live one renews (a third of it, so two renewals
+ * may fail to reach the service, each after its own retries, before it
+ * runs out). */
+#define STORE_LOCK_NAME "locks/replicator"
+#define STORE_LOCK_TTL_S 60
+#define STORE_LOCK_RENEW_S 20
+
+struct store_lease {
+	struct ferry_blobs_lock *lock;
+	const char *url;
+	pthread_t thread;
+	int thread_started;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	int quit;
+};
+
+/* Set once a renewal failed: nothing more may be applied. */
+static volatile sig_atomic_t lease_lost;
+
+static int lease_renew(struct store_lease *l)
+{
+	if (lease_lost)
+		return -ENOLCK;
+	int r = ferry_blobs_lock_renew(l->lock);
+	if (r < 0) {
+		lease_lost = 1;
+		stop = 1;
+		log_error("lost the replicator lock on store %s: %s; stopping so that two "
+			  "replicators never write one store",
+			  l->url, r == -EBUSY ? "another replicator took it over" :
+						env_blobs_strerror(r));
+		return -ENOLCK;
+	}
+	return 0;
+}
+
+static void *lease_thread(void *userdata)
+{
+	struct store_lease *l = userdata;
+	pthread_mutex_lock(&l->mu);
+	while (!l->quit) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += STORE_LOCK_RENEW_S;
+		while (!l->quit && pthread_cond_timedwait(&l->cond, &l->mu, &ts) != ETIMEDOUT)
+			;
+		if (l->quit)
+			break;
+		/* Renewing takes seconds when the service is slow; the mutex
+		 * only guards quit. */
+		pthread_mutex_unlock(&l->mu);
+		int r = lease_renew(l);
+		pthread_mutex_lock(&l->mu);
+		if (r < 0)
+			break;
+	}
+	pthread_mutex_unlock(&l->mu);
+	return NULL;
+}
+
+static int lease_take(struct ferry_store *store, struct store_lease *l)
+{
+	*l = (struct store_lease){ .url = ferry_store_url(store) };
+	int r = ferry_blobs_lock_acquire(ferry_store_blobs(store), STORE_LOCK_NAME,
+					 STORE_LOCK_TTL_S, &l->lock);
+	if (r == -EBUSY) {
+		log_error("another replicator holds store %s (its lease %s is live); it is "
+			  "released when that replicator stops, or expires %d s after it died",
+			  l->url, STORE_LOCK_NAME, STORE_LOCK_TTL_S);
+		return r;
+	}
+	if (r < 0) {
+		log_error("cannot take the replicator lock on store %s: %s", l->url,
+			  env_blobs_strerror(r));
+		return r;
+	}
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&l->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&l->mu, NULL);
+	r = pthread_create(&l->thread, NULL, lease_thread, l);
+	if (r != 0) {
+		l->lock = ferry_blobs_lock_release(l->lock);
+		pthread_cond_destroy(&l->cond);
+		pthread_mutex_destroy(&l->mu);
+		log_error_errno(-r, "cannot start the lease renewal thread");
+		return -r;
+	}
+	l->thread_started = 1;
+	log_debug("holding the replicator lock on store %s", l->url);
+	return 0;
+}
+
+static void lease_drop(struct store_lease *l)
+{
+	if (!l->lock)
+		return;
+	pthread_mutex_lock(&l->mu);
+	l->quit = 1;
+	pthread_cond_signal(&l->cond);
+	pthread_mutex_unlock(&l->mu);
+	pthread_join(l->thread, NULL);
+	pthread_cond_destroy(&l->cond);
+	pthread_mutex_destroy(&l->mu);
+	/* Released even when lost: a release with a stale lease id is
+	 * refused by the service and changes nothing. */
+	l->lock = ferry_blobs_lock_release(l->lock);
+}
+
+/* The store URL a vault's catalog names, for messages when the vault will
+ * not open (the URL never holds a secret). */
+static void vault_store_url(const char *dir, char *buf, size_t size)
+{
+	buf[0] = 0;
+	_cleanup_free_ char *db = NULL;
+	if (asprintf(&db, "%s/catalog.db", dir) < 0)
+		return;
+	struct ferry_catalog *c;
+	if (ferry_catalog_open(db, 1, &c) < 0)
+		return;
+	if (ferry_catalog_get_setting(c, "store_url", buf, size) < 0)
+		buf[0] = 0;
+	ferry_catalog_free(c);
+}
 
 static void on_signal(int sig)
 {
@@ -99,6 +237,10 @@ static int run_pass(struct ferry_vault *v, int do_gc, int64_t *last_gc_ns)
 		if (replicating(l.vms[i].state) && replicate_vm(v, &l.vms[i], &stop) < 0)
 			failed = 1;
 	free(l.vms);
+	/* Without the store lease, thinning and gc could delete what another
+	 * replicator just wrote. */
+	if (lease_lost)
+		return -ENOLCK;
 
 	unsigned thinned = 0;
 	r = maint_thin(v, ferry_now_ns(), &thinned);
@@ -198,8 +340,23 @@ int main(int argc, char **argv)
 	struct ferry_vault *v;
 	r = ferry_vault_open(vault_dir, 0, &v);
 	if (r < 0) {
-		log_error_errno(r, "cannot open vault %s", vault_dir);
+		char url[FERRY_URL_MAX];
+		vault_store_url(vault_dir, url, sizeof(url));
+		if (strstr(url, "://"))
+			log_error("cannot open vault %s: store %s: %s", vault_dir, url,
+				  env_blobs_strerror(r));
+		else
+			log_error_errno(r, "cannot open vault %s", vault_dir);
 		return 1;
+	}
+
+	struct store_lease lease = { 0 };
+	if (!ferry_blobs_local_dir(ferry_store_blobs(ferry_vault_store(v)))) {
+		r = lease_take(ferry_vault_store(v), &lease);
+		if (r < 0) {
+			ferry_vault_free(v);
+			return 1;
+		}
 	}
 
 	struct sigaction sa = { .sa_handler = on_signal };
@@ -208,8 +365,10 @@ int main(int argc, char **argv)
 
 	int64_t last_gc_ns = 0;
 	for (;;) {
-		r = run_pass(v, do_gc, &last_gc_ns);
-		if (once || stop)
+		r = lease.lock ? lease_renew(&lease) : 0;
+		if (r >= 0)
+			r = run_pass(v, do_gc, &last_gc_ns);
+		if (once || stop || lease_lost)
 			break;
 		struct timespec ts = { interval, 0 };
 		while (!stop && nanosleep(&ts, &ts) < 0 && errno == EINTR)
@@ -217,6 +376,7 @@ int main(int argc, char **argv)
 		if (stop)
 			break;
 	}
+	lease_drop(&lease);
 	ferry_vault_free(v);
-	return r < 0 ? 1 : 0;
+	return r < 0 || lease_lost ? 1 : 0;
 }

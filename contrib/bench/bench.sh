@@ -15,6 +15,8 @@
 #   OUTDIR       results [$BENCH_DATA/results-<UTC stamp>]
 #   FERRY_BUILD  Ferry build dir, buildtype=release [<src>/build/bench]
 #   PEERS        peers to run ["restic borg"]
+#   REPS         repetitions of every ingest and read measurement [3];
+#                the table shows medians (this host's CPUs may be shared)
 #   FIO_RUNTIME  seconds per random-read run [20]; FIO_JOBS ["1 4"]
 #   RSS_SIZES    extra disk sizes for Ferry's RSS ["256M 8G"; "64M 1G" if small]
 #   PHASES       subset of "ferry pipelined peers reads rss" [all]
@@ -33,6 +35,7 @@ OUTDIR=${OUTDIR:-$DATA/results-$(date -u +%Y%m%dT%H%M%SZ)}
 BUILD=${FERRY_BUILD:-$SRCROOT/build/bench}
 PEERS=${PEERS:-"restic borg"}
 FIO_RUNTIME=${FIO_RUNTIME:-20}
+REPS=${REPS:-3}
 FIO_JOBS=${FIO_JOBS:-"1 4"}
 CHECK=${CHECK:-1}
 PROFILE=${PROFILE:-0}
@@ -40,7 +43,7 @@ KEEP=${KEEP:-0}
 
 case "${1:-}" in
 -h | --help)
-	sed -n '4,24s/^# \{0,1\}//p' "$0"
+	sed -n '4,26s/^# \{0,1\}//p' "$0"
 	exit 0
 	;;
 "") ;;
@@ -64,7 +67,8 @@ mkdir -p "$DATA" "$OUTDIR" && DATA=$(cd "$DATA" && pwd) && OUTDIR=$(cd "$OUTDIR"
 LOG=$OUTDIR/log
 RES=$OUTDIR/results.tsv
 mkdir -p "$LOG"
-printf 'section\tmetric\tunit\tvalue\n' >"$RES"
+printf 'section\tmetric\tunit\trep\tvalue\n' >"$RES"
+REP=1
 
 export RESTIC_PASSWORD=ferry-bench
 export RESTIC_CACHE_DIR=$DATA/cache.restic
@@ -74,8 +78,8 @@ export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 
 say() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 rec() {
-	printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RES"
-	say "  $1 $2 = $4 $3"
+	printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$REP" "$4" >>"$RES"
+	say "  $1 $2 = $4 $3 (rep $REP)"
 }
 now() { echo "$EPOCHREALTIME"; }
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a-b}'; }
@@ -230,12 +234,11 @@ tile_image() {
 	rm -f "$dir/disk.img" "$dir/disk.mod.img"
 	truncate -s "$size" "$dir/disk.img"
 	for i in $(seq 0 $((n - 1))); do
-		cp --sparse=always "$IMG0" "$dir/tile.img"
-		[ "$i" -gt 0 ] && /usr/bin/python3 "$HERE/mkmod.py" "$dir/tile.img" --seed $((100 + i)) >/dev/null
-		dd if="$dir/tile.img" of="$dir/disk.img" bs=1M seek=$((i * SIZE_BYTES / 1048576)) \
+		dd if="$IMG0" of="$dir/disk.img" bs=1M seek=$((i * SIZE_BYTES / 1048576)) \
 			conv=notrunc,sparse status=none
+		[ "$i" -gt 0 ] && /usr/bin/python3 "$HERE/mkmod.py" "$dir/disk.img" --seed $((100 + i)) \
+			--at $((i * SIZE_BYTES)) --size "$SIZE_BYTES" >/dev/null
 	done
-	rm -f "$dir/tile.img"
 	truncate -s "$size" "$dir/disk.img"
 	touch "$dir/disk.mod.img" # unused: the RSS runs ingest once
 	t1=$(now)
@@ -292,7 +295,7 @@ phase_ferry() {
 	sync
 	s0=$(ferry_repo_bytes "$v")
 	rec ferry repo_v0 B "$s0"
-	[ "$PROFILE" = 1 ] && profile_v0
+	[ "$PROFILE" = 1 ] && [ "$REP" = 1 ] && profile_v0
 
 	say "== ferry: 5 % scattered 4 KiB writes, in place (mkmod.py, same seed as disk.mod.img)"
 	/usr/bin/python3 "$HERE/mkmod.py" "$src" --seed 5 --fraction 0.05 >>"$LOG/ferry.setup.log" 2>&1
@@ -485,7 +488,7 @@ phase_reads() {
 	dd if="$MFILE" of=/dev/null bs=1M status=none
 	t1=$(now)
 	rec "$p" seq_read_MBps MB/s "$(fdiv "$SIZE_BYTES" "$(awk -v t="$(fsub "$t1" "$t0")" 'BEGIN{print t*1e6}')")"
-	if [ "$CHECK" = 1 ]; then
+	if [ "$CHECK" = 1 ] && [ "$REP" = 1 ]; then
 		if cmp -s "$MFILE" "$IMG1"; then rec "$p" content_matches_v1 bool 1; else
 			rec "$p" content_matches_v1 bool 0
 			say "WARNING: $p's image differs from disk.mod.img"
@@ -519,18 +522,29 @@ rec raw seq_read_cold_MBps MB/s "$(fdiv "$SIZE_BYTES" "$(awk -v t="$(fsub "$t1" 
 say "counting the 4 KiB blocks that differ between disk.img and disk.mod.img"
 rec image changed_4k_blocks blocks "$(/usr/bin/python3 "$HERE/changed_blocks.py" "$IMG0" "$IMG1")"
 
+# Every repetition runs all tools one after the other, so that load from
+# elsewhere on the host spreads over all of them rather than hitting one.
 PHASES=${PHASES:-"ferry pipelined peers reads rss"}
-for ph in $PHASES; do
-	rec load "loadavg_before_$ph" 1min "$(cut -d' ' -f1 /proc/loadavg)"
-	case $ph in
-	ferry) phase_ferry ;;
-	pipelined) phase_pipelined ;;
-	peers) for p in $PEERS; do phase_peer "$p"; done ;;
-	reads) for p in ferry $PEERS; do phase_reads "$p"; done ;;
-	rss) phase_rss ;;
-	*) say "unknown phase $ph" ;;
-	esac
+for REP in $(seq 1 "$REPS"); do
+	say "==== repetition $REP of $REPS"
+	for ph in $PHASES; do
+		[ "$ph" = rss ] && continue
+		rec load "loadavg_before_$ph" 1min "$(cut -d' ' -f1 /proc/loadavg)"
+		case $ph in
+		ferry) phase_ferry ;;
+		pipelined) phase_pipelined ;;
+		peers) for p in $PEERS; do phase_peer "$p"; done ;;
+		reads) for p in ferry $PEERS; do phase_reads "$p"; done ;;
+		*) say "unknown phase $ph" ;;
+		esac
+	done
 done
+REP=1
+case " $PHASES " in *" rss "*)
+	rec load loadavg_before_rss 1min "$(cut -d' ' -f1 /proc/loadavg)"
+	phase_rss
+	;;
+esac
 rec load loadavg_end 1min "$(cut -d' ' -f1 /proc/loadavg)"
 
 /usr/bin/python3 "$HERE/report.py" "$RES" "$OUTDIR/machine.txt" >"$OUTDIR/results.md" ||

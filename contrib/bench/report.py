@@ -7,22 +7,30 @@ Each row: Ferry, each peer, the Ferry/peer ratios and, where the issue sets
 one, the target and whether it is met. Ratios are oriented so that >1 means
 Ferry is better (faster, smaller), except growth / bytes written.
 """
+import statistics
 import sys
 
-rows = {}
+samples = {}
 units = {}
 with open(sys.argv[1]) as f:
     next(f)
     for line in f:
         parts = line.rstrip("\n").split("\t")
-        if len(parts) != 4:
+        if len(parts) == 4:  # older files: no repetition column
+            parts.insert(3, "1")
+        if len(parts) != 5:
             continue
-        sec, met, unit, val = parts
+        sec, met, unit, _rep, val = parts
         try:
-            rows[(sec, met)] = float(val)
+            v = float(val)
         except ValueError:
             continue
+        if v != v:  # nan: a failed measurement
+            continue
+        samples.setdefault((sec, met), []).append(v)
         units[(sec, met)] = unit
+# Medians over the repetitions; load averages are listed as measured.
+rows = {k: statistics.median(v) for k, v in samples.items()}
 
 peers = [p for p in ("restic", "borg") if any(k[0] == p for k in rows)]
 
@@ -188,11 +196,26 @@ if rss:
         targets.append(("replicator peak RSS bounded", "%s→%s disk (%g×): RSS ≤ 1.25×" % (
             s_lo, s_hi, sratio), "%.2f×" % grow, grow <= 1.25))
 
-loads = [(met, v) for (sec, met), v in rows.items() if sec == "load"]
+nreps = max((len(v) for (sec, met), v in samples.items() if met == "ingest_MBps"), default=1)
+w("Figures are medians of %d repetitions. Spread (min–max):\n" % nreps)
+w("| measure | " + " | ".join(["ferry"] + peers) + " |")
+w("|---|" + "---|" * (1 + len(peers)))
+for name, met in (("initial ingest MB/s", "ingest_MBps"), ("sequential read MB/s", "seq_read_MBps"),
+                  ("random 4 KiB IOPS, 1 job", "rand4k_iops_j1"),
+                  ("random 4 KiB IOPS, 4 jobs", "rand4k_iops_j4"), ("mount → first byte s", "ttfb_s")):
+    cells = []
+    for p in ["ferry"] + peers:
+        v = samples.get((p, met))
+        cells.append("-" if not v else "%s–%s" % (fmt(min(v)), fmt(max(v))))
+    w("| %s | %s |" % (name, " | ".join(cells)))
+w("")
+
+loads = [(met, v) for (sec, met), v in samples.items() if sec == "load"]
 if loads:
     w("Load average (1 min) when each phase began: %s. This host's 2 CPUs may be shared; "
       "a load well above 1 before a phase means other work competed with it.\n" % ", ".join(
-          "%s %.2f" % (m.replace("loadavg_before_", "").replace("loadavg_", ""), v)
+          "%s %s" % (m.replace("loadavg_before_", "").replace("loadavg_", ""),
+                     "/".join("%.1f" % x for x in v))
           for m, v in loads))
 
 w("Targets:\n")

@@ -87,6 +87,20 @@ struct ferry_blobs_options {
 int ferry_blobs_set_options(const struct ferry_blobs_options *opts);
 
 /*
+ * Fills ret the way the Azure and AWS tools read their environment, through
+ * lookup (the program passes getenv; the core reads no environment):
+ * AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with
+ * AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN; AWS_ACCESS_KEY_ID,
+ * AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION (or
+ * AWS_DEFAULT_REGION), AWS_ENDPOINT_URL; FERRY_CA_BUNDLE. Empty values count
+ * as unset. The strings point wherever lookup's results point. A default
+ * retry budget is filled in, but sleep stays NULL (no retries) until the
+ * program supplies its own: sleeping is policy. Returns 0.
+ */
+int ferry_blobs_options_from(const char *(*lookup)(const char *name),
+			     struct ferry_blobs_options *ret);
+
+/*
  * An exclusive lock on a location, for "one replicator per store": an
  * Azure blob lease, an S3 conditional-create lock object, a flock locally.
  * -EBUSY while another holder's lock is live. ttl_s bounds how long a

@@ -70,6 +70,11 @@ struct ferry_vm {
 	int64_t marker_ns;           /* time of the last applied marker */
 	uint64_t initial_done_bytes; /* progress of initial replication */
 	uint64_t initial_total_bytes;
+	/* Records in the store (records.h) that describe this VM: its VM
+	 * record and the STATE record of the last applied segment. Null ids
+	 * if none. GC keeps them; ferry attach rebuilds the VM from them. */
+	struct ferry_id record;
+	struct ferry_id state_record;
 };
 
 /* Fills vm->id on success; -EEXIST if the name is taken. */
@@ -124,8 +129,9 @@ struct ferry_point {
 	int64_t vm_id;
 	char name[40]; /* 20261127T053000Z, with -N suffix when a second repeats */
 	int64_t time_ns;
-	int consistency; /* enum ferry_consistency */
-	uint64_t seq;    /* segment holding the marker */
+	int consistency;        /* enum ferry_consistency */
+	uint64_t seq;           /* segment holding the marker */
+	struct ferry_id record; /* its POINT record in the store, or null */
 };
 
 struct ferry_point_disk {
@@ -135,9 +141,13 @@ struct ferry_point_disk {
 	struct ferry_id root;
 };
 
-/* Picks a unique name from time_ns and fills p->id and p->name. */
+/* Fills p->id. With p->name empty, picks a unique name from time_ns and
+ * fills p->name; with p->name set, uses it (-EEXIST if taken). */
 int ferry_catalog_point_add(struct ferry_catalog *c, struct ferry_point *p,
 			    const struct ferry_point_disk *disks, size_t ndisks);
+/* The name point_add would pick for a point at time_ns. */
+int ferry_catalog_point_pick_name(struct ferry_catalog *c, int64_t vm_id, int64_t time_ns,
+				  char name[40]);
 int ferry_catalog_point_get(struct ferry_catalog *c, int64_t vm_id, const char *name,
 			    struct ferry_point *ret);
 /* Points of a VM, oldest first. */
@@ -157,6 +167,9 @@ int ferry_catalog_object_get(struct ferry_catalog *c, const struct ferry_id *id,
 /* Adding a known id keeps the first location. */
 int ferry_catalog_object_put(struct ferry_catalog *c, const struct ferry_id *id,
 			     const struct ferry_loc *loc);
+/* Points a known id at a new location (a copy in a newer pack). */
+int ferry_catalog_object_move(struct ferry_catalog *c, const struct ferry_id *id,
+			      const struct ferry_loc *loc);
 int ferry_catalog_object_delete(struct ferry_catalog *c, const struct ferry_id *id);
 int ferry_catalog_object_list(struct ferry_catalog *c,
 			      int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc,

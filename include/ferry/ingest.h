@@ -28,6 +28,13 @@
 struct ferry_ingest;
 
 int ferry_ingest_new(struct ferry_vault *v, struct ferry_ingest **ret);
+/*
+ * Stores every object in this ingest's pack even where the vault already
+ * has it. For writers that run beside garbage collection (ferryfs clones):
+ * an object GC found dead may go at any moment, so it must not be reused;
+ * the new pack itself is protected by its intent.
+ */
+void ferry_ingest_no_vault_dedup(struct ferry_ingest *in);
 /* Discards whatever was not finished and recorded. */
 struct ferry_ingest *ferry_ingest_free(struct ferry_ingest *in);
 
@@ -41,6 +48,11 @@ int ferry_ingest_write(struct ferry_ingest *in, struct ferry_map *m, uint64_t bl
 		       const void *data, uint64_t nblocks);
 int ferry_ingest_zero(struct ferry_ingest *in, struct ferry_map *m, uint64_t block,
 		      uint64_t nblocks);
+/* Adds a record (records.h: FERRY_OBJ_POINT, _STATE, ...) of len bytes to
+ * the pack, unless the vault already has it; ret_id gets its id. Call before
+ * ferry_ingest_finish. */
+int ferry_ingest_add_record(struct ferry_ingest *in, enum ferry_obj_type type, const void *buf,
+			    size_t len, struct ferry_id *ret_id);
 /* Places pending small writes into their maps; call before committing maps. */
 int ferry_ingest_flush(struct ferry_ingest *in);
 /* Writes the pack durably (nothing if no object was added). */
@@ -50,3 +62,6 @@ int ferry_ingest_finish(struct ferry_ingest *in);
 int ferry_ingest_record(struct ferry_ingest *in);
 /* Stored bytes of the pack (after finish). */
 uint64_t ferry_ingest_stored_bytes(const struct ferry_ingest *in);
+/* The id of the pack this ingest writes, known from the start: writers
+ * other than the replicator announce it as a pack intent (catalog.h). */
+uint64_t ferry_ingest_pack_id(const struct ferry_ingest *in);

@@ -18,7 +18,10 @@
 enum ferry_obj_type {
 	FERRY_OBJ_CHUNK = 1, /* disk bytes, a multiple of 4 KiB, <= chunk size */
 	FERRY_OBJ_NODE = 2,  /* a disk-map tree node (map.h) */
-	FERRY_OBJ_POINT = 3, /* a recovery-point record (catalog rebuild) */
+	FERRY_OBJ_POINT = 3, /* a recovery-point record (records.h) */
+	FERRY_OBJ_VM = 4,    /* a VM's settings, disks and resources (records.h) */
+	FERRY_OBJ_STATE = 5, /* a VM's applied state after one segment (records.h) */
+	FERRY_OBJ_VAULT = 6, /* the vault's own settings (records.h) */
 };
 
 /* Where one object lives. */

@@ -14,7 +14,8 @@
  * domain.xml: a <domain type='kvm'> (type 'qemu' when the accelerator list
  * starts with tcg) with name, uuid, memory, vcpus, machine type, SeaBIOS,
  * raw virtio disks vda, vdb, ... in source order with boot order 1, 2, ...,
- * virtio NICs of type 'network' on the given network with the source MACs,
+ * NICs (virtio unless the source had another model) of type 'network' on
+ * the given network with the source MACs,
  * a serial console on a pty, and <metadata> in the namespace
  * FERRY_VMDEF_XMLNS: <ferry:failover> with the kind, source VM, recovery
  * point, resource group, availability set, subnet and each NIC's address.
@@ -42,11 +43,11 @@
 
 enum ferry_vmdef_kind {
 	FERRY_VMDEF_TEST_FAILOVER, /* isolated test network */
-	FERRY_VMDEF_FAILOVER,	   /* the target network */
+	FERRY_VMDEF_FAILOVER,      /* the target network */
 };
 
 enum ferry_vmdef_net {
-	FERRY_VMDEF_NET_USER,	/* qemu user network (restricted for test failovers) */
+	FERRY_VMDEF_NET_USER,   /* qemu user network (restricted for test failovers) */
 	FERRY_VMDEF_NET_BRIDGE, /* -netdev bridge,br=<nic network> */
 };
 
@@ -59,19 +60,21 @@ struct ferry_vmdef_nic {
 	const char *mac;     /* "52:54:00:12:34:56"; required */
 	const char *address; /* "10.0.0.5/24", "10.0.0.5" or NULL: metadata and DHCP start */
 	const char *network; /* target (or test) network; required */
+	const char *model;   /* libvirt model / qemu device: NULL or "virtio" (virtio-net-pci),
+				"e1000", "rtl8139", ... ([A-Za-z0-9._-], passed on as is) */
 };
 
 struct ferry_vmdef {
-	const char *name; /* the target VM's name, e.g. "<vm>-<failover name>" */
-	uint8_t uuid[16]; /* see ferry_vmdef_uuid_from_seed() */
-	unsigned cpus;	  /* >= 1 */
-	uint64_t memory_mib; /* >= 1 */
+	const char *name;     /* the target VM's name, e.g. "<vm>-<failover name>" */
+	uint8_t uuid[16];     /* see ferry_vmdef_uuid_from_seed() */
+	unsigned cpus;        /* >= 1 */
+	uint64_t memory_mib;  /* >= 1 */
 	const char *machine;  /* NULL: "pc" (i440FX, SeaBIOS) */
 	const char *accel;    /* colon-separated, tried in order; NULL: "kvm:tcg" */
 	const char *cache;    /* none|writeback|writethrough|directsync|unsafe; NULL: "none" */
 	const char *emulator; /* NULL: "qemu-system-x86_64" (looked up in PATH) */
 	const struct ferry_vmdef_disk *disks; /* in source order; the first boots */
-	size_t n_disks;			      /* 1..FERRY_VMDEF_MAX_DISKS */
+	size_t n_disks;                       /* 1..FERRY_VMDEF_MAX_DISKS */
 	const struct ferry_vmdef_nic *nics;
 	size_t n_nics; /* 0..FERRY_VMDEF_MAX_NICS */
 	enum ferry_vmdef_net net;
@@ -106,9 +109,9 @@ void ferry_vmdef_uuid_format(const uint8_t uuid[16], char ret[37]);
 
 /*
  * The static address rule of failover (IPv4): given a NIC's source address
- * ("a.b.c.d/p" or "a.b.c.d"), the target subnet's CIDR (NULL or "" when
- * unknown) and the addresses already in use there (with or without
- * prefix), returns a new "a.b.c.d/p" string:
+ * ("a.b.c.d/p" or "a.b.c.d"), the target subnet's CIDR (NULL, "" or a
+ * name without '/' when unknown) and the addresses already in use there
+ * (with or without prefix), returns a new "a.b.c.d/p" string:
  *   - subnet unknown: the source address unchanged (any family);
  *   - source address inside the subnet, not its network, gateway (.1 of
  *     the subnet: network + 1) or broadcast address, and not in use: kept,

@@ -834,11 +834,11 @@ static int parse_u64(const char *s, uint64_t *ret)
 
 /* One page of List Blobs: adds our blobs, returns the next marker ("" at
  * the end). Hostile input gets -EBADMSG, never a crash. */
-static int parse_list(const struct azure *a, const char *xml, size_t len, struct blob_list *out,
-		      char **ret_marker)
+int azure_list_parse(const char *prefix, const char *xml, size_t len, struct blob_list *out,
+		     char **ret_marker)
 {
 	const char *end = xml + len;
-	size_t plen = strlen(a->prefix);
+	size_t plen = strlen(prefix);
 	for (const char *p = xml;;) {
 		const char *o = find(p, end, "<Blob>");
 		if (!o)
@@ -861,7 +861,7 @@ static int parse_list(const struct azure *a, const char *xml, size_t len, struct
 		r = parse_u64(cl, &size);
 		if (r < 0)
 			return r;
-		if (strncmp(name, a->prefix, plen) == 0) {
+		if (strncmp(name, prefix, plen) == 0) {
 			char *rel = strdup(name + plen);
 			if (!rel)
 				return -ENOMEM;
@@ -906,7 +906,8 @@ static int azure_list(struct ferry_blobs *b, const char *prefix, struct blob_lis
 		r = azure_call(a, &c, &resp);
 		_cleanup_free_ char *next = NULL;
 		if (r >= 0)
-			r = resp.body ? parse_list(a, resp.body, resp.body_len, out, &next) :
+			r = resp.body ? azure_list_parse(a->prefix, resp.body, resp.body_len, out,
+							 &next) :
 					-EBADMSG;
 		ferry_http_response_clear(&resp);
 		if (r < 0)

@@ -83,6 +83,12 @@ int azure_string_to_sign(const char *account, const char *method, const char *ur
 int azure_authorization(const char *account, const void *key, size_t keylen, const char *method,
 			const char *url, const struct ferry_http_header *headers, size_t nheaders,
 			uint64_t content_length, char **ret);
+/* One List Blobs response page (xml, len bytes, not NUL-terminated): adds
+ * every blob whose name starts with prefix, relative to it, to out, and sets
+ * the next marker ("" at the end). -EBADMSG on malformed XML. Exposed for the
+ * fuzz target. */
+int azure_list_parse(const char *prefix, const char *xml, size_t len, struct blob_list *out,
+		     char **ret_marker);
 /* Test hooks for the Azure backend: a small List Blobs page size, and a
  * fault seam under its HTTP client (see ferry_http_options.fault). */
 void blobs_azure_set_max_results(struct ferry_blobs *b, unsigned n);

@@ -776,13 +776,13 @@ static int parse_u64(const char *s, const char *e, uint64_t *ret)
  * cannot come back for our prefix query; a server that sends them anyway is
  * ignored rather than trusted with names outside the location.
  */
-static int parse_list_page(const struct s3 *s, const char *body, size_t body_len,
-			   struct blob_list *out, char **ret_next)
+int s3_list_parse(const char *prefix, const char *body, size_t body_len, struct blob_list *out,
+		  char **ret_next)
 {
 	const char *p = body, *end = body + body_len;
 	if (!body || !memmem(body, body_len, "<ListBucketResult", 17))
 		return -EBADMSG;
-	size_t plen = strlen(s->prefix);
+	size_t plen = strlen(prefix);
 	for (;;) {
 		const char *cs, *ce;
 		int r = xml_elem(p, end, "Contents", &cs, &ce);
@@ -805,7 +805,7 @@ static int parse_list_page(const struct s3 *s, const char *body, size_t body_len
 		r = xml_text(ks, ke, &key);
 		if (r < 0)
 			return r;
-		if (strlen(key) > plen && !strncmp(key, s->prefix, plen)) {
+		if (strlen(key) > plen && !strncmp(key, prefix, plen)) {
 			char *name = strdup(key + plen);
 			if (!name)
 				return -ENOMEM;
@@ -865,7 +865,7 @@ static int s3_list(struct ferry_blobs *b, const char *prefix, struct blob_list *
 		if (r < 0)
 			return r;
 		char *next = NULL;
-		r = parse_list_page(s, resp.body, resp.body_len, out, &next);
+		r = s3_list_parse(s->prefix, resp.body, resp.body_len, out, &next);
 		if (r < 0)
 			return r;
 		if (!next)

@@ -190,6 +190,41 @@ int ferry_blobs_set_options(const struct ferry_blobs_options *opts)
 	return 0;
 }
 
+/* Retries a program gets when it supplies a sleep: with http.c's default
+ * backoff (100 ms doubling, full jitter) up to ~6 s of waiting in all, which
+ * rides out a dropped connection or a throttling burst, not an outage. */
+#define DEFAULT_MAX_RETRIES 6
+
+static const char *lookup_nonempty(const char *(*lookup)(const char *name), const char *name)
+{
+	const char *v = lookup(name);
+	return v && *v ? v : NULL;
+}
+
+int ferry_blobs_options_from(const char *(*lookup)(const char *name),
+			     struct ferry_blobs_options *ret)
+{
+#define L(name) lookup_nonempty(lookup, name)
+	*ret = (struct ferry_blobs_options){
+		.azure_connection_string = L("AZURE_STORAGE_CONNECTION_STRING"),
+		.azure_account = L("AZURE_STORAGE_ACCOUNT"),
+		.azure_key = L("AZURE_STORAGE_KEY"),
+		.azure_sas = L("AZURE_STORAGE_SAS_TOKEN"),
+		.aws_access_key_id = L("AWS_ACCESS_KEY_ID"),
+		.aws_secret_access_key = L("AWS_SECRET_ACCESS_KEY"),
+		.aws_session_token = L("AWS_SESSION_TOKEN"),
+		.aws_region = L("AWS_REGION") ?: L("AWS_DEFAULT_REGION"),
+		.aws_endpoint_url = L("AWS_ENDPOINT_URL"),
+		.ca_bundle = L("FERRY_CA_BUNDLE"),
+		.max_retries = DEFAULT_MAX_RETRIES,
+	};
+#undef L
+	/* Custom endpoints (moto, MinIO, private clouds) rarely have
+	 * wildcard DNS for virtual-host buckets. */
+	ret->s3_path_style = ret->aws_endpoint_url != NULL;
+	return 0;
+}
+
 const struct ferry_blobs_options *blobs_options(void)
 {
 	return &options;
@@ -263,6 +298,11 @@ int ferry_blobs_open(const char *url, int create, struct ferry_blobs **ret)
 		return -ENOMEM;
 	}
 	r = ops->open(b, where, create);
+	/* Least-privilege credentials (an agent's SAS limited to one
+	 * container, an IAM policy on one prefix) may not create a container
+	 * or bucket, yet can use one that exists. */
+	if (r == -EACCES && create)
+		r = ops->open(b, where, 0);
 	if (r < 0) {
 		/* open cleans up after itself; close is only for opened ones. */
 		free(b->url);

@@ -50,7 +50,9 @@ static const char schema_v1[] =
 	"  marker_seq INTEGER NOT NULL DEFAULT 0,\n"
 	"  marker_ns INTEGER NOT NULL DEFAULT 0,\n"
 	"  initial_done INTEGER NOT NULL DEFAULT 0,\n"
-	"  initial_total INTEGER NOT NULL DEFAULT 0);\n"
+	"  initial_total INTEGER NOT NULL DEFAULT 0,\n"
+	"  record BLOB,\n"
+	"  state_record BLOB);\n"
 	"CREATE TABLE resources (\n"
 	"  id INTEGER PRIMARY KEY,\n"
 	"  vm_id INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,\n"
@@ -74,6 +76,7 @@ static const char schema_v1[] =
 	"  time_ns INTEGER NOT NULL,\n"
 	"  consistency INTEGER NOT NULL,\n"
 	"  seq INTEGER NOT NULL,\n"
+	"  record BLOB,\n"
 	"  UNIQUE (vm_id, name));\n"
 	"CREATE INDEX points_vm_time ON points (vm_id, time_ns);\n"
 	"CREATE TABLE point_disks (\n"
@@ -452,11 +455,10 @@ const char *ferry_vm_state_name(enum ferry_vm_state s)
 	return "unknown";
 }
 
-
-
 #define VM_COLUMNS                                                                                 \
 	"id, name, state, error, cache_url, crash_interval, app_interval, retention, created_ns, " \
-	"applied_seq, applied_digest, marker_seq, marker_ns, initial_done, initial_total"
+	"applied_seq, applied_digest, marker_seq, marker_ns, initial_done, initial_total, "        \
+	"record, state_record"
 
 static int vm_from_row(sqlite3_stmt *s, struct ferry_vm *vm)
 {
@@ -476,6 +478,10 @@ static int vm_from_row(sqlite3_stmt *s, struct ferry_vm *vm)
 	vm->marker_ns = sqlite3_column_int64(s, 12);
 	vm->initial_done_bytes = (uint64_t)sqlite3_column_int64(s, 13);
 	vm->initial_total_bytes = (uint64_t)sqlite3_column_int64(s, 14);
+	if (r >= 0)
+		r = column_id(s, 15, &vm->record);
+	if (r >= 0)
+		r = column_id(s, 16, &vm->state_record);
 	return r;
 }
 
@@ -484,7 +490,8 @@ int ferry_catalog_vm_add(struct ferry_catalog *c, struct ferry_vm *vm)
 	sqlite3_stmt *s;
 	int r = prepare(c,
 			"INSERT INTO vms (name, state, cache_url, crash_interval, app_interval, "
-			"retention, created_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
+			"retention, created_ns, record, state_record) "
+			"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
 			&s);
 	if (r < 0)
 		return r;
@@ -495,6 +502,8 @@ int ferry_catalog_vm_add(struct ferry_catalog *c, struct ferry_vm *vm)
 	sqlite3_bind_int64(s, 5, vm->app_interval_s);
 	sqlite3_bind_int64(s, 6, vm->retention_s);
 	sqlite3_bind_int64(s, 7, vm->created_ns);
+	bind_id(s, 8, &vm->record);
+	bind_id(s, 9, &vm->state_record);
 	r = step_done(s);
 	if (r < 0)
 		return r;
@@ -542,8 +551,8 @@ int ferry_catalog_vm_update(struct ferry_catalog *c, const struct ferry_vm *vm)
 	int r = prepare(c,
 			"UPDATE vms SET state = ?, error = ?, cache_url = ?, crash_interval = ?, "
 			"app_interval = ?, retention = ?, applied_seq = ?, applied_digest = ?, "
-			"marker_seq = ?, marker_ns = ?, initial_done = ?, initial_total = ? "
-			"WHERE id = ?",
+			"marker_seq = ?, marker_ns = ?, initial_done = ?, initial_total = ?, "
+			"record = ?, state_record = ? WHERE id = ?",
 			&s);
 	if (r < 0)
 		return r;
@@ -559,7 +568,9 @@ int ferry_catalog_vm_update(struct ferry_catalog *c, const struct ferry_vm *vm)
 	sqlite3_bind_int64(s, 10, vm->marker_ns);
 	sqlite3_bind_int64(s, 11, (int64_t)vm->initial_done_bytes);
 	sqlite3_bind_int64(s, 12, (int64_t)vm->initial_total_bytes);
-	sqlite3_bind_int64(s, 13, vm->id);
+	bind_id(s, 13, &vm->record);
+	bind_id(s, 14, &vm->state_record);
+	sqlite3_bind_int64(s, 15, vm->id);
 	r = step_done(s);
 	if (r < 0)
 		return r;
@@ -761,10 +772,15 @@ int ferry_catalog_disk_list(struct ferry_catalog *c, int64_t vm_id,
 
 /* ---- recovery points ---- */
 
-#define POINT_COLUMNS "id, vm_id, name, time_ns, consistency, seq"
+#define POINT_COLUMNS "id, vm_id, name, time_ns, consistency, seq, record"
 
 static void point_from_row(sqlite3_stmt *s, struct ferry_point *p)
 {
+	struct ferry_id record;
+	/* A damaged record column only costs GC this record: not worth
+	 * failing every listing of points for. */
+	if (column_id(s, 6, &record) < 0)
+		memset(&record, 0, sizeof(record));
 	memset(p, 0, sizeof(*p));
 	p->id = sqlite3_column_int64(s, 0);
 	p->vm_id = sqlite3_column_int64(s, 1);
@@ -772,6 +788,7 @@ static void point_from_row(sqlite3_stmt *s, struct ferry_point *p)
 	p->time_ns = sqlite3_column_int64(s, 3);
 	p->consistency = sqlite3_column_int(s, 4);
 	p->seq = (uint64_t)sqlite3_column_int64(s, 5);
+	p->record = record;
 }
 
 static int point_name_taken(struct ferry_catalog *c, int64_t vm_id, const char *name)
@@ -787,29 +804,46 @@ static int point_name_taken(struct ferry_catalog *c, int64_t vm_id, const char *
 	return r;
 }
 
-int ferry_catalog_point_add(struct ferry_catalog *c, struct ferry_point *p,
-			    const struct ferry_point_disk *disks, size_t ndisks)
+int ferry_catalog_point_pick_name(struct ferry_catalog *c, int64_t vm_id, int64_t time_ns,
+				  char name[40])
 {
-	time_t t = (time_t)(p->time_ns / 1000000000);
+	time_t t = (time_t)(time_ns / 1000000000);
 	struct tm tm;
 	if (!gmtime_r(&t, &tm))
 		return -EINVAL;
-	char base[24], name[sizeof(p->name)];
+	char base[24], buf[40];
 	strftime(base, sizeof(base), "%Y%m%dT%H%M%SZ", &tm);
-	snprintf(name, sizeof(name), "%s", base);
+	snprintf(buf, sizeof(buf), "%s", base);
 	for (unsigned n = 2;; n++) {
-		int r = point_name_taken(c, p->vm_id, name);
+		int r = point_name_taken(c, vm_id, buf);
 		if (r < 0)
 			return r;
 		if (r == 0)
 			break;
-		snprintf(name, sizeof(name), "%s-%u", base, n);
+		snprintf(buf, sizeof(buf), "%s-%u", base, n);
+	}
+	memcpy(name, buf, sizeof(buf));
+	return 0;
+}
+
+int ferry_catalog_point_add(struct ferry_catalog *c, struct ferry_point *p,
+			    const struct ferry_point_disk *disks, size_t ndisks)
+{
+	char name[sizeof(p->name)];
+	if (p->name[0]) {
+		if (!memchr(p->name, 0, sizeof(p->name)))
+			return -EINVAL;
+		memcpy(name, p->name, sizeof(name));
+	} else {
+		int r = ferry_catalog_point_pick_name(c, p->vm_id, p->time_ns, name);
+		if (r < 0)
+			return r;
 	}
 
 	sqlite3_stmt *s;
 	int r = prepare(c,
-			"INSERT INTO points (vm_id, name, time_ns, consistency, seq) "
-			"VALUES (?, ?, ?, ?, ?)",
+			"INSERT INTO points (vm_id, name, time_ns, consistency, seq, record) "
+			"VALUES (?, ?, ?, ?, ?, ?)",
 			&s);
 	if (r < 0)
 		return r;
@@ -818,6 +852,7 @@ int ferry_catalog_point_add(struct ferry_catalog *c, struct ferry_point *p,
 	sqlite3_bind_int64(s, 3, p->time_ns);
 	sqlite3_bind_int(s, 4, p->consistency);
 	sqlite3_bind_int64(s, 5, (int64_t)p->seq);
+	bind_id(s, 6, &p->record);
 	r = step_done(s);
 	if (r < 0)
 		return r;
@@ -957,6 +992,25 @@ int ferry_catalog_object_put(struct ferry_catalog *c, const struct ferry_id *id,
 	sqlite3_stmt *s;
 	int r = prepare(c,
 			"INSERT OR IGNORE INTO objects (id, type, pack, offset, clen, plen) "
+			"VALUES (?, ?, ?, ?, ?, ?)",
+			&s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_blob(s, 1, id->b, FERRY_ID_SIZE, SQLITE_STATIC);
+	sqlite3_bind_int(s, 2, loc->type);
+	sqlite3_bind_int64(s, 3, (int64_t)loc->pack);
+	sqlite3_bind_int64(s, 4, (int64_t)loc->offset);
+	sqlite3_bind_int64(s, 5, loc->clen);
+	sqlite3_bind_int64(s, 6, loc->plen);
+	return step_done(s);
+}
+
+int ferry_catalog_object_move(struct ferry_catalog *c, const struct ferry_id *id,
+			      const struct ferry_loc *loc)
+{
+	sqlite3_stmt *s;
+	int r = prepare(c,
+			"INSERT OR REPLACE INTO objects (id, type, pack, offset, clen, plen) "
 			"VALUES (?, ?, ?, ?, ?, ?)",
 			&s);
 	if (r < 0)
@@ -1161,12 +1215,11 @@ int ferry_catalog_failover_add(struct ferry_catalog *c, struct ferry_failover *f
 			       const struct ferry_clone_disk *disks, size_t ndisks)
 {
 	sqlite3_stmt *s;
-	int r = prepare(
-		c,
-		"INSERT INTO failovers (vm_id, name, kind, state, point_name, "
-		"point_time_ns, network, subnet, created_ns, accel) "
-		"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		&s);
+	int r = prepare(c,
+			"INSERT INTO failovers (vm_id, name, kind, state, point_name, "
+			"point_time_ns, network, subnet, created_ns, accel) "
+			"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+			&s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, f->vm_id);

@@ -9,6 +9,7 @@
  * only when the program handed in a sleep function.
  */
 #include "ferry/http.h"
+#include "http-internal.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -255,21 +256,17 @@ static void copy_value(char *dst, size_t size, const char *v, size_t n)
 	dst[n] = 0;
 }
 
-static size_t header_cb(char *line, size_t size, size_t nmemb, void *ud)
+void http_header_line(struct ferry_http_response *r, const char *line, size_t n)
 {
-	struct xfer *x = ud;
-	size_t n = size * nmemb;
-	struct ferry_http_response *r = x->resp;
-
 	/* A new status line (after a 100 Continue) starts a new header set. */
 	if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
 		r->etag[0] = r->content_range[0] = r->lease_id[0] = r->request_id[0] = 0;
 		r->content_length = 0;
-		return n;
+		return;
 	}
 	const char *colon = memchr(line, ':', n);
 	if (!colon)
-		return n;
+		return;
 	size_t klen = (size_t)(colon - line);
 	const char *v = colon + 1, *end = line + n;
 	while (v < end && (*v == ' ' || *v == '\t'))
@@ -299,6 +296,13 @@ static size_t header_cb(char *line, size_t size, size_t nmemb, void *ud)
 		r->content_length = good ? cl : 0;
 	}
 #undef IS
+}
+
+static size_t header_cb(char *line, size_t size, size_t nmemb, void *ud)
+{
+	struct xfer *x = ud;
+	size_t n = size * nmemb;
+	http_header_line(x->resp, line, n);
 	return n;
 }
 

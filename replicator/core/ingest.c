@@ -49,6 +49,7 @@ struct ferry_ingest {
 	struct pending_run *runs; /* at most chunk_blocks of them */
 	size_t nruns;
 	int finished;
+	int no_vault_dedup;
 };
 
 static unsigned bucket(const struct ferry_id *id)
@@ -76,14 +77,16 @@ static int store_object(struct ferry_ingest *in, enum ferry_obj_type type,
 			const struct ferry_id *id, const void *buf, size_t len)
 {
 	struct ferry_loc loc;
-	ferry_vault_lock(in->vault);
-	int r = ferry_catalog_object_get(ferry_vault_catalog(in->vault), id, &loc);
-	ferry_vault_unlock(in->vault);
-	if (r != -ENOENT)
-		return r;
+	if (!in->no_vault_dedup) {
+		ferry_vault_lock(in->vault);
+		int r = ferry_catalog_object_get(ferry_vault_catalog(in->vault), id, &loc);
+		ferry_vault_unlock(in->vault);
+		if (r != -ENOENT)
+			return r;
+	}
 	if (ferry_pack_writer_find(in->pack, id, &loc) > 0)
 		return 0;
-	r = ferry_pack_writer_add(in->pack, type, id, buf, len, &loc);
+	int r = ferry_pack_writer_add(in->pack, type, id, buf, len, &loc);
 	if (r < 0)
 		return r;
 	return record_object(in, id, &loc);
@@ -160,6 +163,11 @@ int ferry_ingest_new(struct ferry_vault *v, struct ferry_ingest **ret)
 		return r;
 	*ret = TAKE_PTR(in);
 	return 0;
+}
+
+void ferry_ingest_no_vault_dedup(struct ferry_ingest *in)
+{
+	in->no_vault_dedup = 1;
 }
 
 const struct ferry_objsrc *ferry_ingest_objsrc(struct ferry_ingest *in)
@@ -298,6 +306,19 @@ int ferry_ingest_zero(struct ferry_ingest *in, struct ferry_map *m, uint64_t blo
 	return r < 0 ? r : ferry_map_set(m, block, nblocks, NULL, 0);
 }
 
+int ferry_ingest_add_record(struct ferry_ingest *in, enum ferry_obj_type type, const void *buf,
+			    size_t len, struct ferry_id *ret_id)
+{
+	if (in->finished || type == FERRY_OBJ_CHUNK || type == FERRY_OBJ_NODE)
+		return -EINVAL;
+	struct ferry_id id;
+	ferry_sha256(buf, len, &id);
+	int r = store_object(in, type, &id, buf, len);
+	if (r >= 0)
+		*ret_id = id;
+	return r;
+}
+
 int ferry_ingest_finish(struct ferry_ingest *in)
 {
 	int r = ferry_ingest_flush(in);
@@ -319,9 +340,18 @@ int ferry_ingest_record(struct ferry_ingest *in)
 		r = ferry_catalog_pack_add(c, ferry_pack_writer_id(in->pack),
 					   ferry_pack_writer_bytes(in->pack),
 					   ferry_pack_writer_count(in->pack));
+	/* Without vault dedup a copy may repeat an object of an older pack,
+	 * which GC may be about to drop: the index follows the new copy. */
 	for (size_t i = 0; r >= 0 && i < in->nobjects; i++)
-		r = ferry_catalog_object_put(c, &in->objects[i].id, &in->objects[i].loc);
+		r = in->no_vault_dedup ?
+			    ferry_catalog_object_move(c, &in->objects[i].id, &in->objects[i].loc) :
+			    ferry_catalog_object_put(c, &in->objects[i].id, &in->objects[i].loc);
 	return r;
+}
+
+uint64_t ferry_ingest_pack_id(const struct ferry_ingest *in)
+{
+	return ferry_pack_writer_id(in->pack);
 }
 
 uint64_t ferry_ingest_stored_bytes(const struct ferry_ingest *in)

@@ -146,7 +146,7 @@ int pack_footer_parse(const uint8_t *p, uint64_t size, struct pack_footer *ret)
 
 static int type_valid(uint8_t t)
 {
-	return t == FERRY_OBJ_CHUNK || t == FERRY_OBJ_NODE || t == FERRY_OBJ_POINT;
+	return t >= FERRY_OBJ_CHUNK && t <= FERRY_OBJ_VAULT;
 }
 
 /* Sizes an entry may legally have: raw when compression did not help, so

@@ -101,8 +101,8 @@ static bool mac_ok(const char *s)
 
 static bool cache_ok(const char *s)
 {
-	static const char *const modes[] = {"none", "writeback", "writethrough", "directsync",
-					    "unsafe"};
+	static const char *const modes[] = { "none", "writeback", "writethrough", "directsync",
+					     "unsafe" };
 	for (size_t i = 0; i < ARRAY_SIZE(modes); i++)
 		if (strcmp(s, modes[i]) == 0)
 			return true;
@@ -141,7 +141,8 @@ static int validate(const struct ferry_vmdef *d)
 			return -EINVAL;
 	for (size_t i = 0; i < d->n_nics; i++)
 		if (!mac_ok(d->nics[i].mac) || !text_ok(d->nics[i].network) ||
-		    !*d->nics[i].network || !opt_text_ok(d->nics[i].address))
+		    !*d->nics[i].network || !opt_text_ok(d->nics[i].address) ||
+		    (d->nics[i].model && !word_ok(d->nics[i].model, 32)))
 			return -EINVAL;
 	if (!opt_text_ok(d->source_vm) || !opt_text_ok(d->recovery_point) ||
 	    !opt_text_ok(d->resource_group) || !opt_text_ok(d->availability_set) ||
@@ -169,12 +170,23 @@ static void xml_escaped(FILE *f, const char *s)
 {
 	for (; *s; s++) {
 		switch (*s) {
-		case '&': fputs("&amp;", f); break;
-		case '<': fputs("&lt;", f); break;
-		case '>': fputs("&gt;", f); break;
-		case '\'': fputs("&apos;", f); break;
-		case '"': fputs("&quot;", f); break;
-		default: fputc(*s, f);
+		case '&':
+			fputs("&amp;", f);
+			break;
+		case '<':
+			fputs("&lt;", f);
+			break;
+		case '>':
+			fputs("&gt;", f);
+			break;
+		case '\'':
+			fputs("&apos;", f);
+			break;
+		case '"':
+			fputs("&quot;", f);
+			break;
+		default:
+			fputc(*s, f);
 		}
 	}
 }
@@ -298,7 +310,7 @@ int ferry_vmdef_domain_xml(const struct ferry_vmdef *d, char **ret)
 		fprintf(f, "/>\n      <source");
 		xml_attr(f, "network", d->nics[i].network);
 		fprintf(f, "/>\n");
-		fprintf(f, "      <model type='virtio'/>\n");
+		fprintf(f, "      <model type='%s'/>\n", or_default(d->nics[i].model, "virtio"));
 		fprintf(f, "    </interface>\n");
 	}
 	fprintf(f, "    <serial type='pty'>\n      <target port='0'/>\n    </serial>\n");
@@ -385,7 +397,7 @@ static int user_netdev(FILE *f, size_t i, const struct ferry_vmdef_nic *nic, boo
 		if (p >= 8 && p <= 29) {
 			uint32_t mask = ~UINT32_C(0) << (32 - p), host = a & ~mask;
 			if (host >= 4 && host != ~mask) {
-				struct in_addr na = {htonl(a & mask)}, sa = {htonl(a)};
+				struct in_addr na = { htonl(a & mask) }, sa = { htonl(a) };
 				char nb[INET_ADDRSTRLEN];
 				inet_ntop(AF_INET, &na, nb, sizeof(nb));
 				inet_ntop(AF_INET, &sa, start, sizeof(start));
@@ -472,7 +484,10 @@ int ferry_vmdef_qemu_args(const struct ferry_vmdef *d, char **ret)
 		if (r < 0)
 			return r;
 		sh_word(f, "-device");
-		if ((r = sh_wordf(f, "virtio-net-pci,netdev=net%zu,mac=%s", i, nic->mac)) < 0)
+		const char *model = or_default(nic->model, "virtio");
+		if (strcmp(model, "virtio") == 0)
+			model = "virtio-net-pci";
+		if ((r = sh_wordf(f, "%s,netdev=net%zu,mac=%s", model, i, nic->mac)) < 0)
 			return r;
 	}
 	fputc('\n', f);
@@ -551,7 +566,7 @@ static bool is_taken(const uint32_t *taken, size_t n, uint32_t a)
 static int format_v4(uint32_t addr, int prefix, char **ret)
 {
 	char b[INET_ADDRSTRLEN];
-	struct in_addr a = {htonl(addr)};
+	struct in_addr a = { htonl(addr) };
 	if (!inet_ntop(AF_INET, &a, b, sizeof(b)))
 		return -errno;
 	return asprintf(ret, "%s/%d", b, prefix) < 0 ? -ENOMEM : 0;
@@ -562,7 +577,8 @@ int ferry_vmdef_pick_address(const char *source, const char *subnet, const char 
 {
 	if (!is_set(source) || (n_used && !used))
 		return -EINVAL;
-	if (!is_set(subnet)) {
+	/* The catalog may name a subnet ("default-ferry") rather than give its CIDR. */
+	if (!is_set(subnet) || !strchr(subnet, '/')) {
 		char *s = strdup(source);
 		if (!s)
 			return -ENOMEM;
@@ -574,8 +590,6 @@ int ferry_vmdef_pick_address(const char *source, const char *subnet, const char 
 	int prefix, sp, r;
 	if ((r = parse_v4(subnet, &net, &prefix)) < 0)
 		return r;
-	if (prefix < 0)
-		return -EINVAL;
 	r = parse_v4(source, &src, &sp);
 	if (r == -EINVAL)
 		return r;

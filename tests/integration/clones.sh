@@ -33,8 +33,15 @@ C=mnt/vm1/failovers/t1
 P=mnt/vm1/recovery-points/$p1
 [ -f "$C/data.img" ] && [ -f "$C/small.img" ] || fail "clone images missing: $(ls "$C")"
 [ -s "$C/domain.xml" ] && [ -s "$C/qemu.args" ] || fail "VM definition files missing or empty"
-grep -q "$(realpath mnt)/vm1/failovers/t1/data.img" "$C/qemu.args" ||
-	fail "qemu.args does not name the clone image by its absolute path"
+for f in qemu.args domain.xml; do
+	grep -q "$(realpath mnt)/vm1/failovers/t1/data.img" "$C/$f" ||
+		fail "$f does not name the clone image by its absolute path: $(cat "$C/$f")"
+done
+python3 -c 'import sys, xml.dom.minidom as m; m.parse(sys.argv[1])' "$C/domain.xml" ||
+	fail "domain.xml is not well-formed XML"
+if command -v virt-xml-validate >/dev/null; then
+	virt-xml-validate "$C/domain.xml" domain >/dev/null || fail "virt-xml-validate rejects domain.xml"
+fi
 [ "$(stat -c %s "$C/small.img")" -eq 1000000 ] || fail "clone size is not the disk's"
 [ "$(stat -c %a "$C/data.img")" = 644 ] || fail "clone image mode is not 0644"
 cmp "$C/data.img" data.p1 || fail "clone data.img does not start as its point"
@@ -53,15 +60,16 @@ both() { # DISK dd-args...: the dd into the clone and into the model
 }
 seeded_bytes 300000 43 > w1
 seeded_bytes 1048576 44 > w2
-both data if=w1 bs=1 seek=12345                # unaligned, buffered
-both data if=w2 bs=64K seek=40 oflag=direct     # aligned O_DIRECT
+B=(bs=64K iflag=skip_bytes,count_bytes oflag=seek_bytes) # byte offsets, big requests
+both data if=w1 "${B[@]}" seek=12345           # unaligned, buffered
+both data if=w2 bs=64K seek=40 oflag=direct    # aligned O_DIRECT
 both data if=w2 bs=4K seek=1000 count=3 oflag=direct
 both data if=/dev/zero bs=4K seek=41 count=2    # zeros over data
 both data if=w1 bs=512 seek=7 count=9           # sub-block pieces
-both small if=w1 bs=1 seek=999000 count=1000    # up to the ragged end
+both small if=w1 "${B[@]}" seek=999000 count=1000 # up to the ragged end
 for i in $(seq 1 40); do
 	off=$(((i * 2654435761) % 16000000))
-	both data if=w1 bs=1 skip=$((i * 97)) seek=$off count=$((i * 311))
+	both data if=w1 "${B[@]}" skip=$((i * 97)) seek=$off count=$((i * 311))
 done
 cmp "$C/data.img" data.model || fail "clone data.img does not read back the writes"
 cmp "$C/small.img" small.model || fail "clone small.img does not read back the writes"
@@ -119,23 +127,29 @@ cmp "$P/data.img" data.p1 || fail "the point changed"
 note "replication continued: 2 new points, clone unaffected"
 
 # kill -9 after fsync: what fsync covered is there after a remount.
-python3 - "$C/data.img" "$T/ready" <<'PY' &
+# The writer leaves without closing its file once ferryfs is dead, so no
+# close() flushes the unsynced block.
+python3 - "$C/data.img" "$T/ready" "$T/killed" <<'PY' &
 import os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR)
 os.pwrite(fd, b"\xa5" * 70000, 3 * 1048576 + 100)  # fsynced below
 os.fsync(fd)
 os.pwrite(fd, b"\x5a" * 8192, 9 * 1048576)          # never synced
 open(sys.argv[2], "w").close()
-time.sleep(60)
+for _ in range(600):
+    if os.path.exists(sys.argv[3]):
+        break
+    time.sleep(0.1)
+os._exit(0)
 PY
 pypid=$!
 PIDS+=("$pypid")
 for _ in $(seq 100); do [ -e "$T/ready" ] && break; sleep 0.1; done
 [ -e "$T/ready" ] || fail "the fsync writer did not finish"
 kill -9 "$fspid"
-kill -9 "$pypid" 2>/dev/null || true
 wait "$fspid" 2>/dev/null || true
-wait "$pypid" 2>/dev/null || true
+touch "$T/killed"
+wait "$pypid" || true
 fusermount3 -u -z mnt
 head -c 70000 /dev/zero | tr '\0' '\245' |
 	dd of=data.model bs=1 seek=$((3 * 1048576 + 100)) conv=notrunc status=none
@@ -152,6 +166,19 @@ PY
 dd if="$C/data.img" of=data.model bs=4K skip=2304 seek=2304 count=2 conv=notrunc status=none
 cmp "$C/data.img" data.model || fail "clone differs from the model after kill -9"
 note "fsynced writes survive kill -9 of ferryfs"
+
+# -o ro: clones are read-only too.
+unmount_vault mnt
+mkdir -p mnt
+"$FERRYFS" --vault vault mnt -o ro || fail "ferryfs -o ro did not mount"
+if out=$(dd if=w1 of="$C/data.img" bs=4K count=1 conv=notrunc status=none 2>&1); then
+	fail "write into a clone of a read-only mount succeeded"
+fi
+case $out in *"Read-only file system"*) ;; *) fail "clone write with -o ro: '$out'" ;; esac
+cmp "$C/data.img" data.model || fail "clone reads wrong in a read-only mount"
+unmount_vault mnt
+mount_vault vault mnt
+note "-o ro keeps clones read-only"
 
 # GC keeps the clone's data; check reads every byte.
 unmount_vault mnt
@@ -190,6 +217,9 @@ sleep 1.5
 [ -z "$(ls mnt/vm1/failovers)" ] || fail "failovers/ is not empty: $(ls mnt/vm1/failovers)"
 cmp "$P/data.img" data.p1 || fail "cleanup changed the point"
 unmount_vault mnt
+before=$(du -sb vault/store | cut -f1)
 "$FERRY" gc --vault vault >/dev/null 2>&1 || fail "gc after cleanup failed"
+after=$(du -sb vault/store | cut -f1)
+[ "$after" -lt "$before" ] || fail "gc freed nothing of the removed clone ($before -> $after)"
 "$FERRY" check --vault vault --read-data >/dev/null || fail "check after cleanup failed"
 note "cleanup removes the clone; gc and check pass"

@@ -45,7 +45,7 @@ cp --sparse=always os.img os.3 && cp --sparse=always data.img data.3
 mapfile -t points < <(points_of vault web1)
 [ "${#points[@]}" -eq 3 ] || fail "expected 3 recovery points, got ${#points[@]}"
 
-mount_vault vault mnt
+mount_vault_detached vault mnt
 for i in 1 2 3; do
 	p=mnt/web1/recovery-points/${points[$((i - 1))]}
 	cmp "$p/os.img" "os.$i" || fail "point $i: os.img differs from the source at cycle $i"

@@ -23,7 +23,7 @@ scatter_writes os.img 50 73
 cycle T app
 
 # Disaster: fail over to the latest point, and the VM runs at the target.
-mount_vault T mt
+mount_vault_detached T mt
 "$FERRY" failover --vault T app --recovery-point latest >/dev/null 2>&1 || fail "failover failed"
 "$FERRY" commit --vault T app 2>/dev/null || fail "commit failed"
 sleep 1.2
@@ -62,7 +62,7 @@ note "failback rewrote $written bytes; original disks equal the clone"
 # Forward protection again: only the delta travels.
 "$FERRY" resume-replication --vault T app 2>/dev/null || fail "resume-replication failed"
 sleep 1.2
-[ ! -e $clone ] || fail "the failover clone is still in the mount"
+[ ! -e $clone ] || fail "the failover clone is still in the mount: $(ls mt/app/failovers; "$FERRY" status --vault T | grep -i fail)"
 "$AGENT" --config T/agents/app.conf --once 2>/dev/null || fail "forward agent failed"
 fwd=$(sed -n 's/^shipped_bytes=//p' T/agents/app.state/stats)
 note "forward agent shipped $fwd bytes after failback"

@@ -19,14 +19,21 @@ PIDS=()
 
 cleanup() {
 	local m l p
-	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 	for l in "${LOOPS[@]}"; do umount "$l" 2>/dev/null || true; done
 	for m in "${MOUNTS[@]}"; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 	rm -rf "$T"
 }
 trap cleanup EXIT
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+fail() {
+	echo "FAIL: $*" >&2
+	local log
+	for log in "${MOUNTS[@]/%/.log}"; do
+		[ -s "$log" ] && { echo "--- $log" >&2; tail -n 20 "$log" >&2; }
+	done
+	exit 1
+}
 skip() { echo "SKIP: $*" >&2; exit 77; }
 note() { echo "# $*"; }
 
@@ -43,8 +50,24 @@ need_fuse() {
 	command -v fusermount3 >/dev/null || skip "fusermount3 missing (Debian package fuse3)"
 }
 
-# mount_vault VAULT MOUNTPOINT
+# mount_vault VAULT MOUNTPOINT: ferryfs in the foreground, its log kept
+# next to the mount point (shown when a test fails).
 mount_vault() {
+	mkdir -p "$2"
+	"$FERRYFS" -f --vault "$1" "$2" 2>>"$2.log" &
+	PIDS+=($!)
+	MOUNTS+=("$2")
+	local i
+	for i in $(seq 100); do
+		mountpoint -q "$2" && return 0
+		kill -0 $! 2>/dev/null || break
+		sleep 0.05
+	done
+	fail "ferryfs could not mount $1: $(cat "$2.log")"
+}
+
+# As mount_vault, but ferryfs detaches as a daemon the way users run it.
+mount_vault_detached() {
 	mkdir -p "$2"
 	"$FERRYFS" --vault "$1" "$2" || fail "ferryfs could not mount $1"
 	MOUNTS+=("$2")

@@ -19,11 +19,11 @@
 #include "tap.h"
 
 static const struct ferry_vmdef_disk golden_disks[] = {
-	{"os", "/mnt/ferry/web1/failovers/drill/os.img"},
-	{"data", "/mnt/ferry/web1/failovers/drill/data.img"},
+	{ "os", "/mnt/ferry/web1/failovers/drill/os.img" },
+	{ "data", "/mnt/ferry/web1/failovers/drill/data.img" },
 };
 static const struct ferry_vmdef_nic golden_nics[] = {
-	{"52:54:00:12:34:56", "10.0.0.5/24", "prod-net-test"},
+	{ "52:54:00:12:34:56", "10.0.0.5/24", "prod-net-test" },
 };
 
 static struct ferry_vmdef golden_def(void)
@@ -120,8 +120,8 @@ static void report_diff(const char *got, const char *want)
 	size_t i = 0;
 	while (got[i] && got[i] == want[i])
 		i++;
-	printf("#   first difference at byte %zu:\n#   got:  %.60s\n#   want: %.60s\n", i,
-	       got + i, want + i);
+	printf("#   first difference at byte %zu:\n#   got:  %.60s\n#   want: %.60s\n", i, got + i,
+	       want + i);
 }
 
 static void test_golden(void)
@@ -157,9 +157,9 @@ static void test_golden(void)
 
 	/* No static address, or one qemu's user network cannot hand out. */
 	struct ferry_vmdef_nic nics[] = {
-		{"52:54:00:00:00:01", NULL, "n1"},
-		{"52:54:00:00:00:02", "10.0.0.2/24", "n2"},
-		{"52:54:00:00:00:03", "fd00::5/64", "n3"},
+		{ "52:54:00:00:00:01", NULL, "n1" },
+		{ "52:54:00:00:00:02", "10.0.0.2/24", "n2", "virtio" },
+		{ "52:54:00:00:00:03", "fd00::5/64", "n3", "e1000" },
 	};
 	d = golden_def();
 	d.nics = nics;
@@ -170,6 +170,12 @@ static void test_golden(void)
 		   strstr(args3, " -netdev user,id=net1,restrict=on -device") &&
 		   strstr(args3, " -netdev user,id=net2,restrict=on -device"),
 	   "no DHCP start without a usable IPv4 address");
+	ok(args3 && strstr(args3, " -device virtio-net-pci,netdev=net1,mac=52:54:00:00:00:02 ") &&
+		   strstr(args3, " -device e1000,netdev=net2,mac=52:54:00:00:00:03\n"),
+	   "NIC models: virtio is virtio-net-pci, others pass as they are");
+	_cleanup_free_ char *xml3 = NULL;
+	ok_r(ferry_vmdef_domain_xml(&d, &xml3), "domain.xml with three NICs");
+	ok(xml3 && strstr(xml3, "<model type='e1000'/>"), "NIC model in the XML");
 }
 
 /* Runs the argument list through sh and returns what each word became. */
@@ -181,6 +187,7 @@ static int sh_words(const char *args, char *out, size_t outlen)
 	if (!rest)
 		return -1;
 	snprintf(cmd, sizeof(cmd), "printf '[%%s]\\n'%.*s", (int)(strlen(rest) - 1), rest);
+	fflush(stdout);
 	FILE *p = popen(cmd, "r");
 	if (!p)
 		return -1;
@@ -193,8 +200,8 @@ static void test_hostile(void)
 {
 	static const char evil_name[] = "x'; touch /tmp/ferry-pwned; echo '<a>&\"b\",c=$(id)`id`";
 	static const char evil_path[] = "/mnt/a b/it's,file=/etc/passwd,x/$(reboot)<x>.img";
-	struct ferry_vmdef_disk disks[] = {{"os<&>'\"", evil_path}};
-	struct ferry_vmdef_nic nics[] = {{"52:54:00:12:34:56", "10.0.0.5/24", "net',br=evil"}};
+	struct ferry_vmdef_disk disks[] = { { "os<&>'\"", evil_path } };
+	struct ferry_vmdef_nic nics[] = { { "52:54:00:12:34:56", "10.0.0.5/24", "net',br=evil" } };
 	struct ferry_vmdef d = golden_def();
 	d.name = evil_name;
 	d.disks = disks;
@@ -225,7 +232,9 @@ static void test_hostile(void)
 	char words[8192] = "";
 	ok(args && sh_words(args, words, sizeof(words)) == 0, "sh parses the command line");
 	ok(access("/tmp/ferry-pwned", F_OK) != 0, "no command ran");
-	printf("# words:\n# %s\n", words);
+	printf("# the words sh passes to qemu:\n# ");
+	for (const char *w = words; *w; w++)
+		printf(*w == '\n' && w[1] ? "\n# " : "%c", *w);
 	ok(strstr(words, "[guest=x'; touch /tmp/ferry-pwned; echo '<a>&\"b\",,c=$(id)`id`]\n") !=
 		   NULL,
 	   "the name reaches qemu as one word, its comma doubled");
@@ -245,20 +254,22 @@ static void test_refused(void)
 {
 	struct ferry_vmdef d;
 	_cleanup_free_ char *s = NULL;
-	struct ferry_vmdef_disk rel[] = {{"os", "os.img"}};
-	struct ferry_vmdef_disk nl[] = {{"os", "/a\nb.img"}};
-	struct ferry_vmdef_disk bad_utf8[] = {{"os", "/a\xc0\xafb.img"}};
-	struct ferry_vmdef_nic multicast[] = {{"01:00:5e:00:00:01", NULL, "n"}};
-	struct ferry_vmdef_nic shortmac[] = {{"52:54:00:12:34", NULL, "n"}};
-	struct ferry_vmdef_nic nonet[] = {{"52:54:00:12:34:56", NULL, ""}};
+	struct ferry_vmdef_disk rel[] = { { "os", "os.img" } };
+	struct ferry_vmdef_disk nl[] = { { "os", "/a\nb.img" } };
+	struct ferry_vmdef_disk bad_utf8[] = { { "os", "/a\xc0\xaf"
+						       "b.img" } };
+	struct ferry_vmdef_nic multicast[] = { { "01:00:5e:00:00:01", NULL, "n" } };
+	struct ferry_vmdef_nic shortmac[] = { { "52:54:00:12:34", NULL, "n" } };
+	struct ferry_vmdef_nic nonet[] = { { "52:54:00:12:34:56", NULL, "" } };
+	struct ferry_vmdef_nic badmodel[] = { { "52:54:00:12:34:56", NULL, "n", "e1000,x=y" } };
 
-#define REFUSE(what, ...)                                                              \
-	do {                                                                           \
-		d = golden_def();                                                      \
-		__VA_ARGS__;                                                           \
-		ok(ferry_vmdef_domain_xml(&d, &s) == -EINVAL &&                        \
-			   ferry_vmdef_qemu_args(&d, &s) == -EINVAL && s == NULL,      \
-		   "refused: %s", what);                                               \
+#define REFUSE(what, ...)                                                         \
+	do {                                                                      \
+		d = golden_def();                                                 \
+		__VA_ARGS__;                                                      \
+		ok(ferry_vmdef_domain_xml(&d, &s) == -EINVAL &&                   \
+			   ferry_vmdef_qemu_args(&d, &s) == -EINVAL && s == NULL, \
+		   "refused: %s", what);                                          \
 	} while (0)
 	REFUSE("no name", d.name = NULL);
 	REFUSE("empty name", d.name = "");
@@ -272,6 +283,7 @@ static void test_refused(void)
 	REFUSE("multicast MAC", d.nics = multicast);
 	REFUSE("short MAC", d.nics = shortmac);
 	REFUSE("NIC without network", d.nics = nonet);
+	REFUSE("NIC model with options", d.nics = badmodel);
 	REFUSE("machine with a comma", d.machine = "pc,accel=kvm");
 	REFUSE("empty accelerator", d.accel = "kvm::tcg");
 	REFUSE("accelerator with options", d.accel = "kvm,x=y");
@@ -298,8 +310,8 @@ static void test_uuid(void)
 	   "version 8, RFC variant: %s", s);
 }
 
-static void check_pick(const char *source, const char *subnet, const char *const *used,
-		       size_t n, int want_r, const char *want)
+static void check_pick(const char *source, const char *subnet, const char *const *used, size_t n,
+		       int want_r, const char *want)
 {
 	_cleanup_free_ char *got = NULL;
 	int r = ferry_vmdef_pick_address(source, subnet, used, n, &got);
@@ -313,9 +325,9 @@ static void check_pick(const char *source, const char *subnet, const char *const
 
 static void test_address(void)
 {
-	const char *const used[] = {"10.0.0.5", "10.0.0.2/24", "10.0.0.3", "fd00::1", "10.1.0.9"};
-	const char *const full[] = {"192.168.7.2", "192.168.7.1"};
-	const char *const bad[] = {"10.0.0.300"};
+	const char *const used[] = { "10.0.0.5", "10.0.0.2/24", "10.0.0.3", "fd00::1", "10.1.0.9" };
+	const char *const full[] = { "192.168.7.2", "192.168.7.1" };
+	const char *const bad[] = { "10.0.0.300" };
 
 	check_pick("10.0.0.5/24", NULL, NULL, 0, 0, "10.0.0.5/24");
 	check_pick("10.0.0.5/24", "", NULL, 0, 0, "10.0.0.5/24");
@@ -333,7 +345,8 @@ static void test_address(void)
 	check_pick("192.168.7.2/30", "192.168.7.0/30", full, ARRAY_SIZE(full), -ENOSPC, NULL);
 	check_pick("192.168.7.2/31", "192.168.7.0/31", NULL, 0, -ENOSPC, NULL);
 	check_pick("10.0.0.5/24", "fd00::/64", NULL, 0, -EAFNOSUPPORT, NULL);
-	check_pick("10.0.0.5/24", "10.0.0.0", NULL, 0, -EINVAL, NULL);
+	check_pick("10.0.0.5/24", "default-ferry", NULL, 0, 0, "10.0.0.5/24");
+	check_pick("10.0.0.5/24", "10.0.0.0/x", NULL, 0, -EINVAL, NULL);
 	check_pick("10.0.0.5/24", "10.0.0.0/33", NULL, 0, -EINVAL, NULL);
 	check_pick("banana", "10.0.0.0/24", NULL, 0, -EINVAL, NULL);
 	check_pick("10.0.0.5/24", "10.0.0.0/24", bad, 1, -EINVAL, NULL);
@@ -353,13 +366,14 @@ static void test_address(void)
 /* libvirt's schema check of the golden and the hostile XML, when installed. */
 static void test_validate(void)
 {
+	fflush(stdout);
 	if (system("command -v virt-xml-validate >/dev/null 2>&1") != 0) {
 		printf("ok %d - # SKIP virt-xml-validate not installed (libvirt-clients)\n",
 		       ++tap_n);
 		return;
 	}
-	struct ferry_vmdef_disk disks[] = {{"os<&>", "/mnt/a b/it's,x<y>.img"}};
-	struct ferry_vmdef d[2] = {golden_def(), golden_def()};
+	struct ferry_vmdef_disk disks[] = { { "os<&>", "/mnt/a b/it's,x<y>.img" } };
+	struct ferry_vmdef d[2] = { golden_def(), golden_def() };
 	d[1].name = "x'<a>&\"b\"";
 	d[1].disks = disks;
 	d[1].n_disks = 1;
@@ -374,8 +388,12 @@ static void test_validate(void)
 		   "written to %s", path);
 		if (fd >= 0)
 			close(fd);
-		char cmd[256];
-		snprintf(cmd, sizeof(cmd), "virt-xml-validate %s domain >/dev/null", path);
+		char cmd[512];
+		snprintf(cmd, sizeof(cmd),
+			 "out=$(virt-xml-validate %s domain 2>&1) || "
+			 "{ printf '%%s\\n' \"$out\" | sed 's/^/# /'; exit 1; }",
+			 path);
+		fflush(stdout);
 		int st = system(cmd);
 		ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "virt-xml-validate accepts domain.xml %d",
 		   i);
