@@ -132,8 +132,7 @@ static int commit_maps(struct applier *a)
  */
 static int add_point(struct applier *a, struct new_point *np)
 {
-	int r = ferry_catalog_point_pick_name(a->cat, a->vm.id, np->point.time_ns,
-					      np->point.name);
+	int r = ferry_catalog_point_pick_name(a->cat, a->vm.id, np->point.time_ns, np->point.name);
 	if (r < 0)
 		return r;
 	struct ferry_record_point pr = {
@@ -151,7 +150,8 @@ static int add_point(struct applier *a, struct new_point *np)
 	size_t len;
 	r = ferry_record_point_encode(&pr, &buf, &len);
 	if (r >= 0)
-		r = ferry_ingest_add_record(a->ingest, FERRY_OBJ_POINT, buf, len, &np->point.record);
+		r = ferry_ingest_add_record(a->ingest, FERRY_OBJ_POINT, buf, len,
+					    &np->point.record);
 	if (r >= 0)
 		r = ferry_catalog_point_add(a->cat, &np->point, np->disks, np->ndisks);
 	return r < 0 ? fail(a, r, "cannot record recovery point %s", np->point.name) : 0;

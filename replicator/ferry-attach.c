@@ -245,8 +245,7 @@ static int index_packs(struct scan *s)
 			p->damaged = 1;
 			s->damage++;
 			log_error("pack %016llx is %s; its objects are not indexed",
-				  (unsigned long long)p->id,
-				  r == -ENOENT ? "gone" : "damaged");
+				  (unsigned long long)p->id, r == -ENOENT ? "gone" : "damaged");
 			continue;
 		}
 		if (r < 0)
@@ -428,8 +427,7 @@ static int cmp_point(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-static int add_vm(struct ferry_catalog *c, struct vm_entry *e, unsigned *ret_points,
-		  struct scan *s)
+static int add_vm(struct ferry_catalog *c, struct vm_entry *e, unsigned *ret_points, struct scan *s)
 {
 	const struct ferry_record_vm *rv = &e->vm;
 	const struct ferry_record_state *st = e->has_state ? &e->state : NULL;
@@ -531,13 +529,15 @@ static int build_catalog(struct ferry_vault *v, struct scan *s, unsigned *ret_po
 	if (r >= 0)
 		r = ferry_catalog_set_setting(c, "created_ns", created);
 	if (r >= 0)
-		r = ferry_catalog_set_setting(c, "vault_record", ferry_id_to_hex(&s->vault_id, hex));
+		r = ferry_catalog_set_setting(c, "vault_record",
+					      ferry_id_to_hex(&s->vault_id, hex));
 	for (size_t i = 0; r >= 0 && i < s->npacks; i++) {
 		const struct pack *p = &s->packs[i];
 		if (p->damaged)
 			continue;
 		/* The catalog counts header and entries: the index_offset. */
-		r = ferry_catalog_pack_add(c, p->id, p->file_size - 56ull * p->count - 64, p->count);
+		r = ferry_catalog_pack_add(c, p->id, p->file_size - 56ull * p->count - 64,
+					   p->count);
 	}
 	for (size_t i = 0; r >= 0 && i < s->nobjects; i++)
 		r = ferry_catalog_object_put(c, &s->objects[i].id, &s->objects[i].loc);
@@ -637,7 +637,8 @@ int cmd_attach(int argc, char **argv)
 	if (r < 0)
 		return log_error_errno(r, "cannot read %s", dir), 1;
 	if (r == 0)
-		return log_error("%s exists and is not empty; attach needs a new directory", dir), 1;
+		return log_error("%s exists and is not empty; attach needs a new directory", dir),
+		       1;
 
 	_cleanup_free_ char *url = strstr(store, "://") ? strdup(store) : absolute(store);
 	if (!url)

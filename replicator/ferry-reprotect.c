@@ -294,6 +294,9 @@ int cmd_reprotect_prepare(int argc, char **argv)
 		r = ferry_catalog_vm_update(c, &vm);
 		if (r >= 0)
 			r = ferry_catalog_resource_set(c, vm.id, "cache", a.cache);
+		/* The store's copy of the VM follows, so attach restores it. */
+		if (r >= 0)
+			r = record_vm_write(v, vm.id);
 		if (r >= 0)
 			r = ferry_catalog_job_add(c, vm.id, "reprotect-prepare", "succeeded",
 						  "seeded from the original disks", NULL);

@@ -104,5 +104,5 @@ void ferry_record_point_done(struct ferry_record_point *r);
  * caller's catalog transaction. The pack is durable before this returns,
  * so a rollback leaves at worst an orphan pack for GC. ret_id: the id.
  */
-int ferry_record_store(struct ferry_vault *v, enum ferry_obj_type type, const void *buf,
-		       size_t len, struct ferry_id *ret_id);
+int ferry_record_store(struct ferry_vault *v, enum ferry_obj_type type, const void *buf, size_t len,
+		       struct ferry_id *ret_id);

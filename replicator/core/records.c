@@ -40,8 +40,10 @@ struct fdesc {
 	size_t size; /* of F_TEXT / F_NAME buffers */
 };
 
-#define FIELD(st, key, type, member)                                                             \
-	{ key, type, offsetof(st, member), sizeof(((st *)0)->member) }
+#define FIELD(st, key, type, member)                                       \
+	{                                                                  \
+		key, type, offsetof(st, member), sizeof(((st *)0)->member) \
+	}
 
 struct gdesc {
 	const char *name; /* "disk", "resource" */
@@ -117,8 +119,7 @@ static const struct fdesc state_disk_fields[] = {
 static const struct gdesc state_groups[] = {
 	{ "disk", state_disk_fields, ARRAY_SIZE(state_disk_fields), sizeof(struct ferry_disk),
 	  offsetof(struct ferry_disk, idx), FERRY_RECORD_MAX_DISKS,
-	  offsetof(struct ferry_record_state, disks),
-	  offsetof(struct ferry_record_state, ndisks) },
+	  offsetof(struct ferry_record_state, disks), offsetof(struct ferry_record_state, ndisks) },
 };
 
 static const struct fdesc point_fields[] = {
@@ -136,10 +137,9 @@ static const struct fdesc point_disk_fields[] = {
 	FIELD(struct ferry_point_disk, "root", F_ID, root),
 };
 static const struct gdesc point_groups[] = {
-	{ "disk", point_disk_fields, ARRAY_SIZE(point_disk_fields),
-	  sizeof(struct ferry_point_disk), offsetof(struct ferry_point_disk, idx),
-	  FERRY_RECORD_MAX_DISKS, offsetof(struct ferry_record_point, disks),
-	  offsetof(struct ferry_record_point, ndisks) },
+	{ "disk", point_disk_fields, ARRAY_SIZE(point_disk_fields), sizeof(struct ferry_point_disk),
+	  offsetof(struct ferry_point_disk, idx), FERRY_RECORD_MAX_DISKS,
+	  offsetof(struct ferry_record_point, disks), offsetof(struct ferry_record_point, ndisks) },
 };
 
 static const struct kdesc kinds[] = {
@@ -565,8 +565,8 @@ int ferry_record_kind(const void *buf, size_t len, enum ferry_obj_type *ret)
 
 struct group_state {
 	uint8_t *arr;
-	size_t n;        /* elements allocated and in use: max index + 1 */
-	uint32_t *seen;  /* per element, one bit per field */
+	size_t n;       /* elements allocated and in use: max index + 1 */
+	uint32_t *seen; /* per element, one bit per field */
 };
 
 static void free_groups(const struct kdesc *k, void *rec)
@@ -579,8 +579,8 @@ static void free_groups(const struct kdesc *k, void *rec)
 	}
 }
 
-static int group_line(const struct gdesc *gd, struct group_state *gs, const char *key,
-		      size_t klen, const char *v, size_t vlen)
+static int group_line(const struct gdesc *gd, struct group_state *gs, const char *key, size_t klen,
+		      const char *v, size_t vlen)
 {
 	/* key is "N.FIELD" here. */
 	const char *dot = memchr(key, '.', klen);
@@ -594,7 +594,8 @@ static int group_line(const struct gdesc *gd, struct group_state *gs, const char
 	const struct fdesc *f = NULL;
 	size_t fi = 0;
 	for (; fi < gd->nfields; fi++)
-		if (strlen(gd->fields[fi].key) == flen && memcmp(gd->fields[fi].key, fname, flen) == 0) {
+		if (strlen(gd->fields[fi].key) == flen &&
+		    memcmp(gd->fields[fi].key, fname, flen) == 0) {
 			f = &gd->fields[fi];
 			break;
 		}
@@ -786,8 +787,8 @@ void ferry_record_point_done(struct ferry_record_point *r)
 
 /* ---- storing a record on its own ---- */
 
-int ferry_record_store(struct ferry_vault *v, enum ferry_obj_type type, const void *buf,
-		       size_t len, struct ferry_id *ret_id)
+int ferry_record_store(struct ferry_vault *v, enum ferry_obj_type type, const void *buf, size_t len,
+		       struct ferry_id *ret_id)
 {
 	struct ferry_id id;
 	ferry_sha256(buf, len, &id);

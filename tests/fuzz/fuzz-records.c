@@ -14,28 +14,28 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define ROUND_TRIP(kind, type)                                                                   \
-	do {                                                                                     \
-		struct ferry_record_##kind a;                                                    \
-		if (ferry_record_##kind##_decode(data, size, &a) != 0)                           \
-			break;                                                                   \
-		char *e1 = NULL, *e2 = NULL;                                                     \
-		size_t l1, l2;                                                                   \
-		if (ferry_record_##kind##_encode(&a, &e1, &l1) != 0)                             \
-			abort();                                                                 \
-		struct ferry_record_##kind b;                                                    \
-		if (ferry_record_##kind##_decode(e1, l1, &b) != 0)                               \
-			abort();                                                                 \
-		if (ferry_record_##kind##_encode(&b, &e2, &l2) != 0 || l1 != l2 ||               \
-		    memcmp(e1, e2, l1) != 0)                                                     \
-			abort();                                                                 \
-		enum ferry_obj_type k;                                                           \
-		if (ferry_record_kind(e1, l1, &k) != 0 || k != (type))                           \
-			abort();                                                                 \
-		free(e1);                                                                        \
-		free(e2);                                                                        \
-		done_##kind(&a);                                                                 \
-		done_##kind(&b);                                                                 \
+#define ROUND_TRIP(kind, type)                                                     \
+	do {                                                                       \
+		struct ferry_record_##kind a;                                      \
+		if (ferry_record_##kind##_decode(data, size, &a) != 0)             \
+			break;                                                     \
+		char *e1 = NULL, *e2 = NULL;                                       \
+		size_t l1, l2;                                                     \
+		if (ferry_record_##kind##_encode(&a, &e1, &l1) != 0)               \
+			abort();                                                   \
+		struct ferry_record_##kind b;                                      \
+		if (ferry_record_##kind##_decode(e1, l1, &b) != 0)                 \
+			abort();                                                   \
+		if (ferry_record_##kind##_encode(&b, &e2, &l2) != 0 || l1 != l2 || \
+		    memcmp(e1, e2, l1) != 0)                                       \
+			abort();                                                   \
+		enum ferry_obj_type k;                                             \
+		if (ferry_record_kind(e1, l1, &k) != 0 || k != (type))             \
+			abort();                                                   \
+		free(e1);                                                          \
+		free(e2);                                                          \
+		done_##kind(&a);                                                   \
+		done_##kind(&b);                                                   \
 	} while (0)
 
 static void done_vault(struct ferry_record_vault *r)

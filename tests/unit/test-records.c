@@ -69,8 +69,8 @@ static void fill(struct ferry_record_vault *va, struct ferry_record_vm *vm,
 	snprintf(st->vm, sizeof(st->vm), "web1");
 	memset(st->applied_digest.b, 0xab, FERRY_ID_SIZE);
 	for (int i = 0; i < 2; i++) {
-		state_disks[i] = (struct ferry_disk){ .idx = (uint16_t)i,
-						      .size = 1ull << (30 + i) };
+		state_disks[i] =
+			(struct ferry_disk){ .idx = (uint16_t)i, .size = 1ull << (30 + i) };
 		snprintf(state_disks[i].name, sizeof(state_disks[i].name), i ? "data" : "os");
 		memset(state_disks[i].live_root.b, 1 + i, FERRY_ID_SIZE);
 		memset(state_disks[i].work_root.b, 3 + i, FERRY_ID_SIZE);
@@ -248,24 +248,24 @@ int main(void)
 
 	/* Each of these must be refused. */
 	const char *bad[][3] = {
-		{ e_pt, "seq=41\n", "" },                              /* missing field */
-		{ e_pt, "seq=41\n", "seq=41\nseq=41\n" },              /* duplicate */
-		{ e_pt, "seq=41\n", "seq=041\n" },                     /* leading zero */
-		{ e_pt, "seq=41\n", "seq=18446744073709551616\n" },    /* overflow */
-		{ e_pt, "consistency=2\n", "consistency=3\n" },        /* out of range */
-		{ e_pt, "vm=web1\n", "vm=we/b1\n" },                   /* invalid name */
-		{ e_pt, "disk.1.name=data\n", "disk.2.name=data\n" },  /* gap */
-		{ e_pt, "disk.1.size=4096\n", "" },                    /* disk field missing */
-		{ e_pt, "digest=cd", "digest=CD" },                    /* upper-case id */
-		{ e_pt, "end\n", "end\nx" },                           /* trailing bytes */
-		{ e_pt, "end\n", "" },                                 /* no end line */
-		{ e_pt, "vm=web1\n", "VM=web1\n" },                    /* bad key */
-		{ e_vm, "%25", "%2" },                                 /* short escape */
-		{ e_vm, "%25", "%00" },                                /* NUL */
-		{ e_vm, "%0A", "\n" },                                 /* raw newline in value */
-		{ e_vm, "retention=86400", "retention=0" },            /* retention 0 */
-		{ e_va, "chunk-size=65536", "chunk-size=65537" },      /* not a power of two */
-		{ e_st, "state=2", "state=9" },                        /* unknown state */
+		{ e_pt, "seq=41\n", "" },                             /* missing field */
+		{ e_pt, "seq=41\n", "seq=41\nseq=41\n" },             /* duplicate */
+		{ e_pt, "seq=41\n", "seq=041\n" },                    /* leading zero */
+		{ e_pt, "seq=41\n", "seq=18446744073709551616\n" },   /* overflow */
+		{ e_pt, "consistency=2\n", "consistency=3\n" },       /* out of range */
+		{ e_pt, "vm=web1\n", "vm=we/b1\n" },                  /* invalid name */
+		{ e_pt, "disk.1.name=data\n", "disk.2.name=data\n" }, /* gap */
+		{ e_pt, "disk.1.size=4096\n", "" },                   /* disk field missing */
+		{ e_pt, "digest=cd", "digest=CD" },                   /* upper-case id */
+		{ e_pt, "end\n", "end\nx" },                          /* trailing bytes */
+		{ e_pt, "end\n", "" },                                /* no end line */
+		{ e_pt, "vm=web1\n", "VM=web1\n" },                   /* bad key */
+		{ e_vm, "%25", "%2" },                                /* short escape */
+		{ e_vm, "%25", "%00" },                               /* NUL */
+		{ e_vm, "%0A", "\n" },                                /* raw newline in value */
+		{ e_vm, "retention=86400", "retention=0" },           /* retention 0 */
+		{ e_va, "chunk-size=65536", "chunk-size=65537" },     /* not a power of two */
+		{ e_st, "state=2", "state=9" },                       /* unknown state */
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		char *x = replace(bad[i][0], bad[i][1], bad[i][2]);
