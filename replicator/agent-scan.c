@@ -334,7 +334,11 @@ int agent_progress_parse(char *text, size_t len, const char *vm, const char *dis
 			break;
 		case K_MARKER:
 			r = parse_u64(v[0] == '-' ? v + 1 : v, &u);
-			pr.marker_time_ns = v[0] == '-' ? -(int64_t)u : (int64_t)u;
+			/* An i64: refuse what does not fit rather than wrap. */
+			if (r >= 0 && u > (uint64_t)INT64_MAX + (v[0] == '-'))
+				r = -EBADMSG;
+			if (r >= 0)
+				pr.marker_time_ns = v[0] == '-' ? (int64_t)(0 - u) : (int64_t)u;
 			break;
 		default:
 			r = parse_u64(v, &u);

@@ -225,7 +225,7 @@ static int handle_key(struct config *c, const char *section, const char *name, c
 				return 0;
 			}
 			for (size_t i = 0; i + 1 < c->ndisks; i++)
-				if (strcmp(c->disks[i].name, value) == 0) {
+				if (c->disks[i].name && strcmp(c->disks[i].name, value) == 0) {
 					snprintf(c->error, sizeof(c->error),
 						 "%s:%u: disk name '%s' used twice", c->file,
 						 c->line, value);

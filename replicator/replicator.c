@@ -65,8 +65,8 @@ static int lease_renew(struct store_lease *l)
 		stop = 1;
 		log_error("lost the replicator lock on store %s: %s; stopping so that two "
 			  "replicators never write one store",
-			  l->url, r == -EBUSY ? "another replicator took it over" :
-						env_blobs_strerror(r));
+			  l->url,
+			  r == -EBUSY ? "another replicator took it over" : env_blobs_strerror(r));
 		return -ENOLCK;
 	}
 	return 0;
@@ -182,6 +182,10 @@ static void help(void)
 	       "  -v, --verbose        log each segment\n"
 	       "  -h, --help           show this help\n"
 	       "      --version        show the version\n"
+	       "\n"
+	       "With a store on object storage it holds the store's lease locks/replicator\n"
+	       "(renewed every 20 s, expiring 60 s after a crash): a second replicator on\n"
+	       "the same store refuses to start, and one that loses the lease stops.\n"
 	       "\n"
 	       "Exit status: 0 when every segment seen was applied, 1 on an error\n"
 	       "(a refused segment stays in the cache for inspection).\n");

@@ -48,7 +48,7 @@ sas_for() { azurite_sas "$1" racwdl 2099-01-01T00:00:00Z; }
 curl_upload() { # CONTAINER
 	local sas
 	sas=$(sas_for "$1")
-	curl -s -o /dev/null -X PUT "$AZ_ENDPOINT/$1?restype=container&$sas" || true
+	azurite_container PUT "$1"
 	ls piece.* | xargs -P "$PARALLEL" -I{} curl -sf -o /dev/null -X PUT \
 		-H "x-ms-blob-type: BlockBlob" -T {} "$AZ_ENDPOINT/$1/{}?$sas"
 }
@@ -82,7 +82,7 @@ ferry_read() { # N -> seconds for a cold sequential read through ferryfs
 curl_read() { # CONTAINER -> seconds for a parallel ranged download of one blob
 	local sas t0 t1 n i
 	sas=$(sas_for "$1")
-	curl -s -o /dev/null -X PUT "$AZ_ENDPOINT/$1?restype=container&$sas" || true
+	azurite_container PUT "$1"
 	curl -sf -o /dev/null -X PUT -H "x-ms-blob-type: BlockBlob" -T disk.img "$AZ_ENDPOINT/$1/disk.img?$sas"
 	n=$(((BYTES + (PIECE << 20) - 1) / (PIECE << 20)))
 	t0=$(now)

@@ -87,9 +87,8 @@ static void fp_one(const uint8_t *data, size_t size)
 			abort();
 		return;
 	}
-	if (size < FP_HDR || memcmp(data, "FERRY-FP", 8) != 0 ||
-	    memcmp(sum, data + 40, 16) != 0 || disk_size > (UINT64_C(1) << 62) ||
-	    size != FP_HDR + DIV_ROUND_UP(disk_size, 4096) * 16)
+	if (size < FP_HDR || memcmp(data, "FERRY-FP", 8) != 0 || memcmp(sum, data + 40, 16) != 0 ||
+	    disk_size > (UINT64_C(1) << 62) || size != FP_HDR + DIV_ROUND_UP(disk_size, 4096) * 16)
 		abort();
 }
 

@@ -150,6 +150,33 @@ until "$REPLICATOR" --vault faulty --once 2>rep4.log; do
 done
 note "takeover $(($(date +%s) - start)) s after the holder was killed"
 
+# Losing the lease: a replicator whose store becomes unreachable (its proxy
+# gone) cannot renew, stops and exits 1.
+python3 "$SOURCE/tests/integration/faultproxy.py" --upstream "127.0.0.1:$AZ_PORT" \
+	--port-file proxy2.port --drop-before 0 --drop-after 0 --truncate 0 --error 0 --stall 0 \
+	2>proxy2.log &
+PROXY2=$!
+PIDS+=($PROXY2)
+for _ in $(seq 50); do [ -s proxy2.port ] && break; sleep 0.1; done
+AZURE_STORAGE_CONNECTION_STRING=$(azurite_connection_string "http://127.0.0.1:$(cat proxy2.port)/$AZURITE_ACCOUNT") \
+	"$REPLICATOR" --vault faulty --interval 2 --verbose 2>rep5.log &
+REP5=$!
+PIDS+=($REP5)
+for _ in $(seq 100); do
+	grep -q "holding the replicator lock" rep5.log && break
+	kill -0 "$REP5" 2>/dev/null || fail "replicator died: $(cat rep5.log)"
+	sleep 0.1
+done
+kill -KILL "$PROXY2"
+for _ in $(seq 60); do kill -0 "$REP5" 2>/dev/null || break; sleep 1; done
+kill -0 "$REP5" 2>/dev/null && fail "replicator still runs 60 s after its store became unreachable"
+rc=0
+wait "$REP5" || rc=$?
+[ "$rc" -eq 1 ] || fail "replicator that lost its lease exited $rc, not 1"
+grep -q "lost the replicator lock on store azblob://faulty-store/v" rep5.log ||
+	fail "no message about the lost lease: $(tail -3 rep5.log)"
+note "$(grep "lost the replicator lock" rep5.log | head -1)"
+
 # --- 3. misuse: a clear error naming the URL, no secret, nothing made ---
 # check_refusal WHAT OUTPUT-FILE URL SECRET...
 check_refusal() {
@@ -194,19 +221,6 @@ grep -q "does not exist" out.missing || fail "missing container: the message doe
 [ ! -e missing ] || fail "missing container: a vault directory was left behind"
 
 # The replicator of a vault whose store container is gone.
-python3 - "$AZ_ENDPOINT" "$AZURITE_ACCOUNT" "$AZURITE_KEY" sas-store <<'PY' || fail "cannot delete a container"
-# DELETE container with SharedKey, so that the vault's store disappears.
-import base64, hashlib, hmac, sys, urllib.request
-from email.utils import formatdate
-ep, acct, key, cont = sys.argv[1:5]
-date = formatdate(usegmt=True)
-h = {"x-ms-date": date, "x-ms-version": "2021-08-06"}
-canon_h = "".join(f"{k}:{v}\n" for k, v in sorted(h.items()))
-res = f"/{acct}/{acct}/{cont}\nrestype:container"
-sts = "DELETE\n" + "\n" * 11 + canon_h + res
-sig = base64.b64encode(hmac.new(base64.b64decode(key), sts.encode(), hashlib.sha256).digest()).decode()
-h["Authorization"] = f"SharedKey {acct}:{sig}"
-urllib.request.urlopen(urllib.request.Request(f"{ep}/{cont}?restype=container", method="DELETE", headers=h))
-PY
+azurite_container DELETE sas-store || fail "cannot delete container sas-store"
 "$REPLICATOR" --vault sasok --once >out.gone 2>&1 && fail "replicator on a deleted store container succeeded"
 check_refusal "store container gone" out.gone azblob://sas-store/a "$AZURITE_KEY"

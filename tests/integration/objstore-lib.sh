@@ -82,6 +82,24 @@ print(urllib.parse.urlencode(q))
 PY
 }
 
+# Creates (PUT) or deletes (DELETE) a container, signed with SharedKey by
+# the test's own python, independent of Ferry's signer.
+azurite_container() { # PUT|DELETE CONTAINER
+	python3 - "$1" "$AZ_ENDPOINT" "$AZURITE_ACCOUNT" "$AZURITE_KEY" "$2" <<'PY'
+import base64, hashlib, hmac, sys, urllib.request
+from email.utils import formatdate
+method, ep, acct, key, cont = sys.argv[1:6]
+h = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": "2021-08-06"}
+canon_h = "".join(f"{k}:{v}\n" for k, v in sorted(h.items()))
+# Content-Length is empty for a zero-length body (version 2015-02-21 on).
+sts = method + "\n" * 12 + canon_h + f"/{acct}/{acct}/{cont}\nrestype:container"
+sig = base64.b64encode(hmac.new(base64.b64decode(key), sts.encode(), hashlib.sha256).digest())
+h["Authorization"] = f"SharedKey {acct}:{sig.decode()}"
+urllib.request.urlopen(urllib.request.Request(f"{ep}/{cont}?restype=container",
+                                              method=method, headers=h))
+PY
+}
+
 # Lists the blob names of a container (SharedKey via the test's python), one
 # per line; empty for a missing container.
 azurite_list() { # CONTAINER
