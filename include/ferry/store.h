@@ -77,8 +77,8 @@ struct ferry_pack_writer *ferry_pack_writer_free(struct ferry_pack_writer *w);
  * and checks that its SHA-256 equals id: -EBADMSG on any mismatch or damage,
  * -ENOENT if the pack is gone.
  */
-int ferry_store_read(struct ferry_store *s, const struct ferry_loc *loc,
-		     const struct ferry_id *id, void *buf, size_t bufsize);
+int ferry_store_read(struct ferry_store *s, const struct ferry_loc *loc, const struct ferry_id *id,
+		     void *buf, size_t bufsize);
 
 /* Every pack in the store, in id order. */
 int ferry_store_list_packs(struct ferry_store *s,
