@@ -157,6 +157,7 @@ python3 "$SOURCE/tests/integration/faultproxy.py" --upstream "127.0.0.1:$AZ_PORT
 	2>proxy2.log &
 PROXY2=$!
 PIDS+=($PROXY2)
+disown $PROXY2
 for _ in $(seq 50); do [ -s proxy2.port ] && break; sleep 0.1; done
 AZURE_STORAGE_CONNECTION_STRING=$(azurite_connection_string "http://127.0.0.1:$(cat proxy2.port)/$AZURITE_ACCOUNT") \
 	"$REPLICATOR" --vault faulty --interval 2 --verbose 2>rep5.log &
