@@ -458,6 +458,8 @@ static void help(void)
 	       "  -c, --config FILE        agent configuration (ferry enable-replication)\n"
 	       "  -1, --once               run one cycle and exit\n"
 	       "  -i, --interval SECONDS   seconds between cycle starts (overrides the file)\n"
+	       "  -r, --max-rate RATE      cap uploads to an object-store cache, bytes/s\n"
+	       "                           (suffix k, M or G: 500k, 20M)\n"
 	       "  -v, --verbose            log debug messages\n"
 	       "  -h, --help               show this help\n"
 	       "  -V, --version            show the version\n"
@@ -490,6 +492,7 @@ static int run(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "once", no_argument, NULL, '1' },
 		{ "interval", required_argument, NULL, 'i' },
+		{ "max-rate", required_argument, NULL, 'r' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -499,8 +502,24 @@ static int run(int argc, char **argv)
 	int once = 0, verbose = 0;
 	int64_t interval_arg = -1;
 	int c;
-	while ((c = getopt_long(argc, argv, "c:1i:vhV", options, NULL)) >= 0) {
+	uint64_t max_rate = 0;
+	while ((c = getopt_long(argc, argv, "c:1i:r:vhV", options, NULL)) >= 0) {
 		switch (c) {
+		case 'r': {
+			/* Bytes per second, with an optional k, M or G (powers of 1024). */
+			char *end;
+			unsigned long long v = strtoull(optarg, &end, 10);
+			unsigned shift = *end == 'k' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+			if (shift)
+				end++;
+			if (end == optarg || *end || optarg[0] == '-' || v == 0 ||
+			    v > (UINT64_MAX >> 30))
+				return config_error("invalid --max-rate '%s' (bytes per second, "
+						    "e.g. 500k, 20M)",
+						    optarg);
+			max_rate = (uint64_t)v << shift;
+			break;
+		}
 		case 'c':
 			config_file = optarg;
 			break;
@@ -535,6 +554,19 @@ static int run(int argc, char **argv)
 		return config_error("--config FILE is required (see ferry-agent --help)");
 	if (verbose)
 		log_set_max_level(LOG_DEBUG);
+	if (max_rate) {
+		/* Uploads to an object-store cache go one at a time, so the cap
+		 * per request is the agent's cap. */
+		struct ferry_blobs_options o;
+		int k = env_blobs_options(&o);
+		if (k >= 0) {
+			o.max_rate = max_rate;
+			o.parallel = 1;
+			k = ferry_blobs_set_options(&o);
+		}
+		if (k < 0)
+			return log_error_errno(k, "cannot apply --max-rate");
+	}
 
 	_cleanup_(config_free) struct config cfg = { 0 };
 	int r = config_load(config_file, &cfg);
