@@ -21,7 +21,7 @@ test_pkgs=(e2fsprogs util-linux xxd python3 clang libclang-rt-14-dev clang-forma
 	mtools dosfstools xz-utils binutils)
 # contrib/demo.sh: make and inspect an ext4 image, loop devices.
 demo_pkgs=(e2fsprogs util-linux)
-bench_pkgs=(restic borgbackup fio zstd openssl python3)
+bench_pkgs=(restic borgbackup fio zstd openssl python3 python3-pyfuse3 e2fsprogs time curl)
 
 want=("${build_pkgs[@]}")
 dry_run=0

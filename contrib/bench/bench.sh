@@ -11,7 +11,7 @@
 # Usage: contrib/bench/bench.sh            (as root: drop_caches, FUSE, apt)
 # Environment (defaults in brackets):
 #   BENCH_SIZE   image size [2G]; BENCH_SIZE=256M is a quick smoke run
-#   BENCH_DATA   images, repositories, mounts [/tmp/ferry-bench], ~4x size
+#   BENCH_DATA   images, repositories, mounts [/tmp/ferry-bench], ~5x size
 #   OUTDIR       results [$BENCH_DATA/results-<UTC stamp>]
 #   FERRY_BUILD  Ferry build dir, buildtype=release [<src>/build/bench]
 #   PEERS        peers to run ["restic borg"]

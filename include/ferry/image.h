@@ -2,7 +2,8 @@
 /*
  * Reading a disk image out of a vault: a map (root, size) turned back into
  * bytes. Holds a small cache of decompressed, verified chunks shared by all
- * images of a vault reader, so sequential reads decompress each chunk once.
+ * images of a vault reader, so sequential reads decompress each chunk once,
+ * and reads ahead of sequential readers with a few background threads.
  * Thread-safe: ferryfs calls it from many threads.
  */
 #pragma once
@@ -19,6 +20,16 @@ struct ferry_chunk_cache;
 /* A cache of at most max_bytes of decompressed chunks (LRU). */
 int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_chunk_cache **ret);
 struct ferry_chunk_cache *ferry_chunk_cache_free(struct ferry_chunk_cache *cc);
+/*
+ * Read-ahead: once an image is read sequentially, the next `chunks` chunks
+ * after each read are loaded into the cache by `threads` background threads
+ * (at most a quarter of the cache's bytes; chunks <= 1024, threads <= 64;
+ * 0 of either turns it off). Defaults: 16 chunks and 2 threads on a local
+ * store, 128 chunks and 16 threads on object storage. Threads start with the
+ * first read-ahead, not here (a program may fork in between); a lower
+ * thread count leaves started threads idle rather than stopping them.
+ */
+int ferry_chunk_cache_set_prefetch(struct ferry_chunk_cache *cc, unsigned chunks, unsigned threads);
 
 struct ferry_image;
 

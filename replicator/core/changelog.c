@@ -47,7 +47,8 @@
 
 #define COMP_NONE 0
 #define COMP_ZSTD 1
-#define ZSTD_LEVEL 3
+/* Segments are in transit and compressed again in the store: speed first. */
+#define ZSTD_LEVEL 1
 
 /* Room for record headers around FERRY_SEGMENT_MAX_PLAIN bytes of data;
  * writer and parser share the bound, so whatever is written can be read. */

@@ -8,18 +8,61 @@
  * and verifying a chunk happen outside it, so many threads make progress at
  * once, and a chunk that one thread is already loading is waited for, not
  * loaded twice.
+ *
+ * Sequential readers get read-ahead: an image remembers where its last read
+ * ended, and a read that starts near there queues the chunks of the next
+ * window for a few background threads. Queued chunks sit in the table like
+ * chunks being loaded, so nothing is loaded twice; a reader that wants one
+ * nobody has started on yet loads it itself rather than wait behind the
+ * queue. Random readers queue nothing. Prefetched chunks are verified like
+ * any other and count against the same byte bound.
+ *
+ * Chunks are read here rather than through ferry_vault_read_object() for
+ * two savings on the random-read path: decompression buffers are recycled
+ * (a fresh 64 KiB malloc is a fresh page-faulting allocation once glibc has
+ * trimmed its heap), and the locations of chunks seen before are remembered,
+ * so a reload skips the catalog (a SQLite query, with its file locks, under
+ * the vault's lock that every thread shares).
  */
 #include "ferry/image.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "ferry/blobs.h"
+#include "ferry/catalog.h"
 #include "ferry/map.h"
 #include "ferry/util.h"
+
+/* Most chunks waiting for a prefetch thread; more requests are dropped. */
+#define QUEUE_MAX 1024u
+#define THREADS_MAX 64u
+/* Defaults. A local store answers in microseconds and the work is
+ * decompressing and hashing, so two threads (this class of machine has two
+ * cores) a little ahead suffice; object storage answers each chunk's ranged
+ * GET in milliseconds, so many requests must be in flight. */
+#define LOCAL_CHUNKS 16u
+#define LOCAL_THREADS 2u
+#define REMOTE_CHUNKS 128u
+#define REMOTE_THREADS 16u
+/* The kernel keeps several read-ahead requests of one file in flight and
+ * they arrive in any order: a read this close to the last one's end still
+ * counts as sequential. */
+#define SEQ_SLACK (2ull << 20)
+/* Spare decompression buffers kept for reuse, in bytes. */
+#define SPARE_BYTES (4u << 20)
+
+/* A remembered chunk location. */
+struct locslot {
+	struct ferry_id id;
+	struct ferry_loc loc;
+	int valid;
+};
 
 struct centry {
 	struct ferry_id id;
@@ -27,10 +70,14 @@ struct centry {
 	struct centry *lru_prev, *lru_next; /* only while ready and cached */
 	void *buf;
 	size_t len;
-	unsigned refs; /* the table's reference counts as one while cached */
-	int loading;   /* a thread is reading it; others wait on cc->loaded */
-	int err;       /* load failure, seen by the waiters */
-	int cached;    /* in the table (and, once loaded, in the LRU list) */
+	size_t cap; /* of buf: what counts against the cache's bound */
+	/* The table's reference counts as one while cached, the prefetch
+	 * queue's as one while queued. */
+	unsigned refs;
+	int loading; /* not ready: others wait on cc->loaded (unless queued) */
+	int queued;  /* loading, but nobody has started: the first taker loads */
+	int err;     /* load failure, seen by the waiters */
+	int cached;  /* in the table (and, once loaded, in the LRU list) */
 };
 
 struct ferry_chunk_cache {
@@ -43,6 +90,23 @@ struct ferry_chunk_cache {
 	size_t nbuckets;                    /* a power of two */
 	struct centry *lru_head, *lru_tail; /* head: most recently used */
 	size_t bytes;
+
+	/* Chunk-size buffers for reuse, and the location memo: a direct-mapped
+	 * table where a newer id replaces an older one. */
+	void **spare;
+	size_t nspare, maxspare;
+	struct locslot *locs;
+	size_t nlocs; /* a power of two */
+
+	/* Read-ahead, all under lock. */
+	unsigned pf_chunks;  /* window in chunks; 0: off */
+	unsigned pf_threads; /* threads wanted */
+	unsigned nthreads;   /* threads running */
+	pthread_t threads[THREADS_MAX];
+	pthread_cond_t work;
+	struct centry *queue[QUEUE_MAX]; /* a ring */
+	size_t qhead, qlen;
+	int stopping;
 };
 
 struct ferry_image {
@@ -50,6 +114,9 @@ struct ferry_image {
 	struct ferry_map *map; /* NULL for an empty disk */
 	uint64_t size;
 	uint64_t nblocks;
+	pthread_mutex_t lock; /* the read-ahead state below */
+	uint64_t next_off;    /* where the last read ended */
+	uint64_t pf_off;      /* read-ahead queued up to here */
 };
 
 /* Ids are SHA-256 (or HMAC) output: any 8 bytes are already uniform. */
@@ -65,6 +132,7 @@ int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_
 {
 	struct ferry_chunk_cache *cc;
 	size_t want, n = 256;
+	int remote;
 
 	assert(v);
 	assert(ret);
@@ -87,15 +155,58 @@ int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_
 		free(cc);
 		return -ENOMEM;
 	}
+	/* Eight remembered locations per chunk the cache holds: reloads of
+	 * chunks evicted a while ago still skip the catalog. */
+	n = 1024;
+	want = MIN(want * 2, (size_t)1 << 20);
+	while (n < want)
+		n <<= 1;
+	cc->nlocs = n;
+	cc->locs = calloc(n, sizeof(*cc->locs));
+	cc->maxspare = MAX(SPARE_BYTES / (cc->chunk_size ? cc->chunk_size : FERRY_CHUNK_SIZE_MAX), 4u);
+	cc->spare = calloc(cc->maxspare, sizeof(*cc->spare));
+	if (!cc->locs || !cc->spare) {
+		free(cc->locs);
+		free(cc->spare);
+		free(cc->buckets);
+		free(cc);
+		return -ENOMEM;
+	}
+	remote = !ferry_blobs_local_dir(ferry_store_blobs(ferry_vault_store(v)));
+	cc->pf_chunks = remote ? REMOTE_CHUNKS : LOCAL_CHUNKS;
+	cc->pf_threads = remote ? REMOTE_THREADS : LOCAL_THREADS;
 	pthread_mutex_init(&cc->lock, NULL);
 	pthread_cond_init(&cc->loaded, NULL);
+	pthread_cond_init(&cc->work, NULL);
 	*ret = cc;
 	return 0;
 }
 
-static void centry_free(struct centry *e)
+int ferry_chunk_cache_set_prefetch(struct ferry_chunk_cache *cc, unsigned chunks, unsigned threads)
 {
-	free(e->buf);
+	assert(cc);
+
+	if (chunks > QUEUE_MAX || threads > THREADS_MAX)
+		return -EINVAL;
+	pthread_mutex_lock(&cc->lock);
+	cc->pf_chunks = threads ? chunks : 0;
+	cc->pf_threads = threads;
+	pthread_mutex_unlock(&cc->lock);
+	return 0;
+}
+
+/* Under cc->lock, or once no other thread is left. */
+static void buf_put(struct ferry_chunk_cache *cc, void *buf, size_t cap)
+{
+	if (buf && cap == cc->chunk_size && cc->nspare < cc->maxspare)
+		cc->spare[cc->nspare++] = buf;
+	else
+		free(buf);
+}
+
+static void centry_free(struct ferry_chunk_cache *cc, struct centry *e)
+{
+	buf_put(cc, e->buf, e->cap);
 	free(e);
 }
 
@@ -103,6 +214,24 @@ struct ferry_chunk_cache *ferry_chunk_cache_free(struct ferry_chunk_cache *cc)
 {
 	if (!cc)
 		return NULL;
+
+	pthread_mutex_lock(&cc->lock);
+	cc->stopping = 1;
+	pthread_cond_broadcast(&cc->work);
+	pthread_mutex_unlock(&cc->lock);
+	for (unsigned i = 0; i < cc->nthreads; i++)
+		pthread_join(cc->threads[i], NULL);
+	/* Queued entries still in the table go with it below; the others
+	 * (taken by a reader, then failed or evicted) live on only for the
+	 * queue's reference. */
+	for (; cc->qlen > 0; cc->qlen--) {
+		struct centry *e = cc->queue[cc->qhead];
+
+		cc->qhead = (cc->qhead + 1) % QUEUE_MAX;
+		if (!e->cached && --e->refs == 0)
+			centry_free(cc, e);
+	}
+
 	/* Every image of this cache must be gone: nothing is loading or held. */
 	for (size_t i = 0; i < cc->nbuckets; i++) {
 		struct centry *e = cc->buckets[i];
@@ -110,11 +239,16 @@ struct ferry_chunk_cache *ferry_chunk_cache_free(struct ferry_chunk_cache *cc)
 		while (e) {
 			struct centry *next = e->hnext;
 
-			centry_free(e);
+			centry_free(cc, e);
 			e = next;
 		}
 	}
+	while (cc->nspare > 0)
+		free(cc->spare[--cc->nspare]);
+	free(cc->spare);
+	free(cc->locs);
 	free(cc->buckets);
+	pthread_cond_destroy(&cc->work);
 	pthread_cond_destroy(&cc->loaded);
 	pthread_mutex_destroy(&cc->lock);
 	free(cc);
@@ -147,6 +281,33 @@ static void lru_push_head(struct ferry_chunk_cache *cc, struct centry *e)
 	cc->lru_head = e;
 }
 
+static struct centry *table_find(struct ferry_chunk_cache *cc, const struct ferry_id *id)
+{
+	struct centry *e;
+
+	for (e = cc->buckets[bucket_of(cc, id)]; e; e = e->hnext)
+		if (ferry_id_equal(&e->id, id))
+			return e;
+	return NULL;
+}
+
+/* A new entry, in the table and loading, with refs references. */
+static struct centry *table_add(struct ferry_chunk_cache *cc, const struct ferry_id *id,
+				unsigned refs)
+{
+	struct centry *e = calloc(1, sizeof(*e));
+
+	if (!e)
+		return NULL;
+	e->id = *id;
+	e->loading = 1;
+	e->cached = 1;
+	e->refs = refs;
+	e->hnext = cc->buckets[bucket_of(cc, id)];
+	cc->buckets[bucket_of(cc, id)] = e;
+	return e;
+}
+
 static void table_remove(struct ferry_chunk_cache *cc, struct centry *e)
 {
 	struct centry **p = &cc->buckets[bucket_of(cc, &e->id)];
@@ -159,11 +320,11 @@ static void table_remove(struct ferry_chunk_cache *cc, struct centry *e)
 	e->cached = 0;
 }
 
-static void centry_unref(struct centry *e)
+static void centry_unref(struct ferry_chunk_cache *cc, struct centry *e)
 {
 	assert(e->refs > 0);
 	if (--e->refs == 0)
-		centry_free(e);
+		centry_free(cc, e);
 }
 
 /* Drops e from the cache; readers still holding it keep their copy. */
@@ -171,14 +332,14 @@ static void evict(struct ferry_chunk_cache *cc, struct centry *e)
 {
 	lru_unlink(cc, e);
 	table_remove(cc, e);
-	cc->bytes -= e->len;
-	centry_unref(e);
+	cc->bytes -= e->cap;
+	centry_unref(cc, e);
 }
 
 static void release(struct ferry_chunk_cache *cc, struct centry *e)
 {
 	pthread_mutex_lock(&cc->lock);
-	centry_unref(e);
+	centry_unref(cc, e);
 	pthread_mutex_unlock(&cc->lock);
 }
 
@@ -192,25 +353,161 @@ static int chunk_valid(const struct ferry_chunk_cache *cc, size_t len)
 	return 1;
 }
 
+static struct locslot *locslot_of(struct ferry_chunk_cache *cc, const struct ferry_id *id)
+{
+	uint64_t h;
+
+	/* Other bytes of the id than the hash table's, so that neighbours
+	 * there do not collide here too. */
+	memcpy(&h, id->b + 8, sizeof(h));
+	return &cc->locs[h & (cc->nlocs - 1)];
+}
+
+static int catalog_loc(struct ferry_chunk_cache *cc, const struct ferry_id *id,
+		       struct ferry_loc *ret)
+{
+	int r;
+
+	ferry_vault_lock(cc->vault);
+	r = ferry_catalog_object_get(ferry_vault_catalog(cc->vault), id, ret);
+	ferry_vault_unlock(cc->vault);
+	return r;
+}
+
+static int read_at(struct ferry_chunk_cache *cc, const struct ferry_id *id,
+		   const struct ferry_loc *loc, void **buf, size_t *cap)
+{
+	/* loc comes from the catalog, i.e. from disk: bad values are damage. */
+	if (!chunk_valid(cc, loc->plen))
+		return -EBADMSG;
+	if (*buf && *cap < loc->plen) {
+		free(*buf);
+		*buf = NULL;
+	}
+	if (!*buf) {
+		pthread_mutex_lock(&cc->lock);
+		if (cc->nspare > 0 && loc->plen <= cc->chunk_size) {
+			*buf = cc->spare[--cc->nspare];
+			*cap = cc->chunk_size;
+		}
+		pthread_mutex_unlock(&cc->lock);
+	}
+	if (!*buf) {
+		/* Full chunks get full buffers, which can be recycled. */
+		*cap = loc->plen > cc->chunk_size / 2 ? MAX((size_t)loc->plen, cc->chunk_size) :
+							 loc->plen;
+		*buf = malloc(*cap);
+		if (!*buf)
+			return -ENOMEM;
+	}
+	return ferry_store_read(ferry_vault_store(cc->vault), loc, id, *buf, loc->plen);
+}
+
+/* Without the lock: the slow part. hint, if not NULL, is where the chunk
+ * was last found; *ret_loc is where it was found now. Every read is
+ * verified by the store, so a stale hint costs a retry, never wrong bytes. */
+static int load(struct ferry_chunk_cache *cc, const struct ferry_id *id,
+		const struct ferry_loc *hint, void **ret_buf, size_t *ret_cap,
+		struct ferry_loc *ret_loc)
+{
+	void *buf = NULL;
+	size_t cap = 0;
+	struct ferry_loc loc;
+	int r = -ENOENT;
+
+	if (hint) {
+		loc = *hint;
+		r = read_at(cc, id, &loc, &buf, &cap);
+	}
+	if (r < 0) {
+		/* Not seen before, or moved since (GC copies live chunks
+		 * into newer packs and deletes the old ones), or a transient
+		 * failure: ask the catalog and read again. */
+		r = catalog_loc(cc, id, &loc);
+		if (r >= 0)
+			r = read_at(cc, id, &loc, &buf, &cap);
+	}
+	if (r < 0) {
+		free(buf);
+		return r;
+	}
+	*ret_buf = buf;
+	*ret_cap = cap;
+	*ret_loc = loc;
+	return 0;
+}
+
+/* Publishes the outcome of loading e (r, buf, len, cap) to the table and
+ * to the waiters. The loader's own reference stays with the caller. */
+static int finish(struct ferry_chunk_cache *cc, struct centry *e, int r, void *buf, size_t len,
+		  size_t cap)
+{
+	e->loading = 0;
+	pthread_cond_broadcast(&cc->loaded);
+	if (r < 0) {
+		/* Failures are not cached: the next reader tries again (the
+		 * store may have been repaired, or the error was transient). */
+		e->err = r;
+		if (e->cached) {
+			table_remove(cc, e);
+			centry_unref(cc, e); /* the table's */
+		}
+		return r;
+	}
+	e->buf = buf;
+	e->len = len;
+	e->cap = cap;
+	lru_push_head(cc, e);
+	cc->bytes += cap;
+	while (cc->bytes > cc->max_bytes && cc->lru_tail && cc->lru_tail != e)
+		evict(cc, cc->lru_tail);
+	if (cc->bytes > cc->max_bytes) {
+		/* Larger than the whole cache: hand it out uncached. */
+		lru_unlink(cc, e);
+		table_remove(cc, e);
+		cc->bytes -= cap;
+		centry_unref(cc, e); /* the table's; the caller holds another */
+	}
+	return 0;
+}
+
+/* Loads e, which the caller has taken on (loading, not queued), and
+ * publishes the outcome. Called with cc->lock held, which it drops while
+ * reading. The caller's reference stays. */
+static int load_entry(struct ferry_chunk_cache *cc, struct centry *e)
+{
+	struct ferry_loc hint, loc = {};
+	struct locslot *m = locslot_of(cc, &e->id);
+	int have_hint = m->valid && ferry_id_equal(&m->id, &e->id);
+	void *buf = NULL;
+	size_t cap = 0;
+	int r;
+
+	if (have_hint)
+		hint = m->loc;
+	pthread_mutex_unlock(&cc->lock);
+	r = load(cc, &e->id, have_hint ? &hint : NULL, &buf, &cap, &loc);
+	pthread_mutex_lock(&cc->lock);
+	if (r >= 0)
+		*m = (struct locslot){ .id = e->id, .loc = loc, .valid = 1 };
+	return finish(cc, e, r, buf, loc.plen, cap);
+}
+
 /* Returns the chunk with a reference the caller drops with release(). */
 static int acquire(struct ferry_chunk_cache *cc, const struct ferry_id *id, struct centry **ret)
 {
 	struct centry *e;
-	void *buf = NULL;
-	size_t len = 0;
 	int r;
 
 	pthread_mutex_lock(&cc->lock);
-	for (e = cc->buckets[bucket_of(cc, id)]; e; e = e->hnext)
-		if (ferry_id_equal(&e->id, id))
-			break;
-	if (e) {
+	e = table_find(cc, id);
+	if (e && !e->queued) {
 		e->refs++;
 		while (e->loading)
 			pthread_cond_wait(&cc->loaded, &cc->lock);
 		if (e->err) {
 			r = e->err;
-			centry_unref(e);
+			centry_unref(cc, e);
 			pthread_mutex_unlock(&cc->lock);
 			return r;
 		}
@@ -222,58 +519,169 @@ static int acquire(struct ferry_chunk_cache *cc, const struct ferry_id *id, stru
 		*ret = e;
 		return 0;
 	}
-
-	e = calloc(1, sizeof(*e));
-	if (!e) {
-		pthread_mutex_unlock(&cc->lock);
-		return -ENOMEM;
+	if (e) {
+		/* Queued for read-ahead, not started: sooner done here than
+		 * waited for behind the rest of the queue. */
+		e->queued = 0;
+		e->refs++;
+	} else {
+		e = table_add(cc, id, 2); /* the table's and ours */
+		if (!e) {
+			pthread_mutex_unlock(&cc->lock);
+			return -ENOMEM;
+		}
 	}
-	e->id = *id;
-	e->loading = 1;
-	e->cached = 1;
-	e->refs = 2; /* the table's and ours */
-	e->hnext = cc->buckets[bucket_of(cc, id)];
-	cc->buckets[bucket_of(cc, id)] = e;
+	r = load_entry(cc, e);
+	if (r < 0)
+		centry_unref(cc, e);
 	pthread_mutex_unlock(&cc->lock);
-
-	r = ferry_vault_read_object(cc->vault, id, &buf, &len);
-	if (r >= 0 && !chunk_valid(cc, len)) {
-		free(buf);
-		buf = NULL;
-		r = -EBADMSG;
-	}
-
-	pthread_mutex_lock(&cc->lock);
-	e->loading = 0;
-	if (r < 0) {
-		/* Failures are not cached: the next reader tries again (the
-		 * store may have been repaired, or the error was transient). */
-		e->err = r;
-		table_remove(cc, e);
-		e->refs--; /* the table's */
-		centry_unref(e);
-		pthread_cond_broadcast(&cc->loaded);
-		pthread_mutex_unlock(&cc->lock);
+	if (r < 0)
 		return r;
-	}
-	e->buf = buf;
-	e->len = len;
-	lru_push_head(cc, e);
-	cc->bytes += len;
-	while (cc->bytes > cc->max_bytes && cc->lru_tail && cc->lru_tail != e)
-		evict(cc, cc->lru_tail);
-	if (cc->bytes > cc->max_bytes) {
-		/* Larger than the whole cache: hand it out uncached. */
-		lru_unlink(cc, e);
-		table_remove(cc, e);
-		cc->bytes -= len;
-		e->refs--;
-	}
-	pthread_cond_broadcast(&cc->loaded);
-	pthread_mutex_unlock(&cc->lock);
 	*ret = e;
 	return 0;
 }
+
+/* ---- read-ahead ---- */
+
+static void *prefetch_main(void *userdata)
+{
+	struct ferry_chunk_cache *cc = userdata;
+
+	pthread_mutex_lock(&cc->lock);
+	for (;;) {
+		struct centry *e;
+
+		while (!cc->stopping && cc->qlen == 0)
+			pthread_cond_wait(&cc->work, &cc->lock);
+		if (cc->stopping)
+			break;
+		e = cc->queue[cc->qhead];
+		cc->qhead = (cc->qhead + 1) % QUEUE_MAX;
+		cc->qlen--;
+		if (!e->queued) {
+			/* A reader took it over. */
+			centry_unref(cc, e);
+			continue;
+		}
+		e->queued = 0;
+		(void)load_entry(cc, e);
+		centry_unref(cc, e); /* the queue's */
+	}
+	pthread_mutex_unlock(&cc->lock);
+	return NULL;
+}
+
+/* Under cc->lock. Threads start on first use, not with the cache: a program
+ * may fork between the two (ferryfs detaching), and threads do not survive
+ * that. They block every signal, so signals reach the program's threads. */
+static void start_threads(struct ferry_chunk_cache *cc)
+{
+	sigset_t all, old;
+
+	if (cc->nthreads >= cc->pf_threads || cc->stopping)
+		return;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	while (cc->nthreads < cc->pf_threads) {
+		if (pthread_create(&cc->threads[cc->nthreads], NULL, prefetch_main, cc) != 0) {
+			/* Read-ahead is an optimisation: carry on with what runs. */
+			cc->pf_threads = cc->nthreads;
+			break;
+		}
+		cc->nthreads++;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Queues the chunks ids[0..n) that nobody has or is loading. */
+static void enqueue(struct ferry_chunk_cache *cc, const struct ferry_id *ids, size_t n)
+{
+	size_t queued = 0;
+
+	pthread_mutex_lock(&cc->lock);
+	start_threads(cc);
+	for (size_t i = 0; i < n && cc->nthreads > 0 && cc->qlen < QUEUE_MAX; i++) {
+		struct centry *e;
+
+		if (table_find(cc, &ids[i]))
+			continue;
+		e = table_add(cc, &ids[i], 2); /* the table's and the queue's */
+		if (!e)
+			break;
+		e->queued = 1;
+		cc->queue[(cc->qhead + cc->qlen) % QUEUE_MAX] = e;
+		cc->qlen++;
+		queued++;
+	}
+	if (queued == 1)
+		pthread_cond_signal(&cc->work);
+	else if (queued > 1)
+		pthread_cond_broadcast(&cc->work);
+	pthread_mutex_unlock(&cc->lock);
+}
+
+static int lookup(struct ferry_image *img, uint64_t block, struct ferry_extent *e);
+
+/* Called before a read of [off, end): if it continues the last read, queues
+ * the chunks of the window after it that are not queued yet. */
+static void readahead(struct ferry_image *img, uint64_t off, uint64_t end)
+{
+	struct ferry_chunk_cache *cc = img->cc;
+	struct ferry_id ids[64];
+	uint64_t window, from, to, pos;
+	unsigned chunks;
+	size_t n = 0;
+	int seq;
+
+	pthread_mutex_lock(&cc->lock);
+	chunks = cc->pf_chunks;
+	pthread_mutex_unlock(&cc->lock);
+	/* Prefetched chunks must not push out what readers still use: at
+	 * most a quarter of the cache is read-ahead. */
+	if (cc->chunk_size)
+		chunks = (unsigned)MIN((size_t)chunks, cc->max_bytes / 4 / cc->chunk_size);
+	if (chunks == 0)
+		return;
+	window = (uint64_t)chunks * (cc->chunk_size ? cc->chunk_size : FERRY_CHUNK_SIZE_DEFAULT);
+
+	pthread_mutex_lock(&img->lock);
+	seq = off <= img->next_off + SEQ_SLACK && off + SEQ_SLACK >= img->next_off;
+	img->next_off = end;
+	if (!seq) {
+		pthread_mutex_unlock(&img->lock);
+		return;
+	}
+	from = MAX(img->pf_off, end);
+	to = MIN(end + window, img->size);
+	/* Claimed now, looked up below without the lock: concurrent readers
+	 * of this image queue disjoint windows. */
+	if (from < to)
+		img->pf_off = to;
+	pthread_mutex_unlock(&img->lock);
+
+	for (pos = from; pos < to;) {
+		uint64_t block = pos >> FERRY_BLOCK_SHIFT;
+		struct ferry_extent e;
+
+		/* A damaged map is the foreground read's to report. */
+		if (lookup(img, block, &e) < 0)
+			break;
+		if (e.count > UINT64_MAX / FERRY_BLOCK_SIZE - e.block)
+			break;
+		pos = (e.block + e.count) << FERRY_BLOCK_SHIFT;
+		if (e.zero || (n > 0 && ferry_id_equal(&ids[n - 1], &e.chunk)))
+			continue;
+		ids[n++] = e.chunk;
+		if (n == ARRAY_SIZE(ids)) {
+			enqueue(cc, ids, n);
+			n = 0;
+		}
+	}
+	if (n > 0)
+		enqueue(cc, ids, n);
+}
+
+/* ---- images ---- */
 
 int ferry_image_open(struct ferry_chunk_cache *cc, const struct ferry_id *root, uint64_t size,
 		     struct ferry_image **ret)
@@ -297,6 +705,7 @@ int ferry_image_open(struct ferry_chunk_cache *cc, const struct ferry_id *root, 
 			return r;
 		}
 	}
+	pthread_mutex_init(&img->lock, NULL);
 	*ret = img;
 	return 0;
 }
@@ -306,6 +715,7 @@ struct ferry_image *ferry_image_free(struct ferry_image *img)
 	if (!img)
 		return NULL;
 	ferry_map_free(img->map);
+	pthread_mutex_destroy(&img->lock);
 	free(img);
 	return NULL;
 }
@@ -341,6 +751,8 @@ ssize_t ferry_image_read(struct ferry_image *img, void *buf, size_t len, uint64_
 	if (off >= img->size || len == 0)
 		return 0;
 	end = off + MIN((uint64_t)len, img->size - off);
+	if (img->map)
+		readahead(img, off, end);
 
 	for (pos = off; pos < end;) {
 		uint64_t block = pos >> FERRY_BLOCK_SHIFT, run_end, coff, n;
