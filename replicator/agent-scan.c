@@ -679,6 +679,7 @@ static int writer_start(struct scan *s)
 	if (r < 0)
 		return log_error_errno(r, "VM %s: cannot start segment %" PRIu64, s->p->vm,
 				       s->pr.next_seq);
+	ferry_segment_writer_set_workers(s->w, s->p->compress_workers);
 	/* The replicator learns disks from the segment itself: every segment
 	 * declares all of them so that each one stands alone. */
 	for (size_t i = 0; i < s->ndisks; i++) {

@@ -34,6 +34,8 @@ struct agent_scan_params {
 	 * bytes of all disks; may be NULL. */
 	void (*progress)(void *userdata, uint64_t done, uint64_t total);
 	void *userdata;
+	/* Threads that compress each segment (0 or 1: the scanning thread). */
+	unsigned compress_workers;
 };
 
 struct agent_scan_stats {

@@ -11,9 +11,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <malloc.h>
 #include <ini.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -603,6 +603,8 @@ static int run(int argc, char **argv)
 		.stop = &stop_requested,
 		.progress = isatty(STDERR_FILENO) ? show_progress : NULL,
 		.userdata = &disp,
+		/* Compression is most of the agent's CPU: use every core, up to 4. */
+		.compress_workers = (unsigned)MIN(MAX(sysconf(_SC_NPROCESSORS_ONLN), 1L), 4L),
 	};
 	log_debug("VM %s: %zu disks, cache %s, state %s, interval %" PRIu64 " s", cfg.vm,
 		  cfg.ndisks, ferry_cache_url(cache), cfg.state, interval);

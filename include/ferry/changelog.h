@@ -67,6 +67,9 @@ int ferry_segment_writer_add_marker(struct ferry_segment_writer *w,
 				    enum ferry_consistency consistency, int64_t time_ns);
 /* Plain bytes of records added so far (to cut segments by size). */
 uint64_t ferry_segment_writer_size(const struct ferry_segment_writer *w);
+/* Lets finish compress on this many threads (the program's choice; 0 or 1:
+ * on the calling thread). The output is the same format either way. */
+void ferry_segment_writer_set_workers(struct ferry_segment_writer *w, unsigned workers);
 /* Encodes the segment into a new buffer and gives its info (with digest). */
 int ferry_segment_writer_finish(struct ferry_segment_writer *w, void **ret_buf, size_t *ret_len,
 				struct ferry_segment_info *ret_info);

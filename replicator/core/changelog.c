@@ -149,6 +149,7 @@ struct ferry_segment_writer {
 	uint8_t *buf;
 	size_t len, cap;
 	struct disk_table disks;
+	unsigned workers;
 };
 
 int ferry_segment_writer_new(const char *vm, uint64_t seq, const struct ferry_id *prev,
@@ -300,6 +301,11 @@ static size_t header_len_for(size_t vm_len)
 	return (H_FIXED + vm_len + 7) / 8 * 8;
 }
 
+void ferry_segment_writer_set_workers(struct ferry_segment_writer *w, unsigned workers)
+{
+	w->workers = workers;
+}
+
 int ferry_segment_writer_finish(struct ferry_segment_writer *w, void **ret_buf, size_t *ret_len,
 				struct ferry_segment_info *ret_info)
 {
@@ -315,7 +321,16 @@ int ferry_segment_writer_finish(struct ferry_segment_writer *w, void **ret_buf, 
 	uint8_t comp = COMP_NONE;
 	size_t stored = w->len;
 	if (w->len > 0) {
-		size_t z = ZSTD_compress(out + hlen, bound, w->buf, w->len, ZSTD_LEVEL);
+		ZSTD_CCtx *cctx = ZSTD_createCCtx();
+		if (!cctx)
+			return -ENOMEM;
+		ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, ZSTD_LEVEL);
+		/* Without multi-threading support in libzstd this fails and the
+		 * segment is simply compressed on the calling thread. */
+		if (w->workers > 1)
+			ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, (int)w->workers);
+		size_t z = ZSTD_compress2(cctx, out + hlen, bound, w->buf, w->len);
+		ZSTD_freeCCtx(cctx);
 		if (ZSTD_isError(z))
 			return -ENOMEM; /* the only way it fails with a full-size bound */
 		if (z < w->len) {
