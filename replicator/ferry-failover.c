@@ -51,30 +51,27 @@ static int pick_point(const struct ferry_point *p, void *userdata)
 	return 0;
 }
 
-static int add_point_disk(const struct ferry_point_disk *d, void *userdata)
+static int add_disk(struct choice *c, uint16_t idx, const char *name, uint64_t size,
+		    const struct ferry_id *root)
 {
-	struct choice *c = userdata;
 	if (c->ndisks == MAX_DISKS)
 		return -E2BIG;
 	struct ferry_clone_disk *cd = &c->disks[c->ndisks++];
 	*cd = (struct ferry_clone_disk){
-		.idx = d->idx, .size = d->size, .base_root = d->root, .root = d->root
+		.idx = idx, .size = size, .base_root = *root, .root = *root
 	};
-	memcpy(cd->name, d->name, sizeof(cd->name));
+	snprintf(cd->name, sizeof(cd->name), "%s", name);
 	return 0;
+}
+
+static int add_point_disk(const struct ferry_point_disk *d, void *userdata)
+{
+	return add_disk(userdata, d->idx, d->name, d->size, &d->root);
 }
 
 static int add_live_disk(const struct ferry_disk *d, void *userdata)
 {
-	struct choice *c = userdata;
-	if (c->ndisks == MAX_DISKS)
-		return -E2BIG;
-	struct ferry_clone_disk *cd = &c->disks[c->ndisks++];
-	*cd = (struct ferry_clone_disk){
-		.idx = d->idx, .size = d->size, .base_root = d->live_root, .root = d->live_root
-	};
-	memcpy(cd->name, d->name, sizeof(cd->name));
-	return 0;
+	return add_disk(userdata, d->idx, d->name, d->size, &d->live_root);
 }
 
 /*
