@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,6 +38,13 @@
 #define MAX_INTERVAL (366u * 24u * 3600u)
 #define MAX_DISKS 256
 
+/* Keys of [credentials], the environment variables they stand for. */
+static const char *const cred_keys[] = {
+	"azure_connection_string", "azure_account",     "azure_key",
+	"azure_sas_token",         "aws_access_key_id", "aws_secret_access_key",
+	"aws_session_token",       "aws_region",        "aws_endpoint_url",
+};
+
 struct config {
 	const char *file;
 	char *vm, *cache, *state;
@@ -44,6 +52,10 @@ struct config {
 	int has_interval;
 	struct agent_disk *disks;
 	size_t ndisks;
+	/* [credentials]: for an object-store cache; override the environment.
+	 * Never printed. */
+	char *creds[ARRAY_SIZE(cred_keys)];
+	int has_creds;
 	/* parser state */
 	unsigned line;
 	char error[512]; /* the first error, with its line */
@@ -60,6 +72,11 @@ static void config_free(struct config *c)
 		free(c->disks[i].path);
 	}
 	free(c->disks);
+	for (size_t i = 0; i < ARRAY_SIZE(c->creds); i++)
+		if (c->creds[i]) {
+			explicit_bzero(c->creds[i], strlen(c->creds[i]));
+			free(c->creds[i]);
+		}
 }
 
 struct config_reader {
@@ -108,7 +125,8 @@ static char *config_read_line(char *str, int num, void *stream)
 		return skip_line(str, num);
 	}
 	const char *p = rd->buf + strspn(rd->buf, " \t");
-	if (*p == '[' && strncmp(p, "[agent]", 7) != 0 && strncmp(p, "[disk]", 6) != 0) {
+	if (*p == '[' && strncmp(p, "[agent]", 7) != 0 && strncmp(p, "[disk]", 6) != 0 &&
+	    strncmp(p, "[credentials]", 13) != 0) {
 		/* inih never reports a section without keys: catch it here. */
 		snprintf(c->error, sizeof(c->error), "%s:%u: unknown section %.*s", c->file,
 			 c->line, (int)strcspn(p, "\r\n"), p);
@@ -241,6 +259,17 @@ static int handle_key(struct config *c, const char *section, const char *name, c
 		return 0;
 	}
 
+	if (strcmp(section, "credentials") == 0) {
+		/* Messages name the key, never the value: it is a secret. */
+		for (size_t i = 0; i < ARRAY_SIZE(cred_keys); i++)
+			if (strcmp(name, cred_keys[i]) == 0) {
+				c->has_creds = 1;
+				return config_set(c, &c->creds[i], name, value);
+			}
+		snprintf(c->error, sizeof(c->error), "%s:%u: unknown key '%s' in [credentials]",
+			 c->file, c->line, name);
+		return 0;
+	}
 	if (!*section)
 		snprintf(c->error, sizeof(c->error), "%s:%u: '%s' outside of any section", c->file,
 			 c->line, name);
@@ -285,7 +314,44 @@ static int config_load(const char *file, struct config *c)
 		if (!c->disks[i].path)
 			return config_error("%s: disk %s has no 'path'", file, c->disks[i].name);
 	}
+	struct stat st;
+	if (c->has_creds && fstat(fileno(f), &st) >= 0 && (st.st_mode & 0077))
+		log_warning("%s holds credentials but others may read it: chmod 600 %s", file,
+			    file);
 	return 0;
+}
+
+/* [credentials] of the configuration over what the environment gives. */
+static int apply_credentials(const struct config *c, uint64_t max_rate)
+{
+	if (!c->has_creds && !max_rate)
+		return 0;
+	struct ferry_blobs_options o;
+	int r = env_blobs_options(&o);
+	if (r < 0)
+		return r;
+	const char **fields[] = {
+		&o.azure_connection_string,
+		&o.azure_account,
+		&o.azure_key,
+		&o.azure_sas,
+		&o.aws_access_key_id,
+		&o.aws_secret_access_key,
+		&o.aws_session_token,
+		&o.aws_region,
+		&o.aws_endpoint_url,
+	};
+	_Static_assert(ARRAY_SIZE(fields) == ARRAY_SIZE(cred_keys), "one field per key");
+	for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
+		if (c->creds[i])
+			*fields[i] = c->creds[i];
+	if (max_rate) {
+		/* Uploads to an object-store cache go one at a time, so the cap
+		 * per request is the agent's cap. */
+		o.max_rate = max_rate;
+		o.parallel = 1;
+	}
+	return ferry_blobs_set_options(&o);
 }
 
 /* ---- signals ---- */
@@ -555,24 +621,14 @@ static int run(int argc, char **argv)
 		return config_error("--config FILE is required (see ferry-agent --help)");
 	if (verbose)
 		log_set_max_level(LOG_DEBUG);
-	if (max_rate) {
-		/* Uploads to an object-store cache go one at a time, so the cap
-		 * per request is the agent's cap. */
-		struct ferry_blobs_options o;
-		int k = env_blobs_options(&o);
-		if (k >= 0) {
-			o.max_rate = max_rate;
-			o.parallel = 1;
-			k = ferry_blobs_set_options(&o);
-		}
-		if (k < 0)
-			return log_error_errno(k, "cannot apply --max-rate");
-	}
 
 	_cleanup_(config_free) struct config cfg = { 0 };
 	int r = config_load(config_file, &cfg);
 	if (r < 0)
 		return r;
+	r = apply_credentials(&cfg, max_rate);
+	if (r < 0)
+		return log_error_errno(r, "cannot apply the credentials and --max-rate");
 	uint64_t interval = interval_arg >= 0 ? (uint64_t)interval_arg : cfg.interval;
 
 	r = ferry_mkdir_p(cfg.state, 0700);

@@ -12,7 +12,9 @@ for prog in "$FERRY" "$AGENT" "$REPLICATOR" "$FERRYFS"; do
 	grep -qi usage help.txt || fail "$prog --help prints no usage"
 	"$prog" --version > /dev/null || fail "$prog --version failed"
 done
-for verb in init enable-replication status recovery-points show check gc; do
+for verb in init enable-replication status recovery-points show check gc attach test-failover \
+	test-failover-cleanup failover change-recovery-point commit jobs reprotect-prepare reprotect \
+	failback resume-replication; do
 	"$FERRY" "$verb" --help > help.txt || fail "ferry $verb --help failed"
 	grep -q "Usage: ferry $verb" help.txt || fail "ferry $verb --help prints no usage"
 done
@@ -43,6 +45,19 @@ grep -q "target resource group  prod-ferry" out.txt || fail "target group does n
 grep -q "mapping default->tnet" out.txt || fail "network mapping not shown"
 must_fail "$FERRY" enable-replication --vault vault --vm ok --disk a=d.img
 grep -q "already protected" "$T/must_fail.out" || fail "second enable: unclear error"
+
+# Failover verbs refuse what cannot be, and change nothing.
+jobs_before=$("$FERRY" jobs --vault vault | wc -l)
+must_fail "$FERRY" test-failover --vault vault ok
+grep -q "not protected yet" "$T/must_fail.out" || fail "test failover before protection: unclear error"
+must_fail "$FERRY" failover --vault vault ok
+must_fail "$FERRY" test-failover --vault vault nosuchvm
+must_fail "$FERRY" test-failover-cleanup --vault vault ok --name nothing
+grep -q "no test failover named 'nothing'" "$T/must_fail.out" || fail "cleanup of nothing: unclear error"
+must_fail "$FERRY" commit --vault vault ok
+grep -q "not failed over" "$T/must_fail.out" || fail "commit without failover: unclear error"
+must_fail "$FERRY" test-failover --vault vault ok --name ../x
+[ "$("$FERRY" jobs --vault vault | wc -l)" = "$jobs_before" ] || fail "a refused failover verb left a job"
 
 must_fail "$FERRY" recovery-points --vault vault nosuchvm
 grep -q "no VM 'nosuchvm'" "$T/must_fail.out" || fail "unknown VM: unclear error"
@@ -85,3 +100,15 @@ if command -v scdoc >/dev/null; then
 		[ "$(wc -l < "$page")" -gt 40 ] || fail "man page $page is too short"
 	done
 fi
+
+# Once protected: an unknown point and a name in use are refused too.
+"$AGENT" --config vault/agents/ok.conf --once 2>/dev/null || fail "agent cycle failed"
+"$REPLICATOR" --vault vault --once 2>/dev/null || fail "replicator pass failed"
+must_fail "$FERRY" test-failover --vault vault ok --recovery-point 19700101T000000Z
+grep -q "no recovery point '19700101T000000Z'" "$T/must_fail.out" || fail "unknown point: unclear error"
+"$FERRY" test-failover --vault vault ok --name drill >/dev/null 2>&1 || fail "test failover failed"
+must_fail "$FERRY" test-failover --vault vault ok --name drill
+grep -q "already has a failover named 'drill'" "$T/must_fail.out" || fail "name in use: unclear error"
+"$FERRY" status --vault vault | grep -q "test failover  drill" || fail "status does not show the test failover"
+"$FERRY" test-failover-cleanup --vault vault ok --name drill 2>/dev/null || fail "cleanup failed"
+"$FERRY" jobs --vault vault | grep -q "test-failover-cleanup" || fail "jobs lacks the cleanup"
