@@ -36,6 +36,7 @@
 #include "ferry/blobs.h"
 #include "ferry/catalog.h"
 #include "ferry/changelog.h"
+#include "ferry/diskcache.h"
 #include "ferry/image.h"
 #include "ferry/log.h"
 #include "ferry/util.h"
@@ -88,6 +89,8 @@ enum kind {
 
 #define CACHE_MIB_DEFAULT 256
 #define THREADS_DEFAULT 16
+/* On-disk cache of objects fetched from a remote store. */
+#define DISK_CACHE_MIB_DEFAULT 1024
 
 /* The background thread wakes every second to notice failovers that went
  * away, and flushes dirty clones every FLUSH_TICKS wake-ups. */
@@ -183,6 +186,10 @@ struct fs {
 	 * the vault cannot be written: clones are read-only then. */
 	struct ferry_vault *wvault;
 	struct ferry_chunk_cache *cache;
+	/* Objects fetched from a remote store, kept on local disk; NULL when
+	 * off. Opened once before the daemon detaches (its lock and fds
+	 * survive the fork) and put in front of every store handle. */
+	struct ferry_diskcache *dcache;
 	struct snap *snap; /* the newest view; holds one reference */
 	uid_t uid;
 	gid_t gid;
@@ -2184,12 +2191,19 @@ static void help(void)
 	       "  -d, --debug          log every FUSE request (implies -f)\n"
 	       "  -o OPT[,OPT...]      mount options: allow_other, default_permissions,\n"
 	       "                       cache_size=MIB, threads=N, ro (clones read-only\n"
-	       "                       too), and the FUSE ones\n"
+	       "                       too), readahead=CHUNKS and readahead_threads=N\n"
+	       "                       (read-ahead for sequential readers; 0 turns it off),\n"
+	       "                       and the FUSE ones\n"
 	       "  --cache-size MIB     decompressed chunk cache (default %d MiB)\n"
 	       "  --threads N          most worker threads (default %d)\n"
+	       "  --disk-cache DIR     where objects fetched from a remote store are kept\n"
+	       "                       (default $XDG_CACHE_HOME/ferryfs/VAULT_ID, or\n"
+	       "                       ~/.cache/ferryfs/VAULT_ID); also -o disk_cache=DIR\n"
+	       "  --disk-cache-size MIB  its size limit (default %d MiB; 0 turns it off);\n"
+	       "                       also -o disk_cache_size=MIB\n"
 	       "  -h, --help           show this help\n"
 	       "  --version            show the version\n",
-	       CACHE_MIB_DEFAULT, THREADS_DEFAULT);
+	       CACHE_MIB_DEFAULT, THREADS_DEFAULT, DISK_CACHE_MIB_DEFAULT);
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *ret)
@@ -2212,9 +2226,31 @@ struct options {
 	int debug;
 	unsigned long cache_mib;
 	unsigned long threads;
-	int readonly;    /* -o ro: clones read-only too */
-	char *fuse_opts; /* what remains of -o for libfuse */
+	int readonly; /* -o ro: clones read-only too */
+	/* Read-ahead in chunks and its threads; -1: the chunk cache's
+	 * default, which depends on where the store is. */
+	long readahead, readahead_threads;
+	char *fuse_opts;  /* what remains of -o for libfuse */
+	char *disk_cache; /* --disk-cache; NULL: the default place, for a remote store */
+	unsigned long disk_cache_mib;
 };
+
+/* Up to 64 TiB; anything more is a typo. */
+#define DISK_CACHE_MIB_MAX (64ul << 20)
+
+static int set_disk_cache(struct options *o, const char *dir)
+{
+	char *d;
+
+	if (!*dir)
+		return log_error_errno(-EINVAL, "empty disk cache directory");
+	d = strdup(dir);
+	if (!d)
+		return log_error_errno(-ENOMEM, "out of memory");
+	free(o->disk_cache);
+	o->disk_cache = d;
+	return 0;
+}
 
 /* Takes our own keys out of an -o list and keeps the rest for libfuse. */
 static int take_mount_options(struct options *o, const char *list)
@@ -2233,9 +2269,37 @@ static int take_mount_options(struct options *o, const char *list)
 				return log_error_errno(-EINVAL, "invalid cache_size: %s", opt + 11);
 			continue;
 		}
+		if (strncmp(opt, "disk_cache=", 11) == 0) {
+			if (set_disk_cache(o, opt + 11) < 0)
+				return -EINVAL;
+			continue;
+		}
+		if (strncmp(opt, "disk_cache_size=", 16) == 0) {
+			if (parse_uint(opt + 16, DISK_CACHE_MIB_MAX, &o->disk_cache_mib) < 0)
+				return log_error_errno(-EINVAL, "invalid disk_cache_size: %s",
+						       opt + 16);
+			continue;
+		}
 		if (strncmp(opt, "threads=", 8) == 0) {
 			if (parse_uint(opt + 8, 1024, &o->threads) < 0 || o->threads == 0)
 				return log_error_errno(-EINVAL, "invalid threads: %s", opt + 8);
+			continue;
+		}
+		if (strncmp(opt, "readahead=", 10) == 0) {
+			unsigned long v;
+
+			if (parse_uint(opt + 10, 1024, &v) < 0)
+				return log_error_errno(-EINVAL, "invalid readahead: %s", opt + 10);
+			o->readahead = (long)v;
+			continue;
+		}
+		if (strncmp(opt, "readahead_threads=", 18) == 0) {
+			unsigned long v;
+
+			if (parse_uint(opt + 18, 64, &v) < 0)
+				return log_error_errno(-EINVAL, "invalid readahead_threads: %s",
+						       opt + 18);
+			o->readahead_threads = (long)v;
 			continue;
 		}
 		if (strcmp(opt, "ro") == 0 || strcmp(opt, "rw") == 0) {
@@ -2261,12 +2325,16 @@ static int parse_argv(int argc, char *argv[], struct options *o)
 		ARG_VAULT = 0x100,
 		ARG_CACHE,
 		ARG_THREADS,
-		ARG_VERSION
+		ARG_VERSION,
+		ARG_DISK_CACHE,
+		ARG_DISK_CACHE_SIZE,
 	};
 	static const struct option longopts[] = {
 		{ "vault", required_argument, NULL, ARG_VAULT },
 		{ "cache-size", required_argument, NULL, ARG_CACHE },
 		{ "threads", required_argument, NULL, ARG_THREADS },
+		{ "disk-cache", required_argument, NULL, ARG_DISK_CACHE },
+		{ "disk-cache-size", required_argument, NULL, ARG_DISK_CACHE_SIZE },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
@@ -2283,6 +2351,15 @@ static int parse_argv(int argc, char *argv[], struct options *o)
 		case ARG_CACHE:
 			if (parse_uint(optarg, 1024 * 1024, &o->cache_mib) < 0)
 				return log_error_errno(-EINVAL, "invalid --cache-size: %s", optarg);
+			break;
+		case ARG_DISK_CACHE:
+			if (set_disk_cache(o, optarg) < 0)
+				return -EINVAL;
+			break;
+		case ARG_DISK_CACHE_SIZE:
+			if (parse_uint(optarg, DISK_CACHE_MIB_MAX, &o->disk_cache_mib) < 0)
+				return log_error_errno(-EINVAL, "invalid --disk-cache-size: %s",
+						       optarg);
 			break;
 		case ARG_THREADS:
 			if (parse_uint(optarg, 1024, &o->threads) < 0 || o->threads == 0)
@@ -2363,6 +2440,8 @@ static void fs_done(struct fs *fs)
 	ferry_chunk_cache_free(fs->cache);
 	ferry_vault_free(fs->wvault);
 	ferry_vault_free(fs->vault);
+	/* After the stores that read through it. */
+	ferry_diskcache_free(fs->dcache);
 }
 
 /*
@@ -2411,9 +2490,17 @@ static int open_vaults(struct fs *fs, const struct options *o)
 			return log_error_errno(r, "cannot open vault %s for writing clones",
 					       o->vault);
 	}
+	if (fs->dcache) {
+		ferry_store_set_disk_cache(ferry_vault_store(fs->vault), fs->dcache);
+		if (fs->wvault)
+			ferry_store_set_disk_cache(ferry_vault_store(fs->wvault), fs->dcache);
+	}
 	r = ferry_chunk_cache_new(fs->vault, (size_t)o->cache_mib << 20, &fs->cache);
 	if (r < 0)
 		return log_error_errno(r, "cannot allocate the chunk cache");
+	r = ferry_chunk_cache_set_prefetch(fs->cache, (int)o->readahead, (int)o->readahead_threads);
+	if (r < 0)
+		return log_error_errno(r, "cannot set up read-ahead");
 	/* Read the catalog once now, so a damaged one fails the mount with a
 	 * message instead of failing every request later. */
 	r = snap_get(fs, &s);
@@ -2483,6 +2570,68 @@ static int serve(struct fs *fs, const struct options *o, const char *mnt)
 	return 0;
 }
 
+/*
+ * The on-disk cache for a vault whose store is remote: --disk-cache DIR, or
+ * by default a directory per vault under the user's cache directory (XDG).
+ * A cache is only an optimisation: where the default one cannot be had
+ * (no HOME, another ferryfs holds it) the mount goes on without; one asked
+ * for by name must open.
+ */
+static int open_disk_cache(struct fs *fs, const struct options *o)
+{
+	struct ferry_store *store = ferry_vault_store(fs->vault);
+	_cleanup_free_ char *dflt = NULL;
+	const char *dir = o->disk_cache, *xdg, *home;
+	int r;
+
+	if (ferry_blobs_local_dir(ferry_store_blobs(store))) {
+		if (o->disk_cache)
+			log_info("vault %s: the store is local, --disk-cache is not used",
+				 o->vault);
+		return 0;
+	}
+	if (o->disk_cache_mib == 0)
+		return 0;
+	if (!dir) {
+		xdg = getenv("XDG_CACHE_HOME");
+		home = getenv("HOME");
+		if (!ferry_name_valid(fs->vault_id)) {
+			log_info(
+				"vault %s has no usable vault id: no disk cache (see --disk-cache)",
+				o->vault);
+			return 0;
+		}
+		/* The XDG spec: a relative XDG_CACHE_HOME is to be ignored. */
+		if (xdg && xdg[0] == '/')
+			r = asprintf(&dflt, "%s/ferryfs/%s", xdg, fs->vault_id);
+		else if (home && home[0] == '/')
+			r = asprintf(&dflt, "%s/.cache/ferryfs/%s", home, fs->vault_id);
+		else {
+			log_info("neither XDG_CACHE_HOME nor HOME is set: no disk cache "
+				 "(see --disk-cache)");
+			return 0;
+		}
+		if (r < 0)
+			return log_error_errno(-ENOMEM, "out of memory");
+		dir = dflt;
+	}
+	r = ferry_diskcache_open(dir, (uint64_t)o->disk_cache_mib << 20, &fs->dcache);
+	if (r < 0) {
+		const char *why = r == -EBUSY ? " (another ferryfs is using it)" : "";
+
+		if (o->disk_cache)
+			return log_error_errno(r, "cannot open the disk cache %s%s", dir, why);
+		log_warning_errno(r, "cannot open the disk cache %s%s; going on without one", dir,
+				  why);
+		return 0;
+	}
+	ferry_store_set_disk_cache(store, fs->dcache);
+	if (fs->wvault)
+		ferry_store_set_disk_cache(ferry_vault_store(fs->wvault), fs->dcache);
+	log_debug("disk cache %s, up to %lu MiB", dir, o->disk_cache_mib);
+	return 0;
+}
+
 static int run(const struct options *o)
 {
 	_cleanup_free_ char *vault_dir = NULL, *mnt = NULL;
@@ -2516,6 +2665,9 @@ static int run(const struct options *o)
 	r = open_vaults(&fs, o);
 	if (r < 0)
 		return r;
+	r = open_disk_cache(&fs, o);
+	if (r < 0)
+		return r;
 	return serve(&fs, o, mnt);
 }
 
@@ -2538,6 +2690,9 @@ int main(int argc, char *argv[])
 	struct options o = {
 		.cache_mib = CACHE_MIB_DEFAULT,
 		.threads = THREADS_DEFAULT,
+		.disk_cache_mib = DISK_CACHE_MIB_DEFAULT,
+		.readahead = -1,
+		.readahead_threads = -1,
 	};
 	struct ferry_blobs_options bo;
 	int r;
@@ -2557,6 +2712,7 @@ int main(int argc, char *argv[])
 	r = parse_argv(argc, argv, &o);
 	if (r <= 0) {
 		free(o.fuse_opts);
+		free(o.disk_cache);
 		return r < 0 ? 1 : 0;
 	}
 	if (pthread_key_create(&readbuf_key, readbuf_free) != 0) {
@@ -2565,5 +2721,6 @@ int main(int argc, char *argv[])
 	}
 	r = run(&o);
 	free(o.fuse_opts);
+	free(o.disk_cache);
 	return r < 0 ? 1 : 0;
 }

@@ -80,6 +80,32 @@ struct ferry_pack_writer *ferry_pack_writer_free(struct ferry_pack_writer *w);
 int ferry_store_read(struct ferry_store *s, const struct ferry_loc *loc, const struct ferry_id *id,
 		     void *buf, size_t bufsize);
 
+/*
+ * Puts an on-disk object cache (diskcache.h) in front of reads that go over
+ * the network (a store on object storage): ferry_store_read looks there
+ * before the ranged GET, verifies a hit like any pack read (a damaged entry
+ * is dropped and fetched again), and stores what it fetched and verified.
+ * A local store reads with pread and leaves dc alone. dc stays the
+ * caller's: it must outlive its use here, or be unset with NULL first.
+ * Set it before reads start. Returns 0.
+ */
+struct ferry_diskcache;
+int ferry_store_set_disk_cache(struct ferry_store *s, struct ferry_diskcache *dc);
+/*
+ * For readers that fetch pack entries themselves (coalesced ranged GETs of
+ * neighbouring entries): ferry_store_read_cached is ferry_store_read from
+ * the disk cache alone, never the network (-ENOENT on a miss, on a local
+ * store, or with no disk cache; a damaged entry is dropped and is a miss);
+ * ferry_store_cache_fill offers the disk cache the entry of id as the pack
+ * holds it (entry header and payload, PACK_ENTRY_HEADER_SIZE + clen bytes),
+ * which the caller has verified. Fill failures are not reported: a cache
+ * that cannot take it costs only a later GET.
+ */
+int ferry_store_read_cached(struct ferry_store *s, const struct ferry_loc *loc,
+			    const struct ferry_id *id, void *buf, size_t bufsize);
+void ferry_store_cache_fill(struct ferry_store *s, const struct ferry_id *id, const void *entry,
+			    size_t len);
+
 /* Every pack in the store, in id order. */
 int ferry_store_list_packs(struct ferry_store *s,
 			   int (*cb)(uint64_t pack, uint64_t size, void *userdata), void *userdata);

@@ -23,6 +23,12 @@
  * trimmed its heap), and the locations of chunks seen before are remembered,
  * so a reload skips the catalog (a SQLite query, with its file locks, under
  * the vault's lock that every thread shares).
+ *
+ * On object storage a request costs far more than its bytes, so there a
+ * prefetch thread takes a run of queued chunks at once and fetches those
+ * that lie back to back in one pack with one ranged GET, then verifies each
+ * entry exactly as the store does (pack_entry_decode: entry checksum, size,
+ * id), so coalescing never weakens verification.
  */
 #include "ferry/image.h"
 
@@ -36,6 +42,7 @@
 
 #include "ferry/blobs.h"
 #include "ferry/catalog.h"
+#include "pack-internal.h"
 #include "ferry/map.h"
 #include "ferry/util.h"
 
@@ -46,10 +53,14 @@
  * decompressing and hashing, so two threads (this class of machine has two
  * cores) a little ahead suffice; object storage answers each chunk's ranged
  * GET in milliseconds, so many requests must be in flight. */
-#define LOCAL_CHUNKS 16u
+#define LOCAL_CHUNKS 32u
 #define LOCAL_THREADS 2u
-#define REMOTE_CHUNKS 128u
-#define REMOTE_THREADS 16u
+#define REMOTE_CHUNKS 256u
+#define REMOTE_THREADS 4u
+/* On object storage: chunks one prefetch thread takes at once, and the most
+ * bytes one coalesced GET asks for. */
+#define BATCH_MAX 32u
+#define RANGE_MAX (4u << 20)
 /* The kernel keeps several read-ahead requests of one file in flight and
  * they arrive in any order: a read this close to the last one's end still
  * counts as sequential. */
@@ -97,6 +108,8 @@ struct ferry_chunk_cache {
 	size_t nspare, maxspare;
 	struct locslot *locs;
 	size_t nlocs; /* a power of two */
+
+	int remote; /* the store is object storage: coalesce reads */
 
 	/* Read-ahead, all under lock. */
 	unsigned pf_chunks;  /* window in chunks; 0: off */
@@ -173,6 +186,7 @@ int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_
 		return -ENOMEM;
 	}
 	remote = !ferry_blobs_local_dir(ferry_store_blobs(ferry_vault_store(v)));
+	cc->remote = remote;
 	cc->pf_chunks = remote ? REMOTE_CHUNKS : LOCAL_CHUNKS;
 	cc->pf_threads = remote ? REMOTE_THREADS : LOCAL_THREADS;
 	pthread_mutex_init(&cc->lock, NULL);
@@ -182,15 +196,17 @@ int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_
 	return 0;
 }
 
-int ferry_chunk_cache_set_prefetch(struct ferry_chunk_cache *cc, unsigned chunks, unsigned threads)
+int ferry_chunk_cache_set_prefetch(struct ferry_chunk_cache *cc, int chunks, int threads)
 {
 	assert(cc);
 
-	if (chunks > QUEUE_MAX || threads > THREADS_MAX)
+	if (chunks > (int)QUEUE_MAX || threads > (int)THREADS_MAX)
 		return -EINVAL;
 	pthread_mutex_lock(&cc->lock);
-	cc->pf_chunks = threads ? chunks : 0;
-	cc->pf_threads = threads;
+	if (chunks >= 0)
+		cc->pf_chunks = (unsigned)chunks;
+	if (threads >= 0)
+		cc->pf_threads = (unsigned)threads;
 	pthread_mutex_unlock(&cc->lock);
 	return 0;
 }
@@ -471,6 +487,104 @@ static int finish(struct ferry_chunk_cache *cc, struct centry *e, int r, void *b
 	return 0;
 }
 
+/* ---- coalesced loads, for object storage ---- */
+
+struct job {
+	struct centry *e;
+	struct ferry_loc loc;
+	int have_loc;
+	void *buf;
+	size_t cap;
+	int r;
+};
+
+static int loc_follows(const struct ferry_loc *a, const struct ferry_loc *b)
+{
+	return a->pack == b->pack && b->offset == a->offset + PACK_ENTRY_HEADER_SIZE + a->clen;
+}
+
+/* Reads jobs [0, n), which lie back to back in one pack, with one GET and
+ * decodes each; a job that fails here is left to load() (r < 0). */
+static void fetch_run(struct ferry_chunk_cache *cc, struct job *jobs, size_t n, ZSTD_DCtx *dctx)
+{
+	uint64_t base = jobs[0].loc.offset;
+	uint64_t len = jobs[n - 1].loc.offset + PACK_ENTRY_HEADER_SIZE + jobs[n - 1].loc.clen - base;
+	_cleanup_free_ uint8_t *raw = NULL;
+	char name[32];
+
+	raw = malloc((size_t)len);
+	if (!raw)
+		return;
+	snprintf(name, sizeof(name), "packs/%016llx.pack", (unsigned long long)jobs[0].loc.pack);
+	if (ferry_blobs_get_range(ferry_store_blobs(ferry_vault_store(cc->vault)), name, base, raw,
+				  (size_t)len) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct job *j = &jobs[i];
+
+		if (!chunk_valid(cc, j->loc.plen))
+			continue;
+		j->cap = j->loc.plen > cc->chunk_size / 2 ? cc->chunk_size : j->loc.plen;
+		pthread_mutex_lock(&cc->lock);
+		if (cc->nspare > 0 && j->cap == cc->chunk_size)
+			j->buf = cc->spare[--cc->nspare];
+		pthread_mutex_unlock(&cc->lock);
+		if (!j->buf)
+			j->buf = malloc(j->cap);
+		if (!j->buf)
+			continue;
+		j->r = pack_entry_decode(raw + (j->loc.offset - base), &j->loc, -1, &j->e->id,
+					 j->buf, j->loc.plen, dctx);
+	}
+}
+
+/* Loads jobs [0, n) (taken on, not queued), grouping those that lie back to
+ * back in a pack into one GET each. Without cc->lock. */
+static void load_batch(struct ferry_chunk_cache *cc, struct job *jobs, size_t n, ZSTD_DCtx *dctx)
+{
+	size_t i, k;
+
+	ferry_vault_lock(cc->vault);
+	for (i = 0; i < n; i++) {
+		jobs[i].r = -EAGAIN;
+		if (!jobs[i].have_loc)
+			jobs[i].have_loc = ferry_catalog_object_get(ferry_vault_catalog(cc->vault),
+								    &jobs[i].e->id,
+								    &jobs[i].loc) >= 0;
+	}
+	ferry_vault_unlock(cc->vault);
+
+	for (i = 0; dctx && i < n; i = k) {
+		uint64_t bytes;
+
+		k = i + 1;
+		if (!jobs[i].have_loc)
+			continue;
+		bytes = PACK_ENTRY_HEADER_SIZE + (uint64_t)jobs[i].loc.clen;
+		while (k < n && jobs[k].have_loc && loc_follows(&jobs[k - 1].loc, &jobs[k].loc) &&
+		       bytes + PACK_ENTRY_HEADER_SIZE + jobs[k].loc.clen <= RANGE_MAX) {
+			bytes += PACK_ENTRY_HEADER_SIZE + jobs[k].loc.clen;
+			k++;
+		}
+		if (k - i > 1)
+			fetch_run(cc, jobs + i, k - i, dctx);
+	}
+	/* Singles, and whatever a coalesced read did not deliver: the plain
+	 * way, which also corrects a stale location through the catalog. */
+	for (i = 0; i < n; i++) {
+		struct job *j = &jobs[i];
+		struct ferry_loc loc;
+
+		if (j->r >= 0)
+			continue;
+		free(j->buf);
+		j->buf = NULL;
+		j->r = load(cc, &j->e->id, j->have_loc ? &j->loc : NULL, &j->buf, &j->cap, &loc);
+		if (j->r >= 0)
+			j->loc = loc;
+	}
+}
+
 /* Loads e, which the caller has taken on (loading, not queued), and
  * publishes the outcome. Called with cc->lock held, which it drops while
  * reading. The caller's reference stays. */
@@ -543,31 +657,76 @@ static int acquire(struct ferry_chunk_cache *cc, const struct ferry_id *id, stru
 
 /* ---- read-ahead ---- */
 
+/* Under cc->lock: the next queued entry, taken on, with the queue's
+ * reference; NULL when the queue is empty. */
+static struct centry *take(struct ferry_chunk_cache *cc)
+{
+	while (cc->qlen > 0) {
+		struct centry *e = cc->queue[cc->qhead];
+
+		cc->qhead = (cc->qhead + 1) % QUEUE_MAX;
+		cc->qlen--;
+		if (e->queued) {
+			e->queued = 0;
+			return e;
+		}
+		/* A reader took it over. */
+		centry_unref(cc, e);
+	}
+	return NULL;
+}
+
 static void *prefetch_main(void *userdata)
 {
 	struct ferry_chunk_cache *cc = userdata;
+	/* For coalesced reads; without one, chunks load one by one. */
+	ZSTD_DCtx *dctx = cc->remote ? ZSTD_createDCtx() : NULL;
+	struct job jobs[BATCH_MAX];
 
 	pthread_mutex_lock(&cc->lock);
 	for (;;) {
 		struct centry *e;
+		size_t n = 0;
 
 		while (!cc->stopping && cc->qlen == 0)
 			pthread_cond_wait(&cc->work, &cc->lock);
 		if (cc->stopping)
 			break;
-		e = cc->queue[cc->qhead];
-		cc->qhead = (cc->qhead + 1) % QUEUE_MAX;
-		cc->qlen--;
-		if (!e->queued) {
-			/* A reader took it over. */
-			centry_unref(cc, e);
+		if (!dctx) {
+			e = take(cc);
+			if (e) {
+				(void)load_entry(cc, e);
+				centry_unref(cc, e); /* the queue's */
+			}
 			continue;
 		}
-		e->queued = 0;
-		(void)load_entry(cc, e);
-		centry_unref(cc, e); /* the queue's */
+
+		while (n < BATCH_MAX && (e = take(cc))) {
+			struct locslot *m = locslot_of(cc, &e->id);
+
+			jobs[n] = (struct job){ .e = e };
+			if (m->valid && ferry_id_equal(&m->id, &e->id)) {
+				jobs[n].loc = m->loc;
+				jobs[n].have_loc = 1;
+			}
+			n++;
+		}
+		pthread_mutex_unlock(&cc->lock);
+		load_batch(cc, jobs, n, dctx);
+		pthread_mutex_lock(&cc->lock);
+		for (size_t i = 0; i < n; i++) {
+			struct job *j = &jobs[i];
+
+			if (j->r >= 0)
+				*locslot_of(cc, &j->e->id) = (struct locslot){ .id = j->e->id,
+									       .loc = j->loc,
+									       .valid = 1 };
+			(void)finish(cc, j->e, j->r, j->buf, j->r >= 0 ? j->loc.plen : 0, j->cap);
+			centry_unref(cc, j->e); /* the queue's */
+		}
 	}
 	pthread_mutex_unlock(&cc->lock);
+	ZSTD_freeDCtx(dctx);
 	return NULL;
 }
 
@@ -634,7 +793,7 @@ static void readahead(struct ferry_image *img, uint64_t off, uint64_t end)
 	int seq;
 
 	pthread_mutex_lock(&cc->lock);
-	chunks = cc->pf_chunks;
+	chunks = cc->pf_threads ? cc->pf_chunks : 0;
 	pthread_mutex_unlock(&cc->lock);
 	/* Prefetched chunks must not push out what readers still use: at
 	 * most a quarter of the cache is read-ahead. */
@@ -653,6 +812,10 @@ static void readahead(struct ferry_image *img, uint64_t off, uint64_t end)
 	}
 	from = MAX(img->pf_off, end);
 	to = MIN(end + window, img->size);
+	/* Topped up only once half the window is used, so that a prefetch
+	 * thread finds runs of chunks to fetch together, not one or two. */
+	if (from - end >= window / 2)
+		to = from;
 	/* Claimed now, looked up below without the lock: concurrent readers
 	 * of this image queue disjoint windows. */
 	if (from < to)

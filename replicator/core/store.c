@@ -23,6 +23,7 @@
 #include <xxhash.h>
 
 #include "ferry/blobs.h"
+#include "ferry/diskcache.h"
 #include "ferry/util.h"
 #include "pack-internal.h"
 
@@ -357,7 +358,8 @@ struct ferry_store {
 	pthread_mutex_t lock;
 	struct fd_slot fds[FD_CACHE_SIZE];
 	uint64_t tick;
-	ZSTD_CCtx *spare_cctx; /* handed from one writer to the next */
+	ZSTD_CCtx *spare_cctx;          /* handed from one writer to the next */
+	struct ferry_diskcache *dcache; /* not ours; consulted for remote reads */
 };
 
 static void pack_name(char buf[32], uint64_t pack)
@@ -406,6 +408,12 @@ const char *ferry_store_url(const struct ferry_store *s)
 struct ferry_blobs *ferry_store_blobs(struct ferry_store *s)
 {
 	return s->blobs;
+}
+
+int ferry_store_set_disk_cache(struct ferry_store *s, struct ferry_diskcache *dc)
+{
+	__atomic_store_n(&s->dcache, dc, __ATOMIC_RELEASE);
+	return 0;
 }
 
 static struct fd_slot *slot_find(struct ferry_store *s, uint64_t pack)
@@ -536,10 +544,21 @@ static int pack_size(struct ferry_store *s, uint64_t pack, uint64_t *ret)
 	return 0;
 }
 
-int ferry_store_read(struct ferry_store *s, const struct ferry_loc *loc, const struct ferry_id *id,
-		     void *buf, size_t bufsize)
+/* The disk cache, where it is in use: it only pays where a read is a
+ * network round trip. ferry_blobs_local_dir() is also NULL under a fault
+ * callback, so tests reach the cached path with a local store. */
+static struct ferry_diskcache *disk_cache(struct ferry_store *s)
 {
-	if (!s || !loc || !id || (!buf && bufsize))
+	struct ferry_diskcache *dc = __atomic_load_n(&s->dcache, __ATOMIC_ACQUIRE);
+	return dc && !ferry_blobs_local_dir(s->blobs) ? dc : NULL;
+}
+
+/* The checks on loc shared by the read paths, and the thread's buffer for
+ * its entry. */
+static int read_prepare(const struct ferry_loc *loc, const struct ferry_id *id, const void *buf,
+			size_t bufsize, struct tls_state **ret)
+{
+	if (!loc || !id || (!buf && bufsize))
 		return -EINVAL;
 	if (loc->plen > bufsize)
 		return -ENOBUFS;
@@ -547,15 +566,76 @@ int ferry_store_read(struct ferry_store *s, const struct ferry_loc *loc, const s
 	if (!type_valid(loc->type) || loc->plen > FERRY_OBJ_MAX || loc->clen > loc->plen ||
 	    loc->offset < PACK_HEADER_SIZE)
 		return -EBADMSG;
-
-	size_t need = PACK_ENTRY_HEADER_SIZE + (size_t)loc->clen;
-	struct tls_state *t = tls_get(need);
+	struct tls_state *t = tls_get(PACK_ENTRY_HEADER_SIZE + (size_t)loc->clen);
 	if (!t)
 		return -ENOMEM;
-	int r = pack_read(s, loc->pack, loc->offset, t->buf, need);
+	*ret = t;
+	return 0;
+}
+
+static int read_cached(struct ferry_diskcache *dc, struct tls_state *t, const struct ferry_loc *loc,
+		       const struct ferry_id *id, void *buf, size_t bufsize)
+{
+	size_t need = PACK_ENTRY_HEADER_SIZE + (size_t)loc->clen;
+	int r = ferry_diskcache_get(dc, id, t->buf, need);
 	if (r < 0)
 		return r;
-	return pack_entry_decode(t->buf, loc, -1, id, buf, bufsize, t->dctx);
+	/* The cached entry holds the pack's own bytes: the same checks
+	 * (sizes, entry checksum, SHA-256 == id) apply. */
+	r = pack_entry_decode(t->buf, loc, -1, id, buf, bufsize, t->dctx);
+	if (r < 0) {
+		(void)ferry_diskcache_drop(dc, id);
+		return -ENOENT;
+	}
+	return 0;
+}
+
+int ferry_store_read(struct ferry_store *s, const struct ferry_loc *loc, const struct ferry_id *id,
+		     void *buf, size_t bufsize)
+{
+	struct tls_state *t;
+	if (!s)
+		return -EINVAL;
+	int r = read_prepare(loc, id, buf, bufsize, &t);
+	if (r < 0)
+		return r;
+	struct ferry_diskcache *dc = disk_cache(s);
+	if (dc && read_cached(dc, t, loc, id, buf, bufsize) >= 0)
+		return 0;
+
+	size_t need = PACK_ENTRY_HEADER_SIZE + (size_t)loc->clen;
+	r = pack_read(s, loc->pack, loc->offset, t->buf, need);
+	if (r < 0)
+		return r;
+	r = pack_entry_decode(t->buf, loc, -1, id, buf, bufsize, t->dctx);
+	/* A cache that cannot take it (full disk, read-only) costs only the
+	 * next read another GET. */
+	if (r >= 0 && dc)
+		(void)ferry_diskcache_put(dc, id, t->buf, need);
+	return r;
+}
+
+int ferry_store_read_cached(struct ferry_store *s, const struct ferry_loc *loc,
+			    const struct ferry_id *id, void *buf, size_t bufsize)
+{
+	struct tls_state *t;
+	if (!s)
+		return -EINVAL;
+	struct ferry_diskcache *dc = disk_cache(s);
+	if (!dc)
+		return -ENOENT;
+	int r = read_prepare(loc, id, buf, bufsize, &t);
+	if (r < 0)
+		return r;
+	return read_cached(dc, t, loc, id, buf, bufsize);
+}
+
+void ferry_store_cache_fill(struct ferry_store *s, const struct ferry_id *id, const void *entry,
+			    size_t len)
+{
+	struct ferry_diskcache *dc = s && id && entry ? disk_cache(s) : NULL;
+	if (dc)
+		(void)ferry_diskcache_put(dc, id, entry, len);
 }
 
 struct list_ctx {

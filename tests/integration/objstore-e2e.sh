@@ -8,8 +8,13 @@
 # cycles with changes between them; every recovery point must read back
 # byte-identical through a ferryfs mount of the vault (ranged GETs from the
 # store), the live images must equal the newest point, and the container or
-# bucket must hold packs and no leftover segments.
+# bucket must hold packs and no leftover segments. On Azurite, ferryfs's
+# on-disk object cache is then shown to serve what was read once with the
+# store gone, and to keep its size limit.
 . "$(dirname "$0")/objstore-lib.sh"
+# ferryfs keeps a disk cache per remote vault under XDG_CACHE_HOME; the
+# test's own, not the user's (objstore-lib.sh has already placed Azurite).
+export XDG_CACHE_HOME=$T/xdg-cache
 need_fuse
 command -v mkfs.ext4 >/dev/null || skip "mkfs.ext4 missing (Debian package e2fsprogs)"
 command -v debugfs >/dev/null || skip "debugfs missing (Debian package e2fsprogs)"
@@ -87,6 +92,90 @@ packs=$(azurite_list ferry-store | grep -c '^vault1/packs/.*\.pack$' || true)
 left=$(azurite_list ferry-cache | grep -c '/segments/' || true)
 [ "$left" -eq 0 ] || fail "azure: $left segment(s) left in the cache after they were applied"
 note "azure: $packs pack(s) in azblob://ferry-store/vault1, cache drained"
+
+# --- the on-disk object cache, on the Azurite vault ---
+
+# dc_mount VAULT MOUNTPOINT ARGS...: as mount_vault, with more ferryfs
+# arguments. Read-ahead is off: it fetches on threads of its own, and
+# this is about what the cache holds after a read.
+dc_mount() {
+	local v=$1 m=$2 i
+	shift 2
+	mkdir -p "$m"
+	"$FERRYFS" -f --vault "$v" -o readahead=0 "$@" "$m" 2>>"$m.log" &
+	PIDS+=($!)
+	MOUNTS+=("$m")
+	for i in $(seq 100); do
+		mountpoint -q "$m" && return 0
+		sleep 0.05
+	done
+	fail "ferryfs could not mount $v: $(cat "$m.log")"
+}
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# Bytes the cache's entries take on disk (allocated blocks).
+entry_bytes() { find "$1/v1" -type f -printf '%b\n' | awk '{s += $1 * 512} END {print s + 0}'; }
+
+cd "$T/azure"
+mapfile -t points < <(points_of vault web1)
+last=recovery-points/${points[2]}
+
+# Default: a remote vault gets a cache under XDG_CACHE_HOME.
+dc_mount vault mnt
+cmp mnt/web1/$last/os.img os.3 || fail "disk cache: default mount reads os.img wrong"
+unmount_vault mnt
+vid=$(sqlite3 vault/catalog.db "SELECT value FROM settings WHERE key = 'vault_id'" 2>/dev/null || true)
+n=$(find "$XDG_CACHE_HOME/ferryfs" -path '*/v1/*' -type f 2>/dev/null | wc -l)
+[ "$n" -gt 0 ] || fail "disk cache: no default cache under $XDG_CACHE_HOME/ferryfs"
+[ -z "$vid" ] || [ -d "$XDG_CACHE_HOME/ferryfs/$vid/v1" ] ||
+	fail "disk cache: default cache is not at XDG_CACHE_HOME/ferryfs/<vault id>"
+dc_mount vault mnt --disk-cache-size 0
+cat mnt/web1/$last/data.img >/dev/null || fail "disk cache: read with --disk-cache-size 0"
+unmount_vault mnt
+
+# Cold: every chunk from Azurite, kept in the cache on the way.
+dc_mount vault mnt --disk-cache "$T/azure/dcache" --disk-cache-size 64
+t0=$(now_ms)
+cmp mnt/web1/$last/data.img data.3 || fail "disk cache: cold read of data.img differs"
+cmp mnt/web1/$last/os.img os.3 || fail "disk cache: cold read of os.img differs"
+cold=$(($(now_ms) - t0))
+unmount_vault mnt
+# Warm, on a new mount (no page cache, no chunk cache): from local disk.
+dc_mount vault mnt --disk-cache "$T/azure/dcache" --disk-cache-size 64
+t0=$(now_ms)
+cmp mnt/web1/$last/data.img data.3 || fail "disk cache: warm read of data.img differs"
+cmp mnt/web1/$last/os.img os.3 || fail "disk cache: warm read of os.img differs"
+warm=$(($(now_ms) - t0))
+unmount_vault mnt
+note "disk cache: point 3 (os.img + data.img, 96 MiB) cold from Azurite ${cold} ms, warm from the disk cache ${warm} ms, cache $(entry_bytes dcache) bytes"
+
+# A small cache keeps its limit while every point is read through it.
+dc_mount vault mnt --disk-cache "$T/azure/dsmall" --disk-cache-size 2
+for p in "${points[@]}"; do
+	cat mnt/web1/recovery-points/$p/os.img mnt/web1/recovery-points/$p/data.img >/dev/null ||
+		fail "disk cache: read of point $p through a 2 MiB cache"
+done
+unmount_vault mnt
+small=$(entry_bytes dsmall)
+total=$(du -sb dsmall | cut -f1)
+[ "$small" -le $((2 << 20)) ] || fail "disk cache: 2 MiB cache holds $small bytes of entries"
+# Besides its entries: at most 256 fan-out directories and two small files.
+[ "$total" -le $(((2 << 20) + 260 * 4096)) ] || fail "disk cache: 2 MiB cache takes $total bytes"
+note "disk cache: limit 2 MiB kept after reading 3 points ($small bytes of entries, $total in all)"
+
+# The store gone: what was read once still reads back, from the cache, on
+# a new mount. (Opening a vault asks the store, so the mount comes first.)
+dc_mount vault mnt --disk-cache "$T/azure/dcache" --disk-cache-size 64
+kill "$AZ_PID"
+for _ in $(seq 50); do kill -0 "$AZ_PID" 2>/dev/null || break; sleep 0.1; done
+! curl -s -o /dev/null "$AZ_ENDPOINT?comp=list" || fail "azurite still answers"
+cmp mnt/web1/$last/data.img data.3 || fail "disk cache: with Azurite gone, data.img differs"
+cmp mnt/web1/$last/os.img os.3 || fail "disk cache: with Azurite gone, os.img differs"
+# ... and what was never read does not: the reads above did not reach a store.
+if cat mnt/web1/recovery-points/${points[0]}/data.img >/dev/null 2>&1; then
+	fail "disk cache: point 1 read back with Azurite gone and never cached"
+fi
+unmount_vault mnt
+note "disk cache: point 3 byte-identical through ferryfs with Azurite stopped"
 
 # --- S3 (moto) ---
 if ! moto_available; then

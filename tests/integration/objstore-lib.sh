@@ -10,6 +10,9 @@
 
 AZURITE_VERSION=3.35.0
 AZURITE_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/ferry-test/azurite
+# ferryfs keeps a disk cache for remote stores under XDG_CACHE_HOME: the
+# tests' mounts keep theirs in the scratch directory, not the user's.
+export XDG_CACHE_HOME=$T/xdg-cache
 # The well-known development account of Azurite and the Azure SDKs; not a
 # secret, but the tests treat it as one (it must never show in messages).
 AZURITE_ACCOUNT=devstoreaccount1
