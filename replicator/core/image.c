@@ -42,17 +42,18 @@
 
 #include "ferry/blobs.h"
 #include "ferry/catalog.h"
-#include "pack-internal.h"
 #include "ferry/map.h"
 #include "ferry/util.h"
+#include "pack-internal.h"
 
 /* Most chunks waiting for a prefetch thread; more requests are dropped. */
 #define QUEUE_MAX 1024u
 #define THREADS_MAX 64u
-/* Defaults. A local store answers in microseconds and the work is
- * decompressing and hashing, so two threads (this class of machine has two
- * cores) a little ahead suffice; object storage answers each chunk's ranged
- * GET in milliseconds, so many requests must be in flight. */
+/* Defaults, measured (docs/benchmarks.md). A local store answers in
+ * microseconds and the work is decompressing and hashing, so two threads a
+ * little ahead suffice. Object storage answers in milliseconds and charges
+ * per request: a long window, so that coalesced GETs are large, and a few
+ * threads (more only compete with the server for the CPU on loopback). */
 #define LOCAL_CHUNKS 32u
 #define LOCAL_THREADS 2u
 #define REMOTE_CHUNKS 256u
@@ -176,7 +177,8 @@ int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_
 		n <<= 1;
 	cc->nlocs = n;
 	cc->locs = calloc(n, sizeof(*cc->locs));
-	cc->maxspare = MAX(SPARE_BYTES / (cc->chunk_size ? cc->chunk_size : FERRY_CHUNK_SIZE_MAX), 4u);
+	cc->maxspare =
+		MAX(SPARE_BYTES / (cc->chunk_size ? cc->chunk_size : FERRY_CHUNK_SIZE_MAX), 4u);
 	cc->spare = calloc(cc->maxspare, sizeof(*cc->spare));
 	if (!cc->locs || !cc->spare) {
 		free(cc->locs);
@@ -411,7 +413,7 @@ static int read_at(struct ferry_chunk_cache *cc, const struct ferry_id *id,
 	if (!*buf) {
 		/* Full chunks get full buffers, which can be recycled. */
 		*cap = loc->plen > cc->chunk_size / 2 ? MAX((size_t)loc->plen, cc->chunk_size) :
-							 loc->plen;
+							loc->plen;
 		*buf = malloc(*cap);
 		if (!*buf)
 			return -ENOMEM;
@@ -503,38 +505,53 @@ static int loc_follows(const struct ferry_loc *a, const struct ferry_loc *b)
 	return a->pack == b->pack && b->offset == a->offset + PACK_ENTRY_HEADER_SIZE + a->clen;
 }
 
+/* A buffer for j's plain bytes: recycled where one is spare. */
+static int job_buf(struct ferry_chunk_cache *cc, struct job *j)
+{
+	if (j->buf)
+		return 0;
+	if (!chunk_valid(cc, j->loc.plen))
+		return -EBADMSG;
+	j->cap = j->loc.plen > cc->chunk_size / 2 ? cc->chunk_size : j->loc.plen;
+	pthread_mutex_lock(&cc->lock);
+	if (cc->nspare > 0 && j->cap == cc->chunk_size)
+		j->buf = cc->spare[--cc->nspare];
+	pthread_mutex_unlock(&cc->lock);
+	if (!j->buf)
+		j->buf = malloc(j->cap);
+	return j->buf ? 0 : -ENOMEM;
+}
+
 /* Reads jobs [0, n), which lie back to back in one pack, with one GET and
- * decodes each; a job that fails here is left to load() (r < 0). */
+ * decodes each, offering the store's disk cache every entry that checks
+ * out; a job that fails here is left to load() (r < 0). */
 static void fetch_run(struct ferry_chunk_cache *cc, struct job *jobs, size_t n, ZSTD_DCtx *dctx)
 {
 	uint64_t base = jobs[0].loc.offset;
-	uint64_t len = jobs[n - 1].loc.offset + PACK_ENTRY_HEADER_SIZE + jobs[n - 1].loc.clen - base;
+	uint64_t len =
+		jobs[n - 1].loc.offset + PACK_ENTRY_HEADER_SIZE + jobs[n - 1].loc.clen - base;
 	_cleanup_free_ uint8_t *raw = NULL;
 	char name[32];
+
+	struct ferry_store *store = ferry_vault_store(cc->vault);
 
 	raw = malloc((size_t)len);
 	if (!raw)
 		return;
+	/* The pack's name as store.h gives it. */
 	snprintf(name, sizeof(name), "packs/%016llx.pack", (unsigned long long)jobs[0].loc.pack);
-	if (ferry_blobs_get_range(ferry_store_blobs(ferry_vault_store(cc->vault)), name, base, raw,
-				  (size_t)len) < 0)
+	if (ferry_blobs_get_range(ferry_store_blobs(store), name, base, raw, (size_t)len) < 0)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		struct job *j = &jobs[i];
+		const uint8_t *entry = raw + (j->loc.offset - base);
 
-		if (!chunk_valid(cc, j->loc.plen))
+		if (job_buf(cc, j) < 0)
 			continue;
-		j->cap = j->loc.plen > cc->chunk_size / 2 ? cc->chunk_size : j->loc.plen;
-		pthread_mutex_lock(&cc->lock);
-		if (cc->nspare > 0 && j->cap == cc->chunk_size)
-			j->buf = cc->spare[--cc->nspare];
-		pthread_mutex_unlock(&cc->lock);
-		if (!j->buf)
-			j->buf = malloc(j->cap);
-		if (!j->buf)
-			continue;
-		j->r = pack_entry_decode(raw + (j->loc.offset - base), &j->loc, -1, &j->e->id,
-					 j->buf, j->loc.plen, dctx);
+		j->r = pack_entry_decode(entry, &j->loc, -1, &j->e->id, j->buf, j->loc.plen, dctx);
+		if (j->r >= 0)
+			ferry_store_cache_fill(store, &j->e->id, entry,
+					       PACK_ENTRY_HEADER_SIZE + (size_t)j->loc.clen);
 	}
 }
 
@@ -554,14 +571,22 @@ static void load_batch(struct ferry_chunk_cache *cc, struct job *jobs, size_t n,
 	}
 	ferry_vault_unlock(cc->vault);
 
+	/* What the store's disk cache holds needs no GET at all. */
+	for (i = 0; i < n; i++)
+		if (jobs[i].have_loc && job_buf(cc, &jobs[i]) >= 0)
+			jobs[i].r = ferry_store_read_cached(ferry_vault_store(cc->vault),
+							    &jobs[i].loc, &jobs[i].e->id,
+							    jobs[i].buf, jobs[i].loc.plen);
+
 	for (i = 0; dctx && i < n; i = k) {
 		uint64_t bytes;
 
 		k = i + 1;
-		if (!jobs[i].have_loc)
+		if (!jobs[i].have_loc || jobs[i].r >= 0)
 			continue;
 		bytes = PACK_ENTRY_HEADER_SIZE + (uint64_t)jobs[i].loc.clen;
-		while (k < n && jobs[k].have_loc && loc_follows(&jobs[k - 1].loc, &jobs[k].loc) &&
+		while (k < n && jobs[k].have_loc && jobs[k].r < 0 &&
+		       loc_follows(&jobs[k - 1].loc, &jobs[k].loc) &&
 		       bytes + PACK_ENTRY_HEADER_SIZE + jobs[k].loc.clen <= RANGE_MAX) {
 			bytes += PACK_ENTRY_HEADER_SIZE + jobs[k].loc.clen;
 			k++;
@@ -807,6 +832,8 @@ static void readahead(struct ferry_image *img, uint64_t off, uint64_t end)
 	seq = off <= img->next_off + SEQ_SLACK && off + SEQ_SLACK >= img->next_off;
 	img->next_off = end;
 	if (!seq) {
+		/* A jump (back to the start, say): any new stream starts here. */
+		img->pf_off = end;
 		pthread_mutex_unlock(&img->lock);
 		return;
 	}
