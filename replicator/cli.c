@@ -152,3 +152,33 @@ int one_vm_args(int argc, char **argv, const char *help, struct opts *o, const c
 	*ret_vm = argv[optind];
 	return -1;
 }
+
+int write_agent_config(const char *path, const char *why, const char *vm, const char *cache,
+		       const char *state, uint64_t interval, const struct agent_disk *disks,
+		       size_t ndisks)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
+		return -ENOMEM;
+	fprintf(f,
+		"# ferry agent configuration for VM %s, %s.\n"
+		"# Run: ferry-agent --config %s\n"
+		"[agent]\n"
+		"version = 1\n"
+		"vm = %s\n"
+		"cache = %s\n"
+		"state = %s\n"
+		"interval = %llu\n",
+		vm, why, path, vm, cache, state, (unsigned long long)interval);
+	for (size_t i = 0; i < ndisks; i++)
+		fprintf(f, "\n[disk]\nname = %s\npath = %s\n", disks[i].name, disks[i].path);
+	if (fclose(f) != 0) {
+		free(text);
+		return -ENOMEM;
+	}
+	int r = ferry_write_file_atomic(path, text, len);
+	free(text);
+	return r;
+}

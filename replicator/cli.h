@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent-scan.h"
 #include "ferry/catalog.h"
 #include "ferry/util.h"
 #include "ferry/vault.h"
@@ -37,6 +38,12 @@ void format_time(int64_t ns, char *buf, size_t size);
 void format_bytes(uint64_t b, char *buf, size_t size);
 void format_age(int64_t ns, char *buf, size_t size);
 const char *consistency_name(int c);
+
+/* Writes an agent configuration file (ferry-agent(8)) atomically; why goes
+ * into its header comment. */
+int write_agent_config(const char *path, const char *why, const char *vm, const char *cache,
+		       const char *state, uint64_t interval, const struct agent_disk *disks,
+		       size_t ndisks);
 
 /* Open a vault or find a VM, logging an error a user can act on. */
 int open_vault(const char *dir, int readonly, struct ferry_vault **ret);

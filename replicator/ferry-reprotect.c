@@ -444,25 +444,10 @@ int cmd_reprotect(int argc, char **argv)
 	if (r >= 0)
 		r = fetch_file(b, vm.name, state, "progress");
 
-	if (r >= 0) {
-		char *text = NULL;
-		size_t len = 0;
-		FILE *f = open_memstream(&text, &len);
-		if (!f)
-			r = -ENOMEM;
-		else {
-			fprintf(f,
-				"# ferry agent configuration re-protecting VM %s to the source "
-				"site,\n# written by ferry reprotect.\n[agent]\nversion = 1\nvm = %s\n"
-				"cache = %s\nstate = %s\ninterval = 60\n",
-				vm.name, vm.name, a.cache, state);
-			for (size_t i = 0; i < cp.n; i++)
-				fprintf(f, "\n[disk]\nname = %s\npath = %s\n", cp.disks[i].name,
-					cp.disks[i].path);
-			r = fclose(f) == 0 ? ferry_write_file_atomic(conf, text, len) : -ENOMEM;
-			free(text);
-		}
-	}
+	if (r >= 0)
+		r = write_agent_config(
+			conf, "re-protecting it to the source site, written by ferry reprotect",
+			vm.name, a.cache, state, 60, cp.disks, cp.n);
 	for (size_t i = 0; i < cp.n; i++) {
 		free(cp.disks[i].name);
 		free(cp.disks[i].path);

@@ -488,36 +488,6 @@ static int check_names(const struct enable_args *a)
 	return 0;
 }
 
-static int write_agent_config(const char *path, const struct enable_args *a, const char *cache,
-			      const char *state_dir, const char *const *abs_paths)
-{
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
-	if (!f)
-		return -ENOMEM;
-	fprintf(f,
-		"# ferry agent configuration for VM %s, written by ferry enable-replication.\n"
-		"# Run: ferry-agent --config %s\n"
-		"[agent]\n"
-		"version = 1\n"
-		"vm = %s\n"
-		"cache = %s\n"
-		"state = %s\n"
-		"interval = %llu\n",
-		a->vm, path, a->vm, cache, state_dir,
-		(unsigned long long)(a->crash ? a->crash : 60));
-	for (size_t i = 0; i < a->ndisks; i++)
-		fprintf(f, "\n[disk]\nname = %s\npath = %s\n", a->disk_names[i], abs_paths[i]);
-	if (fclose(f) != 0) {
-		free(text);
-		return -ENOMEM;
-	}
-	int r = ferry_write_file_atomic(path, text, len);
-	free(text);
-	return r;
-}
-
 int cmd_enable(int argc, char **argv)
 {
 	struct enable_args a = {
@@ -641,9 +611,13 @@ int cmd_enable(int argc, char **argv)
 			r = record_vm_write(v, vm.id);
 		/* The agent's file comes before the commit: a VM in the catalog
 		 * always has its configuration. */
+		struct agent_disk disks[MAX_CLI_DISKS];
+		for (size_t i = 0; i < a.ndisks; i++)
+			disks[i] = (struct agent_disk){ (char *)a.disk_names[i], abs_paths[i] };
 		if (r >= 0)
-			r = write_agent_config(conf, &a, cache, state,
-					       (const char *const *)abs_paths);
+			r = write_agent_config(conf, "written by ferry enable-replication", a.vm,
+					       cache, state, a.crash ? a.crash : 60, disks,
+					       a.ndisks);
 		if (r >= 0)
 			r = ferry_catalog_commit(c);
 		else

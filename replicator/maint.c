@@ -67,6 +67,19 @@ static int collect_vm(const struct ferry_vm *vm, void *userdata)
 	return 0;
 }
 
+int maint_list_vms(struct ferry_vault *v, struct ferry_vm **ret, size_t *ret_n)
+{
+	struct vm_vec vv = { 0 };
+	int r = ferry_catalog_vm_list(ferry_vault_catalog(v), collect_vm, &vv);
+	if (r < 0) {
+		free(vv.vm);
+		return r;
+	}
+	*ret = vv.vm;
+	*ret_n = vv.n;
+	return 0;
+}
+
 static int thin_vm(struct ferry_catalog *c, const struct ferry_vm *vm, int64_t now_ns,
 		   unsigned *deleted)
 {
@@ -112,14 +125,15 @@ static int thin_vm(struct ferry_catalog *c, const struct ferry_vm *vm, int64_t n
 int maint_thin(struct ferry_vault *v, int64_t now_ns, unsigned *ret_deleted)
 {
 	struct ferry_catalog *c = ferry_vault_catalog(v);
-	struct vm_vec vv = { 0 };
+	struct ferry_vm *vms = NULL;
+	size_t n = 0;
 	unsigned deleted = 0;
-	int r = ferry_catalog_vm_list(c, collect_vm, &vv);
+	int r = maint_list_vms(v, &vms, &n);
 	if (r >= 0)
 		r = ferry_catalog_begin(c);
-	for (size_t i = 0; r >= 0 && i < vv.n; i++)
-		r = thin_vm(c, &vv.vm[i], now_ns, &deleted);
-	free(vv.vm);
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = thin_vm(c, &vms[i], now_ns, &deleted);
+	free(vms);
 	if (r < 0) {
 		ferry_catalog_rollback(c);
 		return r;

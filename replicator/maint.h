@@ -18,6 +18,9 @@
  */
 int maint_lock(const char *vault_dir, const char *name, int *ret_fd);
 
+/* Every VM of the vault, in name order, in a new array (caller frees). */
+int maint_list_vms(struct ferry_vault *v, struct ferry_vm **ret, size_t *ret_n);
+
 /*
  * Thins recovery points of every VM as of now_ns: points older than the
  * retention window go; within it, all of the last two hours stay, older

@@ -191,22 +191,6 @@ static void help(void)
 	       "(a refused segment stays in the cache for inspection).\n");
 }
 
-struct vm_list {
-	struct ferry_vm *vms;
-	size_t n;
-};
-
-static int collect_vm(const struct ferry_vm *vm, void *userdata)
-{
-	struct vm_list *l = userdata;
-	struct ferry_vm *n = realloc(l->vms, (l->n + 1) * sizeof(*n));
-	if (!n)
-		return -ENOMEM;
-	l->vms = n;
-	l->vms[l->n++] = *vm;
-	return 0;
-}
-
 /* Garbage is collected when thinning removed points, and at least hourly
  * (and at start) so packs left by a crash do not linger. */
 #define GC_EVERY_NS (3600LL * 1000000000LL)
@@ -230,17 +214,16 @@ static int run_pass(struct ferry_vault *v, int do_gc, int64_t *last_gc_ns)
 	if (r < 0)
 		return log_error_errno(r, "cannot lock vault %s", ferry_vault_dir(v));
 
-	struct vm_list l = { 0 };
-	r = ferry_catalog_vm_list(ferry_vault_catalog(v), collect_vm, &l);
-	if (r < 0) {
-		free(l.vms);
+	struct ferry_vm *vms;
+	size_t n;
+	r = maint_list_vms(v, &vms, &n);
+	if (r < 0)
 		return log_error_errno(r, "cannot list VMs");
-	}
 	int failed = 0;
-	for (size_t i = 0; i < l.n && !stop; i++)
-		if (replicating(l.vms[i].state) && replicate_vm(v, &l.vms[i], &stop) < 0)
+	for (size_t i = 0; i < n && !stop; i++)
+		if (replicating(vms[i].state) && replicate_vm(v, &vms[i], &stop) < 0)
 			failed = 1;
-	free(l.vms);
+	free(vms);
 	/* Without the store lease, thinning and gc could delete what another
 	 * replicator just wrote. */
 	if (lease_lost)
