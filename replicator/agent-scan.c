@@ -673,13 +673,19 @@ static int size_changed(struct scan *s, const struct disk *d, uint64_t was)
 
 static int writer_start(struct scan *s)
 {
-	s->w = ferry_segment_writer_free(s->w);
-	int r = ferry_segment_writer_new(s->p->vm, s->pr.next_seq,
-					 s->pr.next_seq == 1 ? NULL : &s->pr.prev, &s->w);
+	const struct ferry_id *prev = s->pr.next_seq == 1 ? NULL : &s->pr.prev;
+	int r = s->w ? ferry_segment_writer_reset(s->w, s->pr.next_seq, prev) :
+		       ferry_segment_writer_new(s->p->vm, s->pr.next_seq, prev, &s->w);
 	if (r < 0)
 		return log_error_errno(r, "VM %s: cannot start segment %" PRIu64, s->p->vm,
 				       s->pr.next_seq);
 	ferry_segment_writer_set_workers(s->w, s->p->compress_workers);
+	if (s->p->chunk_size) {
+		r = ferry_segment_writer_set_chunking(s->w, s->p->chunk_size);
+		if (r < 0)
+			return log_error_errno(r, "VM %s: unusable chunk size %" PRIu32, s->p->vm,
+					       s->p->chunk_size);
+	}
 	/* The replicator learns disks from the segment itself: every segment
 	 * declares all of them so that each one stands alone. */
 	for (size_t i = 0; i < s->ndisks; i++) {

@@ -36,6 +36,10 @@ struct agent_scan_params {
 	void *userdata;
 	/* Threads that compress each segment (0 or 1: the scanning thread). */
 	unsigned compress_workers;
+	/* The vault's chunk size: data is compressed per chunk so that the
+	 * vault stores it as it comes (segment format 2.0); 0 compresses whole
+	 * segments (format 1.0). */
+	uint32_t chunk_size;
 };
 
 struct agent_scan_stats {

@@ -37,6 +37,10 @@
 #define DEFAULT_INTERVAL 300
 #define MAX_INTERVAL (366u * 24u * 3600u)
 #define MAX_DISKS 256
+/* The vault default (ferry init); a vault with another chunk size still
+ * applies what this ships, only without storing the frames as they are. */
+#define DEFAULT_CHUNK_SIZE 65536u
+#define MAX_CHUNK_SIZE (4u * 1024u * 1024u)
 
 /* Keys of [credentials], the environment variables they stand for. */
 static const char *const cred_keys[] = {
@@ -50,6 +54,8 @@ struct config {
 	char *vm, *cache, *state;
 	uint64_t interval;
 	int has_interval;
+	uint64_t chunk_size;
+	int has_chunk_size;
 	struct agent_disk *disks;
 	size_t ndisks;
 	/* [credentials]: for an object-store cache; override the environment.
@@ -225,6 +231,26 @@ static int handle_key(struct config *c, const char *section, const char *name, c
 				return 0;
 			}
 			c->has_interval = 1;
+			return 1;
+		}
+		if (strcmp(name, "chunk-size") == 0) {
+			if (c->has_chunk_size) {
+				snprintf(c->error, sizeof(c->error),
+					 "%s:%u: 'chunk-size' given twice", c->file, c->line);
+				return 0;
+			}
+			/* 0: whole segments compressed (format 1.0); otherwise the
+			 * vault's chunk size, a power of two. */
+			if (parse_uint(value, MAX_CHUNK_SIZE, &c->chunk_size) < 0 ||
+			    (c->chunk_size &&
+			     (c->chunk_size < 4096 || (c->chunk_size & (c->chunk_size - 1))))) {
+				snprintf(c->error, sizeof(c->error),
+					 "%s:%u: invalid chunk-size '%s' (0, or a power of two "
+					 "from 4096 to %u)",
+					 c->file, c->line, value, MAX_CHUNK_SIZE);
+				return 0;
+			}
+			c->has_chunk_size = 1;
 			return 1;
 		}
 		snprintf(c->error, sizeof(c->error), "%s:%u: unknown key '%s' in [agent]", c->file,
@@ -661,6 +687,7 @@ static int run(int argc, char **argv)
 		.userdata = &disp,
 		/* Compression is most of the agent's CPU: use every core, up to 4. */
 		.compress_workers = (unsigned)MIN(MAX(sysconf(_SC_NPROCESSORS_ONLN), 1L), 4L),
+		.chunk_size = cfg.has_chunk_size ? (uint32_t)cfg.chunk_size : DEFAULT_CHUNK_SIZE,
 	};
 	log_debug("VM %s: %zu disks, cache %s, state %s, interval %" PRIu64 " s", cfg.vm,
 		  cfg.ndisks, ferry_cache_url(cache), cfg.state, interval);

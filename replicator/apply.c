@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ferry/catalog.h"
 #include "ferry/changelog.h"
@@ -20,6 +21,7 @@
 #include "ferry/records.h"
 #include "ferry/store.h"
 #include "ferry/util.h"
+#include "unpack.h"
 
 #define MAX_DISKS 64
 
@@ -91,11 +93,19 @@ static int note_point(const struct ferry_point *p, void *userdata)
 	return 0;
 }
 
-static int apply_data(struct applier *a, const struct ferry_record *rec)
+/* DATA, or DATAZ unpacked (u): a whole chunk that came compressed goes
+ * into the store as the frame it came in. */
+static int apply_data(struct applier *a, const struct ferry_record *rec, const struct unpacked *u)
 {
-	int r = ferry_ingest_write(a->ingest, a->disks[rec->disk].map,
-				   rec->offset / FERRY_BLOCK_SIZE, rec->data,
-				   rec->length / FERRY_BLOCK_SIZE);
+	struct ferry_map *m = a->disks[rec->disk].map;
+	uint64_t block = rec->offset / FERRY_BLOCK_SIZE;
+	int r;
+	if (u && u->whole_chunk)
+		r = ferry_ingest_write_chunk(a->ingest, m, block, u->data, &u->id, rec->frame,
+					     rec->frame_len);
+	else
+		r = ferry_ingest_write(a->ingest, m, block, u ? u->data : rec->data,
+				       rec->length / FERRY_BLOCK_SIZE);
 	if (r < 0)
 		return r;
 	a->result.data_bytes += rec->length;
@@ -283,12 +293,57 @@ static int check_range(struct applier *a, const struct ferry_record *rec)
 	return 0;
 }
 
-static int apply_records(struct applier *a, const struct ferry_segment *seg)
+struct prepared_segment {
+	struct ferry_segment *seg;
+	struct unpack *up;
+};
+
+struct prepared_segment *apply_prepared_free(struct prepared_segment *p)
 {
+	if (p) {
+		unpack_free(p->up);
+		ferry_segment_free(p->seg);
+		free(p);
+	}
+	return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct prepared_segment *, apply_prepared_free)
+
+int apply_prepare(struct ferry_vault *v, const void *buf, size_t len, struct prepared_segment **ret,
+		  char *msg, size_t msgsize)
+{
+	_cleanup_(apply_prepared_freep) struct prepared_segment *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	int r = ferry_segment_parse(buf, len, &p->seg);
+	if (r < 0) {
+		snprintf(msg, msgsize, "%s",
+			 r == -EPROTONOSUPPORT ? "segment format version not supported" :
+						 "segment is damaged (checksum or structure)");
+		return r;
+	}
+	/* Unpacking and hashing are most of the work: all cores, up front. */
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	r = unpack_segment(p->seg, ferry_vault_chunk_size(v), (unsigned)MIN(MAX(cpus, 1L), 8L),
+			   &p->up);
+	if (r < 0) {
+		snprintf(msg, msgsize, "out of memory unpacking the segment");
+		return r;
+	}
+	*ret = TAKE_PTR(p);
+	return 0;
+}
+
+static int apply_records(struct applier *a, const struct prepared_segment *p)
+{
+	const struct ferry_segment *seg = p->seg;
 	const struct ferry_segment_info *info = ferry_segment_info(seg);
+	const struct unpack *up = p->up;
+	int r;
 	for (uint32_t i = 0; i < info->nrecords; i++) {
 		struct ferry_record rec;
-		int r = ferry_segment_record(seg, i, &rec);
+		const struct unpacked *u;
+		r = ferry_segment_record(seg, i, &rec);
 		if (r < 0)
 			return fail(a, r, "record %u unreadable", i);
 		switch (rec.type) {
@@ -298,7 +353,18 @@ static int apply_records(struct applier *a, const struct ferry_segment *seg)
 		case FERRY_REC_DATA:
 			r = check_range(a, &rec);
 			if (r >= 0)
-				r = apply_data(a, &rec);
+				r = apply_data(a, &rec, NULL);
+			break;
+		case FERRY_REC_DATAZ:
+			u = unpack_get(up, i);
+			r = check_range(a, &rec);
+			if (r >= 0 && (!u || u->error))
+				r = fail(a, -EBADMSG,
+					 "record %u: its compressed data does not unpack to %llu "
+					 "bytes (damaged segment)",
+					 i, (unsigned long long)rec.length);
+			if (r >= 0)
+				r = apply_data(a, &rec, u);
 			break;
 		case FERRY_REC_ZERO:
 		case FERRY_REC_TRIM:
@@ -374,8 +440,9 @@ static int check_chain(struct applier *a, uint64_t seq, const struct ferry_segme
 	return 0;
 }
 
-int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, const void *buf,
-		  size_t len, struct apply_result *ret, char *msg, size_t msgsize)
+int apply_prepared(struct ferry_vault *v, const char *vm_name, uint64_t seq,
+		   const struct prepared_segment *p, struct apply_result *ret, char *msg,
+		   size_t msgsize)
 {
 	struct applier a = {
 		.vault = v,
@@ -384,18 +451,11 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, cons
 		.msgsize = msgsize,
 	};
 	msg[0] = 0;
-
-	struct ferry_segment *seg = NULL;
-	int r = ferry_segment_parse(buf, len, &seg);
-	if (r < 0)
-		return fail(&a, r,
-			    r == -EPROTONOSUPPORT ? "segment format version not supported" :
-						    "segment is damaged (checksum or "
-						    "structure)");
+	const struct ferry_segment *seg = p->seg;
 
 	/* One write transaction from the first read to the commit: the reads
 	 * see one state, and thousands of dedup look-ups take no lock each. */
-	r = ferry_catalog_begin(a.cat);
+	int r = ferry_catalog_begin(a.cat);
 	if (r >= 0)
 		r = ferry_catalog_vm_get(a.cat, vm_name, &a.vm);
 	if (r >= 0)
@@ -404,7 +464,6 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, cons
 		r = ferry_catalog_point_list(a.cat, a.vm.id, note_point, &a);
 	if (r < 0) {
 		ferry_catalog_rollback(a.cat);
-		ferry_segment_free(seg);
 		return fail(&a, r, "cannot read VM '%s' from the catalog", vm_name);
 	}
 	if (a.vm.state == FERRY_VM_ERROR)
@@ -413,7 +472,6 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, cons
 	r = check_chain(&a, seq, ferry_segment_info(seg));
 	if (r < 0 || a.result.already_applied) {
 		ferry_catalog_rollback(a.cat);
-		ferry_segment_free(seg);
 		if (r >= 0)
 			*ret = a.result;
 		return r;
@@ -426,7 +484,7 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, cons
 	a.seg_digest = ferry_segment_info(seg)->digest;
 	r = ferry_ingest_new(v, &a.ingest);
 	if (r >= 0)
-		r = apply_records(&a, seg);
+		r = apply_records(&a, p);
 	if (r >= 0 && a.vm.initial_total_bytes == 0)
 		for (size_t i = 0; i < a.ndisks; i++)
 			a.vm.initial_total_bytes += a.disks[i].disk.size;
@@ -446,9 +504,17 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, cons
 	}
 	if (r < 0)
 		ferry_catalog_rollback(a.cat);
-	ferry_segment_free(seg);
 	if (r >= 0)
 		*ret = a.result;
 	applier_done(&a);
 	return r;
+}
+
+int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, const void *buf,
+		  size_t len, struct apply_result *ret, char *msg, size_t msgsize)
+{
+	_cleanup_(apply_prepared_freep) struct prepared_segment *p = NULL;
+	msg[0] = 0;
+	int r = apply_prepare(v, buf, len, &p, msg, msgsize);
+	return r < 0 ? r : apply_prepared(v, vm_name, seq, p, ret, msg, msgsize);
 }

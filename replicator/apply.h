@@ -31,3 +31,18 @@ struct apply_result {
  */
 int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, const void *buf,
 		  size_t len, struct apply_result *ret, char *msg, size_t msgsize);
+
+/*
+ * apply_segment in two steps, so that a replicator can prepare the next
+ * segment while it applies one: apply_prepare parses and verifies the
+ * segment and unpacks its compressed data without touching the catalog
+ * (safe on another thread than the one applying), and apply_prepared
+ * applies a prepared segment. Errors and msg as for apply_segment.
+ */
+struct prepared_segment;
+int apply_prepare(struct ferry_vault *v, const void *buf, size_t len,
+		  struct prepared_segment **ret, char *msg, size_t msgsize);
+int apply_prepared(struct ferry_vault *v, const char *vm_name, uint64_t seq,
+		   const struct prepared_segment *p, struct apply_result *ret, char *msg,
+		   size_t msgsize);
+struct prepared_segment *apply_prepared_free(struct prepared_segment *p);

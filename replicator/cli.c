@@ -154,8 +154,8 @@ int one_vm_args(int argc, char **argv, const char *help, struct opts *o, const c
 }
 
 int write_agent_config(const char *path, const char *why, const char *vm, const char *cache,
-		       const char *state, uint64_t interval, const struct agent_disk *disks,
-		       size_t ndisks)
+		       const char *state, uint64_t interval, uint32_t chunk_size,
+		       const struct agent_disk *disks, size_t ndisks)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -172,6 +172,8 @@ int write_agent_config(const char *path, const char *why, const char *vm, const 
 		"state = %s\n"
 		"interval = %llu\n",
 		vm, why, path, vm, cache, state, (unsigned long long)interval);
+	if (chunk_size)
+		fprintf(f, "chunk-size = %u\n", chunk_size);
 	for (size_t i = 0; i < ndisks; i++)
 		fprintf(f, "\n[disk]\nname = %s\npath = %s\n", disks[i].name, disks[i].path);
 	if (fclose(f) != 0) {

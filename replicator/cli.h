@@ -41,9 +41,11 @@ const char *consistency_name(int c);
 
 /* Writes an agent configuration file (ferry-agent(8)) atomically; why goes
  * into its header comment. */
+/* chunk_size: the applying vault's, or 0 when not known here (the agent
+ * then uses the default). */
 int write_agent_config(const char *path, const char *why, const char *vm, const char *cache,
-		       const char *state, uint64_t interval, const struct agent_disk *disks,
-		       size_t ndisks);
+		       const char *state, uint64_t interval, uint32_t chunk_size,
+		       const struct agent_disk *disks, size_t ndisks);
 
 /* Open a vault or find a VM, logging an error a user can act on. */
 int open_vault(const char *dir, int readonly, struct ferry_vault **ret);

@@ -447,7 +447,7 @@ int cmd_reprotect(int argc, char **argv)
 	if (r >= 0)
 		r = write_agent_config(
 			conf, "re-protecting it to the source site, written by ferry reprotect",
-			vm.name, a.cache, state, 60, cp.disks, cp.n);
+			vm.name, a.cache, state, 60, 0, cp.disks, cp.n);
 	for (size_t i = 0; i < cp.n; i++) {
 		free(cp.disks[i].name);
 		free(cp.disks[i].path);

@@ -616,8 +616,8 @@ int cmd_enable(int argc, char **argv)
 			disks[i] = (struct agent_disk){ (char *)a.disk_names[i], abs_paths[i] };
 		if (r >= 0)
 			r = write_agent_config(conf, "written by ferry enable-replication", a.vm,
-					       cache, state, a.crash ? a.crash : 60, disks,
-					       a.ndisks);
+					       cache, state, a.crash ? a.crash : 60,
+					       ferry_vault_chunk_size(v), disks, a.ndisks);
 		if (r >= 0)
 			r = ferry_catalog_commit(c);
 		else

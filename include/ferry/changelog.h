@@ -21,6 +21,7 @@ enum ferry_rec_type {
 	FERRY_REC_ZERO = 3,   /* range reads as zeros */
 	FERRY_REC_TRIM = 4,   /* range discarded (reads as zeros) */
 	FERRY_REC_MARKER = 5, /* consistency point covering every disk */
+	FERRY_REC_DATAZ = 6,  /* bytes at offset, as one zstd frame (format 2.0) */
 };
 
 enum ferry_consistency {
@@ -35,6 +36,8 @@ struct ferry_record {
 	uint64_t length;                    /* DATA, ZERO, TRIM: bytes, 4 KiB multiple;
 			    DISK: disk size in bytes */
 	const void *data;                   /* DATA: length bytes, valid while the segment lives */
+	const void *frame;                  /* DATAZ: zstd frame of length bytes, as data */
+	size_t frame_len;                   /* DATAZ */
 	const char *name;                   /* DISK: disk name */
 	enum ferry_consistency consistency; /* MARKER */
 	int64_t time_ns;                    /* MARKER: when the cut was made */
@@ -55,6 +58,12 @@ struct ferry_segment_writer;
 int ferry_segment_writer_new(const char *vm, uint64_t seq, const struct ferry_id *prev,
 			     struct ferry_segment_writer **ret);
 struct ferry_segment_writer *ferry_segment_writer_free(struct ferry_segment_writer *w);
+/* Starts segment seq (after prev) in the same writer: same VM, workers and
+ * chunking, no records, and the buffers kept, so that a program writing
+ * segment after segment does not allocate and fault in 16 MiB for each.
+ * Same rules for seq and prev as ferry_segment_writer_new. */
+int ferry_segment_writer_reset(struct ferry_segment_writer *w, uint64_t seq,
+			       const struct ferry_id *prev);
 int ferry_segment_writer_add_disk(struct ferry_segment_writer *w, uint16_t disk, const char *name,
 				  uint64_t size);
 int ferry_segment_writer_add_data(struct ferry_segment_writer *w, uint16_t disk, uint64_t offset,
@@ -70,6 +79,15 @@ uint64_t ferry_segment_writer_size(const struct ferry_segment_writer *w);
 /* Lets finish compress on this many threads (the program's choice; 0 or 1:
  * on the calling thread). The output is the same format either way. */
 void ferry_segment_writer_set_workers(struct ferry_segment_writer *w, unsigned workers);
+/*
+ * Ships data compressed per chunk (format 2.0): every DATA record is cut at
+ * multiples of chunk_size (a power of two, 4 KiB to 4 MiB) of the disk
+ * offset and each piece compressed on its own, as a DATAZ record where
+ * that makes it smaller, so that the target can store the pieces as they
+ * are instead of compressing them again. The payload is then not
+ * compressed as a whole. Call before finish; -EINVAL for a bad size.
+ */
+int ferry_segment_writer_set_chunking(struct ferry_segment_writer *w, uint32_t chunk_size);
 /* Encodes the segment into a new buffer and gives its info (with digest). */
 int ferry_segment_writer_finish(struct ferry_segment_writer *w, void **ret_buf, size_t *ret_len,
 				struct ferry_segment_info *ret_info);
@@ -84,3 +102,7 @@ struct ferry_segment *ferry_segment_free(struct ferry_segment *s);
 const struct ferry_segment_info *ferry_segment_info(const struct ferry_segment *s);
 /* Record i in order; -ERANGE past the last. */
 int ferry_segment_record(const struct ferry_segment *s, uint32_t i, struct ferry_record *ret);
+/* DATAZ: decompresses the frame into dst (rec->length bytes). The parser
+ * checked the frame's header; -EBADMSG if its content is not exactly
+ * rec->length bytes after all. Thread-safe. */
+int ferry_record_unpack(const struct ferry_record *rec, void *dst);

@@ -46,6 +46,14 @@ const struct ferry_objsrc *ferry_ingest_objsrc(struct ferry_ingest *in);
  * must stay valid only during the call). Zero blocks become zero runs. */
 int ferry_ingest_write(struct ferry_ingest *in, struct ferry_map *m, uint64_t block,
 		       const void *data, uint64_t nblocks);
+/* One whole, aligned chunk whose id the caller computed: blocks [block,
+ * block + chunk size / 4096) hold data, SHA-256 id. frame (flen bytes, or
+ * NULL) is a zstd frame of exactly data that the pack keeps as it is rather
+ * than compressing data again. -EINVAL unless block is chunk aligned and the
+ * whole chunk lies inside the disk. */
+int ferry_ingest_write_chunk(struct ferry_ingest *in, struct ferry_map *m, uint64_t block,
+			     const void *data, const struct ferry_id *id, const void *frame,
+			     size_t flen);
 int ferry_ingest_zero(struct ferry_ingest *in, struct ferry_map *m, uint64_t block,
 		      uint64_t nblocks);
 /* Adds a record (records.h: FERRY_OBJ_POINT, _STATE, ...) of len bytes to

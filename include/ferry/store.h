@@ -61,6 +61,16 @@ int ferry_store_pack_begin(struct ferry_store *s, struct ferry_pack_writer **ret
 int ferry_pack_writer_add(struct ferry_pack_writer *w, enum ferry_obj_type type,
 			  const struct ferry_id *id, const void *buf, size_t len,
 			  struct ferry_loc *ret);
+/*
+ * As ferry_pack_writer_add, for an object that arrives compressed already:
+ * frame is one zstd frame of flen bytes whose content is exactly buf (the
+ * caller decompressed it into buf and hashed that). It is stored as it is
+ * when smaller than len, so the object is not compressed a second time;
+ * otherwise buf is stored raw.
+ */
+int ferry_pack_writer_add_frame(struct ferry_pack_writer *w, enum ferry_obj_type type,
+				const struct ferry_id *id, const void *buf, size_t len,
+				const void *frame, size_t flen, struct ferry_loc *ret);
 /* Whether id was already added to this pack; fills ret if so. */
 int ferry_pack_writer_find(struct ferry_pack_writer *w, const struct ferry_id *id,
 			   struct ferry_loc *ret);

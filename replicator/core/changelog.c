@@ -11,6 +11,8 @@
 #include "ferry/changelog.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -21,7 +23,10 @@
 
 #define SEG_MAGIC "FERRYSEG"
 #define SEG_END_MAGIC "FERRYEND"
+/* 1.0: records raw or in a compressed payload; 2.0 adds DATAZ records
+ * (format 2 is written only by writers set to chunking). Both are read. */
 #define SEG_MAJOR 1
+#define SEG_MAJOR_CHUNKED 2
 #define SEG_MINOR 0
 
 /* Offsets of the fixed header fields (little-endian). */
@@ -58,6 +63,9 @@
 #define R_COMMON 19
 #define R_DISK_EXTRA 1 /* + name bytes */
 #define R_MARKER_EXTRA 9
+#define R_DATAZ_EXTRA 4 /* u32 frame length, + frame */
+/* A DATAZ piece is at most one chunk, and chunks at most FERRY_OBJ_MAX. */
+#define DATAZ_MAX_PLAIN (4u * 1024u * 1024u)
 /* Distinct disks one segment may declare; a linear table stays cheap. */
 #define MAX_DISKS 256
 /* Disk sizes stay below 2^62 so that rounding up and adding never wraps. */
@@ -150,27 +158,43 @@ struct ferry_segment_writer {
 	size_t len, cap;
 	struct disk_table disks;
 	unsigned workers;
+	uint32_t chunk_size; /* 0: not chunking (format 1.0) */
 };
 
-int ferry_segment_writer_new(const char *vm, uint64_t seq, const struct ferry_id *prev,
-			     struct ferry_segment_writer **ret)
+int ferry_segment_writer_reset(struct ferry_segment_writer *w, uint64_t seq,
+			       const struct ferry_id *prev)
 {
 	static const struct ferry_id null_id;
-	if (!ferry_name_valid(vm) || seq == 0)
+	if (seq == 0)
 		return -EINVAL;
 	if (!prev)
 		prev = &null_id;
 	/* The chain starts at 1; every later link names its predecessor. */
 	if ((seq == 1) != !!ferry_id_is_null(prev))
 		return -EINVAL;
+	w->seq = seq;
+	w->prev = *prev;
+	w->created_ns = ferry_now_ns();
+	w->nrecords = 0;
+	w->len = 0;
+	w->disks.n = 0;
+	return 0;
+}
 
+int ferry_segment_writer_new(const char *vm, uint64_t seq, const struct ferry_id *prev,
+			     struct ferry_segment_writer **ret)
+{
+	if (!ferry_name_valid(vm))
+		return -EINVAL;
 	struct ferry_segment_writer *w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
 	strcpy(w->vm, vm);
-	w->seq = seq;
-	w->prev = *prev;
-	w->created_ns = ferry_now_ns();
+	int r = ferry_segment_writer_reset(w, seq, prev);
+	if (r < 0) {
+		free(w);
+		return r;
+	}
 	*ret = w;
 	return 0;
 }
@@ -306,21 +330,210 @@ void ferry_segment_writer_set_workers(struct ferry_segment_writer *w, unsigned w
 	w->workers = workers;
 }
 
+int ferry_segment_writer_set_chunking(struct ferry_segment_writer *w, uint32_t chunk_size)
+{
+	if (chunk_size < FERRY_BLOCK_SIZE || chunk_size > DATAZ_MAX_PLAIN ||
+	    (chunk_size & (chunk_size - 1)))
+		return -EINVAL;
+	w->chunk_size = chunk_size;
+	return 0;
+}
+
+/*
+ * Chunked encoding. Every record of the plain buffer becomes an item: kept
+ * as it is (COPY), or, for DATA, one PIECE per chunk window. Each item gets
+ * a slot in the output as large as it can ever become; pieces are
+ * compressed into their slots on several threads, then one pass moves every
+ * item down to where it really goes. Slots only ever shrink, so the move
+ * never overwrites an item that has not moved yet.
+ */
+enum item_kind {
+	ITEM_COPY,
+	ITEM_PIECE
+};
+
+struct item {
+	size_t src;  /* in the plain buffer: the record (COPY) or the piece's bytes */
+	size_t slot; /* in the output */
+	uint32_t len;
+	uint32_t zlen; /* PIECE: compressed size, 0 = ships raw */
+	uint64_t offset;
+	uint16_t disk;
+	uint8_t kind;
+};
+
+struct compress_job {
+	const struct ferry_segment_writer *w;
+	struct item *items;
+	size_t nitems;
+	uint8_t *out;
+	atomic_size_t next;
+};
+
+static void *compress_pieces(void *arg)
+{
+	struct compress_job *j = arg;
+	ZSTD_CCtx *cctx = ZSTD_createCCtx();
+	for (;;) {
+		size_t k = atomic_fetch_add(&j->next, 1);
+		if (k >= j->nitems)
+			break;
+		struct item *it = &j->items[k];
+		if (it->kind != ITEM_PIECE || !cctx || it->len < 2)
+			continue;
+		/* One byte short of raw: zstd gives up as soon as it cannot win,
+		 * and early on incompressible data. Failure means "ship raw". */
+		size_t z = ZSTD_compressCCtx(cctx, j->out + it->slot + R_COMMON + R_DATAZ_EXTRA,
+					     it->len - 1, j->w->buf + it->src, it->len, ZSTD_LEVEL);
+		if (!ZSTD_isError(z) && z > 0 && z < it->len)
+			it->zlen = (uint32_t)z;
+	}
+	ZSTD_freeCCtx(cctx);
+	return NULL;
+}
+
+/* Size of the record at p of the writer's own (trusted) buffer. */
+static size_t record_size(const uint8_t *p)
+{
+	switch (p[0]) {
+	case FERRY_REC_DISK:
+		return R_COMMON + R_DISK_EXTRA + p[R_COMMON];
+	case FERRY_REC_DATA:
+		return R_COMMON + get_le64(p + 11);
+	case FERRY_REC_MARKER:
+		return R_COMMON + R_MARKER_EXTRA;
+	default:
+		return R_COMMON;
+	}
+}
+
+/* Splits the records into items; with ret NULL only counts them. */
+static size_t plan_items(const struct ferry_segment_writer *w, struct item *ret)
+{
+	size_t n = 0;
+	for (size_t pos = 0; pos < w->len;) {
+		const uint8_t *p = w->buf + pos;
+		size_t rlen = record_size(p);
+		if (p[0] != FERRY_REC_DATA) {
+			if (ret)
+				ret[n] = (struct item){ .src = pos,
+							.len = (uint32_t)rlen,
+							.kind = ITEM_COPY };
+			n++;
+			pos += rlen;
+			continue;
+		}
+		uint16_t disk = get_le16(p + 1);
+		uint64_t off = get_le64(p + 3), end = off + get_le64(p + 11);
+		size_t src = pos + R_COMMON;
+		while (off < end) {
+			uint64_t next = MIN((off / w->chunk_size + 1) * w->chunk_size, end);
+			if (ret)
+				ret[n] = (struct item){ .src = src,
+							.len = (uint32_t)(next - off),
+							.offset = off,
+							.disk = disk,
+							.kind = ITEM_PIECE };
+			n++;
+			src += next - off;
+			off = next;
+		}
+		pos += rlen;
+	}
+	return n;
+}
+
+/* Encodes the items into out, which has room for all their slots, and
+ * gives the payload's length. */
+static int encode_chunked(const struct ferry_segment_writer *w, struct item *items, size_t n,
+			  uint8_t *out, size_t *ret_len)
+{
+	size_t slot = 0;
+	for (size_t k = 0; k < n; k++) {
+		items[k].slot = slot;
+		slot += items[k].kind == ITEM_COPY ? items[k].len :
+						     R_COMMON + R_DATAZ_EXTRA + items[k].len;
+	}
+
+	struct compress_job job = { .w = w, .items = items, .nitems = n, .out = out };
+	atomic_init(&job.next, 0);
+	unsigned nthreads = MIN(MAX(w->workers, 1u), 16u);
+	pthread_t tids[16];
+	unsigned started = 0;
+	for (unsigned t = 1; t < nthreads; t++) {
+		if (pthread_create(&tids[started], NULL, compress_pieces, &job) != 0)
+			break; /* fewer threads, same result */
+		started++;
+	}
+	compress_pieces(&job);
+	for (unsigned t = 0; t < started; t++)
+		pthread_join(tids[t], NULL);
+
+	size_t cur = 0;
+	for (size_t k = 0; k < n; k++) {
+		const struct item *it = &items[k];
+		uint8_t *d = out + cur;
+		if (it->kind == ITEM_COPY) {
+			memcpy(d, w->buf + it->src, it->len);
+			cur += it->len;
+		} else if (it->zlen) {
+			put_common(d, FERRY_REC_DATAZ, it->disk, it->offset, it->len);
+			put_le32(d + R_COMMON, it->zlen);
+			memmove(d + R_COMMON + R_DATAZ_EXTRA,
+				out + it->slot + R_COMMON + R_DATAZ_EXTRA, it->zlen);
+			cur += R_COMMON + R_DATAZ_EXTRA + it->zlen;
+		} else {
+			put_common(d, FERRY_REC_DATA, it->disk, it->offset, it->len);
+			memcpy(d + R_COMMON, w->buf + it->src, it->len);
+			cur += R_COMMON + it->len;
+		}
+	}
+	*ret_len = cur;
+	return 0;
+}
+
 int ferry_segment_writer_finish(struct ferry_segment_writer *w, void **ret_buf, size_t *ret_len,
 				struct ferry_segment_info *ret_info)
 {
 	size_t vm_len = strlen(w->vm);
 	size_t hlen = header_len_for(vm_len);
+	_cleanup_free_ struct item *items = NULL;
+	size_t nitems = 0, room;
+
+	if (w->chunk_size) {
+		nitems = plan_items(w, NULL);
+		items = calloc(MAX(nitems, (size_t)1), sizeof(*items));
+		if (!items)
+			return -ENOMEM;
+		plan_items(w, items);
+		/* A record count is a u32 in the header. */
+		if (nitems > UINT32_MAX)
+			return -E2BIG;
+		room = 0;
+		for (size_t k = 0; k < nitems; k++)
+			room += items[k].kind == ITEM_COPY ?
+					items[k].len :
+					R_COMMON + R_DATAZ_EXTRA + items[k].len;
+	} else {
+		room = MAX(ZSTD_compressBound(w->len), w->len);
+	}
 	size_t bound = ZSTD_compressBound(w->len);
-	size_t cap = hlen + MAX(bound, w->len) + TRAILER_SIZE;
+	size_t cap = hlen + room + TRAILER_SIZE;
 
 	_cleanup_free_ uint8_t *out = calloc(1, cap);
 	if (!out)
 		return -ENOMEM;
 
 	uint8_t comp = COMP_NONE;
-	size_t stored = w->len;
-	if (w->len > 0) {
+	size_t stored = w->len, plain = w->len;
+	uint32_t nrecords = w->nrecords;
+	if (w->chunk_size) {
+		int r = encode_chunked(w, items, nitems, out + hlen, &stored);
+		if (r < 0)
+			return r;
+		plain = stored;
+		nrecords = (uint32_t)nitems;
+	} else if (w->len > 0) {
 		ZSTD_CCtx *cctx = ZSTD_createCCtx();
 		if (!cctx)
 			return -ENOMEM;
@@ -340,17 +553,19 @@ int ferry_segment_writer_finish(struct ferry_segment_writer *w, void **ret_buf, 
 			memcpy(out + hlen, w->buf, w->len);
 		}
 	}
+	if (plain > PLAIN_LIMIT)
+		return -E2BIG;
 
 	memcpy(out + H_MAGIC, SEG_MAGIC, 8);
-	put_le16(out + H_MAJOR, SEG_MAJOR);
+	put_le16(out + H_MAJOR, w->chunk_size ? SEG_MAJOR_CHUNKED : SEG_MAJOR);
 	put_le16(out + H_MINOR, SEG_MINOR);
 	put_le32(out + H_HDRLEN, (uint32_t)hlen);
 	put_le64(out + H_SEQ, w->seq);
 	memcpy(out + H_PREV, w->prev.b, FERRY_ID_SIZE);
 	put_le64(out + H_CREATED, (uint64_t)w->created_ns);
-	put_le32(out + H_NRECORDS, w->nrecords);
+	put_le32(out + H_NRECORDS, nrecords);
 	put_le32(out + H_FLAGS, 0);
-	put_le64(out + H_PLAIN, w->len);
+	put_le64(out + H_PLAIN, plain);
 	put_le64(out + H_STORED, stored);
 	out[H_COMPRESSION] = comp;
 	out[H_VMLEN] = (uint8_t)vm_len;
@@ -369,7 +584,7 @@ int ferry_segment_writer_finish(struct ferry_segment_writer *w, void **ret_buf, 
 		info.prev = w->prev;
 		info.digest = digest;
 		info.created_ns = w->created_ns;
-		info.nrecords = w->nrecords;
+		info.nrecords = nrecords;
 		*ret_info = info;
 	}
 	/* Give back the slack of the compress bound. */
@@ -409,12 +624,26 @@ struct ferry_segment *ferry_segment_free(struct ferry_segment *s)
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_segment *, ferry_segment_free);
 
+/* A DATAZ frame must say it holds exactly length bytes, and be exactly
+ * one frame; decompression then checks the content itself. */
+static int frame_valid(const uint8_t *frame, size_t flen, uint64_t length)
+{
+	if (flen == 0 || flen >= length || length > DATAZ_MAX_PLAIN)
+		return 0;
+	if (ZSTD_getFrameContentSize(frame, flen) != length)
+		return 0;
+	return ZSTD_findFrameCompressedSize(frame, flen) == flen;
+}
+
 /* Walks every record once, checking all of them and filling the index. */
-static int validate_records(struct ferry_segment *s)
+static int validate_records(struct ferry_segment *s, unsigned major)
 {
 	const uint8_t *p = s->plain;
 	size_t len = s->plain_len, pos = 0, names_len = 0;
 	uint32_t n = s->info.nrecords;
+	/* What DATAZ frames unpack to is bounded like a plain payload, so a
+	 * small segment cannot make a replicator allocate without limit. */
+	uint64_t unpacked = 0;
 
 	/* Every record is at least R_COMMON bytes: refuse a count the payload
 	 * cannot hold before allocating for it. */
@@ -467,6 +696,20 @@ static int validate_records(struct ferry_segment *s)
 				return -EBADMSG;
 			pos += R_COMMON + length;
 			break;
+		case FERRY_REC_DATAZ: {
+			if (major < SEG_MAJOR_CHUNKED || !range_valid(t, disk, offset, length) ||
+			    rest < R_DATAZ_EXTRA)
+				return -EBADMSG;
+			size_t flen = get_le32(r + R_COMMON);
+			if (rest - R_DATAZ_EXTRA < flen ||
+			    !frame_valid(r + R_COMMON + R_DATAZ_EXTRA, flen, length))
+				return -EBADMSG;
+			unpacked += length;
+			if (unpacked > PLAIN_LIMIT)
+				return -EBADMSG;
+			pos += R_COMMON + R_DATAZ_EXTRA + flen;
+			break;
+		}
 		case FERRY_REC_ZERO:
 		case FERRY_REC_TRIM:
 			if (!range_valid(t, disk, offset, length))
@@ -504,7 +747,8 @@ int ferry_segment_parse(const void *buf, size_t len, struct ferry_segment **ret)
 	ferry_sha256(b, len - TRAILER_SIZE, &digest);
 	if (memcmp(digest.b, b + len - TRAILER_SIZE, FERRY_ID_SIZE) != 0)
 		return -EBADMSG;
-	if (get_le16(b + H_MAJOR) != SEG_MAJOR)
+	unsigned major = get_le16(b + H_MAJOR);
+	if (major != SEG_MAJOR && major != SEG_MAJOR_CHUNKED)
 		return -EPROTONOSUPPORT;
 
 	size_t hlen = get_le32(b + H_HDRLEN);
@@ -558,7 +802,7 @@ int ferry_segment_parse(const void *buf, size_t len, struct ferry_segment **ret)
 		memcpy(s->plain, b + hlen, plain_len);
 	}
 
-	int r = validate_records(s);
+	int r = validate_records(s, major);
 	if (r < 0)
 		return r;
 	*ret = TAKE_PTR(s);
@@ -583,8 +827,13 @@ int ferry_segment_record(const struct ferry_segment *s, uint32_t i, struct ferry
 		rec.length = get_le64(p + 11);
 		rec.name = s->names + s->recs[i].name;
 		break;
+	case FERRY_REC_DATAZ:
+		rec.frame_len = get_le32(p + R_COMMON);
+		rec.frame = p + R_COMMON + R_DATAZ_EXTRA;
+		/* fall through */
 	case FERRY_REC_DATA:
-		rec.data = p + R_COMMON;
+		if (rec.type == FERRY_REC_DATA)
+			rec.data = p + R_COMMON;
 		/* fall through */
 	case FERRY_REC_ZERO:
 	case FERRY_REC_TRIM:
@@ -599,4 +848,42 @@ int ferry_segment_record(const struct ferry_segment *s, uint32_t i, struct ferry
 	}
 	*ret = rec;
 	return 0;
+}
+
+/* One decompression context per thread that unpacks, freed with it. */
+static pthread_key_t dctx_key;
+static pthread_once_t dctx_once = PTHREAD_ONCE_INIT;
+static int dctx_key_ok;
+
+static void dctx_free(void *p)
+{
+	ZSTD_freeDCtx(p);
+}
+
+static void dctx_key_init(void)
+{
+	dctx_key_ok = pthread_key_create(&dctx_key, dctx_free) == 0;
+}
+
+int ferry_record_unpack(const struct ferry_record *rec, void *dst)
+{
+	if (rec->type != FERRY_REC_DATAZ || !rec->frame)
+		return -EINVAL;
+	pthread_once(&dctx_once, dctx_key_init);
+	ZSTD_DCtx *d = dctx_key_ok ? pthread_getspecific(dctx_key) : NULL;
+	if (!d) {
+		d = ZSTD_createDCtx();
+		if (!d)
+			return -ENOMEM;
+		if (dctx_key_ok && pthread_setspecific(dctx_key, d) != 0) {
+			ZSTD_freeDCtx(d);
+			return -ENOMEM;
+		}
+	}
+	size_t z = ZSTD_decompressDCtx(d, dst, rec->length, rec->frame, rec->frame_len);
+	if (!dctx_key_ok)
+		ZSTD_freeDCtx(d);
+	if (ZSTD_isError(z))
+		return ZSTD_getErrorCode(z) == ZSTD_error_memory_allocation ? -ENOMEM : -EBADMSG;
+	return z == rec->length ? 0 : -EBADMSG;
 }

@@ -72,9 +72,10 @@ static int record_object(struct ferry_ingest *in, const struct ferry_id *id,
 	return 0;
 }
 
-/* Adds an object to the pack unless the vault or this pack has it. */
-static int store_object(struct ferry_ingest *in, enum ferry_obj_type type,
-			const struct ferry_id *id, const void *buf, size_t len)
+/* Adds an object to the pack unless the vault or this pack has it; a
+ * frame, if given, is stored instead of compressing buf again. */
+static int store_frame(struct ferry_ingest *in, enum ferry_obj_type type, const struct ferry_id *id,
+		       const void *buf, size_t len, const void *frame, size_t flen)
 {
 	struct ferry_loc loc;
 	if (!in->no_vault_dedup) {
@@ -86,10 +87,18 @@ static int store_object(struct ferry_ingest *in, enum ferry_obj_type type,
 	}
 	if (ferry_pack_writer_find(in->pack, id, &loc) > 0)
 		return 0;
-	int r = ferry_pack_writer_add(in->pack, type, id, buf, len, &loc);
+	int r = frame ? ferry_pack_writer_add_frame(in->pack, type, id, buf, len, frame, flen,
+						    &loc) :
+			ferry_pack_writer_add(in->pack, type, id, buf, len, &loc);
 	if (r < 0)
 		return r;
 	return record_object(in, id, &loc);
+}
+
+static int store_object(struct ferry_ingest *in, enum ferry_obj_type type,
+			const struct ferry_id *id, const void *buf, size_t len)
+{
+	return store_frame(in, type, id, buf, len, NULL, 0);
 }
 
 static int node_put(void *userdata, const struct ferry_id *id, const void *buf, size_t len)
@@ -264,6 +273,29 @@ static int write_partial(struct ferry_ingest *in, struct ferry_map *m, uint64_t 
 	return 0;
 }
 
+/* A whole aligned chunk: all zero becomes a zero run (id unused), anything
+ * else the chunk id (stored unless the vault has it). */
+static int put_chunk(struct ferry_ingest *in, struct ferry_map *m, uint64_t block,
+		     const uint8_t *data, const struct ferry_id *id, const void *frame, size_t flen)
+{
+	size_t len = (size_t)in->chunk_blocks * FERRY_BLOCK_SIZE;
+	if (is_zero(data, len))
+		return ferry_map_set(m, block, in->chunk_blocks, NULL, 0);
+	int r = store_frame(in, FERRY_OBJ_CHUNK, id, data, len, frame, flen);
+	return r < 0 ? r : ferry_map_set(m, block, in->chunk_blocks, id, 0);
+}
+
+int ferry_ingest_write_chunk(struct ferry_ingest *in, struct ferry_map *m, uint64_t block,
+			     const void *data, const struct ferry_id *id, const void *frame,
+			     size_t flen)
+{
+	if (block % in->chunk_blocks || block > ferry_map_nblocks(m) ||
+	    in->chunk_blocks > ferry_map_nblocks(m) - block)
+		return -EINVAL;
+	int r = flush_if_overlaps(in, m, block, in->chunk_blocks);
+	return r < 0 ? r : put_chunk(in, m, block, data, id, frame, flen);
+}
+
 int ferry_ingest_write(struct ferry_ingest *in, struct ferry_map *m, uint64_t block,
 		       const void *data, uint64_t nblocks)
 {
@@ -281,15 +313,10 @@ int ferry_ingest_write(struct ferry_ingest *in, struct ferry_map *m, uint64_t bl
 		size_t len = (size_t)n * FERRY_BLOCK_SIZE;
 
 		if (n == in->chunk_blocks) {
-			if (is_zero(p, len)) {
-				r = ferry_map_set(m, b, n, NULL, 0);
-			} else {
-				struct ferry_id id;
+			struct ferry_id id = { 0 };
+			if (!is_zero(p, len))
 				ferry_sha256(p, len, &id);
-				r = store_object(in, FERRY_OBJ_CHUNK, &id, p, len);
-				if (r >= 0)
-					r = ferry_map_set(m, b, n, &id, 0);
-			}
+			r = put_chunk(in, m, b, p, &id, NULL, 0);
 		} else
 			r = write_partial(in, m, b, p, n);
 		if (r < 0)

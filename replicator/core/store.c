@@ -864,9 +864,9 @@ int ferry_pack_writer_find(struct ferry_pack_writer *w, const struct ferry_id *i
 }
 
 /* Returns 0 when the object was added, 1 when this pack already held it. */
-int ferry_pack_writer_add(struct ferry_pack_writer *w, enum ferry_obj_type type,
-			  const struct ferry_id *id, const void *buf, size_t len,
-			  struct ferry_loc *ret)
+static int add_entry(struct ferry_pack_writer *w, enum ferry_obj_type type,
+		     const struct ferry_id *id, const void *buf, size_t len, const void *frame,
+		     size_t flen, struct ferry_loc *ret)
 {
 	if (!w || !id || (!buf && len) || !type_valid((uint8_t)type) || w->finished)
 		return -EINVAL;
@@ -897,7 +897,11 @@ int ferry_pack_writer_add(struct ferry_pack_writer *w, enum ferry_obj_type type,
 	uint8_t *e = w->buf + w->len;
 	uint8_t flags = 0;
 	size_t clen = len;
-	if (len > 1) {
+	if (frame && flen < len) {
+		memcpy(e + PACK_ENTRY_HEADER_SIZE, frame, flen);
+		flags = PACK_FLAG_ZSTD;
+		clen = flen;
+	} else if (!frame && len > 1) {
 		/* Compress straight into the pack; a destination one byte short
 		 * of raw makes zstd give up exactly when compression does not
 		 * help (and give up early on incompressible data), and any
@@ -934,6 +938,22 @@ int ferry_pack_writer_add(struct ferry_pack_writer *w, enum ferry_obj_type type,
 	if ((uint64_t)w->n * 2 > (uint64_t)w->ht_mask + 1)
 		(void)ht_grow(w); /* on failure the table just gets fuller */
 	return 0;
+}
+
+int ferry_pack_writer_add(struct ferry_pack_writer *w, enum ferry_obj_type type,
+			  const struct ferry_id *id, const void *buf, size_t len,
+			  struct ferry_loc *ret)
+{
+	return add_entry(w, type, id, buf, len, NULL, 0, ret);
+}
+
+int ferry_pack_writer_add_frame(struct ferry_pack_writer *w, enum ferry_obj_type type,
+				const struct ferry_id *id, const void *buf, size_t len,
+				const void *frame, size_t flen, struct ferry_loc *ret)
+{
+	if (!frame)
+		return -EINVAL;
+	return add_entry(w, type, id, buf, len, frame, flen, ret);
 }
 
 uint64_t ferry_pack_writer_bytes(const struct ferry_pack_writer *w)

@@ -19,10 +19,17 @@ done
 "$AGENT" --config ref.conf --once 2>/dev/null || fail "reference agent failed"
 cached_bytes() { du -sb "$1/cache/segments" | cut -f1; }
 
+segments() { find killed/cache -name '*.seg' 2>/dev/null | wc -l || true; }
+
+# Kill it mid-cycle whatever its speed: once it has put one more segment,
+# after a varying delay (so that kills land anywhere: scanning,
+# compressing, putting, recording progress).
 kills=0 finished=0
-for delay in 0.3 0.5 0.2 0.7 0.4 0.9 0.6 0.8; do
+for delay in 0.03 0 0.05 0.01 0.02 0.04 0.005 0.015; do
+	before=$(segments)
 	"$AGENT" --config killed.conf --once 2>/dev/null &
 	pid=$!
+	while kill -0 $pid 2>/dev/null && [ "$(segments)" -le "$before" ]; do sleep 0.005; done
 	sleep "$delay"
 	kill -9 $pid 2>/dev/null || true
 	if wait $pid 2>/dev/null; then finished=1; break; fi

@@ -192,6 +192,95 @@ static void test_big(void)
 	   "last of many");
 }
 
+/* Chunked writing (format 2.0): pieces cut at chunk boundaries, each
+ * compressed on its own where that helps, the same bytes on any number of
+ * threads, and every piece unpacks to what was written. */
+static void test_chunked(void)
+{
+	const size_t n = 1 * MiB + 3 * 4096; /* not chunk aligned at either end */
+	const uint64_t at = 5 * 4096;
+	_cleanup_free_ uint8_t *d = malloc(n), *back = malloc(n);
+	if (!d || !back)
+		abort();
+	/* Half text-like, half random: both DATAZ and raw DATA come out. */
+	for (size_t i = 0; i < n / 2; i++)
+		d[i] = (uint8_t)("abcabd\n"[i % 7] + (i / 4096) % 3);
+	fill(d + n / 2, n - n / 2, 9);
+
+	_cleanup_free_ void *seg[2] = { NULL, NULL };
+	size_t len[2];
+	for (int t = 0; t < 2; t++) {
+		_cleanup_(ferry_segment_writer_freep) struct ferry_segment_writer *w = NULL;
+		ok_r(ferry_segment_writer_new("vm", 1, NULL, &w), "chunked writer %d", t);
+		ok(ferry_segment_writer_set_chunking(w, 3 * 4096) == -EINVAL &&
+			   ferry_segment_writer_set_chunking(w, 2048) == -EINVAL &&
+			   ferry_segment_writer_set_chunking(w, 8 * MiB) == -EINVAL,
+		   "chunk sizes that are no power of two from 4 KiB to 4 MiB are refused");
+		ok_r(ferry_segment_writer_set_chunking(w, 65536), "chunking at 64 KiB");
+		ferry_segment_writer_set_workers(w, t ? 3 : 1);
+		ok_r(ferry_segment_writer_add_disk(w, 0, "vda", 64 * MiB), "disk");
+		ok_r(ferry_segment_writer_add_data(w, 0, at, d, n), "data");
+		ok_r(ferry_segment_writer_add_zero(w, 0, 32 * MiB, 65536), "zero");
+		ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_APP, 42), "marker");
+		ok_r(ferry_segment_writer_finish(w, &seg[t], &len[t], NULL), "finish chunked %d",
+		     t);
+	}
+	/* created_ns differs; everything after the header must not. */
+	ok(len[0] == len[1] &&
+		   memcmp((uint8_t *)seg[0] + 64, (uint8_t *)seg[1] + 64, len[0] - 64 - 40) == 0,
+	   "one thread and three write the same segment");
+	ok(get_le16((uint8_t *)seg[0] + 8) == 2, "a chunked segment is format 2");
+
+	_cleanup_(ferry_segment_freep) struct ferry_segment *s = NULL;
+	ok_r(ferry_segment_parse(seg[0], len[0], &s), "parse chunked");
+	if (!s)
+		return;
+	uint32_t nrec = ferry_segment_info(s)->nrecords;
+	uint64_t next = at;
+	int cut_ok = 1, zcount = 0, rawcount = 0, unpack_ok = 1;
+	for (uint32_t i = 1; i < nrec; i++) {
+		struct ferry_record r;
+		if (ferry_segment_record(s, i, &r) < 0)
+			abort();
+		if (r.type != FERRY_REC_DATA && r.type != FERRY_REC_DATAZ)
+			continue;
+		/* Each piece ends at a chunk boundary or at the end of the data. */
+		uint64_t end = r.offset + r.length;
+		if (r.offset != next || r.length > 65536 || (end % 65536 && end != at + n))
+			cut_ok = 0;
+		next = end;
+		uint8_t *dst = back + (r.offset - at);
+		if (r.type == FERRY_REC_DATAZ) {
+			zcount++;
+			if (ferry_record_unpack(&r, dst) < 0)
+				unpack_ok = 0;
+		} else {
+			rawcount++;
+			memcpy(dst, r.data, r.length);
+		}
+	}
+	ok(cut_ok && next == at + n, "pieces are cut at 64 KiB boundaries and cover the data");
+	ok(zcount > 0 && rawcount > 0, "text as DATAZ (%d), random data raw (%d)", zcount,
+	   rawcount);
+	ok(unpack_ok && memcmp(back, d, n) == 0, "the pieces give back the data");
+
+	/* A frame whose content is damaged behind a valid header. */
+	struct ferry_record r;
+	for (uint32_t i = 0; i < nrec; i++)
+		if (ferry_segment_record(s, i, &r) == 0 && r.type == FERRY_REC_DATAZ)
+			break;
+	_cleanup_free_ uint8_t *bad = malloc(r.frame_len);
+	if (!bad)
+		abort();
+	memcpy(bad, r.frame, r.frame_len);
+	bad[r.frame_len / 2] ^= 0x5a;
+	bad[r.frame_len / 2 + 1] ^= 0xa5;
+	r.frame = bad;
+	ok(ferry_record_unpack(&r, back) == -EBADMSG, "a damaged frame does not unpack");
+	struct ferry_record notz = { .type = FERRY_REC_DATA };
+	ok(ferry_record_unpack(&notz, back) == -EINVAL, "only DATAZ records unpack");
+}
+
 static void test_writer_refuses(void)
 {
 	struct ferry_segment_writer *w = NULL;
@@ -518,7 +607,9 @@ static void test_forged(void)
 
 	forge_default(&f);
 	f.major = 2;
-	ok(forge_check(&f, p, -EPROTONOSUPPORT), "major 2 is -EPROTONOSUPPORT");
+	ok(forge_check(&f, p, 0), "major 2 (chunked data) reads major 1 records");
+	f.major = 3;
+	ok(forge_check(&f, p, -EPROTONOSUPPORT), "major 3 is -EPROTONOSUPPORT");
 	f.major = 0;
 	ok(forge_check(&f, p, -EPROTONOSUPPORT), "major 0 is -EPROTONOSUPPORT");
 	f.major = 0xffff;
@@ -623,6 +714,22 @@ static void check_good_basic(const struct ferry_segment *s)
 	   "good/basic.seg marker");
 }
 
+static void check_good_chunked(const struct ferry_segment *s)
+{
+	struct ferry_record r;
+	uint8_t plain[8192], expect[8192];
+	for (size_t i = 0; i < sizeof(expect); i++)
+		expect[i] = (uint8_t) "ferry "[i % 6];
+	ok(ferry_segment_info(s)->nrecords == 4, "good/chunked.seg has 4 records");
+	ok(ferry_segment_record(s, 1, &r) == 0 && r.type == FERRY_REC_DATAZ && r.offset == 65536 &&
+		   r.length == 8192 && r.frame_len < 8192 && ferry_record_unpack(&r, plain) == 0 &&
+		   memcmp(plain, expect, 8192) == 0,
+	   "good/chunked.seg DATAZ unpacks to its text");
+	ok(ferry_segment_record(s, 2, &r) == 0 && r.type == FERRY_REC_DATA && r.offset == 73728 &&
+		   r.length == 4096,
+	   "good/chunked.seg DATA beside it");
+}
+
 static void test_golden(void)
 {
 	_cleanup_free_ char *dir = data_dir();
@@ -657,6 +764,8 @@ static void test_golden(void)
 				ok_r(r, "good/%s parses", de->d_name);
 				if (r >= 0 && strcmp(de->d_name, "basic.seg") == 0)
 					check_good_basic(s);
+				if (r >= 0 && strcmp(de->d_name, "chunked.seg") == 0)
+					check_good_chunked(s);
 			} else {
 				int expect = strncmp(de->d_name, "future-", 7) == 0 ?
 						     -EPROTONOSUPPORT :
@@ -674,6 +783,7 @@ int main(void)
 {
 	test_round_trip();
 	test_big();
+	test_chunked();
 	test_writer_refuses();
 	test_damage(0);
 	test_damage(1);

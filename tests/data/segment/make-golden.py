@@ -10,6 +10,7 @@ import hashlib
 import os
 import struct
 import subprocess
+import tempfile
 
 NULL = b"\0" * 32
 
@@ -24,6 +25,22 @@ def disk(index, name, size):
 
 def data(index, offset, payload):
     return rec(2, index, offset, len(payload), payload)
+
+
+def zframe(payload):
+    # One zstd frame that names its content size (the CLI only writes the
+    # size when it knows it, i.e. when compressing a file, not a pipe).
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(payload)
+        f.flush()
+        return subprocess.run(["zstd", "-q", "-c", "-1", "--no-check", f.name], check=True,
+                              stdout=subprocess.PIPE).stdout
+
+
+def dataz(index, offset, payload, frame=None, length=None):
+    frame = zframe(payload) if frame is None else frame
+    return rec(6, index, offset, len(payload) if length is None else length,
+               struct.pack("<I", len(frame)) + frame)
 
 
 def zero(index, offset, length):
@@ -83,6 +100,15 @@ write("good/zstd-chain.seg", segment("web-1", 2, prev, T0 + 10**9, [
 
 write("good/empty.seg", segment("db.01", 3, b"\x42" * 32, T0, []))
 
+# Format 2.0: a DATAZ record (the frame of 8 KiB of text), a raw DATA
+# record beside it, a marker.
+write("good/chunked.seg", segment("web-1", 1, NULL, T0, [
+    disk(0, "vda", 1048576),
+    dataz(0, 65536, (b"ferry " * 1366)[:8192]),
+    data(0, 73728, bytes(range(256)) * 16),
+    marker(1, T0),
+], major=2))
+
 # A longer header from a later minor version: readers skip the extra bytes.
 later = bytearray(segment("web-1", 1, NULL, T0, [disk(0, "vda", 4096)], minor=3))
 hlen = struct.unpack_from("<I", later, 12)[0]
@@ -101,7 +127,19 @@ write("corrupt/bad-end-magic.seg", basic[:-1] + b"X")
 write("corrupt/empty.seg", b"")
 write("corrupt/digest-zeroed.seg", basic[:-40] + NULL + b"FERRYEND")
 write("corrupt/future-version.seg", segment("web-1", 1, NULL, T0, [disk(0, "vda", 4096)],
-                                            major=2))
+                                            major=3))
+# Format 2.0: data compressed per chunk.
+text = b"the quick brown fox jumps over the lazy dog. " * 182 + b"\n" * 2
+text = (text * 2)[:8192]
+write("corrupt/dataz-in-major-1.seg", segment("web-1", 1, NULL, T0, [
+    disk(0, "vda", 1048576), dataz(0, 0, text)]))
+write("corrupt/dataz-wrong-length.seg", segment("web-1", 1, NULL, T0, [
+    disk(0, "vda", 1048576), dataz(0, 0, text, length=4096)], major=2))
+write("corrupt/dataz-not-smaller.seg", segment("web-1", 1, NULL, T0, [
+    disk(0, "vda", 1048576), dataz(0, 0, text[:4096], frame=zframe(text[:4096]) + b"\0" * 4096)],
+    major=2))
+write("corrupt/dataz-trailing-bytes.seg", segment("web-1", 1, NULL, T0, [
+    disk(0, "vda", 1048576), dataz(0, 0, text, frame=zframe(text) + b"\1")], major=2))
 # Right digest, wrong content.
 write("corrupt/misaligned-offset.seg", segment("web-1", 1, NULL, T0, [
     disk(0, "vda", 1048576), data(0, 512, b"\0" * 4096)]))
