@@ -45,6 +45,8 @@
 #define READ_BLOCKS (READ_SIZE / BLOCK)
 /* Segments are cut once their plain size passes this. */
 #define SEGMENT_CUT (16u * 1024u * 1024u)
+/* How often a running cycle records its progress (see struct shipper). */
+#define RECORD_EVERY_NS (INT64_C(1000000000))
 /* Fingerprint entries examined at a time over holes. */
 #define HOLE_FPS 4096u
 
@@ -90,10 +92,16 @@ enum run_type {
 	RUN_ZERO
 };
 
-/* A finished segment on its way out: put it, make the pending fingerprints
- * behind it durable, then record the progress it carries. */
+/* A segment on its way out: encode it (compression is most of the agent's
+ * CPU, so it runs here, beside the scan), put it, make the pending
+ * fingerprints behind it durable, then record the progress it carries. */
 struct job {
 	struct job *next;
+	struct ferry_segment_writer *w;
+	int chained;     /* prev is the digest of the job before (not known at ship) */
+	int encoded;     /* buf is ready (or encode_error says why not) */
+	int must_record; /* record the progress whatever the time (end, stop) */
+	int encode_error;
 	void *buf;
 	size_t len;
 	uint64_t seq;
@@ -110,15 +118,29 @@ struct job {
  * file only ever moves forward over segments that are in the cache.
  */
 struct shipper {
-	pthread_t thread;
+	pthread_t thread, encoder;
 	int started;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct job *head, *tail;
-	size_t pending; /* queued or running */
-	int error;      /* first failure; later jobs are dropped */
+	struct job *to_encode;          /* the first queued job not yet encoded */
+	struct ferry_id encoded_digest; /* of the last job encoded */
+	size_t pending;                 /* queued or running */
+	int error;                      /* first failure; later jobs are dropped */
 	int quit;
 	uint64_t shipped_bytes, segments, last_seq;
+	struct ferry_id last_digest; /* of last_seq */
+	/* Progress is recorded at most every RECORD_EVERY_NS (and at the end):
+	 * each record costs syncs, and a crash in between only means that the
+	 * segments put since are found by reconcile() and the scan resumes a
+	 * little earlier. Fingerprint files are synced just before a record. */
+	int64_t last_record_ns;
+	int unsynced[8];
+	size_t nunsynced;
+	int unsynced_overflow; /* more than fit above: sync every disk */
+	/* Writers the shipper is done with, for the scan to reuse. */
+	struct ferry_segment_writer *spare[4];
+	size_t nspare;
 };
 
 struct run {
@@ -136,6 +158,7 @@ struct scan {
 	size_t ndisks;
 	uint64_t total;
 	struct ferry_segment_writer *w;
+	int prev_pending;      /* pr.prev awaits the digest of a segment being shipped */
 	uint32_t w_payload;    /* records besides the disk declarations */
 	uint64_t w_data_bytes; /* DATA bytes in the open segment */
 	uint8_t *buf;
@@ -147,6 +170,13 @@ struct scan {
 };
 
 /* ---- small helpers ---- */
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static int block_is_zero(const uint8_t *p)
 {
@@ -372,6 +402,7 @@ static int progress_load(struct scan *s)
 	_cleanup_free_ char *text = NULL;
 	size_t len;
 	int r = ferry_read_file(s->progress_path, (void **)&text, &len);
+	s->prev_pending = 0;
 	if (r == -ENOENT) {
 		s->pr = (struct progress){ .cycle = 1, .state = P_IDLE, .next_seq = 1 };
 		return 0;
@@ -673,7 +704,18 @@ static int size_changed(struct scan *s, const struct disk *d, uint64_t was)
 
 static int writer_start(struct scan *s)
 {
-	const struct ferry_id *prev = s->pr.next_seq == 1 ? NULL : &s->pr.prev;
+	/* While the segment before is still being encoded, prev is a stand-in
+	 * (any non-null id); the shipper sets the real one before encoding. */
+	static const struct ferry_id stand_in = { .b = { 1 } };
+	const struct ferry_id *prev = s->pr.next_seq == 1 ? NULL :
+				      s->prev_pending     ? &stand_in :
+							    &s->pr.prev;
+	if (!s->w) {
+		pthread_mutex_lock(&s->sh.lock);
+		if (s->sh.nspare > 0)
+			s->w = s->sh.spare[--s->sh.nspare];
+		pthread_mutex_unlock(&s->sh.lock);
+	}
 	int r = s->w ? ferry_segment_writer_reset(s->w, s->pr.next_seq, prev) :
 		       ferry_segment_writer_new(s->p->vm, s->pr.next_seq, prev, &s->w);
 	if (r < 0)
@@ -717,14 +759,70 @@ static int sync_pending(struct scan *s)
 static void job_free(struct job *j)
 {
 	if (j) {
+		ferry_segment_writer_free(j->w);
 		free(j->buf);
 		free(j);
 	}
 }
 
+/* Encodes the job's segment, chained after the one encoded before it
+ * (prev: its digest); called with the lock held, drops it meanwhile. */
+static int job_encode(struct scan *s, struct job *j, const struct ferry_id *prev)
+{
+	struct shipper *sh = &s->sh;
+	pthread_mutex_unlock(&sh->lock);
+	int r = j->chained ? ferry_segment_writer_set_prev(j->w, prev) : 0;
+	struct ferry_segment_info info;
+	if (r >= 0)
+		r = ferry_segment_writer_finish(j->w, &j->buf, &j->len, &info);
+	if (r < 0)
+		log_error_errno(r, "VM %s: cannot encode segment %" PRIu64, s->p->vm, j->seq);
+	else
+		j->pr.prev = info.digest;
+	pthread_mutex_lock(&sh->lock);
+	/* The writer goes back to the scan for its next segment. */
+	if (r >= 0 && sh->nspare < ARRAY_SIZE(sh->spare)) {
+		sh->spare[sh->nspare++] = j->w;
+		j->w = NULL;
+	}
+	return r;
+}
+
+/* Compression is most of the agent's CPU: this thread encodes queued
+ * segments in order, ahead of the shipper, while the scan reads on and the
+ * shipper waits for the cache. */
+static void *encoder_main(void *userdata)
+{
+	struct scan *s = userdata;
+	struct shipper *sh = &s->sh;
+	pthread_mutex_lock(&sh->lock);
+	for (;;) {
+		while (!sh->to_encode && !sh->quit)
+			pthread_cond_wait(&sh->cond, &sh->lock);
+		struct job *j = sh->to_encode;
+		if (!j)
+			break;
+		sh->to_encode = j->next;
+		/* After a failure the shipper drops the rest: skip the work. */
+		if (!sh->error) {
+			struct ferry_id prev = sh->encoded_digest;
+			j->encode_error = job_encode(s, j, &prev);
+			if (j->encode_error >= 0)
+				sh->encoded_digest = j->pr.prev;
+		}
+		j->encoded = 1;
+		pthread_cond_broadcast(&sh->cond);
+	}
+	pthread_mutex_unlock(&sh->lock);
+	return NULL;
+}
+
 static int job_run(struct scan *s, struct job *j)
 {
-	int r = ferry_cache_put_segment(s->p->cache, s->p->vm, j->seq, j->buf, j->len);
+	int r = j->encode_error;
+	if (r < 0)
+		return r;
+	r = ferry_cache_put_segment(s->p->cache, s->p->vm, j->seq, j->buf, j->len);
 	if (r == -EEXIST) {
 		log_warning("VM %s: segment %" PRIu64 " is already in the cache; "
 			    "resynchronizing the sequence",
@@ -735,10 +833,35 @@ static int job_run(struct scan *s, struct job *j)
 		return log_error_errno(r, "VM %s: cannot put segment %" PRIu64 " into %s", s->p->vm,
 				       j->seq, ferry_cache_url(s->p->cache));
 	log_debug("VM %s: segment %" PRIu64 ": %zu bytes in the cache", s->p->vm, j->seq, j->len);
-	for (size_t i = 0; i < j->nfds; i++)
-		if (fdatasync(j->fds[i]) < 0)
+
+	struct shipper *sh = &s->sh;
+	for (size_t i = 0; i < j->nfds; i++) {
+		size_t k = 0;
+		while (k < sh->nunsynced && sh->unsynced[k] != j->fds[i])
+			k++;
+		if (k < sh->nunsynced)
+			continue;
+		if (sh->nunsynced < ARRAY_SIZE(sh->unsynced))
+			sh->unsynced[sh->nunsynced++] = j->fds[i];
+		else
+			sh->unsynced_overflow = 1;
+	}
+	int64_t now = mono_ns();
+	if (!j->must_record && now - sh->last_record_ns < RECORD_EVERY_NS)
+		return 0;
+	for (size_t i = 0; i < sh->nunsynced; i++)
+		if (fdatasync(sh->unsynced[i]) < 0)
 			return log_error_errno(-errno, "VM %s: cannot sync pending fingerprints",
 					       s->p->vm);
+	if (sh->unsynced_overflow)
+		for (size_t i = 0; i < s->ndisks; i++)
+			if (s->disks[i].new_fd >= 0 && fdatasync(s->disks[i].new_fd) < 0)
+				return log_error_errno(-errno,
+						       "VM %s: cannot sync pending fingerprints",
+						       s->p->vm);
+	sh->nunsynced = 0;
+	sh->unsynced_overflow = 0;
+	sh->last_record_ns = now;
 	return progress_write(s, &j->pr);
 }
 
@@ -748,7 +871,7 @@ static void *shipper_main(void *userdata)
 	struct shipper *sh = &s->sh;
 	pthread_mutex_lock(&sh->lock);
 	for (;;) {
-		while (!sh->head && !sh->quit)
+		while (!(sh->head && sh->head->encoded) && !(sh->quit && !sh->head))
 			pthread_cond_wait(&sh->cond, &sh->lock);
 		if (!sh->head)
 			break;
@@ -768,6 +891,7 @@ static void *shipper_main(void *userdata)
 			sh->shipped_bytes += j->data_bytes;
 			sh->segments++;
 			sh->last_seq = j->seq;
+			sh->last_digest = j->pr.prev;
 		}
 		sh->pending--;
 		pthread_cond_broadcast(&sh->cond);
@@ -782,9 +906,18 @@ static int shipper_start(struct scan *s)
 	struct shipper *sh = &s->sh;
 	pthread_mutex_init(&sh->lock, NULL);
 	pthread_cond_init(&sh->cond, NULL);
-	int r = -pthread_create(&sh->thread, NULL, shipper_main, s);
+	int r = -pthread_create(&sh->encoder, NULL, encoder_main, s);
 	if (r < 0)
+		return log_error_errno(r, "cannot start the encoding thread");
+	r = -pthread_create(&sh->thread, NULL, shipper_main, s);
+	if (r < 0) {
+		pthread_mutex_lock(&sh->lock);
+		sh->quit = 1;
+		pthread_cond_broadcast(&sh->cond);
+		pthread_mutex_unlock(&sh->lock);
+		pthread_join(sh->encoder, NULL);
 		return log_error_errno(r, "cannot start the shipping thread");
+	}
 	sh->started = 1;
 	return 0;
 }
@@ -799,6 +932,7 @@ static void shipper_stop(struct scan *s)
 	pthread_cond_broadcast(&sh->cond);
 	pthread_mutex_unlock(&sh->lock);
 	pthread_join(sh->thread, NULL);
+	pthread_join(sh->encoder, NULL);
 	pthread_mutex_destroy(&sh->lock);
 	pthread_cond_destroy(&sh->cond);
 	sh->started = 0;
@@ -818,6 +952,11 @@ static int shipper_wait(struct scan *s, size_t depth)
 	s->st.segments = sh->segments;
 	if (sh->last_seq)
 		s->st.seq = sh->last_seq;
+	/* Everything shipped: the chain head is known again. */
+	if (r >= 0 && sh->pending == 0 && s->prev_pending && sh->last_seq + 1 == s->pr.next_seq) {
+		s->pr.prev = sh->last_digest;
+		s->prev_pending = 0;
+	}
 	pthread_mutex_unlock(&sh->lock);
 	return r;
 }
@@ -833,25 +972,23 @@ static int ship(struct scan *s, size_t disk, uint64_t pos, enum pstate state)
 	struct job *j = calloc(1, sizeof(*j) + nfds * sizeof(int));
 	if (!j)
 		return log_error_errno(-ENOMEM, "out of memory");
-	struct ferry_segment_info info;
-	int r = ferry_segment_writer_finish(s->w, &j->buf, &j->len, &info);
-	if (r < 0) {
-		job_free(j);
-		return log_error_errno(r, "VM %s: cannot encode segment %" PRIu64, s->p->vm,
-				       s->pr.next_seq);
-	}
+	/* The shipper encodes it, so the scan goes on meanwhile. */
+	j->w = TAKE_PTR(s->w);
+	j->chained = s->prev_pending;
 	for (size_t i = 0; i < s->ndisks; i++)
 		if (s->disks[i].new_fd >= 0 && s->disks[i].dirty) {
 			j->fds[j->nfds++] = s->disks[i].new_fd;
 			s->disks[i].dirty = 0;
 		}
-	j->seq = info.seq;
+	j->seq = s->pr.next_seq;
 	j->data_bytes = s->w_data_bytes;
+	j->must_record = state != P_SCANNING || (s->p->stop && *s->p->stop);
 
 	/* From here on the scan builds on this segment; the durable state
-	 * catches up when the shipper is done with it. */
-	s->pr.next_seq = info.seq + 1;
-	s->pr.prev = info.digest;
+	 * catches up when the shipper is done with it (and sets prev, the
+	 * digest, in j->pr and, once everything is shipped, in s->pr). */
+	s->pr.next_seq = j->seq + 1;
+	s->prev_pending = 1;
 	s->pr.state = state;
 	s->pr.disk = disk;
 	s->pr.offset = pos;
@@ -860,8 +997,9 @@ static int ship(struct scan *s, size_t disk, uint64_t pos, enum pstate state)
 	s->pr.cycle_segments++;
 	j->pr = s->pr;
 
-	/* One segment in flight while the next one is built. */
-	r = shipper_wait(s, 1);
+	/* Two segments in flight (one being encoded, one being put) while the
+	 * next one is built: compressing, putting and scanning overlap. */
+	int r = shipper_wait(s, 2);
 	if (r < 0) {
 		job_free(j);
 		return r;
@@ -873,6 +1011,8 @@ static int ship(struct scan *s, size_t disk, uint64_t pos, enum pstate state)
 	else
 		sh->head = j;
 	sh->tail = j;
+	if (!sh->to_encode)
+		sh->to_encode = j;
 	sh->pending++;
 	pthread_cond_broadcast(&sh->cond);
 	pthread_mutex_unlock(&sh->lock);
@@ -1353,6 +1493,8 @@ static void scan_done(struct scan *s)
 {
 	shipper_stop(s);
 	ferry_segment_writer_free(s->w);
+	for (size_t i = 0; i < s->sh.nspare; i++)
+		ferry_segment_writer_free(s->sh.spare[i]);
 	for (size_t i = 0; s->disks && i < s->ndisks; i++) {
 		struct disk *d = &s->disks[i];
 		if (d->fd >= 0)

@@ -74,6 +74,9 @@ int ferry_segment_writer_add_trim(struct ferry_segment_writer *w, uint16_t disk,
 				  uint64_t len);
 int ferry_segment_writer_add_marker(struct ferry_segment_writer *w,
 				    enum ferry_consistency consistency, int64_t time_ns);
+/* Sets prev after the fact (for writers that learn the digest of the
+ * segment before only when it is finished, elsewhere); same rule as new. */
+int ferry_segment_writer_set_prev(struct ferry_segment_writer *w, const struct ferry_id *prev);
 /* Plain bytes of records added so far (to cut segments by size). */
 uint64_t ferry_segment_writer_size(const struct ferry_segment_writer *w);
 /* Lets finish compress on this many threads (the program's choice; 0 or 1:

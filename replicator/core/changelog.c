@@ -181,6 +181,17 @@ int ferry_segment_writer_reset(struct ferry_segment_writer *w, uint64_t seq,
 	return 0;
 }
 
+int ferry_segment_writer_set_prev(struct ferry_segment_writer *w, const struct ferry_id *prev)
+{
+	static const struct ferry_id null_id;
+	if (!prev)
+		prev = &null_id;
+	if ((w->seq == 1) != !!ferry_id_is_null(prev))
+		return -EINVAL;
+	w->prev = *prev;
+	return 0;
+}
+
 int ferry_segment_writer_new(const char *vm, uint64_t seq, const struct ferry_id *prev,
 			     struct ferry_segment_writer **ret)
 {
