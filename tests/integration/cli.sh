@@ -67,7 +67,9 @@ must_fail "$FERRY" show --vault vault nosuchvm
 
 # Malformed agent configurations: each refused with the file named.
 conf=vault/agents/ok.conf
-for edit in 's/^vm = ok/vm = ..\/x/' 's/^interval = .*/interval = soon/' '/^\[disk\]/d' \
+grep -q "^chunk-size = 65536$" "$conf" || fail "the agent configuration lacks the vault's chunk size"
+for edit in 's/^chunk-size = .*/chunk-size = 12288/' 's/^chunk-size = .*/chunk-size = 8388608/' \
+	's/^vm = ok/vm = ..\/x/' 's/^interval = .*/interval = soon/' '/^\[disk\]/d' \
 	's/^cache = .*//' 's/^version = 1/version = 9/' '$a bogus = 1'; do
 	sed "$edit" "$conf" > bad.conf
 	must_fail "$AGENT" --config bad.conf --once
