@@ -27,6 +27,8 @@
 #include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_frameHeaderSize */
+#include <zstd.h>
 
 #include "ferry/blobs.h"
 #include "ferry/catalog.h"
@@ -117,6 +119,12 @@ static int begin_seg(uint64_t seq, struct ferry_segment_writer **ret)
 	const struct ferry_id *prev = seq > 1 ? &segs[seq - 2].info.digest : NULL;
 	struct ferry_segment_writer *w;
 	int r = ferry_segment_writer_new(VM, seq, prev, &w);
+	/* Segment 1 as an agent writes for this vault (data compressed per
+	 * chunk: the frames go into the store as they are), 2 as an agent of
+	 * format 1.0 does, 3 compressed per chunk of another size than the
+	 * vault's (unpacked, then chunked as plain data). */
+	if (r >= 0 && seq != 2)
+		r = ferry_segment_writer_set_chunking(w, seq == 1 ? CHUNK : CHUNK / 4);
 	for (uint16_t d = 0; r >= 0 && d < NDISKS; d++)
 		r = ferry_segment_writer_add_disk(w, d, disk_names[d], disk_sizes[d]);
 	if (r >= 0)
@@ -960,6 +968,29 @@ static void flip_checks(struct ferry_vault *v, int i, const struct snap *before)
 	}
 	ok(apply(v, s->info.seq, s->buf, s->len - 1, NULL) == -EBADMSG,
 	   "segment %d truncated by one byte: -EBADMSG", i + 1);
+
+	/* A DATAZ frame that does not unpack, behind a digest that checks (a
+	 * broken agent): its first block's type made the reserved one. */
+	struct ferry_segment *parsed;
+	int have = 0;
+	if (ferry_segment_parse(s->buf, s->len, &parsed) >= 0) {
+		struct ferry_record rec;
+		for (uint32_t k = 0; !have && k < ferry_segment_info(parsed)->nrecords; k++)
+			have = ferry_segment_record(parsed, k, &rec) >= 0 &&
+			       rec.type == FERRY_REC_DATAZ;
+		uint8_t *at = have ? memmem(s->buf, s->len, rec.frame, rec.frame_len) : NULL;
+		if (at) {
+			memcpy(copy, s->buf, s->len);
+			size_t fhs = ZSTD_frameHeaderSize(rec.frame, rec.frame_len);
+			copy[(at - (uint8_t *)s->buf) + fhs] |= 0x06;
+			struct ferry_id d;
+			ferry_sha256(copy, s->len - 40, &d);
+			memcpy(copy + s->len - 40, d.b, 32);
+			ok(apply(v, s->info.seq, copy, s->len, NULL) == -EBADMSG,
+			   "segment %d with a frame that does not unpack: -EBADMSG", i + 1);
+		}
+		ferry_segment_free(parsed);
+	}
 	ok(same_as(v, before, "after damaged segments"), "damaged segment %d changed nothing",
 	   i + 1);
 	free(copy);
