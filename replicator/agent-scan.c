@@ -112,10 +112,12 @@ struct job {
 };
 
 /*
- * Putting a segment is mostly waiting for the cache to make it durable
- * (write + fsync), so one thread does that while the scan reads, hashes
- * and encodes the next segment. Jobs run strictly in order: the progress
- * file only ever moves forward over segments that are in the cache.
+ * Three stages overlap: the scan fills a segment, the encoder thread
+ * compresses the one before (on all cores), and the shipper thread puts
+ * the one before that; putting is mostly waiting for the cache to make it
+ * durable. Jobs are encoded and put strictly in order: each is chained to
+ * the digest of the one before, and the progress file only ever moves
+ * forward over segments that are in the cache.
  */
 struct shipper {
 	pthread_t thread, encoder;
@@ -742,11 +744,14 @@ static int writer_start(struct scan *s)
 	return 0;
 }
 
+/* Every pending fingerprint file, not only those written since the last
+ * segment: the shipper syncs the others only when it records progress,
+ * which it may have skipped (at most once a second). */
 static int sync_pending(struct scan *s)
 {
 	for (size_t i = 0; i < s->ndisks; i++) {
 		struct disk *d = &s->disks[i];
-		if (d->new_fd < 0 || !d->dirty)
+		if (d->new_fd < 0)
 			continue;
 		if (fdatasync(d->new_fd) < 0)
 			return log_error_errno(-errno, "VM %s, disk %s: cannot sync %s", s->p->vm,

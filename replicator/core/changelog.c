@@ -403,6 +403,13 @@ static void *compress_pieces(void *arg)
 	return NULL;
 }
 
+/* The most an item can take in the output: a piece as DATAZ is shorter than
+ * its data, as DATA shorter still. */
+static size_t item_room(const struct item *it)
+{
+	return it->kind == ITEM_COPY ? it->len : R_COMMON + R_DATAZ_EXTRA + it->len;
+}
+
 /* Size of the record at p of the writer's own (trusted) buffer. */
 static size_t record_size(const uint8_t *p)
 {
@@ -455,15 +462,14 @@ static size_t plan_items(const struct ferry_segment_writer *w, struct item *ret)
 }
 
 /* Encodes the items into out, which has room for all their slots, and
- * gives the payload's length. */
-static int encode_chunked(const struct ferry_segment_writer *w, struct item *items, size_t n,
-			  uint8_t *out, size_t *ret_len)
+ * returns the payload's length. */
+static size_t encode_chunked(const struct ferry_segment_writer *w, struct item *items, size_t n,
+			     uint8_t *out)
 {
 	size_t slot = 0;
 	for (size_t k = 0; k < n; k++) {
 		items[k].slot = slot;
-		slot += items[k].kind == ITEM_COPY ? items[k].len :
-						     R_COMMON + R_DATAZ_EXTRA + items[k].len;
+		slot += item_room(&items[k]);
 	}
 
 	struct compress_job job = { .w = w, .items = items, .nitems = n, .out = out };
@@ -499,8 +505,7 @@ static int encode_chunked(const struct ferry_segment_writer *w, struct item *ite
 			cur += R_COMMON + it->len;
 		}
 	}
-	*ret_len = cur;
-	return 0;
+	return cur;
 }
 
 int ferry_segment_writer_finish(struct ferry_segment_writer *w, void **ret_buf, size_t *ret_len,
@@ -522,9 +527,7 @@ int ferry_segment_writer_finish(struct ferry_segment_writer *w, void **ret_buf, 
 			return -E2BIG;
 		room = 0;
 		for (size_t k = 0; k < nitems; k++)
-			room += items[k].kind == ITEM_COPY ?
-					items[k].len :
-					R_COMMON + R_DATAZ_EXTRA + items[k].len;
+			room += item_room(&items[k]);
 	} else {
 		room = MAX(ZSTD_compressBound(w->len), w->len);
 	}
@@ -539,9 +542,7 @@ int ferry_segment_writer_finish(struct ferry_segment_writer *w, void **ret_buf, 
 	size_t stored = w->len, plain = w->len;
 	uint32_t nrecords = w->nrecords;
 	if (w->chunk_size) {
-		int r = encode_chunked(w, items, nitems, out + hlen, &stored);
-		if (r < 0)
-			return r;
+		stored = encode_chunked(w, items, nitems, out + hlen);
 		plain = stored;
 		nrecords = (uint32_t)nitems;
 	} else if (w->len > 0) {
