@@ -182,7 +182,7 @@ static int prepare(struct ferry_catalog *c, const char *sql, sqlite3_stmt **ret)
 			return 0;
 		}
 
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
 	if (rc != SQLITE_OK)
 		return sql_errno(rc) ?: -EIO;
@@ -288,7 +288,7 @@ static int catalog_connect(const char *path, int flags, struct ferry_catalog **r
 
 static int user_version(struct ferry_catalog *c, int *ret)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "PRAGMA user_version", &s);
 	if (r < 0)
 		return r;
@@ -406,7 +406,7 @@ void ferry_catalog_rollback(struct ferry_catalog *c)
 
 int ferry_catalog_get_setting(struct ferry_catalog *c, const char *key, char *buf, size_t bufsize)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "SELECT value FROM settings WHERE key = ?", &s);
 	if (r < 0)
 		return r;
@@ -420,7 +420,7 @@ int ferry_catalog_get_setting(struct ferry_catalog *c, const char *key, char *bu
 
 int ferry_catalog_set_setting(struct ferry_catalog *c, const char *key, const char *value)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
 			"INSERT INTO settings (key, value) VALUES (?, ?) "
 			"ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -487,7 +487,7 @@ static int vm_from_row(sqlite3_stmt *s, struct ferry_vm *vm)
 
 int ferry_catalog_vm_add(struct ferry_catalog *c, struct ferry_vm *vm)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
 			"INSERT INTO vms (name, state, cache_url, crash_interval, app_interval, "
 			"retention, created_ns, record, state_record) "
@@ -527,7 +527,7 @@ static int vm_get_one(sqlite3_stmt *s, struct ferry_vm *ret)
 
 int ferry_catalog_vm_get(struct ferry_catalog *c, const char *name, struct ferry_vm *ret)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "SELECT " VM_COLUMNS " FROM vms WHERE name = ?", &s);
 	if (r < 0)
 		return r;
@@ -537,7 +537,7 @@ int ferry_catalog_vm_get(struct ferry_catalog *c, const char *name, struct ferry
 
 int ferry_catalog_vm_get_by_id(struct ferry_catalog *c, int64_t id, struct ferry_vm *ret)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "SELECT " VM_COLUMNS " FROM vms WHERE id = ?", &s);
 	if (r < 0)
 		return r;
@@ -547,7 +547,7 @@ int ferry_catalog_vm_get_by_id(struct ferry_catalog *c, int64_t id, struct ferry
 
 int ferry_catalog_vm_update(struct ferry_catalog *c, const struct ferry_vm *vm)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
 			"UPDATE vms SET state = ?, error = ?, cache_url = ?, crash_interval = ?, "
 			"app_interval = ?, retention = ?, applied_seq = ?, applied_digest = ?, "
@@ -581,7 +581,7 @@ int ferry_catalog_vm_list(struct ferry_catalog *c,
 			  int (*cb)(const struct ferry_vm *vm, void *userdata), void *userdata)
 {
 	/* Not cached: callbacks may run other queries meanwhile. */
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int rc = sqlite3_prepare_v2(c->db, "SELECT " VM_COLUMNS " FROM vms ORDER BY name", -1, &s,
 				    NULL);
 	if (rc != SQLITE_OK)
@@ -603,7 +603,7 @@ int ferry_catalog_vm_list(struct ferry_catalog *c,
 static int for_each_row(struct ferry_catalog *c, const char *sql, int64_t param,
 			int (*fn)(sqlite3_stmt *s, void *ctx), void *ctx)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int rc = sqlite3_prepare_v2(c->db, sql, -1, &s, NULL);
 	if (rc != SQLITE_OK)
 		return sql_errno(rc) ?: -EIO;
@@ -624,7 +624,7 @@ static int for_each_row(struct ferry_catalog *c, const char *sql, int64_t param,
 int ferry_catalog_resource_set(struct ferry_catalog *c, int64_t vm_id, const char *kind,
 			       const char *value)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
 			"INSERT INTO resources (vm_id, kind, value) VALUES (?, ?, ?) "
 			"ON CONFLICT (vm_id, kind) DO UPDATE SET value = excluded.value",
@@ -640,7 +640,7 @@ int ferry_catalog_resource_set(struct ferry_catalog *c, int64_t vm_id, const cha
 int ferry_catalog_resource_get(struct ferry_catalog *c, int64_t vm_id, const char *kind, char *buf,
 			       size_t bufsize)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "SELECT value FROM resources WHERE vm_id = ? AND kind = ?", &s);
 	if (r < 0)
 		return r;
@@ -694,7 +694,7 @@ static int disk_from_row(sqlite3_stmt *s, struct ferry_disk *d)
 
 int ferry_catalog_disk_add(struct ferry_catalog *c, const struct ferry_disk *d)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "INSERT INTO disks (" DISK_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?)", &s);
 	if (r < 0)
 		return r;
@@ -711,7 +711,7 @@ int ferry_catalog_disk_add(struct ferry_catalog *c, const struct ferry_disk *d)
 int ferry_catalog_disk_get(struct ferry_catalog *c, int64_t vm_id, const char *name,
 			   struct ferry_disk *ret)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "SELECT " DISK_COLUMNS " FROM disks WHERE vm_id = ? AND name = ?", &s);
 	if (r < 0)
 		return r;
@@ -731,7 +731,7 @@ int ferry_catalog_disk_get(struct ferry_catalog *c, int64_t vm_id, const char *n
 
 int ferry_catalog_disk_update(struct ferry_catalog *c, const struct ferry_disk *d)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
 			"UPDATE disks SET size = ?, live_root = ?, work_root = ? "
 			"WHERE vm_id = ? AND idx = ?",
@@ -793,7 +793,7 @@ static void point_from_row(sqlite3_stmt *s, struct ferry_point *p)
 
 static int point_name_taken(struct ferry_catalog *c, int64_t vm_id, const char *name)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "SELECT 1 FROM points WHERE vm_id = ? AND name = ?", &s);
 	if (r < 0)
 		return r;
@@ -840,7 +840,7 @@ int ferry_catalog_point_add(struct ferry_catalog *c, struct ferry_point *p,
 			return r;
 	}
 
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
 			"INSERT INTO points (vm_id, name, time_ns, consistency, seq, record) "
 			"VALUES (?, ?, ?, ?, ?, ?)",
@@ -884,7 +884,7 @@ int ferry_catalog_point_add(struct ferry_catalog *c, struct ferry_point *p,
 int ferry_catalog_point_get(struct ferry_catalog *c, int64_t vm_id, const char *name,
 			    struct ferry_point *ret)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "SELECT " POINT_COLUMNS " FROM points WHERE vm_id = ? AND name = ?", &s);
 	if (r < 0)
 		return r;
@@ -949,7 +949,7 @@ int ferry_catalog_point_disks(struct ferry_catalog *c, int64_t point_id,
 
 int ferry_catalog_point_delete(struct ferry_catalog *c, int64_t point_id)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "DELETE FROM points WHERE id = ?", &s);
 	if (r < 0)
 		return r;
@@ -974,7 +974,7 @@ static void loc_from_row(sqlite3_stmt *s, int col, struct ferry_loc *loc)
 int ferry_catalog_object_get(struct ferry_catalog *c, const struct ferry_id *id,
 			     struct ferry_loc *ret)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "SELECT type, pack, offset, clen, plen FROM objects WHERE id = ?", &s);
 	if (r < 0)
 		return r;
@@ -989,7 +989,7 @@ int ferry_catalog_object_get(struct ferry_catalog *c, const struct ferry_id *id,
 int ferry_catalog_object_put(struct ferry_catalog *c, const struct ferry_id *id,
 			     const struct ferry_loc *loc)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
 			"INSERT OR IGNORE INTO objects (id, type, pack, offset, clen, plen) "
 			"VALUES (?, ?, ?, ?, ?, ?)",
@@ -1008,7 +1008,7 @@ int ferry_catalog_object_put(struct ferry_catalog *c, const struct ferry_id *id,
 int ferry_catalog_object_move(struct ferry_catalog *c, const struct ferry_id *id,
 			      const struct ferry_loc *loc)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
 			"INSERT OR REPLACE INTO objects (id, type, pack, offset, clen, plen) "
 			"VALUES (?, ?, ?, ?, ?, ?)",
@@ -1026,7 +1026,7 @@ int ferry_catalog_object_move(struct ferry_catalog *c, const struct ferry_id *id
 
 int ferry_catalog_object_delete(struct ferry_catalog *c, const struct ferry_id *id)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "DELETE FROM objects WHERE id = ?", &s);
 	if (r < 0)
 		return r;
@@ -1065,7 +1065,7 @@ int ferry_catalog_object_list(struct ferry_catalog *c,
 
 int ferry_catalog_pack_add(struct ferry_catalog *c, uint64_t pack, uint64_t size, uint32_t count)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
 			"INSERT OR IGNORE INTO packs (id, size, count, created_ns) "
 			"VALUES (?, ?, ?, ?)",
@@ -1081,7 +1081,7 @@ int ferry_catalog_pack_add(struct ferry_catalog *c, uint64_t pack, uint64_t size
 
 int ferry_catalog_pack_delete(struct ferry_catalog *c, uint64_t pack)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "DELETE FROM objects WHERE pack = ?", &s);
 	if (r < 0)
 		return r;
@@ -1118,7 +1118,7 @@ int ferry_catalog_pack_list(struct ferry_catalog *c,
 
 int ferry_catalog_store_bytes(struct ferry_catalog *c, uint64_t *ret)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "SELECT COALESCE(SUM(size), 0) FROM packs", &s);
 	if (r < 0)
 		return r;
@@ -1134,7 +1134,7 @@ int ferry_catalog_store_bytes(struct ferry_catalog *c, uint64_t *ret)
 int ferry_catalog_event_add(struct ferry_catalog *c, int64_t vm_id, const char *level,
 			    const char *message)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(
 		c, "INSERT INTO events (time_ns, vm_id, level, message) VALUES (?, ?, ?, ?)", &s);
 	if (r < 0)
@@ -1178,7 +1178,7 @@ int ferry_catalog_event_list(struct ferry_catalog *c, int64_t vm_id, unsigned li
 
 int ferry_catalog_generation(struct ferry_catalog *c, uint64_t *ret)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "PRAGMA data_version", &s);
 	if (r < 0)
 		return r;
@@ -1214,7 +1214,7 @@ static void failover_from_row(sqlite3_stmt *s, struct ferry_failover *f)
 int ferry_catalog_failover_add(struct ferry_catalog *c, struct ferry_failover *f,
 			       const struct ferry_clone_disk *disks, size_t ndisks)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
 			"INSERT INTO failovers (vm_id, name, kind, state, point_name, "
 			"point_time_ns, network, subnet, created_ns, accel) "
@@ -1260,7 +1260,7 @@ int ferry_catalog_failover_add(struct ferry_catalog *c, struct ferry_failover *f
 int ferry_catalog_failover_get(struct ferry_catalog *c, int64_t vm_id, const char *name,
 			       struct ferry_failover *ret)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(
 		c, "SELECT " FAILOVER_COLUMNS " FROM failovers WHERE vm_id = ? AND name = ?", &s);
 	if (r < 0)
@@ -1276,7 +1276,7 @@ int ferry_catalog_failover_get(struct ferry_catalog *c, int64_t vm_id, const cha
 
 int ferry_catalog_failover_update(struct ferry_catalog *c, const struct ferry_failover *f)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
 			"UPDATE failovers SET state = ?, point_name = ?, point_time_ns = ?, "
 			"network = ?, subnet = ? WHERE id = ?",
@@ -1297,7 +1297,7 @@ int ferry_catalog_failover_update(struct ferry_catalog *c, const struct ferry_fa
 
 int ferry_catalog_failover_delete(struct ferry_catalog *c, int64_t failover_id)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "DELETE FROM failovers WHERE id = ?", &s);
 	if (r < 0)
 		return r;
@@ -1376,7 +1376,7 @@ int ferry_catalog_clone_disk_all(struct ferry_catalog *c,
 int ferry_catalog_clone_disk_set_root(struct ferry_catalog *c, int64_t failover_id, uint16_t idx,
 				      const struct ferry_id *root)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "UPDATE clone_disks SET root = ? WHERE failover_id = ? AND idx = ?", &s);
 	if (r < 0)
 		return r;
@@ -1393,7 +1393,7 @@ int ferry_catalog_clone_disk_set_root(struct ferry_catalog *c, int64_t failover_
 
 int ferry_catalog_pack_intent_add(struct ferry_catalog *c, uint64_t pack)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "INSERT OR REPLACE INTO pack_intents (pack, created_ns) VALUES (?, ?)",
 			&s);
 	if (r < 0)
@@ -1405,7 +1405,7 @@ int ferry_catalog_pack_intent_add(struct ferry_catalog *c, uint64_t pack)
 
 int ferry_catalog_pack_intent_delete(struct ferry_catalog *c, uint64_t pack)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "DELETE FROM pack_intents WHERE pack = ?", &s);
 	if (r < 0)
 		return r;
@@ -1415,7 +1415,7 @@ int ferry_catalog_pack_intent_delete(struct ferry_catalog *c, uint64_t pack)
 
 int ferry_catalog_pack_intent_get(struct ferry_catalog *c, uint64_t pack, int64_t *ret_created_ns)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "SELECT created_ns FROM pack_intents WHERE pack = ?", &s);
 	if (r < 0)
 		return r;
@@ -1432,7 +1432,7 @@ int ferry_catalog_pack_intent_get(struct ferry_catalog *c, uint64_t pack, int64_
 int ferry_catalog_job_add(struct ferry_catalog *c, int64_t vm_id, const char *kind,
 			  const char *state, const char *detail, int64_t *ret_id)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
 			"INSERT INTO jobs (vm_id, kind, state, started_ns, detail) "
 			"VALUES (?, ?, ?, ?, ?)",
@@ -1453,7 +1453,7 @@ int ferry_catalog_job_add(struct ferry_catalog *c, int64_t vm_id, const char *ki
 int ferry_catalog_job_finish(struct ferry_catalog *c, int64_t job_id, const char *state,
 			     const char *detail)
 {
-	sqlite3_stmt *s;
+	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "UPDATE jobs SET state = ?, detail = ?, ended_ns = ? WHERE id = ?", &s);
 	if (r < 0)
 		return r;
