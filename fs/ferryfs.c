@@ -1880,24 +1880,27 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		handle_free(h);
 }
 
-/* One read buffer per worker thread, kept across requests: sequential
- * readers ask for up to 1 MiB at a time, and a fresh allocation of that size
- * is an mmap and page faults every time. */
+/* Per worker thread, kept across requests: the buffer for reads that copy
+ * (clones; sequential readers ask for up to 1 MiB at a time, and a fresh
+ * allocation of that size is an mmap and page faults every time), and the
+ * piece list for image reads that do not. */
 static pthread_key_t readbuf_key;
 struct readbuf {
 	void *p;
 	size_t size;
+	struct ferry_image_iov *iov;
 };
 
 static void readbuf_free(void *p)
 {
 	struct readbuf *b = p;
 
+	ferry_image_iov_free(b->iov);
 	free(b->p);
 	free(b);
 }
 
-static void *readbuf_get(size_t size)
+static struct readbuf *readbuf_self(void)
 {
 	struct readbuf *b = pthread_getspecific(readbuf_key);
 
@@ -1910,6 +1913,15 @@ static void *readbuf_get(size_t size)
 			return NULL;
 		}
 	}
+	return b;
+}
+
+static void *readbuf_get(size_t size)
+{
+	struct readbuf *b = readbuf_self();
+
+	if (!b)
+		return NULL;
 	if (b->size < size) {
 		void *p = malloc(size);
 
@@ -1920,6 +1932,45 @@ static void *readbuf_get(size_t size)
 		b->size = size;
 	}
 	return b->p;
+}
+
+static void reply_read_error(fuse_req_t req, fuse_ino_t ino, off_t off, int r)
+{
+	log_error_errno(r, "read of inode %" PRIx64 " at %" PRIu64 " failed", (uint64_t)ino,
+			(uint64_t)off);
+	/* A damaged vault is a medium error to the reader. */
+	fuse_reply_err(req, r == -EBADMSG ? EIO : -r);
+}
+
+/*
+ * An image read answered straight from the chunk cache: the reply is
+ * written from the cached chunks (writev), which stay held until it is
+ * sent, so the bytes are copied once, into the reader's page cache.
+ * Returns 0 once it replied; -E2BIG (too many pieces for one writev) or
+ * -ENOMEM where the caller should copy instead.
+ */
+static int read_image_iov(fuse_req_t req, fuse_ino_t ino, struct ferry_image *img, size_t size,
+			  off_t off)
+{
+	struct readbuf *b = readbuf_self();
+	const struct iovec *iov;
+	size_t n;
+	ssize_t r;
+
+	if (!b || (!b->iov && ferry_image_iov_new(&b->iov) < 0))
+		return -ENOMEM;
+	/* libfuse adds the reply header to the pieces. */
+	r = ferry_image_read_iov(img, size, (uint64_t)off, b->iov, IOV_MAX - 1, &iov, &n);
+	if (r == -E2BIG || r == -ENOMEM)
+		return (int)r;
+	if (r < 0)
+		reply_read_error(req, ino, off, (int)r);
+	else if (n == 0)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_iov(req, iov, (int)n);
+	ferry_image_iov_release(b->iov);
+	return 0;
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1940,6 +1991,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			reply_copy(req, h->text + off, MIN(h->len - (size_t)off, size));
 		return;
 	}
+	if (!h->clone && read_image_iov(req, ino, h->img, size, off) == 0)
+		return;
 	buf = readbuf_get(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -1950,10 +2003,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	else
 		n = ferry_image_read(h->img, buf, size, (uint64_t)off);
 	if (n < 0) {
-		log_error_errno((int)n, "read of inode %" PRIx64 " at %" PRIu64 " failed",
-				(uint64_t)ino, (uint64_t)off);
-		/* A damaged vault is a medium error to the reader. */
-		fuse_reply_err(req, n == -EBADMSG ? EIO : (int)-n);
+		reply_read_error(req, ino, off, (int)n);
 		return;
 	}
 	fuse_reply_buf(req, buf, (size_t)n);

@@ -930,21 +930,117 @@ static int lookup(struct ferry_image *img, uint64_t block, struct ferry_extent *
 	return 0;
 }
 
-ssize_t ferry_image_read(struct ferry_image *img, void *buf, size_t len, uint64_t off)
+/* Holes in zero-copy reads point here; never written. As large as the
+ * largest FUSE request, so that a hole is one piece. */
+static uint8_t zeros[1u << 20];
+
+/* Where the bytes of a read go: copied to out, or lent as pieces in v. */
+struct sink {
+	struct ferry_chunk_cache *cc;
+	uint8_t *out;
+	struct ferry_image_iov *v;
+	size_t max_pieces;
+};
+
+struct ferry_image_iov {
+	struct ferry_chunk_cache *cc; /* of the chunks held */
+	struct iovec *iov;
+	size_t niov, iov_cap;
+	struct centry **held;
+	size_t nheld, held_cap;
+};
+
+int ferry_image_iov_new(struct ferry_image_iov **ret)
 {
-	uint8_t *out = buf;
-	uint64_t pos, end;
+	assert(ret);
 
-	assert(img);
-	assert(buf || len == 0);
+	*ret = calloc(1, sizeof(**ret));
+	return *ret ? 0 : -ENOMEM;
+}
 
-	if (off >= img->size || len == 0)
+void ferry_image_iov_release(struct ferry_image_iov *v)
+{
+	assert(v);
+
+	if (v->nheld > 0) {
+		pthread_mutex_lock(&v->cc->lock);
+		for (size_t i = 0; i < v->nheld; i++)
+			centry_unref(v->cc, v->held[i]);
+		pthread_mutex_unlock(&v->cc->lock);
+	}
+	v->nheld = 0;
+	v->niov = 0;
+}
+
+struct ferry_image_iov *ferry_image_iov_free(struct ferry_image_iov *v)
+{
+	if (!v)
+		return NULL;
+	ferry_image_iov_release(v);
+	free(v->iov);
+	free(v->held);
+	free(v);
+	return NULL;
+}
+
+/* Grows *p (of *cap elements of size) to hold at least want. */
+static int reserve(void *pp, size_t *cap, size_t want, size_t size)
+{
+	void **p = pp;
+	size_t n = MAX(*cap * 2, (size_t)32);
+	void *q;
+
+	if (want <= *cap)
 		return 0;
-	end = off + MIN((uint64_t)len, img->size - off);
-	if (img->map)
-		readahead(img, off, end);
+	n = MAX(n, want);
+	q = realloc(*p, n * size);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	*cap = n;
+	return 0;
+}
 
-	for (pos = off; pos < end;) {
+/* Hands the n bytes at src (the hole buffer when c is NULL, else inside c,
+ * whose reference it takes over) to the sink, at byte at of the read. */
+static int sink_put(struct sink *s, uint64_t at, const uint8_t *src, size_t n, struct centry *c)
+{
+	struct ferry_image_iov *v = s->v;
+	struct iovec *last;
+
+	if (!v) {
+		if (c) {
+			memcpy(s->out + at, src, n);
+			release(s->cc, c);
+		} else
+			memset(s->out + at, 0, n);
+		return 0;
+	}
+	if (c) {
+		if (reserve(&v->held, &v->held_cap, v->nheld + 1, sizeof(*v->held)) < 0) {
+			release(v->cc, c);
+			return -ENOMEM;
+		}
+		v->held[v->nheld++] = c;
+	}
+	/* Neighbouring bytes (of one chunk, say) make one piece. */
+	last = v->niov > 0 ? &v->iov[v->niov - 1] : NULL;
+	if (last && (const uint8_t *)last->iov_base + last->iov_len == src) {
+		last->iov_len += n;
+		return 0;
+	}
+	if (v->niov >= s->max_pieces)
+		return -E2BIG;
+	if (reserve(&v->iov, &v->iov_cap, v->niov + 1, sizeof(*v->iov)) < 0)
+		return -ENOMEM;
+	v->iov[v->niov++] = (struct iovec){ .iov_base = (void *)src, .iov_len = n };
+	return 0;
+}
+
+/* Reads [off, end) into the sink. */
+static int walk(struct ferry_image *img, uint64_t off, uint64_t end, struct sink *s)
+{
+	for (uint64_t pos = off; pos < end;) {
 		uint64_t block = pos >> FERRY_BLOCK_SHIFT, run_end, coff, n;
 		struct ferry_extent e;
 		struct centry *c = NULL;
@@ -957,14 +1053,19 @@ ssize_t ferry_image_read(struct ferry_image *img, void *buf, size_t len, uint64_
 			run_end = end;
 		else
 			run_end = MIN((e.block + e.count) << FERRY_BLOCK_SHIFT, end);
-		n = run_end - pos;
 
 		if (e.zero) {
-			memset(out + (pos - off), 0, n);
-			pos = run_end;
+			/* In pieces the size of the hole buffer. */
+			for (; pos < run_end; pos += n) {
+				n = MIN(run_end - pos, (uint64_t)sizeof(zeros));
+				r = sink_put(s, pos - off, zeros, (size_t)n, NULL);
+				if (r < 0)
+					return r;
+			}
 			continue;
 		}
 
+		n = run_end - pos;
 		coff = (((uint64_t)e.chunk_block + (block - e.block)) << FERRY_BLOCK_SHIFT) +
 		       (pos & (FERRY_BLOCK_SIZE - 1));
 		r = acquire(img->cc, &e.chunk, &c);
@@ -974,10 +1075,67 @@ ssize_t ferry_image_read(struct ferry_image *img, void *buf, size_t len, uint64_
 			release(img->cc, c);
 			return -EBADMSG;
 		}
-		memcpy(out + (pos - off), (const uint8_t *)c->buf + coff, n);
-		release(img->cc, c);
+		r = sink_put(s, pos - off, (const uint8_t *)c->buf + coff, (size_t)n, c);
+		if (r < 0)
+			return r;
 		pos = run_end;
 	}
+	return 0;
+}
+
+/* The end of a read of len bytes at off, after queueing read-ahead; off
+ * where there is nothing to read. */
+static uint64_t read_begin(struct ferry_image *img, size_t len, uint64_t off)
+{
+	uint64_t end;
+
+	if (off >= img->size || len == 0)
+		return off;
+	end = off + MIN((uint64_t)len, img->size - off);
+	if (img->map)
+		readahead(img, off, end);
+	return end;
+}
+
+ssize_t ferry_image_read(struct ferry_image *img, void *buf, size_t len, uint64_t off)
+{
+	struct sink s = { .cc = img->cc, .out = buf };
+	uint64_t end;
+	int r;
+
+	assert(img);
+	assert(buf || len == 0);
+
+	end = read_begin(img, len, off);
+	r = walk(img, off, end, &s);
+	if (r < 0)
+		return r;
+	return (ssize_t)(end - off);
+}
+
+ssize_t ferry_image_read_iov(struct ferry_image *img, size_t len, uint64_t off,
+			     struct ferry_image_iov *v, size_t max_pieces,
+			     const struct iovec **ret_iov, size_t *ret_n)
+{
+	struct sink s = { .cc = img->cc, .v = v, .max_pieces = max_pieces };
+	uint64_t end;
+	int r;
+
+	assert(img);
+	assert(v);
+	assert(ret_iov);
+	assert(ret_n);
+
+	ferry_image_iov_release(v);
+	v->cc = img->cc;
+	end = read_begin(img, len, off);
+	r = walk(img, off, end, &s);
+	if (r < 0) {
+		ferry_image_iov_release(v);
+		return r;
+	}
+	*ret_iov = v->iov;
+	*ret_n = v->niov;
 	return (ssize_t)(end - off);
 }
 
