@@ -68,6 +68,8 @@
 #define SEQ_SLACK (2ull << 20)
 /* Spare decompression buffers kept for reuse, in bytes. */
 #define SPARE_BYTES (4u << 20)
+/* Packs whose index was read into the location memo lately. */
+#define LEARNED_MAX 16u
 
 /* A remembered chunk location. */
 struct locslot {
@@ -111,6 +113,10 @@ struct ferry_chunk_cache {
 	size_t nlocs; /* a power of two */
 
 	int remote; /* the store is object storage: coalesce reads */
+	/* On a local store: the packs whose index went into the memo lately
+	 * (a ring), so one is read once, not by every chunk that misses. */
+	uint64_t learned[LEARNED_MAX];
+	unsigned nlearned, learned_next;
 
 	/* Read-ahead, all under lock. */
 	unsigned pf_chunks;  /* window in chunks; 0: off */
@@ -421,6 +427,79 @@ static int read_at(struct ferry_chunk_cache *cc, const struct ferry_id *id,
 	return ferry_store_read(ferry_vault_store(cc->vault), loc, id, *buf, loc->plen);
 }
 
+struct learning {
+	struct ferry_loc *locs;
+	struct ferry_id *ids;
+	size_t n, cap;
+};
+
+static int learn_one(const struct ferry_id *id, const struct ferry_loc *loc, void *userdata)
+{
+	struct learning *l = userdata;
+
+	if (loc->type != FERRY_OBJ_CHUNK)
+		return 0;
+	if (l->n == l->cap) {
+		size_t cap = MAX(l->cap * 2, (size_t)256);
+		struct ferry_loc *locs = realloc(l->locs, cap * sizeof(*locs));
+		struct ferry_id *ids;
+
+		if (!locs)
+			return -ENOMEM;
+		l->locs = locs;
+		ids = realloc(l->ids, cap * sizeof(*ids));
+		if (!ids)
+			return -ENOMEM;
+		l->ids = ids;
+		l->cap = cap;
+	}
+	l->ids[l->n] = *id;
+	l->locs[l->n] = *loc;
+	l->n++;
+	return 0;
+}
+
+/*
+ * After the catalog placed a chunk in pack, on a local store: puts where
+ * every chunk of that pack lies into the location memo, from the pack's own
+ * index (one small read), so the chunks read next, which were mostly
+ * written together, skip the catalog and its lock. An entry the catalog
+ * has since moved elsewhere still holds the right bytes while its pack
+ * lives, and every read is verified; a deleted pack costs a retry through
+ * the catalog. Best effort: a failure here only leaves the memo as it was.
+ */
+static void learn_pack(struct ferry_chunk_cache *cc, uint64_t pack)
+{
+	struct learning l = {};
+	int r;
+
+	if (cc->remote)
+		return;
+	pthread_mutex_lock(&cc->lock);
+	for (unsigned i = 0; i < cc->nlearned; i++)
+		if (cc->learned[i] == pack) {
+			pthread_mutex_unlock(&cc->lock);
+			return;
+		}
+	/* Claimed before it is read: another thread missing in the same
+	 * pack meanwhile asks the catalog rather than read it again. */
+	cc->learned[cc->learned_next] = pack;
+	cc->learned_next = (cc->learned_next + 1) % LEARNED_MAX;
+	cc->nlearned = MIN(cc->nlearned + 1, LEARNED_MAX);
+	pthread_mutex_unlock(&cc->lock);
+
+	r = ferry_store_pack_index(ferry_vault_store(cc->vault), pack, 0, learn_one, &l);
+	if (r >= 0) {
+		pthread_mutex_lock(&cc->lock);
+		for (size_t i = 0; i < l.n; i++)
+			*locslot_of(cc, &l.ids[i]) =
+				(struct locslot){ .id = l.ids[i], .loc = l.locs[i], .valid = 1 };
+		pthread_mutex_unlock(&cc->lock);
+	}
+	free(l.ids);
+	free(l.locs);
+}
+
 /* Without the lock: the slow part. hint, if not NULL, is where the chunk
  * was last found; *ret_loc is where it was found now. Every read is
  * verified by the store, so a stale hint costs a retry, never wrong bytes. */
@@ -442,8 +521,10 @@ static int load(struct ferry_chunk_cache *cc, const struct ferry_id *id,
 		 * into newer packs and deletes the old ones), or a transient
 		 * failure: ask the catalog and read again. */
 		r = catalog_loc(cc, id, &loc);
-		if (r >= 0)
+		if (r >= 0) {
+			learn_pack(cc, loc.pack);
 			r = read_at(cc, id, &loc, &buf, &cap);
+		}
 	}
 	if (r < 0) {
 		free(buf);
