@@ -68,6 +68,9 @@
 #define SEQ_SLACK (2ull << 20)
 /* Spare decompression buffers kept for reuse, in bytes. */
 #define SPARE_BYTES (4u << 20)
+/* Holes in zero-copy reads: as large as the largest FUSE request, so that
+ * a hole is one piece. */
+#define ZEROS_SIZE (1u << 20)
 /* Packs whose index was read into the location memo lately. */
 #define LEARNED_MAX 16u
 
@@ -113,6 +116,10 @@ struct ferry_chunk_cache {
 	size_t nlocs; /* a power of two */
 
 	int remote; /* the store is object storage: coalesce reads */
+	/* What holes in zero-copy reads point at. Written once, not left to
+	 * the kernel's shared zero page: pinning that page for a writev
+	 * takes the slow path of get_user_pages every time. */
+	uint8_t *zeros;
 	/* On a local store: the packs whose index went into the memo lately
 	 * (a ring), so one is read once, not by every chunk that misses. */
 	uint64_t learned[LEARNED_MAX];
@@ -186,13 +193,18 @@ int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_
 	cc->maxspare =
 		MAX(SPARE_BYTES / (cc->chunk_size ? cc->chunk_size : FERRY_CHUNK_SIZE_MAX), 4u);
 	cc->spare = calloc(cc->maxspare, sizeof(*cc->spare));
-	if (!cc->locs || !cc->spare) {
+	cc->zeros = malloc(ZEROS_SIZE);
+	if (!cc->locs || !cc->spare || !cc->zeros) {
+		free(cc->zeros);
 		free(cc->locs);
 		free(cc->spare);
 		free(cc->buckets);
 		free(cc);
 		return -ENOMEM;
 	}
+	/* Not memset: the compiler may turn malloc and memset into calloc,
+	 * which leaves the pages unwritten. */
+	explicit_bzero(cc->zeros, ZEROS_SIZE);
 	remote = !ferry_blobs_local_dir(ferry_store_blobs(ferry_vault_store(v)));
 	cc->remote = remote;
 	cc->pf_chunks = remote ? REMOTE_CHUNKS : LOCAL_CHUNKS;
@@ -271,6 +283,7 @@ struct ferry_chunk_cache *ferry_chunk_cache_free(struct ferry_chunk_cache *cc)
 		free(cc->spare[--cc->nspare]);
 	free(cc->spare);
 	free(cc->locs);
+	free(cc->zeros);
 	free(cc->buckets);
 	pthread_cond_destroy(&cc->work);
 	pthread_cond_destroy(&cc->loaded);
@@ -1011,10 +1024,6 @@ static int lookup(struct ferry_image *img, uint64_t block, struct ferry_extent *
 	return 0;
 }
 
-/* Holes in zero-copy reads point here; never written. As large as the
- * largest FUSE request, so that a hole is one piece. */
-static uint8_t zeros[1u << 20];
-
 /* Where the bytes of a read go: copied to out, or lent as pieces in v. */
 struct sink {
 	struct ferry_chunk_cache *cc;
@@ -1138,8 +1147,8 @@ static int walk(struct ferry_image *img, uint64_t off, uint64_t end, struct sink
 		if (e.zero) {
 			/* In pieces the size of the hole buffer. */
 			for (; pos < run_end; pos += n) {
-				n = MIN(run_end - pos, (uint64_t)sizeof(zeros));
-				r = sink_put(s, pos - off, zeros, (size_t)n, NULL);
+				n = MIN(run_end - pos, (uint64_t)ZEROS_SIZE);
+				r = sink_put(s, pos - off, img->cc->zeros, (size_t)n, NULL);
 				if (r < 0)
 					return r;
 			}
