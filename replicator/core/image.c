@@ -18,11 +18,17 @@
  * any other and count against the same byte bound.
  *
  * Chunks are read here rather than through ferry_vault_read_object() for
- * two savings on the random-read path: decompression buffers are recycled
- * (a fresh 64 KiB malloc is a fresh page-faulting allocation once glibc has
- * trimmed its heap), and the locations of chunks seen before are remembered,
- * so a reload skips the catalog (a SQLite query, with its file locks, under
- * the vault's lock that every thread shares).
+ * two savings: decompression buffers are recycled from a pool of huge-page
+ * slabs (a fresh 64 KiB malloc is a fresh page-faulting allocation once
+ * glibc has trimmed its heap), and chunk locations are remembered, those of
+ * chunks seen before and, on a local store, those of their pack's other
+ * chunks from the pack's own index, so a load mostly skips the catalog (a
+ * SQLite query, with its file locks, under the vault's lock that every
+ * thread shares).
+ *
+ * ferry_image_read_iov() lends readers the cached chunks themselves, held
+ * by a reference until released, so ferryfs writes its replies from them
+ * without copying them first.
  *
  * On object storage a request costs far more than its bytes, so there a
  * prefetch thread takes a run of queued chunks at once and fetches those
@@ -38,6 +44,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "ferry/blobs.h"
@@ -66,8 +73,9 @@
  * they arrive in any order: a read this close to the last one's end still
  * counts as sequential. */
 #define SEQ_SLACK (2ull << 20)
-/* Spare decompression buffers kept for reuse, in bytes. */
-#define SPARE_BYTES (4u << 20)
+/* Full-size chunk buffers are carved from slabs of this size, aligned to
+ * it, which the kernel may back with one huge page each. */
+#define SLAB_SIZE (2u << 20)
 /* Holes in zero-copy reads: as large as the largest FUSE request, so that
  * a hole is one piece. */
 #define ZEROS_SIZE (1u << 20)
@@ -108,10 +116,16 @@ struct ferry_chunk_cache {
 	struct centry *lru_head, *lru_tail; /* head: most recently used */
 	size_t bytes;
 
-	/* Chunk-size buffers for reuse, and the location memo: a direct-mapped
-	 * table where a newer id replaces an older one. */
-	void **spare;
-	size_t nspare, maxspare;
+	/* Chunk-size buffers: a free list (linked through the buffers) over
+	 * slabs, never returned before the cache goes, so the pool is as large
+	 * as the cache was at its fullest. */
+	void *pool_free;
+	uint8_t *slab_next; /* the unused rest of the newest slab */
+	size_t slab_left;
+	void **slabs;
+	size_t nslabs;
+	/* The location memo: a direct-mapped table where a newer id replaces
+	 * an older one. */
 	struct locslot *locs;
 	size_t nlocs; /* a power of two */
 
@@ -190,14 +204,10 @@ int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_
 		n <<= 1;
 	cc->nlocs = n;
 	cc->locs = calloc(n, sizeof(*cc->locs));
-	cc->maxspare =
-		MAX(SPARE_BYTES / (cc->chunk_size ? cc->chunk_size : FERRY_CHUNK_SIZE_MAX), 4u);
-	cc->spare = calloc(cc->maxspare, sizeof(*cc->spare));
 	cc->zeros = malloc(ZEROS_SIZE);
-	if (!cc->locs || !cc->spare || !cc->zeros) {
+	if (!cc->locs || !cc->zeros) {
 		free(cc->zeros);
 		free(cc->locs);
-		free(cc->spare);
 		free(cc->buckets);
 		free(cc);
 		return -ENOMEM;
@@ -231,13 +241,85 @@ int ferry_chunk_cache_set_prefetch(struct ferry_chunk_cache *cc, int chunks, int
 	return 0;
 }
 
+/* Whether buffers of cap bytes come from the pool. */
+static int pooled(const struct ferry_chunk_cache *cc, size_t cap)
+{
+	return cc->chunk_size > 0 && cap == cc->chunk_size && cap <= SLAB_SIZE;
+}
+
+/*
+ * Under cc->lock: a buffer of chunk_size bytes. Recycled ones are warm; new
+ * slabs are asked to be huge pages, which fault in at once and which the
+ * kernel pins cheaply when a reply is written from them, where 4 KiB pages
+ * cost a fault each on first use and a pin each on every reply.
+ */
+static void *pool_get(struct ferry_chunk_cache *cc)
+{
+	void *p = cc->pool_free;
+
+	if (p) {
+		memcpy(&cc->pool_free, p, sizeof(void *));
+		return p;
+	}
+	if (cc->slab_left < cc->chunk_size) {
+		void **slabs = realloc(cc->slabs, (cc->nslabs + 1) * sizeof(*slabs));
+
+		if (!slabs)
+			return NULL;
+		cc->slabs = slabs;
+		p = aligned_alloc(SLAB_SIZE, SLAB_SIZE);
+		if (!p)
+			return NULL;
+		/* Only advice: without huge pages it is memory like any other. */
+		(void)madvise(p, SLAB_SIZE, MADV_HUGEPAGE);
+		cc->slabs[cc->nslabs++] = p;
+		cc->slab_next = p;
+		cc->slab_left = SLAB_SIZE;
+	}
+	p = cc->slab_next;
+	cc->slab_next += cc->chunk_size;
+	cc->slab_left -= cc->chunk_size;
+	return p;
+}
+
 /* Under cc->lock, or once no other thread is left. */
 static void buf_put(struct ferry_chunk_cache *cc, void *buf, size_t cap)
 {
-	if (buf && cap == cc->chunk_size && cc->nspare < cc->maxspare)
-		cc->spare[cc->nspare++] = buf;
-	else
+	if (!buf)
+		return;
+	if (pooled(cc, cap)) {
+		memcpy(buf, &cc->pool_free, sizeof(void *));
+		cc->pool_free = buf;
+	} else
 		free(buf);
+}
+
+/* A buffer for a chunk of plen bytes, and its capacity: a full-size one
+ * from the pool for all but small chunks. Without the lock. */
+static void *buf_get(struct ferry_chunk_cache *cc, size_t plen, size_t *ret_cap)
+{
+	size_t cap = plen > cc->chunk_size / 2 ? MAX(plen, (size_t)cc->chunk_size) : plen;
+	void *p;
+
+	if (pooled(cc, cap)) {
+		pthread_mutex_lock(&cc->lock);
+		p = pool_get(cc);
+		pthread_mutex_unlock(&cc->lock);
+	} else
+		p = malloc(cap);
+	if (p)
+		*ret_cap = cap;
+	return p;
+}
+
+/* buf_put without the lock. */
+static void buf_drop(struct ferry_chunk_cache *cc, void *buf, size_t cap)
+{
+	if (!buf)
+		return;
+	pthread_mutex_lock(&cc->lock);
+	buf_put(cc, buf, cap);
+	pthread_mutex_unlock(&cc->lock);
 }
 
 static void centry_free(struct ferry_chunk_cache *cc, struct centry *e)
@@ -279,9 +361,9 @@ struct ferry_chunk_cache *ferry_chunk_cache_free(struct ferry_chunk_cache *cc)
 			e = next;
 		}
 	}
-	while (cc->nspare > 0)
-		free(cc->spare[--cc->nspare]);
-	free(cc->spare);
+	while (cc->nslabs > 0)
+		free(cc->slabs[--cc->nslabs]);
+	free(cc->slabs);
 	free(cc->locs);
 	free(cc->zeros);
 	free(cc->buckets);
@@ -418,22 +500,11 @@ static int read_at(struct ferry_chunk_cache *cc, const struct ferry_id *id,
 	if (!chunk_valid(cc, loc->plen))
 		return -EBADMSG;
 	if (*buf && *cap < loc->plen) {
-		free(*buf);
+		buf_drop(cc, *buf, *cap);
 		*buf = NULL;
 	}
 	if (!*buf) {
-		pthread_mutex_lock(&cc->lock);
-		if (cc->nspare > 0 && loc->plen <= cc->chunk_size) {
-			*buf = cc->spare[--cc->nspare];
-			*cap = cc->chunk_size;
-		}
-		pthread_mutex_unlock(&cc->lock);
-	}
-	if (!*buf) {
-		/* Full chunks get full buffers, which can be recycled. */
-		*cap = loc->plen > cc->chunk_size / 2 ? MAX((size_t)loc->plen, cc->chunk_size) :
-							loc->plen;
-		*buf = malloc(*cap);
+		*buf = buf_get(cc, loc->plen, cap);
 		if (!*buf)
 			return -ENOMEM;
 	}
@@ -540,7 +611,7 @@ static int load(struct ferry_chunk_cache *cc, const struct ferry_id *id,
 		}
 	}
 	if (r < 0) {
-		free(buf);
+		buf_drop(cc, buf, cap);
 		return r;
 	}
 	*ret_buf = buf;
@@ -599,20 +670,14 @@ static int loc_follows(const struct ferry_loc *a, const struct ferry_loc *b)
 	return a->pack == b->pack && b->offset == a->offset + PACK_ENTRY_HEADER_SIZE + a->clen;
 }
 
-/* A buffer for j's plain bytes: recycled where one is spare. */
+/* A buffer for j's plain bytes. */
 static int job_buf(struct ferry_chunk_cache *cc, struct job *j)
 {
 	if (j->buf)
 		return 0;
 	if (!chunk_valid(cc, j->loc.plen))
 		return -EBADMSG;
-	j->cap = j->loc.plen > cc->chunk_size / 2 ? cc->chunk_size : j->loc.plen;
-	pthread_mutex_lock(&cc->lock);
-	if (cc->nspare > 0 && j->cap == cc->chunk_size)
-		j->buf = cc->spare[--cc->nspare];
-	pthread_mutex_unlock(&cc->lock);
-	if (!j->buf)
-		j->buf = malloc(j->cap);
+	j->buf = buf_get(cc, j->loc.plen, &j->cap);
 	return j->buf ? 0 : -ENOMEM;
 }
 
@@ -696,7 +761,7 @@ static void load_batch(struct ferry_chunk_cache *cc, struct job *jobs, size_t n,
 
 		if (j->r >= 0)
 			continue;
-		free(j->buf);
+		buf_drop(cc, j->buf, j->cap);
 		j->buf = NULL;
 		j->r = load(cc, &j->e->id, j->have_loc ? &j->loc : NULL, &j->buf, &j->cap, &loc);
 		if (j->r >= 0)
