@@ -26,7 +26,7 @@ struct ferry_chunk_cache *ferry_chunk_cache_free(struct ferry_chunk_cache *cc);
  * after each read are loaded into the cache by `threads` background threads
  * (at most a quarter of the cache's bytes; chunks <= 1024, threads <= 64;
  * 0 of either turns it off, a negative value keeps the current one; -EINVAL
- * above the limits). Defaults: 128 chunks and 3 threads on a local store,
+ * above the limits). Defaults: 128 chunks and 2 threads on a local store,
  * 256 chunks and 4 threads on object storage. Threads start with the first
  * read-ahead, not here (a program may fork in between); a lower thread
  * count leaves started threads idle rather than stopping them.

@@ -59,13 +59,12 @@
 /* Defaults, measured (docs/benchmarks.md). On a local store the work is
  * decompressing and hashing: a window of 128 chunks (8 MiB of 64 KiB
  * chunks), so the threads stay ahead of a reader that asks for 1 MiB at a
- * time, and three threads, so that two cores stay busy while one thread
- * waits for the disk on pack data that is not cached yet. Object storage
+ * time, and two threads (a third measured no faster). Object storage
  * answers in milliseconds and charges per request: a long window, so that
  * coalesced GETs are large, and a few threads (more only compete with the
  * server for the CPU on loopback). */
 #define LOCAL_CHUNKS 128u
-#define LOCAL_THREADS 3u
+#define LOCAL_THREADS 2u
 #define REMOTE_CHUNKS 256u
 #define REMOTE_THREADS 4u
 /* On object storage: chunks one prefetch thread takes at once, and the most
