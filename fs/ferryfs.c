@@ -91,6 +91,11 @@ enum kind {
 #define THREADS_DEFAULT 16
 /* On-disk cache of objects fetched from a remote store. */
 #define DISK_CACHE_MIB_DEFAULT 1024
+/* The kernel's read-ahead on the mount. Its default of 128 KiB makes a
+ * sequential reader wait on one 128 KiB request after another; 1 MiB (the
+ * largest FUSE request) keeps whole requests in flight (docs/benchmarks.md). */
+#define READ_AHEAD_KB_DEFAULT 1024
+#define READ_AHEAD_KB_MAX (1ul << 20)
 
 /* The background thread wakes every second to notice failovers that went
  * away, and flushes dirty clones every FLUSH_TICKS wake-ups. */
@@ -204,6 +209,15 @@ struct fs {
 	size_t nreg;
 	struct cmtime *mtimes;
 	size_t nmtimes;
+
+	/* The kernel's read-ahead for the mount, in KiB (0: left alone), and
+	 * the mount's device ("MAJ:MIN", empty if unknown), which names its
+	 * backing device in /sys/class/bdi. ra_lock and ra_done make the first
+	 * request set it, once (see req_fs). */
+	unsigned long read_ahead_kb;
+	char bdi[32];
+	pthread_mutex_t ra_lock;
+	int ra_done;
 
 	/* The background flusher. */
 	pthread_mutex_t bg_lock;
@@ -1520,9 +1534,62 @@ static int list_dir(fuse_req_t req, const struct node *n, struct dirbuf *d)
 
 /* ---- FUSE operations: each replies exactly once ---- */
 
+/*
+ * Sets the mount's read-ahead. Not before the session loop runs: the reply
+ * to FUSE_INIT lowers the backing device's read-ahead to what the kernel
+ * offered at mount time (its 128 KiB default), and the kernel sends no other
+ * request until that reply is in. So the first request after it sets it,
+ * before any file can be opened (a file takes its read-ahead from the
+ * device when opened). Best effort: only root may write to sysfs.
+ */
+static int read_ahead_write(const struct fs *fs)
+{
+	_cleanup_free_ char *path = NULL;
+	char val[32];
+	int fd, n, r = 0;
+
+	n = snprintf(val, sizeof(val), "%lu\n", fs->read_ahead_kb);
+	if (asprintf(&path, "/sys/class/bdi/%s/read_ahead_kb", fs->bdi) < 0)
+		return -ENOMEM;
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, val, (size_t)n) != n)
+		r = errno ? -errno : -EIO;
+	close(fd);
+	return r;
+}
+
+static void read_ahead_apply(struct fs *fs)
+{
+	int r;
+
+	if (__atomic_load_n(&fs->ra_done, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&fs->ra_lock);
+	if (!fs->ra_done && fs->read_ahead_kb > 0) {
+		r = fs->bdi[0] ? read_ahead_write(fs) : -ENODEV;
+		if (r == -EACCES || r == -EPERM || r == -EROFS)
+			log_debug_errno(r, "cannot set the read-ahead of %s to %lu KiB (not root?)",
+					fs->mnt, fs->read_ahead_kb);
+		else if (r < 0)
+			log_internal(LOG_INFO, r, "cannot set the read-ahead of %s to %lu KiB",
+				     fs->mnt, fs->read_ahead_kb);
+		else
+			log_debug("read-ahead of %s (bdi %s): %lu KiB", fs->mnt, fs->bdi,
+				  fs->read_ahead_kb);
+	}
+	__atomic_store_n(&fs->ra_done, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&fs->ra_lock);
+}
+
+/* Every request handler that needs the file system starts here. */
 static struct fs *req_fs(fuse_req_t req)
 {
-	return fuse_req_userdata(req);
+	struct fs *fs = fuse_req_userdata(req);
+
+	read_ahead_apply(fs);
+	return fs;
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -1813,24 +1880,27 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		handle_free(h);
 }
 
-/* One read buffer per worker thread, kept across requests: sequential
- * readers ask for up to 1 MiB at a time, and a fresh allocation of that size
- * is an mmap and page faults every time. */
+/* Per worker thread, kept across requests: the buffer for reads that copy
+ * (clones; sequential readers ask for up to 1 MiB at a time, and a fresh
+ * allocation of that size is an mmap and page faults every time), and the
+ * piece list for image reads that do not. */
 static pthread_key_t readbuf_key;
 struct readbuf {
 	void *p;
 	size_t size;
+	struct ferry_image_iov *iov;
 };
 
 static void readbuf_free(void *p)
 {
 	struct readbuf *b = p;
 
+	ferry_image_iov_free(b->iov);
 	free(b->p);
 	free(b);
 }
 
-static void *readbuf_get(size_t size)
+static struct readbuf *readbuf_self(void)
 {
 	struct readbuf *b = pthread_getspecific(readbuf_key);
 
@@ -1843,6 +1913,15 @@ static void *readbuf_get(size_t size)
 			return NULL;
 		}
 	}
+	return b;
+}
+
+static void *readbuf_get(size_t size)
+{
+	struct readbuf *b = readbuf_self();
+
+	if (!b)
+		return NULL;
 	if (b->size < size) {
 		void *p = malloc(size);
 
@@ -1853,6 +1932,45 @@ static void *readbuf_get(size_t size)
 		b->size = size;
 	}
 	return b->p;
+}
+
+static void reply_read_error(fuse_req_t req, fuse_ino_t ino, off_t off, int r)
+{
+	log_error_errno(r, "read of inode %" PRIx64 " at %" PRIu64 " failed", (uint64_t)ino,
+			(uint64_t)off);
+	/* A damaged vault is a medium error to the reader. */
+	fuse_reply_err(req, r == -EBADMSG ? EIO : -r);
+}
+
+/*
+ * An image read answered straight from the chunk cache: the reply is
+ * written from the cached chunks (writev), which stay held until it is
+ * sent, so the bytes are copied once, into the reader's page cache.
+ * Returns 0 once it replied; -E2BIG (too many pieces for one writev) or
+ * -ENOMEM where the caller should copy instead.
+ */
+static int read_image_iov(fuse_req_t req, fuse_ino_t ino, struct ferry_image *img, size_t size,
+			  off_t off)
+{
+	struct readbuf *b = readbuf_self();
+	const struct iovec *iov;
+	size_t n;
+	ssize_t r;
+
+	if (!b || (!b->iov && ferry_image_iov_new(&b->iov) < 0))
+		return -ENOMEM;
+	/* libfuse adds the reply header to the pieces. */
+	r = ferry_image_read_iov(img, size, (uint64_t)off, b->iov, IOV_MAX - 1, &iov, &n);
+	if (r == -E2BIG || r == -ENOMEM)
+		return (int)r;
+	if (r < 0)
+		reply_read_error(req, ino, off, (int)r);
+	else if (n == 0)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_iov(req, iov, (int)n);
+	ferry_image_iov_release(b->iov);
+	return 0;
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1873,6 +1991,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			reply_copy(req, h->text + off, MIN(h->len - (size_t)off, size));
 		return;
 	}
+	if (!h->clone && read_image_iov(req, ino, h->img, size, off) == 0)
+		return;
 	buf = readbuf_get(size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -1883,10 +2003,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	else
 		n = ferry_image_read(h->img, buf, size, (uint64_t)off);
 	if (n < 0) {
-		log_error_errno((int)n, "read of inode %" PRIx64 " at %" PRIu64 " failed",
-				(uint64_t)ino, (uint64_t)off);
-		/* A damaged vault is a medium error to the reader. */
-		fuse_reply_err(req, n == -EBADMSG ? EIO : (int)-n);
+		reply_read_error(req, ino, off, (int)n);
 		return;
 	}
 	fuse_reply_buf(req, buf, (size_t)n);
@@ -2193,6 +2310,8 @@ static void help(void)
 	       "                       cache_size=MIB, threads=N, ro (clones read-only\n"
 	       "                       too), readahead=CHUNKS and readahead_threads=N\n"
 	       "                       (read-ahead for sequential readers; 0 turns it off),\n"
+	       "                       read_ahead_kb=KIB (the kernel's read-ahead on the\n"
+	       "                       mount, set as root; default %d, 0 leaves it alone),\n"
 	       "                       and the FUSE ones\n"
 	       "  --cache-size MIB     decompressed chunk cache (default %d MiB)\n"
 	       "  --threads N          most worker threads (default %d)\n"
@@ -2203,7 +2322,7 @@ static void help(void)
 	       "                       also -o disk_cache_size=MIB\n"
 	       "  -h, --help           show this help\n"
 	       "  --version            show the version\n",
-	       CACHE_MIB_DEFAULT, THREADS_DEFAULT, DISK_CACHE_MIB_DEFAULT);
+	       READ_AHEAD_KB_DEFAULT, CACHE_MIB_DEFAULT, THREADS_DEFAULT, DISK_CACHE_MIB_DEFAULT);
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *ret)
@@ -2230,8 +2349,9 @@ struct options {
 	/* Read-ahead in chunks and its threads; -1: the chunk cache's
 	 * default, which depends on where the store is. */
 	long readahead, readahead_threads;
-	char *fuse_opts;  /* what remains of -o for libfuse */
-	char *disk_cache; /* --disk-cache; NULL: the default place, for a remote store */
+	unsigned long read_ahead_kb; /* the kernel's, on the mount; 0: its default */
+	char *fuse_opts;             /* what remains of -o for libfuse */
+	char *disk_cache;            /* --disk-cache; NULL: the default place, for a remote store */
 	unsigned long disk_cache_mib;
 };
 
@@ -2300,6 +2420,12 @@ static int take_mount_options(struct options *o, const char *list)
 				return log_error_errno(-EINVAL, "invalid readahead_threads: %s",
 						       opt + 18);
 			o->readahead_threads = (long)v;
+			continue;
+		}
+		if (strncmp(opt, "read_ahead_kb=", 14) == 0) {
+			if (parse_uint(opt + 14, READ_AHEAD_KB_MAX, &o->read_ahead_kb) < 0)
+				return log_error_errno(-EINVAL, "invalid read_ahead_kb: %s",
+						       opt + 14);
 			continue;
 		}
 		if (strcmp(opt, "ro") == 0 || strcmp(opt, "rw") == 0) {
@@ -2403,6 +2529,63 @@ static int parse_argv(int argc, char *argv[], struct options *o)
 		return -EINVAL;
 	}
 	return 1;
+}
+
+/* Undoes the octal escapes (\040 for a space, ...) of mountinfo in place. */
+static void mountinfo_unescape(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+			s += 3;
+		} else
+			*w++ = *s;
+	}
+	*w = '\0';
+}
+
+/*
+ * The device number ("MAJ:MIN") of the FUSE mount on mnt, from
+ * /proc/self/mountinfo: a stat() of the mount point would be a request to
+ * this daemon, which serves none yet. The last match is the newest mount,
+ * ours. -ENOENT if there is none.
+ */
+static int mount_bdi(const char *mnt, char *ret, size_t size)
+{
+	_cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+	_cleanup_free_ char *line = NULL;
+	size_t cap = 0;
+	int found = 0;
+
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) > 0) {
+		char *save = NULL, *dev, *point, *sep;
+
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - TYPE ... */
+		if (!strtok_r(line, " ", &save) || !strtok_r(NULL, " ", &save))
+			continue;
+		dev = strtok_r(NULL, " ", &save);
+		if (!dev || !strtok_r(NULL, " ", &save))
+			continue;
+		point = strtok_r(NULL, " ", &save);
+		if (!point)
+			continue;
+		mountinfo_unescape(point);
+		if (strcmp(point, mnt) != 0)
+			continue;
+		while ((sep = strtok_r(NULL, " ", &save)) && strcmp(sep, "-") != 0)
+			;
+		sep = sep ? strtok_r(NULL, " ", &save) : NULL;
+		if (!sep || strncmp(sep, "fuse", 4) != 0 || strlen(dev) >= size)
+			continue;
+		strcpy(ret, dev);
+		found = 1;
+	}
+	return found ? 0 : -ENOENT;
 }
 
 /* A FUSE session and how far it got, undone in reverse order. */
@@ -2549,6 +2732,12 @@ static int serve(struct fs *fs, const struct options *o, const char *mnt)
 	if (fuse_session_mount(s.se, mnt) < 0)
 		return log_error_errno(-EIO, "cannot mount on %s", o->mountpoint);
 	s.mounted = 1;
+	if (fs->read_ahead_kb > 0) {
+		r = mount_bdi(mnt, fs->bdi, sizeof(fs->bdi));
+		if (r < 0)
+			log_debug_errno(r, "cannot find the device of %s in /proc/self/mountinfo",
+					mnt);
+	}
 	if (!o->foreground) {
 		close_vaults(fs);
 		if (fuse_daemonize(0) < 0)
@@ -2640,6 +2829,7 @@ static int run(const struct options *o)
 		.gid = getgid(),
 		.mounted_ns = ferry_now_ns(),
 		.reg_lock = PTHREAD_MUTEX_INITIALIZER,
+		.ra_lock = PTHREAD_MUTEX_INITIALIZER,
 		.bg_lock = PTHREAD_MUTEX_INITIALIZER,
 		.bg_cond = PTHREAD_COND_INITIALIZER,
 	};
@@ -2662,6 +2852,7 @@ static int run(const struct options *o)
 	if (!fs.mnt)
 		return log_error_errno(-ENOMEM, "out of memory");
 	fs.vault_dir = vault_dir;
+	fs.read_ahead_kb = o->read_ahead_kb;
 	r = open_vaults(&fs, o);
 	if (r < 0)
 		return r;
@@ -2691,6 +2882,7 @@ int main(int argc, char *argv[])
 		.cache_mib = CACHE_MIB_DEFAULT,
 		.threads = THREADS_DEFAULT,
 		.disk_cache_mib = DISK_CACHE_MIB_DEFAULT,
+		.read_ahead_kb = READ_AHEAD_KB_DEFAULT,
 		.readahead = -1,
 		.readahead_threads = -1,
 	};

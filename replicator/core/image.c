@@ -18,11 +18,17 @@
  * any other and count against the same byte bound.
  *
  * Chunks are read here rather than through ferry_vault_read_object() for
- * two savings on the random-read path: decompression buffers are recycled
- * (a fresh 64 KiB malloc is a fresh page-faulting allocation once glibc has
- * trimmed its heap), and the locations of chunks seen before are remembered,
- * so a reload skips the catalog (a SQLite query, with its file locks, under
- * the vault's lock that every thread shares).
+ * two savings: decompression buffers are recycled from a pool of huge-page
+ * slabs (a fresh 64 KiB malloc is a fresh page-faulting allocation once
+ * glibc has trimmed its heap), and chunk locations are remembered, those of
+ * chunks seen before and, on a local store, those of their pack's other
+ * chunks from the pack's own index, so a load mostly skips the catalog (a
+ * SQLite query, with its file locks, under the vault's lock that every
+ * thread shares).
+ *
+ * ferry_image_read_iov() lends readers the cached chunks themselves, held
+ * by a reference until released, so ferryfs writes its replies from them
+ * without copying them first.
  *
  * On object storage a request costs far more than its bytes, so there a
  * prefetch thread takes a run of queued chunks at once and fetches those
@@ -38,6 +44,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "ferry/blobs.h"
@@ -49,12 +56,14 @@
 /* Most chunks waiting for a prefetch thread; more requests are dropped. */
 #define QUEUE_MAX 1024u
 #define THREADS_MAX 64u
-/* Defaults, measured (docs/benchmarks.md). A local store answers in
- * microseconds and the work is decompressing and hashing, so two threads a
- * little ahead suffice. Object storage answers in milliseconds and charges
- * per request: a long window, so that coalesced GETs are large, and a few
- * threads (more only compete with the server for the CPU on loopback). */
-#define LOCAL_CHUNKS 32u
+/* Defaults, measured (docs/benchmarks.md). On a local store the work is
+ * decompressing and hashing: a window of 128 chunks (8 MiB of 64 KiB
+ * chunks), so the threads stay ahead of a reader that asks for 1 MiB at a
+ * time, and two threads (a third measured no faster). Object storage
+ * answers in milliseconds and charges per request: a long window, so that
+ * coalesced GETs are large, and a few threads (more only compete with the
+ * server for the CPU on loopback). */
+#define LOCAL_CHUNKS 128u
 #define LOCAL_THREADS 2u
 #define REMOTE_CHUNKS 256u
 #define REMOTE_THREADS 4u
@@ -66,8 +75,14 @@
  * they arrive in any order: a read this close to the last one's end still
  * counts as sequential. */
 #define SEQ_SLACK (2ull << 20)
-/* Spare decompression buffers kept for reuse, in bytes. */
-#define SPARE_BYTES (4u << 20)
+/* Full-size chunk buffers are carved from slabs of this size, aligned to
+ * it, which the kernel may back with one huge page each. */
+#define SLAB_SIZE (2u << 20)
+/* Holes in zero-copy reads: as large as the largest FUSE request, so that
+ * a hole is one piece. */
+#define ZEROS_SIZE (1u << 20)
+/* Packs whose index was read into the location memo lately. */
+#define LEARNED_MAX 16u
 
 /* A remembered chunk location. */
 struct locslot {
@@ -103,14 +118,28 @@ struct ferry_chunk_cache {
 	struct centry *lru_head, *lru_tail; /* head: most recently used */
 	size_t bytes;
 
-	/* Chunk-size buffers for reuse, and the location memo: a direct-mapped
-	 * table where a newer id replaces an older one. */
-	void **spare;
-	size_t nspare, maxspare;
+	/* Chunk-size buffers: a free list (linked through the buffers) over
+	 * slabs, never returned before the cache goes, so the pool is as large
+	 * as the cache was at its fullest. */
+	void *pool_free;
+	uint8_t *slab_next; /* the unused rest of the newest slab */
+	size_t slab_left;
+	void **slabs;
+	size_t nslabs;
+	/* The location memo: a direct-mapped table where a newer id replaces
+	 * an older one. */
 	struct locslot *locs;
 	size_t nlocs; /* a power of two */
 
 	int remote; /* the store is object storage: coalesce reads */
+	/* What holes in zero-copy reads point at. Written once, not left to
+	 * the kernel's shared zero page: pinning that page for a writev
+	 * takes the slow path of get_user_pages every time. */
+	uint8_t *zeros;
+	/* On a local store: the packs whose index went into the memo lately
+	 * (a ring), so one is read once, not by every chunk that misses. */
+	uint64_t learned[LEARNED_MAX];
+	unsigned nlearned, learned_next;
 
 	/* Read-ahead, all under lock. */
 	unsigned pf_chunks;  /* window in chunks; 0: off */
@@ -177,16 +206,17 @@ int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_
 		n <<= 1;
 	cc->nlocs = n;
 	cc->locs = calloc(n, sizeof(*cc->locs));
-	cc->maxspare =
-		MAX(SPARE_BYTES / (cc->chunk_size ? cc->chunk_size : FERRY_CHUNK_SIZE_MAX), 4u);
-	cc->spare = calloc(cc->maxspare, sizeof(*cc->spare));
-	if (!cc->locs || !cc->spare) {
+	cc->zeros = malloc(ZEROS_SIZE);
+	if (!cc->locs || !cc->zeros) {
+		free(cc->zeros);
 		free(cc->locs);
-		free(cc->spare);
 		free(cc->buckets);
 		free(cc);
 		return -ENOMEM;
 	}
+	/* Not memset: the compiler may turn malloc and memset into calloc,
+	 * which leaves the pages unwritten. */
+	explicit_bzero(cc->zeros, ZEROS_SIZE);
 	remote = !ferry_blobs_local_dir(ferry_store_blobs(ferry_vault_store(v)));
 	cc->remote = remote;
 	cc->pf_chunks = remote ? REMOTE_CHUNKS : LOCAL_CHUNKS;
@@ -213,13 +243,85 @@ int ferry_chunk_cache_set_prefetch(struct ferry_chunk_cache *cc, int chunks, int
 	return 0;
 }
 
+/* Whether buffers of cap bytes come from the pool. */
+static int pooled(const struct ferry_chunk_cache *cc, size_t cap)
+{
+	return cc->chunk_size > 0 && cap == cc->chunk_size && cap <= SLAB_SIZE;
+}
+
+/*
+ * Under cc->lock: a buffer of chunk_size bytes. Recycled ones are warm; new
+ * slabs are asked to be huge pages, which fault in at once and which the
+ * kernel pins cheaply when a reply is written from them, where 4 KiB pages
+ * cost a fault each on first use and a pin each on every reply.
+ */
+static void *pool_get(struct ferry_chunk_cache *cc)
+{
+	void *p = cc->pool_free;
+
+	if (p) {
+		memcpy(&cc->pool_free, p, sizeof(void *));
+		return p;
+	}
+	if (cc->slab_left < cc->chunk_size) {
+		void **slabs = realloc(cc->slabs, (cc->nslabs + 1) * sizeof(*slabs));
+
+		if (!slabs)
+			return NULL;
+		cc->slabs = slabs;
+		p = aligned_alloc(SLAB_SIZE, SLAB_SIZE);
+		if (!p)
+			return NULL;
+		/* Only advice: without huge pages it is memory like any other. */
+		(void)madvise(p, SLAB_SIZE, MADV_HUGEPAGE);
+		cc->slabs[cc->nslabs++] = p;
+		cc->slab_next = p;
+		cc->slab_left = SLAB_SIZE;
+	}
+	p = cc->slab_next;
+	cc->slab_next += cc->chunk_size;
+	cc->slab_left -= cc->chunk_size;
+	return p;
+}
+
 /* Under cc->lock, or once no other thread is left. */
 static void buf_put(struct ferry_chunk_cache *cc, void *buf, size_t cap)
 {
-	if (buf && cap == cc->chunk_size && cc->nspare < cc->maxspare)
-		cc->spare[cc->nspare++] = buf;
-	else
+	if (!buf)
+		return;
+	if (pooled(cc, cap)) {
+		memcpy(buf, &cc->pool_free, sizeof(void *));
+		cc->pool_free = buf;
+	} else
 		free(buf);
+}
+
+/* A buffer for a chunk of plen bytes, and its capacity: a full-size one
+ * from the pool for all but small chunks. Without the lock. */
+static void *buf_get(struct ferry_chunk_cache *cc, size_t plen, size_t *ret_cap)
+{
+	size_t cap = plen > cc->chunk_size / 2 ? MAX(plen, (size_t)cc->chunk_size) : plen;
+	void *p;
+
+	if (pooled(cc, cap)) {
+		pthread_mutex_lock(&cc->lock);
+		p = pool_get(cc);
+		pthread_mutex_unlock(&cc->lock);
+	} else
+		p = malloc(cap);
+	if (p)
+		*ret_cap = cap;
+	return p;
+}
+
+/* buf_put without the lock. */
+static void buf_drop(struct ferry_chunk_cache *cc, void *buf, size_t cap)
+{
+	if (!buf)
+		return;
+	pthread_mutex_lock(&cc->lock);
+	buf_put(cc, buf, cap);
+	pthread_mutex_unlock(&cc->lock);
 }
 
 static void centry_free(struct ferry_chunk_cache *cc, struct centry *e)
@@ -261,10 +363,11 @@ struct ferry_chunk_cache *ferry_chunk_cache_free(struct ferry_chunk_cache *cc)
 			e = next;
 		}
 	}
-	while (cc->nspare > 0)
-		free(cc->spare[--cc->nspare]);
-	free(cc->spare);
+	while (cc->nslabs > 0)
+		free(cc->slabs[--cc->nslabs]);
+	free(cc->slabs);
 	free(cc->locs);
+	free(cc->zeros);
 	free(cc->buckets);
 	pthread_cond_destroy(&cc->work);
 	pthread_cond_destroy(&cc->loaded);
@@ -399,26 +502,88 @@ static int read_at(struct ferry_chunk_cache *cc, const struct ferry_id *id,
 	if (!chunk_valid(cc, loc->plen))
 		return -EBADMSG;
 	if (*buf && *cap < loc->plen) {
-		free(*buf);
+		buf_drop(cc, *buf, *cap);
 		*buf = NULL;
 	}
 	if (!*buf) {
-		pthread_mutex_lock(&cc->lock);
-		if (cc->nspare > 0 && loc->plen <= cc->chunk_size) {
-			*buf = cc->spare[--cc->nspare];
-			*cap = cc->chunk_size;
-		}
-		pthread_mutex_unlock(&cc->lock);
-	}
-	if (!*buf) {
-		/* Full chunks get full buffers, which can be recycled. */
-		*cap = loc->plen > cc->chunk_size / 2 ? MAX((size_t)loc->plen, cc->chunk_size) :
-							loc->plen;
-		*buf = malloc(*cap);
+		*buf = buf_get(cc, loc->plen, cap);
 		if (!*buf)
 			return -ENOMEM;
 	}
 	return ferry_store_read(ferry_vault_store(cc->vault), loc, id, *buf, loc->plen);
+}
+
+struct learning {
+	struct ferry_loc *locs;
+	struct ferry_id *ids;
+	size_t n, cap;
+};
+
+static int learn_one(const struct ferry_id *id, const struct ferry_loc *loc, void *userdata)
+{
+	struct learning *l = userdata;
+
+	if (loc->type != FERRY_OBJ_CHUNK)
+		return 0;
+	if (l->n == l->cap) {
+		size_t cap = MAX(l->cap * 2, (size_t)256);
+		struct ferry_loc *locs = realloc(l->locs, cap * sizeof(*locs));
+		struct ferry_id *ids;
+
+		if (!locs)
+			return -ENOMEM;
+		l->locs = locs;
+		ids = realloc(l->ids, cap * sizeof(*ids));
+		if (!ids)
+			return -ENOMEM;
+		l->ids = ids;
+		l->cap = cap;
+	}
+	l->ids[l->n] = *id;
+	l->locs[l->n] = *loc;
+	l->n++;
+	return 0;
+}
+
+/*
+ * After the catalog placed a chunk in pack, on a local store: puts where
+ * every chunk of that pack lies into the location memo, from the pack's own
+ * index (one small read), so the chunks read next, which were mostly
+ * written together, skip the catalog and its lock. An entry the catalog
+ * has since moved elsewhere still holds the right bytes while its pack
+ * lives, and every read is verified; a deleted pack costs a retry through
+ * the catalog. Best effort: a failure here only leaves the memo as it was.
+ */
+static void learn_pack(struct ferry_chunk_cache *cc, uint64_t pack)
+{
+	struct learning l = {};
+	int r;
+
+	if (cc->remote)
+		return;
+	pthread_mutex_lock(&cc->lock);
+	for (unsigned i = 0; i < cc->nlearned; i++)
+		if (cc->learned[i] == pack) {
+			pthread_mutex_unlock(&cc->lock);
+			return;
+		}
+	/* Claimed before it is read: another thread missing in the same
+	 * pack meanwhile asks the catalog rather than read it again. */
+	cc->learned[cc->learned_next] = pack;
+	cc->learned_next = (cc->learned_next + 1) % LEARNED_MAX;
+	cc->nlearned = MIN(cc->nlearned + 1, LEARNED_MAX);
+	pthread_mutex_unlock(&cc->lock);
+
+	r = ferry_store_pack_index(ferry_vault_store(cc->vault), pack, 0, learn_one, &l);
+	if (r >= 0) {
+		pthread_mutex_lock(&cc->lock);
+		for (size_t i = 0; i < l.n; i++)
+			*locslot_of(cc, &l.ids[i]) =
+				(struct locslot){ .id = l.ids[i], .loc = l.locs[i], .valid = 1 };
+		pthread_mutex_unlock(&cc->lock);
+	}
+	free(l.ids);
+	free(l.locs);
 }
 
 /* Without the lock: the slow part. hint, if not NULL, is where the chunk
@@ -442,11 +607,13 @@ static int load(struct ferry_chunk_cache *cc, const struct ferry_id *id,
 		 * into newer packs and deletes the old ones), or a transient
 		 * failure: ask the catalog and read again. */
 		r = catalog_loc(cc, id, &loc);
-		if (r >= 0)
+		if (r >= 0) {
+			learn_pack(cc, loc.pack);
 			r = read_at(cc, id, &loc, &buf, &cap);
+		}
 	}
 	if (r < 0) {
-		free(buf);
+		buf_drop(cc, buf, cap);
 		return r;
 	}
 	*ret_buf = buf;
@@ -505,20 +672,14 @@ static int loc_follows(const struct ferry_loc *a, const struct ferry_loc *b)
 	return a->pack == b->pack && b->offset == a->offset + PACK_ENTRY_HEADER_SIZE + a->clen;
 }
 
-/* A buffer for j's plain bytes: recycled where one is spare. */
+/* A buffer for j's plain bytes. */
 static int job_buf(struct ferry_chunk_cache *cc, struct job *j)
 {
 	if (j->buf)
 		return 0;
 	if (!chunk_valid(cc, j->loc.plen))
 		return -EBADMSG;
-	j->cap = j->loc.plen > cc->chunk_size / 2 ? cc->chunk_size : j->loc.plen;
-	pthread_mutex_lock(&cc->lock);
-	if (cc->nspare > 0 && j->cap == cc->chunk_size)
-		j->buf = cc->spare[--cc->nspare];
-	pthread_mutex_unlock(&cc->lock);
-	if (!j->buf)
-		j->buf = malloc(j->cap);
+	j->buf = buf_get(cc, j->loc.plen, &j->cap);
 	return j->buf ? 0 : -ENOMEM;
 }
 
@@ -602,7 +763,7 @@ static void load_batch(struct ferry_chunk_cache *cc, struct job *jobs, size_t n,
 
 		if (j->r >= 0)
 			continue;
-		free(j->buf);
+		buf_drop(cc, j->buf, j->cap);
 		j->buf = NULL;
 		j->r = load(cc, &j->e->id, j->have_loc ? &j->loc : NULL, &j->buf, &j->cap, &loc);
 		if (j->r >= 0)
@@ -930,21 +1091,113 @@ static int lookup(struct ferry_image *img, uint64_t block, struct ferry_extent *
 	return 0;
 }
 
-ssize_t ferry_image_read(struct ferry_image *img, void *buf, size_t len, uint64_t off)
+/* Where the bytes of a read go: copied to out, or lent as pieces in v. */
+struct sink {
+	struct ferry_chunk_cache *cc;
+	uint8_t *out;
+	struct ferry_image_iov *v;
+	size_t max_pieces;
+};
+
+struct ferry_image_iov {
+	struct ferry_chunk_cache *cc; /* of the chunks held */
+	struct iovec *iov;
+	size_t niov, iov_cap;
+	struct centry **held;
+	size_t nheld, held_cap;
+};
+
+int ferry_image_iov_new(struct ferry_image_iov **ret)
 {
-	uint8_t *out = buf;
-	uint64_t pos, end;
+	assert(ret);
 
-	assert(img);
-	assert(buf || len == 0);
+	*ret = calloc(1, sizeof(**ret));
+	return *ret ? 0 : -ENOMEM;
+}
 
-	if (off >= img->size || len == 0)
+void ferry_image_iov_release(struct ferry_image_iov *v)
+{
+	assert(v);
+
+	if (v->nheld > 0) {
+		pthread_mutex_lock(&v->cc->lock);
+		for (size_t i = 0; i < v->nheld; i++)
+			centry_unref(v->cc, v->held[i]);
+		pthread_mutex_unlock(&v->cc->lock);
+	}
+	v->nheld = 0;
+	v->niov = 0;
+}
+
+struct ferry_image_iov *ferry_image_iov_free(struct ferry_image_iov *v)
+{
+	if (!v)
+		return NULL;
+	ferry_image_iov_release(v);
+	free(v->iov);
+	free(v->held);
+	free(v);
+	return NULL;
+}
+
+/* Grows *p (of *cap elements of size) to hold at least want. */
+static int reserve(void *pp, size_t *cap, size_t want, size_t size)
+{
+	void **p = pp;
+	size_t n = MAX(*cap * 2, (size_t)32);
+	void *q;
+
+	if (want <= *cap)
 		return 0;
-	end = off + MIN((uint64_t)len, img->size - off);
-	if (img->map)
-		readahead(img, off, end);
+	n = MAX(n, want);
+	q = realloc(*p, n * size);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	*cap = n;
+	return 0;
+}
 
-	for (pos = off; pos < end;) {
+/* Hands the n bytes at src (the hole buffer when c is NULL, else inside c,
+ * whose reference it takes over) to the sink, at byte at of the read. */
+static int sink_put(struct sink *s, uint64_t at, const uint8_t *src, size_t n, struct centry *c)
+{
+	struct ferry_image_iov *v = s->v;
+	struct iovec *last;
+
+	if (!v) {
+		if (c) {
+			memcpy(s->out + at, src, n);
+			release(s->cc, c);
+		} else
+			memset(s->out + at, 0, n);
+		return 0;
+	}
+	if (c) {
+		if (reserve(&v->held, &v->held_cap, v->nheld + 1, sizeof(*v->held)) < 0) {
+			release(v->cc, c);
+			return -ENOMEM;
+		}
+		v->held[v->nheld++] = c;
+	}
+	/* Neighbouring bytes (of one chunk, say) make one piece. */
+	last = v->niov > 0 ? &v->iov[v->niov - 1] : NULL;
+	if (last && (const uint8_t *)last->iov_base + last->iov_len == src) {
+		last->iov_len += n;
+		return 0;
+	}
+	if (v->niov >= s->max_pieces)
+		return -E2BIG;
+	if (reserve(&v->iov, &v->iov_cap, v->niov + 1, sizeof(*v->iov)) < 0)
+		return -ENOMEM;
+	v->iov[v->niov++] = (struct iovec){ .iov_base = (void *)src, .iov_len = n };
+	return 0;
+}
+
+/* Reads [off, end) into the sink. */
+static int walk(struct ferry_image *img, uint64_t off, uint64_t end, struct sink *s)
+{
+	for (uint64_t pos = off; pos < end;) {
 		uint64_t block = pos >> FERRY_BLOCK_SHIFT, run_end, coff, n;
 		struct ferry_extent e;
 		struct centry *c = NULL;
@@ -957,14 +1210,19 @@ ssize_t ferry_image_read(struct ferry_image *img, void *buf, size_t len, uint64_
 			run_end = end;
 		else
 			run_end = MIN((e.block + e.count) << FERRY_BLOCK_SHIFT, end);
-		n = run_end - pos;
 
 		if (e.zero) {
-			memset(out + (pos - off), 0, n);
-			pos = run_end;
+			/* In pieces the size of the hole buffer. */
+			for (; pos < run_end; pos += n) {
+				n = MIN(run_end - pos, (uint64_t)ZEROS_SIZE);
+				r = sink_put(s, pos - off, img->cc->zeros, (size_t)n, NULL);
+				if (r < 0)
+					return r;
+			}
 			continue;
 		}
 
+		n = run_end - pos;
 		coff = (((uint64_t)e.chunk_block + (block - e.block)) << FERRY_BLOCK_SHIFT) +
 		       (pos & (FERRY_BLOCK_SIZE - 1));
 		r = acquire(img->cc, &e.chunk, &c);
@@ -974,10 +1232,67 @@ ssize_t ferry_image_read(struct ferry_image *img, void *buf, size_t len, uint64_
 			release(img->cc, c);
 			return -EBADMSG;
 		}
-		memcpy(out + (pos - off), (const uint8_t *)c->buf + coff, n);
-		release(img->cc, c);
+		r = sink_put(s, pos - off, (const uint8_t *)c->buf + coff, (size_t)n, c);
+		if (r < 0)
+			return r;
 		pos = run_end;
 	}
+	return 0;
+}
+
+/* The end of a read of len bytes at off, after queueing read-ahead; off
+ * where there is nothing to read. */
+static uint64_t read_begin(struct ferry_image *img, size_t len, uint64_t off)
+{
+	uint64_t end;
+
+	if (off >= img->size || len == 0)
+		return off;
+	end = off + MIN((uint64_t)len, img->size - off);
+	if (img->map)
+		readahead(img, off, end);
+	return end;
+}
+
+ssize_t ferry_image_read(struct ferry_image *img, void *buf, size_t len, uint64_t off)
+{
+	struct sink s = { .cc = img->cc, .out = buf };
+	uint64_t end;
+	int r;
+
+	assert(img);
+	assert(buf || len == 0);
+
+	end = read_begin(img, len, off);
+	r = walk(img, off, end, &s);
+	if (r < 0)
+		return r;
+	return (ssize_t)(end - off);
+}
+
+ssize_t ferry_image_read_iov(struct ferry_image *img, size_t len, uint64_t off,
+			     struct ferry_image_iov *v, size_t max_pieces,
+			     const struct iovec **ret_iov, size_t *ret_n)
+{
+	struct sink s = { .cc = img->cc, .v = v, .max_pieces = max_pieces };
+	uint64_t end;
+	int r;
+
+	assert(img);
+	assert(v);
+	assert(ret_iov);
+	assert(ret_n);
+
+	ferry_image_iov_release(v);
+	v->cc = img->cc;
+	end = read_begin(img, len, off);
+	r = walk(img, off, end, &s);
+	if (r < 0) {
+		ferry_image_iov_release(v);
+		return r;
+	}
+	*ret_iov = v->iov;
+	*ret_n = v->niov;
 	return (ssize_t)(end - off);
 }
 

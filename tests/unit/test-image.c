@@ -6,7 +6,8 @@
  * reads, through caches large and tiny (constant eviction) and from several
  * threads at once, SEEK_DATA/SEEK_HOLE against a brute-force answer, empty
  * and zero-length images, and damage: a map pointing past a chunk's end, a
- * flipped byte in a pack, a chunk missing from the catalog.
+ * flipped byte in a pack, a chunk missing from the catalog. Zero-copy
+ * reads (pieces of cached chunks) are checked the same ways.
  */
 #include "ferry/image.h"
 
@@ -275,6 +276,62 @@ static int check_read(struct ferry_image *img, uint64_t off, size_t len, uint8_t
 	return 0;
 }
 
+/* check_read through ferry_image_read_iov: the pieces, gathered, must be
+ * the reference; released after. */
+static int check_read_iov(struct ferry_image *img, struct ferry_image_iov *v, uint64_t off,
+			  size_t len, size_t max_pieces, uint8_t *buf)
+{
+	size_t want = off >= SIZE ? 0 : (size_t)MIN((uint64_t)len, SIZE - off);
+	const struct iovec *iov = NULL;
+	size_t niov = 0, got = 0;
+	ssize_t n = ferry_image_read_iov(img, len, off, v, max_pieces, &iov, &niov);
+	int r = 0;
+
+	if (n < 0)
+		return (int)n;
+	if (niov > max_pieces)
+		r = -E2BIG;
+	for (size_t i = 0; r == 0 && i < niov; i++) {
+		if (got + iov[i].iov_len > want) {
+			r = -EIO;
+			break;
+		}
+		memcpy(buf + got, iov[i].iov_base, iov[i].iov_len);
+		got += iov[i].iov_len;
+	}
+	ferry_image_iov_release(v);
+	if (r < 0)
+		return r;
+	if ((size_t)n != want || got != want)
+		return -EIO;
+	if (want && memcmp(buf, ref + off, want) != 0)
+		return -EILSEQ;
+	return 0;
+}
+
+static int random_reads_iov(struct ferry_image *img, unsigned seed, int count)
+{
+	_cleanup_free_ uint8_t *buf = malloc(1024 * 1024);
+	struct ferry_image_iov *v = NULL;
+	int r = ferry_image_iov_new(&v);
+
+	if (r < 0 || !buf) {
+		ferry_image_iov_free(v);
+		return r < 0 ? r : -ENOMEM;
+	}
+	for (int i = 0; i < count && r >= 0; i++) {
+		uint64_t off = (uint64_t)rand_r(&seed) % (SIZE + 100);
+		size_t len = (size_t)rand_r(&seed) % (1024 * 1024) + 1;
+
+		r = check_read_iov(img, v, off, len, 1024, buf);
+		if (r < 0)
+			printf("#   iov read of %zu at %llu: %d\n", len, (unsigned long long)off,
+			       r);
+	}
+	ferry_image_iov_free(v);
+	return r;
+}
+
 static int random_reads(struct ferry_image *img, unsigned seed, int count)
 {
 	_cleanup_free_ uint8_t *buf = malloc(1024 * 1024);
@@ -430,6 +487,36 @@ int main(void)
 
 	ok_r(ferry_image_open(tiny, &d.root, SIZE, &img2), "image on a tiny cache");
 	ok_r(random_reads(img2, 2, 1000), "1000 random reads with constant eviction");
+
+	/* Zero-copy reads: the same bytes, as pieces that stay valid while
+	 * held, also where the cache evicts them meanwhile. */
+	{
+		struct ferry_image_iov *pv = NULL;
+		const struct iovec *iov;
+		size_t niov = 0;
+
+		ok_r(ferry_image_iov_new(&pv), "piece list");
+		ok_r(check_read_iov(img, pv, 0, SIZE + 8192, 1024, buf),
+		     "whole image as pieces equals the reference");
+		ok_r(check_read_iov(img, pv, SIZE - 10, 4096, 1024, buf),
+		     "pieces across the end are short");
+		ok(ferry_image_read_iov(img, 4096, SIZE + 1, pv, 1024, &iov, &niov) == 0 &&
+			   niov == 0,
+		   "pieces past the end: none");
+		/* Blocks 48..99 are a hole, 100.. data. */
+		ok(ferry_image_read_iov(img, 8192, 99 * 4096, pv, 1, &iov, &niov) == -E2BIG,
+		   "hole and data in one piece at most: E2BIG");
+		ok_r(check_read_iov(img, pv, 99 * 4096, 8192, 2, buf), "in two pieces: fine");
+		ok_r(random_reads_iov(img, 3, 500), "500 random reads as pieces");
+		ok_r(random_reads_iov(img2, 4, 500),
+		     "500 random reads as pieces with constant eviction");
+		/* Held chunks outlive eviction; the list frees what it holds. */
+		n = ferry_image_read_iov(img2, 1024 * 1024, 0, pv, 1024, &iov, &niov);
+		ok(n == 1024 * 1024, "1 MiB held in a cache of 100 KiB");
+		ok_r(random_reads(img2, 5, 50), "other reads meanwhile");
+		ferry_image_iov_free(pv);
+		ok(1, "piece list freed while holding chunks");
+	}
 	{
 		struct thread_arg a[4];
 		pthread_t t[4];
@@ -482,6 +569,15 @@ int main(void)
 	if (img) {
 		ok(ferry_image_read(img, buf, 4096, 5 * 4096) == -EBADMSG, "that block: EBADMSG");
 		ok(ferry_image_read(img, buf, SIZE, 0) == -EBADMSG, "a read across it: EBADMSG");
+		{
+			struct ferry_image_iov *pv = NULL;
+
+			if (ferry_image_iov_new(&pv) >= 0) {
+				ok(check_read_iov(img, pv, 0, SIZE, 1024, buf) == -EBADMSG,
+				   "as pieces too");
+				ferry_image_iov_free(pv);
+			}
+		}
 		ok_r(check_read(img, 6 * 4096, 8192, buf), "its neighbours still read");
 		ferry_image_free(img);
 	}
