@@ -5,17 +5,15 @@
  * by ferry-replicator, and by 'ferry failover' to apply what is left before
  * failing over to the latest processed state.
  *
- * While one segment is applied, a second thread already reads and prepares
- * (verifies, unpacks, hashes) the next one: the apply is then mostly
- * placing chunks, writing the pack and committing, and reading the cache
- * overlaps with the store's syncs. A third thread acknowledges applied
- * segments and deletes them from the cache (ack first, as cache.md says),
- * one ack for all that were applied since the last one.
+ * While one segment is applied, the prefetcher (pipeline.h) already reads
+ * and prepares (verifies, unpacks, hashes) the next one: the apply is then
+ * mostly placing chunks, writing the pack and committing, and reading the
+ * cache overlaps with the store's syncs. The acker acknowledges applied
+ * segments and deletes them from the cache on a thread of its own.
  */
 #include "replicate.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +23,7 @@
 #include "ferry/catalog.h"
 #include "ferry/log.h"
 #include "ferry/util.h"
+#include "pipeline.h"
 
 /* Records a refused segment on the VM so 'ferry status' shows it. */
 static void mark_error(struct ferry_vault *v, const char *vm_name, const char *what)
@@ -45,174 +44,6 @@ static void mark_error(struct ferry_vault *v, const char *vm_name, const char *w
 		return;
 	}
 	ferry_catalog_commit(c);
-}
-
-/* One segment read and prepared ahead, or why it could not be. */
-struct fetched {
-	int r;
-	int read_failed; /* r is from reading the cache, not from the segment */
-	char msg[512];
-	struct prepared_segment *p;
-};
-
-struct prefetcher {
-	struct ferry_vault *v;
-	struct ferry_cache *cache; /* its own handle: handles are not shared */
-	const char *vm;
-	const uint64_t *seqs; /* the segments to fetch, in order */
-	size_t n;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	struct fetched item;
-	int full; /* item holds a segment not yet taken */
-	int quit;
-};
-
-static void *prefetch_main(void *arg)
-{
-	struct prefetcher *f = arg;
-	for (size_t i = 0; i < f->n; i++) {
-		struct fetched it = { 0 };
-		void *buf;
-		size_t len;
-		it.r = ferry_cache_get_segment(f->cache, f->vm, f->seqs[i], &buf, &len);
-		if (it.r < 0) {
-			it.read_failed = 1;
-		} else {
-			it.r = apply_prepare(f->v, buf, len, &it.p, it.msg, sizeof(it.msg));
-			free(buf);
-		}
-		pthread_mutex_lock(&f->lock);
-		while (f->full && !f->quit)
-			pthread_cond_wait(&f->cond, &f->lock);
-		int quit = f->quit;
-		if (!quit) {
-			f->item = it;
-			f->full = 1;
-			pthread_cond_broadcast(&f->cond);
-		}
-		pthread_mutex_unlock(&f->lock);
-		if (quit) {
-			apply_prepared_free(it.p);
-			break;
-		}
-		if (it.r < 0)
-			break; /* the applier stops at this one */
-	}
-	return NULL;
-}
-
-/* The next prepared segment, in order. */
-static struct fetched prefetch_take(struct prefetcher *f)
-{
-	pthread_mutex_lock(&f->lock);
-	while (!f->full)
-		pthread_cond_wait(&f->cond, &f->lock);
-	struct fetched it = f->item;
-	f->full = 0;
-	pthread_cond_broadcast(&f->cond);
-	pthread_mutex_unlock(&f->lock);
-	return it;
-}
-
-static void prefetch_stop(struct prefetcher *f, pthread_t tid)
-{
-	pthread_mutex_lock(&f->lock);
-	f->quit = 1;
-	pthread_cond_broadcast(&f->cond);
-	pthread_mutex_unlock(&f->lock);
-	pthread_join(tid, NULL);
-	if (f->full)
-		apply_prepared_free(f->item.p);
-	f->full = 0;
-}
-
-struct acker {
-	struct ferry_cache *cache; /* its own handle */
-	const char *vm;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	struct ferry_ack latest; /* newest applied, not yet acknowledged */
-	int have_latest;
-	uint64_t *del; /* applied segments waiting for an ack, then deletion */
-	size_t ndel, adel;
-	int done;
-	int error; /* the first failure; the applier stops at it */
-};
-
-static void *acker_main(void *arg)
-{
-	struct acker *a = arg;
-	pthread_mutex_lock(&a->lock);
-	for (;;) {
-		while (!a->have_latest && !a->done)
-			pthread_cond_wait(&a->cond, &a->lock);
-		if (!a->have_latest)
-			break;
-		struct ferry_ack ack = a->latest;
-		uint64_t *del = a->del;
-		size_t ndel = a->ndel;
-		a->have_latest = 0;
-		a->del = NULL;
-		a->ndel = a->adel = 0;
-		pthread_mutex_unlock(&a->lock);
-
-		int r = ferry_cache_put_ack(a->cache, a->vm, &ack);
-		if (r < 0)
-			log_error_errno(r, "VM %s: cannot acknowledge segment %llu", a->vm,
-					(unsigned long long)ack.seq);
-		for (size_t i = 0; r >= 0 && i < ndel; i++) {
-			r = ferry_cache_delete_segment(a->cache, a->vm, del[i]);
-			if (r < 0)
-				log_error_errno(r, "VM %s: cannot delete applied segment %llu",
-						a->vm, (unsigned long long)del[i]);
-		}
-		free(del);
-		pthread_mutex_lock(&a->lock);
-		if (r < 0) {
-			a->error = r;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&a->lock);
-	return NULL;
-}
-
-/* Queues segment seq, applied; ack is the catalog's applied state after
- * it. Returns the acker's first failure, if any. */
-static int acker_push(struct acker *a, const struct ferry_ack *ack, uint64_t seq)
-{
-	pthread_mutex_lock(&a->lock);
-	int r = a->error;
-	if (r >= 0 && a->ndel == a->adel) {
-		size_t n = a->adel ? a->adel * 2 : 16;
-		uint64_t *d = realloc(a->del, n * sizeof(*d));
-		if (d) {
-			a->del = d;
-			a->adel = n;
-		} else
-			r = -ENOMEM;
-	}
-	if (r >= 0) {
-		a->del[a->ndel++] = seq;
-		a->latest = *ack;
-		a->have_latest = 1;
-		pthread_cond_broadcast(&a->cond);
-	}
-	pthread_mutex_unlock(&a->lock);
-	return r;
-}
-
-/* Waits until everything queued is acknowledged and deleted. */
-static int acker_finish(struct acker *a, pthread_t tid)
-{
-	pthread_mutex_lock(&a->lock);
-	a->done = 1;
-	pthread_cond_broadcast(&a->cond);
-	pthread_mutex_unlock(&a->lock);
-	pthread_join(tid, NULL);
-	free(a->del);
-	return a->error;
 }
 
 int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
@@ -251,30 +82,13 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 	size_t first = 0;
 	while (first < n && seqs[first] <= vm->applied_seq)
 		first++;
-	struct prefetcher f = {
-		.v = v,
-		.vm = vm->name,
-		.seqs = seqs + first,
-		.n = n - first,
-		.lock = PTHREAD_MUTEX_INITIALIZER,
-		.cond = PTHREAD_COND_INITIALIZER,
-	};
-	pthread_t tid, ack_tid;
-	int prefetching = 0, acking = 0;
-	if (f.n > 0 && ferry_cache_open(vm->cache_url, 0, &f.cache) >= 0) {
-		prefetching = pthread_create(&tid, NULL, prefetch_main, &f) == 0;
-		if (!prefetching)
-			f.cache = ferry_cache_free(f.cache);
-	}
-	struct acker ak = {
-		.vm = vm->name,
-		.lock = PTHREAD_MUTEX_INITIALIZER,
-		.cond = PTHREAD_COND_INITIALIZER,
-	};
-	if (f.n > 0 && ferry_cache_open(vm->cache_url, 0, &ak.cache) >= 0) {
-		acking = pthread_create(&ack_tid, NULL, acker_main, &ak) == 0;
-		if (!acking)
-			ak.cache = ferry_cache_free(ak.cache);
+	/* Helper threads; without them (they could not start) the same work
+	 * is done in line. */
+	struct prefetcher *pf = NULL;
+	struct acker *ak = NULL;
+	if (first < n) {
+		(void)prefetcher_start(v, vm->cache_url, vm->name, seqs + first, n - first, &pf);
+		(void)acker_start(vm->cache_url, vm->name, &ak);
 	}
 
 	int applied = 0;
@@ -298,8 +112,8 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 		}
 
 		struct fetched it = { 0 };
-		if (prefetching) {
-			it = prefetch_take(&f);
+		if (pf) {
+			it = prefetcher_take(pf);
 		} else {
 			void *buf;
 			size_t len;
@@ -336,8 +150,8 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 		r = ferry_catalog_vm_get(ferry_vault_catalog(v), vm->name, &now);
 		if (r >= 0) {
 			ack = (struct ferry_ack){ now.applied_seq, now.applied_digest };
-			if (acking) {
-				r = acker_push(&ak, &ack, seqs[i]);
+			if (ak) {
+				r = acker_push(ak, &ack, seqs[i]);
 			} else {
 				r = ferry_cache_put_ack(cache, vm->name, &ack);
 				if (r >= 0)
@@ -363,15 +177,11 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 					 vm->name, res.points, (unsigned long long)res.seq);
 		}
 	}
-	if (prefetching) {
-		prefetch_stop(&f, tid);
-		ferry_cache_free(f.cache);
-	}
-	if (acking) {
-		int k = acker_finish(&ak, ack_tid);
+	prefetcher_stop(pf);
+	if (ak) {
+		int k = acker_finish(ak);
 		if (k < 0 && r >= 0)
 			r = k;
-		ferry_cache_free(ak.cache);
 	}
 	if (r >= 0)
 		r = applied;

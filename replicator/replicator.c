@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -258,6 +259,14 @@ int main(int argc, char **argv)
 		OPT_VERSION = 0x100,
 		OPT_NO_GC
 	};
+	/* Segments, their unpacked data and packs are buffers of several MiB,
+	 * allocated on one thread and freed on another, once per segment. With
+	 * an arena per thread the freed blocks scatter over several heaps and
+	 * the RSS grew with the disk size (171 -> 220 MiB from 2 to 8 GiB);
+	 * with one heap they are reused and it stays flat. Keeping them out of
+	 * the heap instead (a low mmap threshold) is flat too, but pays page
+	 * faults for every buffer: replicator 20 % slower. */
+	mallopt(M_ARENA_MAX, 1);
 	static const struct option opts[] = {
 		{ "vault", required_argument, NULL, 'V' },
 		{ "once", no_argument, NULL, 'o' },
