@@ -40,8 +40,8 @@ int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, cons
  * applies a prepared segment. Errors and msg as for apply_segment.
  */
 struct prepared_segment;
-int apply_prepare(struct ferry_vault *v, const void *buf, size_t len,
-		  struct prepared_segment **ret, char *msg, size_t msgsize);
+int apply_prepare(struct ferry_vault *v, const void *buf, size_t len, struct prepared_segment **ret,
+		  char *msg, size_t msgsize);
 int apply_prepared(struct ferry_vault *v, const char *vm_name, uint64_t seq,
 		   const struct prepared_segment *p, struct apply_result *ret, char *msg,
 		   size_t msgsize);

@@ -207,7 +207,8 @@ static void test_chunked(void)
 		d[i] = (uint8_t)("abcabd\n"[i % 7] + (i / 4096) % 3);
 	fill(d + n / 2, n - n / 2, 9);
 
-	_cleanup_free_ void *seg[2] = { NULL, NULL };
+	_cleanup_free_ void *seg0 = NULL, *seg1 = NULL;
+	void **seg[2] = { &seg0, &seg1 };
 	size_t len[2];
 	for (int t = 0; t < 2; t++) {
 		_cleanup_(ferry_segment_writer_freep) struct ferry_segment_writer *w = NULL;
@@ -222,17 +223,16 @@ static void test_chunked(void)
 		ok_r(ferry_segment_writer_add_data(w, 0, at, d, n), "data");
 		ok_r(ferry_segment_writer_add_zero(w, 0, 32 * MiB, 65536), "zero");
 		ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_APP, 42), "marker");
-		ok_r(ferry_segment_writer_finish(w, &seg[t], &len[t], NULL), "finish chunked %d",
-		     t);
+		ok_r(ferry_segment_writer_finish(w, seg[t], &len[t], NULL), "finish chunked %d", t);
 	}
 	/* created_ns differs; everything after the header must not. */
 	ok(len[0] == len[1] &&
-		   memcmp((uint8_t *)seg[0] + 64, (uint8_t *)seg[1] + 64, len[0] - 64 - 40) == 0,
+		   memcmp((uint8_t *)seg0 + 64, (uint8_t *)seg1 + 64, len[0] - 64 - 40) == 0,
 	   "one thread and three write the same segment");
-	ok(get_le16((uint8_t *)seg[0] + 8) == 2, "a chunked segment is format 2");
+	ok(get_le16((uint8_t *)seg0 + 8) == 2, "a chunked segment is format 2");
 
 	_cleanup_(ferry_segment_freep) struct ferry_segment *s = NULL;
-	ok_r(ferry_segment_parse(seg[0], len[0], &s), "parse chunked");
+	ok_r(ferry_segment_parse(seg0, len[0], &s), "parse chunked");
 	if (!s)
 		return;
 	uint32_t nrec = ferry_segment_info(s)->nrecords;
