@@ -11,15 +11,50 @@
 
 #include "ferry/log.h"
 
-struct prefetcher {
+/* What both have: a thread, its own cache handle, and a lock and condition
+ * over the rest of their state. */
+struct helper {
 	pthread_t thread;
+	struct ferry_cache *cache;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+};
+
+static int helper_start(struct helper *h, const char *cache_url, void *(*fn)(void *), void *arg)
+{
+	int r = ferry_cache_open(cache_url, 0, &h->cache);
+	if (r < 0)
+		return r;
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_cond_init(&h->cond, NULL);
+	r = -pthread_create(&h->thread, NULL, fn, arg);
+	if (r < 0) {
+		ferry_cache_free(h->cache);
+		pthread_mutex_destroy(&h->lock);
+		pthread_cond_destroy(&h->cond);
+	}
+	return r;
+}
+
+/* Sets *flag (under the lock) to tell the thread to end, and waits for it. */
+static void helper_stop(struct helper *h, int *flag)
+{
+	pthread_mutex_lock(&h->lock);
+	*flag = 1;
+	pthread_cond_broadcast(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+	pthread_join(h->thread, NULL);
+	ferry_cache_free(h->cache);
+	pthread_mutex_destroy(&h->lock);
+	pthread_cond_destroy(&h->cond);
+}
+
+struct prefetcher {
+	struct helper h;
 	struct ferry_vault *v;
-	struct ferry_cache *cache; /* its own handle: handles are not shared */
 	const char *vm;
 	const uint64_t *seqs; /* the segments to fetch, in order */
 	size_t n;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
 	struct fetched item;
 	int full; /* item holds a segment not yet taken */
 	int quit;
@@ -32,23 +67,23 @@ static void *prefetch_main(void *arg)
 		struct fetched it = { 0 };
 		void *buf;
 		size_t len;
-		it.r = ferry_cache_get_segment(f->cache, f->vm, f->seqs[i], &buf, &len);
+		it.r = ferry_cache_get_segment(f->h.cache, f->vm, f->seqs[i], &buf, &len);
 		if (it.r < 0) {
 			it.read_failed = 1;
 		} else {
 			it.r = apply_prepare(f->v, buf, len, &it.p, it.msg, sizeof(it.msg));
 			free(buf);
 		}
-		pthread_mutex_lock(&f->lock);
+		pthread_mutex_lock(&f->h.lock);
 		while (f->full && !f->quit)
-			pthread_cond_wait(&f->cond, &f->lock);
+			pthread_cond_wait(&f->h.cond, &f->h.lock);
 		int quit = f->quit;
 		if (!quit) {
 			f->item = it;
 			f->full = 1;
-			pthread_cond_broadcast(&f->cond);
+			pthread_cond_broadcast(&f->h.cond);
 		}
-		pthread_mutex_unlock(&f->lock);
+		pthread_mutex_unlock(&f->h.lock);
 		if (quit) {
 			apply_prepared_free(it.p);
 			break;
@@ -61,13 +96,13 @@ static void *prefetch_main(void *arg)
 
 struct fetched prefetcher_take(struct prefetcher *f)
 {
-	pthread_mutex_lock(&f->lock);
+	pthread_mutex_lock(&f->h.lock);
 	while (!f->full)
-		pthread_cond_wait(&f->cond, &f->lock);
+		pthread_cond_wait(&f->h.cond, &f->h.lock);
 	struct fetched it = f->item;
 	f->full = 0;
-	pthread_cond_broadcast(&f->cond);
-	pthread_mutex_unlock(&f->lock);
+	pthread_cond_broadcast(&f->h.cond);
+	pthread_mutex_unlock(&f->h.lock);
 	return it;
 }
 
@@ -75,16 +110,9 @@ void prefetcher_stop(struct prefetcher *f)
 {
 	if (!f)
 		return;
-	pthread_mutex_lock(&f->lock);
-	f->quit = 1;
-	pthread_cond_broadcast(&f->cond);
-	pthread_mutex_unlock(&f->lock);
-	pthread_join(f->thread, NULL);
+	helper_stop(&f->h, &f->quit);
 	if (f->full)
 		apply_prepared_free(f->item.p);
-	ferry_cache_free(f->cache);
-	pthread_mutex_destroy(&f->lock);
-	pthread_cond_destroy(&f->cond);
 	free(f);
 }
 
@@ -95,18 +123,8 @@ int prefetcher_start(struct ferry_vault *v, const char *cache_url, const char *v
 	if (!f)
 		return -ENOMEM;
 	*f = (struct prefetcher){ .v = v, .vm = vm, .seqs = seqs, .n = n };
-	int r = ferry_cache_open(cache_url, 0, &f->cache);
+	int r = helper_start(&f->h, cache_url, prefetch_main, f);
 	if (r < 0) {
-		free(f);
-		return r;
-	}
-	pthread_mutex_init(&f->lock, NULL);
-	pthread_cond_init(&f->cond, NULL);
-	r = -pthread_create(&f->thread, NULL, prefetch_main, f);
-	if (r < 0) {
-		ferry_cache_free(f->cache);
-		pthread_mutex_destroy(&f->lock);
-		pthread_cond_destroy(&f->cond);
 		free(f);
 		return r;
 	}
@@ -115,11 +133,8 @@ int prefetcher_start(struct ferry_vault *v, const char *cache_url, const char *v
 }
 
 struct acker {
-	pthread_t thread;
-	struct ferry_cache *cache;
+	struct helper h;
 	const char *vm;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
 	struct ferry_ack latest; /* newest applied, not yet acknowledged */
 	int have_latest;
 	uint64_t *del; /* applied segments waiting for an ack, then deletion */
@@ -131,10 +146,10 @@ struct acker {
 static void *acker_main(void *arg)
 {
 	struct acker *a = arg;
-	pthread_mutex_lock(&a->lock);
+	pthread_mutex_lock(&a->h.lock);
 	for (;;) {
 		while (!a->have_latest && !a->done)
-			pthread_cond_wait(&a->cond, &a->lock);
+			pthread_cond_wait(&a->h.cond, &a->h.lock);
 		if (!a->have_latest)
 			break;
 		struct ferry_ack ack = a->latest;
@@ -143,32 +158,32 @@ static void *acker_main(void *arg)
 		a->have_latest = 0;
 		a->del = NULL;
 		a->ndel = a->adel = 0;
-		pthread_mutex_unlock(&a->lock);
+		pthread_mutex_unlock(&a->h.lock);
 
-		int r = ferry_cache_put_ack(a->cache, a->vm, &ack);
+		int r = ferry_cache_put_ack(a->h.cache, a->vm, &ack);
 		if (r < 0)
 			log_error_errno(r, "VM %s: cannot acknowledge segment %llu", a->vm,
 					(unsigned long long)ack.seq);
 		for (size_t i = 0; r >= 0 && i < ndel; i++) {
-			r = ferry_cache_delete_segment(a->cache, a->vm, del[i]);
+			r = ferry_cache_delete_segment(a->h.cache, a->vm, del[i]);
 			if (r < 0)
 				log_error_errno(r, "VM %s: cannot delete applied segment %llu",
 						a->vm, (unsigned long long)del[i]);
 		}
 		free(del);
-		pthread_mutex_lock(&a->lock);
+		pthread_mutex_lock(&a->h.lock);
 		if (r < 0) {
 			a->error = r;
 			break;
 		}
 	}
-	pthread_mutex_unlock(&a->lock);
+	pthread_mutex_unlock(&a->h.lock);
 	return NULL;
 }
 
 int acker_push(struct acker *a, const struct ferry_ack *ack, uint64_t seq)
 {
-	pthread_mutex_lock(&a->lock);
+	pthread_mutex_lock(&a->h.lock);
 	int r = a->error;
 	if (r >= 0 && a->ndel == a->adel) {
 		size_t n = a->adel ? a->adel * 2 : 16;
@@ -183,9 +198,9 @@ int acker_push(struct acker *a, const struct ferry_ack *ack, uint64_t seq)
 		a->del[a->ndel++] = seq;
 		a->latest = *ack;
 		a->have_latest = 1;
-		pthread_cond_broadcast(&a->cond);
+		pthread_cond_broadcast(&a->h.cond);
 	}
-	pthread_mutex_unlock(&a->lock);
+	pthread_mutex_unlock(&a->h.lock);
 	return r;
 }
 
@@ -195,18 +210,8 @@ int acker_start(const char *cache_url, const char *vm, struct acker **ret)
 	if (!a)
 		return -ENOMEM;
 	a->vm = vm;
-	int r = ferry_cache_open(cache_url, 0, &a->cache);
+	int r = helper_start(&a->h, cache_url, acker_main, a);
 	if (r < 0) {
-		free(a);
-		return r;
-	}
-	pthread_mutex_init(&a->lock, NULL);
-	pthread_cond_init(&a->cond, NULL);
-	r = -pthread_create(&a->thread, NULL, acker_main, a);
-	if (r < 0) {
-		ferry_cache_free(a->cache);
-		pthread_mutex_destroy(&a->lock);
-		pthread_cond_destroy(&a->cond);
 		free(a);
 		return r;
 	}
@@ -216,16 +221,9 @@ int acker_start(const char *cache_url, const char *vm, struct acker **ret)
 
 int acker_finish(struct acker *a)
 {
-	pthread_mutex_lock(&a->lock);
-	a->done = 1;
-	pthread_cond_broadcast(&a->cond);
-	pthread_mutex_unlock(&a->lock);
-	pthread_join(a->thread, NULL);
+	helper_stop(&a->h, &a->done);
 	int r = a->error;
 	free(a->del);
-	ferry_cache_free(a->cache);
-	pthread_mutex_destroy(&a->lock);
-	pthread_cond_destroy(&a->cond);
 	free(a);
 	return r;
 }
