@@ -897,7 +897,7 @@ static int add_entry(struct ferry_pack_writer *w, enum ferry_obj_type type,
 	uint8_t *e = w->buf + w->len;
 	uint8_t flags = 0;
 	size_t clen = len;
-	if (frame && flen < len) {
+	if (frame && flen > 0 && flen < len) {
 		memcpy(e + PACK_ENTRY_HEADER_SIZE, frame, flen);
 		flags = PACK_FLAG_ZSTD;
 		clen = flen;
