@@ -273,14 +273,20 @@ static int write_partial(struct ferry_ingest *in, struct ferry_map *m, uint64_t 
 	return 0;
 }
 
-/* A whole aligned chunk: all zero becomes a zero run (id unused), anything
- * else the chunk id (stored unless the vault has it). */
+/* A whole aligned chunk: all zero becomes a zero run, anything else the
+ * chunk (stored unless the vault has it) under id, or under its SHA-256
+ * when id is NULL. */
 static int put_chunk(struct ferry_ingest *in, struct ferry_map *m, uint64_t block,
 		     const uint8_t *data, const struct ferry_id *id, const void *frame, size_t flen)
 {
 	size_t len = (size_t)in->chunk_blocks * FERRY_BLOCK_SIZE;
 	if (is_zero(data, len))
 		return ferry_map_set(m, block, in->chunk_blocks, NULL, 0);
+	struct ferry_id own;
+	if (!id) {
+		ferry_sha256(data, len, &own);
+		id = &own;
+	}
 	int r = store_frame(in, FERRY_OBJ_CHUNK, id, data, len, frame, flen);
 	return r < 0 ? r : ferry_map_set(m, block, in->chunk_blocks, id, 0);
 }
@@ -310,14 +316,10 @@ int ferry_ingest_write(struct ferry_ingest *in, struct ferry_map *m, uint64_t bl
 		uint64_t window_end = (b / in->chunk_blocks + 1) * in->chunk_blocks;
 		uint32_t n = (uint32_t)(MIN(window_end, block + nblocks) - b);
 		const uint8_t *p = base + (b - block) * FERRY_BLOCK_SIZE;
-		size_t len = (size_t)n * FERRY_BLOCK_SIZE;
 
-		if (n == in->chunk_blocks) {
-			struct ferry_id id = { 0 };
-			if (!is_zero(p, len))
-				ferry_sha256(p, len, &id);
-			r = put_chunk(in, m, b, p, &id, NULL, 0);
-		} else
+		if (n == in->chunk_blocks)
+			r = put_chunk(in, m, b, p, NULL, NULL, 0);
+		else
 			r = write_partial(in, m, b, p, n);
 		if (r < 0)
 			return r;
