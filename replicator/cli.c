@@ -7,11 +7,13 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -183,4 +185,24 @@ int write_agent_config(const char *path, const char *why, const char *vm, const 
 	int r = ferry_write_file_atomic(path, text, len);
 	free(text);
 	return r;
+}
+
+static int undo_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	/* Best effort: what cannot be removed is named by the caller's
+	 * message anyway. */
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+void undo_vault_dir(const char *dir, int existed)
+{
+	nftw(dir, undo_one, 16, FTW_DEPTH | FTW_PHYS);
+	if (existed)
+		mkdir(dir, 0750);
 }

@@ -40,12 +40,16 @@ void format_age(int64_t ns, char *buf, size_t size);
 const char *consistency_name(int c);
 
 /* Writes an agent configuration file (ferry-agent(8)) atomically; why goes
- * into its header comment. */
-/* chunk_size: the applying vault's, or 0 when not known here (the agent
- * then uses the default). */
+ * into its header comment. chunk_size: the applying vault's, or 0 when not
+ * known here (the agent then uses the default). */
 int write_agent_config(const char *path, const char *why, const char *vm, const char *cache,
 		       const char *state, uint64_t interval, uint32_t chunk_size,
 		       const struct agent_disk *disks, size_t ndisks);
+
+/* Removes what a failed init or attach made in dir: everything in it (it
+ * was empty or absent, so nothing there is anybody else's), and dir itself
+ * unless it existed before (then it is left, empty). Best effort. */
+void undo_vault_dir(const char *dir, int existed);
 
 /* Open a vault or find a VM, logging an error a user can act on. */
 int open_vault(const char *dir, int readonly, struct ferry_vault **ret);

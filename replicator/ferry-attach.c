@@ -14,7 +14,6 @@
  */
 #include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -556,17 +555,6 @@ static int build_catalog(struct ferry_vault *v, struct scan *s, unsigned *ret_po
 
 /* ---- the verb ---- */
 
-static int undo_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_DP)
-		rmdir(path);
-	else
-		unlink(path);
-	return 0;
-}
-
 /* 1: absent or empty, 0: has entries, -errno. */
 static int dir_unused(const char *dir, int *ret_existed)
 {
@@ -699,9 +687,7 @@ int cmd_attach(int argc, char **argv)
 	if (r < 0) {
 		log_error_errno(r, "cannot attach store %s in %s", url, dir);
 		v = ferry_vault_free(v);
-		nftw(dir, undo_one, 16, FTW_DEPTH | FTW_PHYS);
-		if (existed)
-			mkdir(dir, 0750);
+		undo_vault_dir(dir, existed);
 		scan_done(&s);
 		return 1;
 	}

@@ -7,7 +7,6 @@
  */
 #include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <json-c/json.h>
 #include <limits.h>
@@ -62,32 +61,7 @@ static void usage(FILE *f)
 		"See ferry(1).\n");
 }
 
-/* ---- small helpers ---- */
-
 /* ---- init ---- */
-
-static int undo_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	/* Best effort: what cannot be removed is named by the caller's
-	 * message anyway. */
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_DP)
-		rmdir(path);
-	else
-		unlink(path);
-	return 0;
-}
-
-/* Removes what a failed init made in dir: everything in it (it was empty or
- * absent, so nothing there is anybody else's), and dir itself if init made
- * it. */
-static void init_undo(const char *dir, int existed)
-{
-	nftw(dir, undo_one, 16, FTW_DEPTH | FTW_PHYS);
-	if (existed)
-		mkdir(dir, 0750);
-}
 
 /* Any pack means the location is another vault's store. */
 static int probe_one(const char *name, uint64_t size, void *userdata)
@@ -209,7 +183,7 @@ static int cmd_init(int argc, char **argv)
 	}
 	if (r < 0) {
 		if (undo_ok)
-			init_undo(dir, existed);
+			undo_vault_dir(dir, existed);
 		if (store_url)
 			log_error("cannot create vault %s with store %s: %s", dir, store_url,
 				  env_blobs_strerror(r));
