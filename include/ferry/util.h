@@ -98,6 +98,17 @@ int ferry_mkdir_p(const char *path, mode_t mode);
 int ferry_fsync_parent(const char *path);
 /* Current time, seconds and nanoseconds since the epoch (CLOCK_REALTIME). */
 int64_t ferry_now_ns(void);
+/* The value of a hexadecimal digit of either case, -1 for any other char. */
+static inline int ferry_hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
 /*
  * A name is safe for a VM, disk or clone when it is 1..64 bytes of
  * [A-Za-z0-9._-], does not start with '.' or '-': it becomes a path

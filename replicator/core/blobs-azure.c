@@ -72,17 +72,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct azure *, azure_free)
 
 /* --- SharedKey signing --- */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decodes n bytes of s; "+" stays "+" (not a form encoding). */
 static char *pct_decode(const char *s, size_t n)
 {
@@ -91,8 +80,8 @@ static char *pct_decode(const char *s, size_t n)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
 		int hi, lo;
-		if (s[i] == '%' && i + 2 < n && (hi = hexval(s[i + 1])) >= 0 &&
-		    (lo = hexval(s[i + 2])) >= 0) {
+		if (s[i] == '%' && i + 2 < n && (hi = ferry_hex_digit(s[i + 1])) >= 0 &&
+		    (lo = ferry_hex_digit(s[i + 2])) >= 0) {
 			*o++ = (char)(hi * 16 + lo);
 			i += 2;
 		} else
@@ -770,7 +759,8 @@ static int xml_unescape(const char *s, const char *end, char **ret)
 			const char *d = s + (hex ? 3 : 2);
 			int good = d < semi && semi - d <= 8;
 			for (; good && d < semi; d++) {
-				int v = hex ? hexval(*d) : (*d >= '0' && *d <= '9' ? *d - '0' : -1);
+				int v = hex ? ferry_hex_digit(*d) :
+					      (*d >= '0' && *d <= '9' ? *d - '0' : -1);
 				if (v < 0)
 					good = 0;
 				else

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "ferry/util.h"
+
 struct ferry_sha256_ctx {
 	EVP_MD_CTX *md;
 };
@@ -83,24 +85,13 @@ char *ferry_id_to_hex(const struct ferry_id *id, char buf[FERRY_ID_HEX_SIZE])
 	return buf;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int ferry_id_from_hex(const char *hex, struct ferry_id *ret)
 {
 	struct ferry_id id;
 	if (strlen(hex) != 2 * FERRY_ID_SIZE)
 		return -EINVAL;
 	for (size_t i = 0; i < FERRY_ID_SIZE; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		int hi = ferry_hex_digit(hex[2 * i]), lo = ferry_hex_digit(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
 		id.b[i] = (uint8_t)(hi << 4 | lo);
