@@ -24,6 +24,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +142,7 @@ struct vrec {
 	size_t conflen;
 };
 
+/* pindex and findex start with their id: index_cmp orders both. */
 struct pindex {
 	int64_t id;
 	struct vrec *vm;
@@ -152,6 +154,8 @@ struct findex {
 	struct vrec *vm;
 	struct frec *fo;
 };
+_Static_assert(offsetof(struct pindex, id) == 0 && offsetof(struct findex, id) == 0,
+	       "index_cmp reads the id at the start of both");
 
 struct snap {
 	unsigned refs;
@@ -383,11 +387,12 @@ static const char *res_get(const struct vrec *v, const char *key)
 	return NULL;
 }
 
-static int pindex_cmp(const void *a, const void *b)
+/* Orders pindex and findex entries alike: both start with their id. */
+static int index_cmp(const void *a, const void *b)
 {
-	const struct pindex *x = a, *y = b;
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
 
-	return x->id < y->id ? -1 : x->id > y->id;
+	return x < y ? -1 : x > y;
 }
 
 static struct pindex *pindex_find(const struct snap *s, int64_t id)
@@ -396,14 +401,7 @@ static struct pindex *pindex_find(const struct snap *s, int64_t id)
 
 	if (!s || s->npidx == 0)
 		return NULL;
-	return bsearch(&key, s->pidx, s->npidx, sizeof(key), pindex_cmp);
-}
-
-static int findex_cmp(const void *a, const void *b)
-{
-	const struct findex *x = a, *y = b;
-
-	return x->id < y->id ? -1 : x->id > y->id;
+	return bsearch(&key, s->pidx, s->npidx, sizeof(key), index_cmp);
 }
 
 static struct findex *findex_find(const struct snap *s, int64_t id)
@@ -412,7 +410,7 @@ static struct findex *findex_find(const struct snap *s, int64_t id)
 
 	if (!s || s->nfidx == 0)
 		return NULL;
-	return bsearch(&key, s->fidx, s->nfidx, sizeof(key), findex_cmp);
+	return bsearch(&key, s->fidx, s->nfidx, sizeof(key), index_cmp);
 }
 
 /* vm.conf: the VM's settings and target resources as `key = value` lines. */
@@ -529,7 +527,7 @@ static int snap_build(struct ferry_catalog *c, uint64_t gen, const struct snap *
 					.point = &s->vms[i].points[j],
 				};
 		if (r >= 0)
-			qsort(s->pidx, s->npidx, sizeof(*s->pidx), pindex_cmp);
+			qsort(s->pidx, s->npidx, sizeof(*s->pidx), index_cmp);
 	}
 	if (r >= 0 && nf > 0) {
 		s->fidx = calloc(nf, sizeof(*s->fidx));
@@ -543,7 +541,7 @@ static int snap_build(struct ferry_catalog *c, uint64_t gen, const struct snap *
 					.fo = &s->vms[i].failovers[j],
 				};
 		if (r >= 0)
-			qsort(s->fidx, s->nfidx, sizeof(*s->fidx), findex_cmp);
+			qsort(s->fidx, s->nfidx, sizeof(*s->fidx), index_cmp);
 	}
 	if (r < 0) {
 		snap_free(s);
