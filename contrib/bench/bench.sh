@@ -19,7 +19,7 @@
 #                the table shows medians (this host's CPUs may be shared)
 #   FIO_RUNTIME  seconds per random-read run [20]; FIO_JOBS ["1 4"]
 #   RSS_SIZES    extra disk sizes for Ferry's RSS ["256M 8G"; "64M 1G" if small]
-#   PHASES       subset of "ferry pipelined peers reads rss" [all]
+#   PHASES       subset of "ferry pipelined peers reads rss disk" [all]
 #   REBUILD=1    rebuild images even if present; SKIP_DEPS=1 no apt
 #   CHECK=0      skip comparing each mounted image with the source
 #   PROFILE=1    also record perf profiles of the agent and replicator
@@ -385,6 +385,23 @@ phase_rss() {
 	done
 }
 
+# The disk's rate for durable writes of files the size of segments and packs
+# (durable-writes.py): it bounds an ingest that makes its bytes durable
+# twice, in the cache and in the vault, whatever the CPU does.
+phase_disk() {
+	local d=$DATA/durable-writes out mib buf dir
+	say "== disk: durable writes"
+	mkdir -p "$d"
+	out=$(/usr/bin/python3 "$HERE/durable-writes.py" "$d" --sizes 8,16 --reps 1) ||
+		{ say "durable-writes.py failed"; exit 1; }
+	rmdir "$d"
+	while IFS=$'\t' read -r mib buf dir; do
+		[[ $mib =~ ^[0-9]+$ ]] || continue
+		rec disk "durable_${mib}M_buffered_MBps" MB/s "$buf"
+		rec disk "durable_${mib}M_direct_MBps" MB/s "$dir"
+	done <<<"$out"
+}
+
 # ---------------------------------------------------------------- peers
 use_version() { mkdir -p "$DATA/src" && ln -f "$1" "$DATA/src/disk.img"; }
 
@@ -524,11 +541,11 @@ rec image changed_4k_blocks blocks "$(/usr/bin/python3 "$HERE/changed_blocks.py"
 
 # Every repetition runs all tools one after the other, so that load from
 # elsewhere on the host spreads over all of them rather than hitting one.
-PHASES=${PHASES:-"ferry pipelined peers reads rss"}
+PHASES=${PHASES:-"ferry pipelined peers reads rss disk"}
 for REP in $(seq 1 "$REPS"); do
 	say "==== repetition $REP of $REPS"
 	for ph in $PHASES; do
-		[ "$ph" = rss ] && continue
+		case $ph in rss | disk) continue ;; esac
 		rec load "loadavg_before_$ph" 1min "$(cut -d' ' -f1 /proc/loadavg)"
 		case $ph in
 		ferry) phase_ferry ;;
@@ -545,6 +562,7 @@ case " $PHASES " in *" rss "*)
 	phase_rss
 	;;
 esac
+case " $PHASES " in *" disk "*) phase_disk ;; esac
 rec load loadavg_end 1min "$(cut -d' ' -f1 /proc/loadavg)"
 
 /usr/bin/python3 "$HERE/report.py" "$RES" "$OUTDIR/machine.txt" >"$OUTDIR/results.md" ||

@@ -160,6 +160,25 @@ w("Ferry's initial ingest, by program: agent %s s (%s s CPU), replicator %s s (%
       fmt(get("ferry", "incr_agent_s")), fmt(get("ferry", "incr_replicator_s")),
       fmt((get("ferry", "segments_v1_bytes") or 0) / MB)))
 
+# What the disk allows: an ingest through Ferry makes its bytes durable
+# twice (segments in the cache, then packs in the vault).
+rates = [v for v in (get("disk", "durable_%dM_%s_MBps" % (m, k))
+                     for m in (8, 16) for k in ("buffered", "direct")) if v]
+if rates:
+    best = max(rates)
+    ferry_mb = ((get("ferry", "segments_v0_bytes") or 0) + (get("ferry", "repo_v0") or 0)) / MB
+    parts = ["Disk floor: durable writes of 8 and 16 MiB files (durable-writes.py: write, "
+             "fsync, rename, fsync of the directory) run at %s-%s MB/s here. An initial "
+             "ingest makes %s MB durable with Ferry (segments, then packs): %s s of disk "
+             "time alone at the best rate" % (fmt(min(rates)), fmt(best), fmt(ferry_mb),
+                                               fmt(ferry_mb / best))]
+    if get("restic", "repo_v0") and get("restic", "ingest_s"):
+        restic_mb = get("restic", "repo_v0") / MB
+        parts.append("; restic makes %s MB durable (%s s), and 3x its throughput means "
+                     "the whole ingest in %s s" % (fmt(restic_mb), fmt(restic_mb / best),
+                                                  fmt(get("restic", "ingest_s") / 3)))
+    w("".join(parts) + ".\n")
+
 rss = []
 for (sec, met), v in rows.items():
     if sec == "ferry" and met.startswith("replicator_rss_at_"):
