@@ -45,14 +45,6 @@ int ferry_blobs_list(struct ferry_blobs *b, const char *prefix,
 const char *ferry_blobs_local_dir(const struct ferry_blobs *b);
 
 /*
- * A hint for blobs that are written once and not read back soon (packs):
- * the local backend then writes those of a mebibyte or more with O_DIRECT,
- * past the page cache, which saves the CPU of filling it and writing it
- * back. Object stores ignore it. Off by default.
- */
-void ferry_blobs_set_direct_writes(struct ferry_blobs *b, int on);
-
-/*
  * Fault-injection seam (tests only, as SQLite's test VFS): with fault set,
  * every operation first calls fault(op, name, ud), op being "put",
  * "get_range", "get", "size", "delete" or "list" (name is the prefix for

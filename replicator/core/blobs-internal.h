@@ -59,8 +59,7 @@ struct ferry_blobs {
 	char *url; /* as given, never holding a secret */
 	int (*fault)(const char *op, const char *name, void *ud);
 	void *fault_ud;
-	int direct_writes; /* ferry_blobs_set_direct_writes */
-	void *priv;        /* the backend's state */
+	void *priv; /* the backend's state */
 };
 
 /* The options set by ferry_blobs_set_options (zeroed when never set). */

@@ -3,11 +3,12 @@
  * The local directory backend of the blobs layer. Puts are atomic and
  * durable: temp file (".tmp-*", never listed), fsync, rename (or a
  * no-replace rename / link for exclusive puts), fsync of the directory.
- * With ferry_blobs_set_direct_writes (the store, for packs), blobs of a
- * mebibyte or more are written with O_DIRECT: filling the page cache with
- * a pack, then writing it back, costs more CPU than the rest of the put
- * (docs/benchmarks.md). Where O_DIRECT is refused (tmpfs before Linux 6.6,
- * some FUSE file systems) the same bytes go through the page cache.
+ * Blobs of a mebibyte or more (segments, packs) are written with O_DIRECT:
+ * each is written once and read at most once soon after, and filling the
+ * page cache with it, then writing it back, costs more CPU than the rest of
+ * the put (docs/benchmarks.md). Where O_DIRECT is refused (tmpfs before
+ * Linux 6.6, some FUSE file systems) the same bytes go through the page
+ * cache.
  * Locks are flock()s on a file named by the lock, so a holder that dies
  * releases its lock with its last file descriptor.
  */
@@ -157,12 +158,12 @@ static int set_direct(int fd, int on)
 	return fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0;
 }
 
-/* Writes buf[0, len) at offset 0 of the empty file fd, with O_DIRECT if
- * asked and the file system takes it. A partial last block is written
- * padded, then the file is cut back to len. */
-static int write_blob(int fd, const uint8_t *buf, size_t len, int direct)
+/* Writes buf[0, len) at offset 0 of the empty file fd, with O_DIRECT where
+ * the file system takes it. A partial last block is written padded, then
+ * the file is cut back to len. */
+static int write_blob(int fd, const uint8_t *buf, size_t len)
 {
-	if (!direct || len < DIRECT_MIN || set_direct(fd, 1) < 0)
+	if (len < DIRECT_MIN || set_direct(fd, 1) < 0)
 		return ferry_pwrite_all(fd, buf, len, 0);
 	_cleanup_free_ uint8_t *bounce = NULL;
 	if (posix_memalign((void **)&bounce, DIRECT_ALIGN, DIRECT_PIECE) != 0)
@@ -215,7 +216,7 @@ static int local_put(struct ferry_blobs *b, const char *name, const void *buf, s
 			return -errno;
 	}
 
-	r = write_blob(fd, buf, len, b->direct_writes);
+	r = write_blob(fd, buf, len);
 	if (r >= 0)
 		r = fsync_fd(fd);
 	if (r >= 0 && close(TAKE_FD(fd)) < 0)

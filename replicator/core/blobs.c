@@ -344,11 +344,6 @@ void ferry_blobs_set_fault(struct ferry_blobs *b,
 	b->fault_ud = ud;
 }
 
-void ferry_blobs_set_direct_writes(struct ferry_blobs *b, int on)
-{
-	b->direct_writes = !!on;
-}
-
 int ferry_blobs_put(struct ferry_blobs *b, const char *name, const void *buf, size_t len,
 		    int exclusive)
 {

@@ -382,8 +382,6 @@ int ferry_store_open(const char *url, int create, struct ferry_store **ret)
 		ferry_store_free(s);
 		return r;
 	}
-	/* Packs are written once and read when someone reads a point. */
-	ferry_blobs_set_direct_writes(s->blobs, 1);
 	*ret = s;
 	return 0;
 }
