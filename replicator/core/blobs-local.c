@@ -3,12 +3,6 @@
  * The local directory backend of the blobs layer. Puts are atomic and
  * durable: temp file (".tmp-*", never listed), fsync, rename (or a
  * no-replace rename / link for exclusive puts), fsync of the directory.
- * Blobs of a mebibyte or more (segments, packs) are written with O_DIRECT:
- * each is written once and read at most once soon after, and filling the
- * page cache with it, then writing it back, costs more CPU than the rest of
- * the put (docs/benchmarks.md). Where O_DIRECT is refused (tmpfs before
- * Linux 6.6, some FUSE file systems) the same bytes go through the page
- * cache.
  * Locks are flock()s on a file named by the lock, so a holder that dies
  * releases its lock with its last file descriptor.
  */
@@ -28,12 +22,6 @@
 #include "ferry/util.h"
 
 #define TMP_PREFIX ".tmp-"
-/* Direct writes: from this size up, in pieces of DIRECT_PIECE bytes, through
- * an aligned buffer where the caller's is not aligned. 4 KiB
- * satisfies every logical block size Linux supports for O_DIRECT here. */
-#define DIRECT_MIN (1u << 20)
-#define DIRECT_ALIGN 4096u
-#define DIRECT_PIECE (4u << 20)
 #define NAME_MAX_LEN 1024
 
 struct local {
@@ -148,57 +136,11 @@ static int local_parent(struct ferry_blobs *b, const char *name, int create, int
 	return 0;
 }
 
-/* Turns O_DIRECT on or off for fd; 0 or -errno. */
-static int set_direct(int fd, int on)
-{
-	int fl = fcntl(fd, F_GETFL);
-	if (fl < 0)
-		return -errno;
-	fl = on ? fl | O_DIRECT : fl & ~O_DIRECT;
-	return fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0;
-}
-
-/* Writes buf[0, len) at offset 0 of the empty file fd, with O_DIRECT where
- * the file system takes it. A partial last block is written padded, then
- * the file is cut back to len. */
-static int write_blob(int fd, const uint8_t *buf, size_t len)
-{
-	if (len < DIRECT_MIN || set_direct(fd, 1) < 0)
-		return ferry_pwrite_all(fd, buf, len, 0);
-	_cleanup_free_ uint8_t *bounce = NULL;
-	if (posix_memalign((void **)&bounce, DIRECT_ALIGN, DIRECT_PIECE) != 0)
-		bounce = NULL;
-	size_t off = 0;
-	int r = bounce ? 0 : -EINVAL;
-	while (r >= 0 && off < len) {
-		size_t n = MIN(len - off, (size_t)DIRECT_PIECE);
-		size_t padded = DIV_ROUND_UP(n, DIRECT_ALIGN) * DIRECT_ALIGN;
-		const uint8_t *src = buf + off;
-		if ((uintptr_t)src % DIRECT_ALIGN != 0 || padded != n) {
-			memcpy(bounce, src, n);
-			memset(bounce + n, 0, padded - n);
-			src = bounce;
-		}
-		r = ferry_pwrite_all(fd, src, padded, (off_t)off);
-		if (r >= 0)
-			off += n;
-	}
-	if (r == -EINVAL) {
-		/* Alignment refused after all: the rest through the page cache. */
-		r = set_direct(fd, 0);
-		if (r >= 0)
-			r = ferry_pwrite_all(fd, buf + off, len - off, (off_t)off);
-	}
-	if (r >= 0 && len % DIRECT_ALIGN != 0 && ftruncate(fd, (off_t)len) < 0)
-		r = -errno;
-	return r;
-}
-
 static int local_put(struct ferry_blobs *b, const char *name, const void *buf, size_t len,
 		     int exclusive)
 {
 	_cleanup_close_ int pfd = -1;
-	const char *base = NULL;
+	const char *base;
 	int r = local_parent(b, name, 1, &pfd, &base);
 	if (r < 0)
 		return r;
@@ -216,7 +158,7 @@ static int local_put(struct ferry_blobs *b, const char *name, const void *buf, s
 			return -errno;
 	}
 
-	r = write_blob(fd, buf, len);
+	r = ferry_pwrite_all(fd, buf, len, 0);
 	if (r >= 0)
 		r = fsync_fd(fd);
 	if (r >= 0 && close(TAKE_FD(fd)) < 0)
@@ -291,7 +233,7 @@ static int local_size(struct ferry_blobs *b, const char *name, uint64_t *ret)
 static int local_delete(struct ferry_blobs *b, const char *name)
 {
 	_cleanup_close_ int pfd = -1;
-	const char *base = NULL;
+	const char *base;
 	int r = local_parent(b, name, 0, &pfd, &base);
 	if (r == -ENOENT || r == -ENOTDIR)
 		return 0;
@@ -367,7 +309,7 @@ static int local_lock_acquire(struct ferry_blobs *b, const char *name, unsigned 
 			      char token[128])
 {
 	_cleanup_close_ int pfd = -1;
-	const char *base = NULL;
+	const char *base;
 	int r = local_parent(b, name, 1, &pfd, &base);
 	if (r < 0)
 		return r;
