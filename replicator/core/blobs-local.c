@@ -140,7 +140,7 @@ static int local_put(struct ferry_blobs *b, const char *name, const void *buf, s
 		     int exclusive)
 {
 	_cleanup_close_ int pfd = -1;
-	const char *base;
+	const char *base = NULL;
 	int r = local_parent(b, name, 1, &pfd, &base);
 	if (r < 0)
 		return r;
@@ -233,7 +233,7 @@ static int local_size(struct ferry_blobs *b, const char *name, uint64_t *ret)
 static int local_delete(struct ferry_blobs *b, const char *name)
 {
 	_cleanup_close_ int pfd = -1;
-	const char *base;
+	const char *base = NULL;
 	int r = local_parent(b, name, 0, &pfd, &base);
 	if (r == -ENOENT || r == -ENOTDIR)
 		return 0;
@@ -309,7 +309,7 @@ static int local_lock_acquire(struct ferry_blobs *b, const char *name, unsigned 
 			      char token[128])
 {
 	_cleanup_close_ int pfd = -1;
-	const char *base;
+	const char *base = NULL;
 	int r = local_parent(b, name, 1, &pfd, &base);
 	if (r < 0)
 		return r;
