@@ -5,9 +5,12 @@ directory. It bounds any design that makes the bytes durable twice (the
 cache, then the vault), whatever its CPU does (docs/benchmarks.md).
 
 usage: durable-writes.py DIR [--total MIB] [--sizes MIB,MIB,...] [--reps N]
+                           [--threads N]
 
 Prints, for each file size and for buffered and O_DIRECT writes, the
-median MB/s over the repetitions. The data is random (incompressible), so
+median MB/s over the repetitions. With --threads N, N puts are in flight
+at once (each its own file; the renames and directory syncs one at a
+time), which shows what overlapping puts would gain. The data is random (incompressible), so
 that no layer below can shortcut it. DIR must be on the disk to measure;
 the files are removed again.
 """
@@ -15,7 +18,11 @@ import argparse
 import mmap
 import os
 import statistics
+import threading
 import time
+
+
+DIR_LOCK = threading.Lock()
 
 
 def put(dirfd, name, buf, direct):
@@ -29,19 +36,28 @@ def put(dirfd, name, buf, direct):
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
-    os.fsync(dirfd)
+    with DIR_LOCK:
+        os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+        os.fsync(dirfd)
 
 
-def run(dirfd, size, total, direct):
+def run(dirfd, size, total, direct, nthreads):
     # An anonymous mapping is page-aligned, as O_DIRECT wants.
     buf = mmap.mmap(-1, size)
     buf.write(os.urandom(size))
     n = max(1, total // size)
+
+    def worker(k):
+        for i in range(k, n, nthreads):
+            put(dirfd, "f%06d" % i, buf, direct)
+
     os.sync()
     t0 = time.monotonic()
-    for i in range(n):
-        put(dirfd, "f%06d" % i, buf, direct)
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(nthreads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     dt = time.monotonic() - t0
     for i in range(n):
         os.unlink("f%06d" % i, dir_fd=dirfd)
@@ -55,6 +71,7 @@ def main():
     ap.add_argument("--total", type=int, default=800, help="MiB written per run [800]")
     ap.add_argument("--sizes", default="8,16,64,256", help="file sizes in MiB [8,16,64,256]")
     ap.add_argument("--reps", type=int, default=3, help="runs per figure [3]")
+    ap.add_argument("--threads", type=int, default=1, help="puts in flight at once [1]")
     a = ap.parse_args()
     dirfd = os.open(a.dir, os.O_RDONLY | os.O_DIRECTORY)
     print("file MiB\tbuffered MB/s\tO_DIRECT MB/s")
@@ -62,7 +79,8 @@ def main():
         figs = []
         for direct in (False, True):
             figs.append(statistics.median(
-                run(dirfd, s << 20, a.total << 20, direct) for _ in range(a.reps)))
+                run(dirfd, s << 20, a.total << 20, direct, max(1, a.threads))
+                for _ in range(a.reps)))
         print("%d\t%.0f\t%.0f" % (s, figs[0], figs[1]), flush=True)
 
 
