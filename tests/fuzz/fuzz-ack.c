@@ -18,8 +18,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct ferry_ack a;
 	if (cache_ack_parse(data, size, NULL, &a) == 0) {
-		/* The VM name sits at offset 57 with its length at 56. */
+		/* The VM name sits at offset 57 with its length at 56. An ack
+		 * accepted with a name longer than a VM's, or past the end of
+		 * the input, is itself a finding. */
 		char vm[65];
+		if (size < 57 || data[56] >= sizeof(vm) || size - 57 < data[56])
+			abort();
 		memcpy(vm, data + 57, data[56]);
 		vm[data[56]] = 0;
 		struct ferry_ack b;
