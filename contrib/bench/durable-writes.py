@@ -10,9 +10,9 @@ usage: durable-writes.py DIR [--total MIB] [--sizes MIB,MIB,...] [--reps N]
 Prints, for each file size and for buffered and O_DIRECT writes, the
 median MB/s over the repetitions. With --threads N, N puts are in flight
 at once (each its own file; the renames and directory syncs one at a
-time), which shows what overlapping puts would gain. The data is random (incompressible), so
-that no layer below can shortcut it. DIR must be on the disk to measure;
-the files are removed again.
+time), which shows what overlapping puts would gain. The data is random
+(incompressible), so that no layer below can shortcut it. DIR must be on
+the disk to measure; the files are removed again.
 """
 import argparse
 import mmap
