@@ -173,13 +173,6 @@ struct scan {
 
 /* ---- small helpers ---- */
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int block_is_zero(const uint8_t *p)
 {
 	/* Word compare, eight words at a time, bailing out at the first
@@ -851,7 +844,7 @@ static int job_run(struct scan *s, struct job *j)
 		else
 			sh->unsynced_overflow = 1;
 	}
-	int64_t now = mono_ns();
+	int64_t now = ferry_mono_ns();
 	if (!j->must_record && now - sh->last_record_ns < RECORD_EVERY_NS)
 		return 0;
 	for (size_t i = 0; i < sh->nunsynced; i++)

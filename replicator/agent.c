@@ -21,7 +21,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "env.h"
@@ -411,22 +410,13 @@ static int setup_signals(void)
 static void wait_until(int64_t deadline_ns)
 {
 	while (!stop_requested) {
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+		int64_t now = ferry_mono_ns();
 		if (now >= deadline_ns)
 			return;
 		int64_t ms = (deadline_ns - now + 999999) / 1000000;
 		struct pollfd pfd = { .fd = wake_pipe[0], .events = POLLIN };
 		(void)poll(&pfd, 1, (int)MIN(ms, (int64_t)60000));
 	}
-}
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* ---- progress display ---- */
@@ -442,7 +432,7 @@ struct display {
 static void show_progress(void *userdata, uint64_t done, uint64_t total)
 {
 	struct display *d = userdata;
-	int64_t now = mono_ns();
+	int64_t now = ferry_mono_ns();
 	if (!d->active) {
 		d->active = 1;
 		d->first_ns = now;
@@ -693,7 +683,7 @@ static int run(int argc, char **argv)
 		  cfg.ndisks, ferry_cache_url(cache), cfg.state, interval);
 
 	for (;;) {
-		int64_t start = mono_ns();
+		int64_t start = ferry_mono_ns();
 		struct agent_scan_stats st;
 		r = agent_scan_cycle(&p, &st);
 		clear_progress(&disp);

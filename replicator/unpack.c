@@ -8,7 +8,6 @@
 #include "unpack.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,17 +99,7 @@ int unpack_segment(const struct ferry_segment *seg, uint32_t chunk_size, unsigne
 		return -ENOMEM;
 
 	atomic_init(&u->next, 0);
-	unsigned nthreads = MIN(MAX(workers, 1u), (unsigned)MAX_THREADS);
-	pthread_t tids[MAX_THREADS];
-	unsigned started = 0;
-	for (unsigned t = 1; t < nthreads && t < u->ntodo; t++) {
-		if (pthread_create(&tids[started], NULL, worker, u) != 0)
-			break; /* fewer threads, same result */
-		started++;
-	}
-	worker(u);
-	for (unsigned t = 0; t < started; t++)
-		pthread_join(tids[t], NULL);
+	ferry_run_parallel(worker, u, MIN(MAX(workers, 1u), MIN((unsigned)MAX_THREADS, u->ntodo)));
 	*ret = TAKE_PTR(u);
 	return 0;
 }

@@ -98,6 +98,15 @@ int ferry_mkdir_p(const char *path, mode_t mode);
 int ferry_fsync_parent(const char *path);
 /* Current time, seconds and nanoseconds since the epoch (CLOCK_REALTIME). */
 int64_t ferry_now_ns(void);
+/* Nanoseconds on CLOCK_MONOTONIC, for intervals and deadlines. */
+int64_t ferry_mono_ns(void);
+/*
+ * Runs fn(arg) on up to n threads at once, the caller's among them, and
+ * returns when every one has returned. fn must take its work from arg (a
+ * shared counter, say) until none is left, so that fewer threads, where
+ * some cannot be started, do the same work.
+ */
+void ferry_run_parallel(void *(*fn)(void *), void *arg, unsigned n);
 /* The value of a hexadecimal digit of either case, -1 for any other char. */
 static inline int ferry_hex_digit(char c)
 {

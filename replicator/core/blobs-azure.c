@@ -517,16 +517,7 @@ static int put_blocks(struct ferry_blobs *b, const char *name, const void *buf, 
 		.nblocks = (unsigned)DIV_ROUND_UP(len, (size_t)BLOCK_SIZE),
 	};
 	pthread_mutex_init(&j.mu, NULL);
-	unsigned nt = MIN(a->parallel, j.nblocks);
-	pthread_t t[64];
-	unsigned started = 0;
-	for (; started < nt && started < ARRAY_SIZE(t); started++)
-		if (pthread_create(&t[started], NULL, block_worker, &j) != 0)
-			break;
-	if (started == 0)
-		block_worker(&j);
-	for (unsigned i = 0; i < started; i++)
-		pthread_join(t[i], NULL);
+	ferry_run_parallel(block_worker, &j, MIN(a->parallel, j.nblocks));
 	pthread_mutex_destroy(&j.mu);
 	if (j.error < 0)
 		return j.error;

@@ -474,17 +474,7 @@ static size_t encode_chunked(const struct ferry_segment_writer *w, struct item *
 
 	struct compress_job job = { .w = w, .items = items, .nitems = n, .out = out };
 	atomic_init(&job.next, 0);
-	unsigned nthreads = MIN(MAX(w->workers, 1u), 16u);
-	pthread_t tids[16];
-	unsigned started = 0;
-	for (unsigned t = 1; t < nthreads; t++) {
-		if (pthread_create(&tids[started], NULL, compress_pieces, &job) != 0)
-			break; /* fewer threads, same result */
-		started++;
-	}
-	compress_pieces(&job);
-	for (unsigned t = 0; t < started; t++)
-		pthread_join(tids[t], NULL);
+	ferry_run_parallel(compress_pieces, &job, MIN(MAX(w->workers, 1u), 16u));
 
 	size_t cur = 0;
 	for (size_t k = 0; k < n; k++) {

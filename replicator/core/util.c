@@ -8,9 +8,13 @@
 
 #include <fcntl.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <time.h>
+
+/* Threads ferry_run_parallel starts at most, the caller's included. */
+#define PARALLEL_MAX 64u
 
 int ferry_pwrite_all(int fd, const void *buf, size_t len, off_t off)
 {
@@ -130,6 +134,27 @@ int64_t ferry_now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t ferry_mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void ferry_run_parallel(void *(*fn)(void *), void *arg, unsigned n)
+{
+	pthread_t tids[PARALLEL_MAX];
+	unsigned started = 0;
+	for (unsigned t = 1; t < MIN(n, PARALLEL_MAX); t++) {
+		if (pthread_create(&tids[started], NULL, fn, arg) != 0)
+			break; /* fewer threads, same work */
+		started++;
+	}
+	fn(arg);
+	for (unsigned t = 0; t < started; t++)
+		pthread_join(tids[t], NULL);
 }
 
 int ferry_name_valid(const char *name)
