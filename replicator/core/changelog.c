@@ -161,16 +161,20 @@ struct ferry_segment_writer {
 	uint32_t chunk_size; /* 0: not chunking (format 1.0) */
 };
 
+/* The link before seq: prev, or the null id for NULL. The chain starts at
+ * 1; every later link names its predecessor. NULL when they disagree. */
+static const struct ferry_id *chain_prev(uint64_t seq, const struct ferry_id *prev)
+{
+	static const struct ferry_id null_id;
+	if (!prev)
+		prev = &null_id;
+	return (seq == 1) == !!ferry_id_is_null(prev) ? prev : NULL;
+}
+
 int ferry_segment_writer_reset(struct ferry_segment_writer *w, uint64_t seq,
 			       const struct ferry_id *prev)
 {
-	static const struct ferry_id null_id;
-	if (seq == 0)
-		return -EINVAL;
-	if (!prev)
-		prev = &null_id;
-	/* The chain starts at 1; every later link names its predecessor. */
-	if ((seq == 1) != !!ferry_id_is_null(prev))
+	if (seq == 0 || !(prev = chain_prev(seq, prev)))
 		return -EINVAL;
 	w->seq = seq;
 	w->prev = *prev;
@@ -183,10 +187,7 @@ int ferry_segment_writer_reset(struct ferry_segment_writer *w, uint64_t seq,
 
 int ferry_segment_writer_set_prev(struct ferry_segment_writer *w, const struct ferry_id *prev)
 {
-	static const struct ferry_id null_id;
-	if (!prev)
-		prev = &null_id;
-	if ((w->seq == 1) != !!ferry_id_is_null(prev))
+	if (!(prev = chain_prev(w->seq, prev)))
 		return -EINVAL;
 	w->prev = *prev;
 	return 0;
