@@ -60,20 +60,27 @@ struct prefetcher {
 	int quit;
 };
 
+struct fetched fetch_segment(struct ferry_vault *v, struct ferry_cache *cache, const char *vm,
+			     uint64_t seq)
+{
+	struct fetched it = { 0 };
+	void *buf;
+	size_t len;
+	it.r = ferry_cache_get_segment(cache, vm, seq, &buf, &len);
+	if (it.r < 0) {
+		it.read_failed = 1;
+	} else {
+		it.r = apply_prepare(v, buf, len, &it.p, it.msg, sizeof(it.msg));
+		free(buf);
+	}
+	return it;
+}
+
 static void *prefetch_main(void *arg)
 {
 	struct prefetcher *f = arg;
 	for (size_t i = 0; i < f->n; i++) {
-		struct fetched it = { 0 };
-		void *buf;
-		size_t len;
-		it.r = ferry_cache_get_segment(f->h.cache, f->vm, f->seqs[i], &buf, &len);
-		if (it.r < 0) {
-			it.read_failed = 1;
-		} else {
-			it.r = apply_prepare(f->v, buf, len, &it.p, it.msg, sizeof(it.msg));
-			free(buf);
-		}
+		struct fetched it = fetch_segment(f->v, f->h.cache, f->vm, f->seqs[i]);
 		pthread_mutex_lock(&f->h.lock);
 		while (f->full && !f->quit)
 			pthread_cond_wait(&f->h.cond, &f->h.lock);

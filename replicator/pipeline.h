@@ -25,6 +25,11 @@ struct fetched {
 	struct prepared_segment *p; /* the caller frees it */
 };
 
+/* Reads segment seq of vm from cache and prepares it, on the calling
+ * thread: what the prefetcher does ahead, and the in-line fallback. */
+struct fetched fetch_segment(struct ferry_vault *v, struct ferry_cache *cache, const char *vm,
+			     uint64_t seq);
+
 struct prefetcher;
 
 /* Starts fetching seqs[0..n) of vm from the cache at cache_url (the array

@@ -111,19 +111,8 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 			continue;
 		}
 
-		struct fetched it = { 0 };
-		if (pf) {
-			it = prefetcher_take(pf);
-		} else {
-			void *buf;
-			size_t len;
-			it.r = ferry_cache_get_segment(cache, vm->name, seqs[i], &buf, &len);
-			it.read_failed = it.r < 0;
-			if (it.r >= 0) {
-				it.r = apply_prepare(v, buf, len, &it.p, it.msg, sizeof(it.msg));
-				free(buf);
-			}
-		}
+		struct fetched it = pf ? prefetcher_take(pf) :
+					 fetch_segment(v, cache, vm->name, seqs[i]);
 		if (it.read_failed) {
 			r = it.r;
 			log_error_errno(r, "VM %s: cannot read segment %s", vm->name, label);
