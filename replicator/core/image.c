@@ -513,9 +513,26 @@ static int read_at(struct ferry_chunk_cache *cc, const struct ferry_id *id,
 	return ferry_store_read(ferry_vault_store(cc->vault), loc, id, *buf, loc->plen);
 }
 
+/* Grows *p (of *cap elements of size) to hold at least want. */
+static int reserve(void *pp, size_t *cap, size_t want, size_t size)
+{
+	void **p = pp;
+	size_t n = MAX(*cap * 2, (size_t)32);
+	void *q;
+
+	if (want <= *cap)
+		return 0;
+	n = MAX(n, want);
+	q = realloc(*p, n * size);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	*cap = n;
+	return 0;
+}
+
 struct learning {
-	struct ferry_loc *locs;
-	struct ferry_id *ids;
+	struct locslot *slots;
 	size_t n, cap;
 };
 
@@ -525,23 +542,9 @@ static int learn_one(const struct ferry_id *id, const struct ferry_loc *loc, voi
 
 	if (loc->type != FERRY_OBJ_CHUNK)
 		return 0;
-	if (l->n == l->cap) {
-		size_t cap = MAX(l->cap * 2, (size_t)256);
-		struct ferry_loc *locs = realloc(l->locs, cap * sizeof(*locs));
-		struct ferry_id *ids;
-
-		if (!locs)
-			return -ENOMEM;
-		l->locs = locs;
-		ids = realloc(l->ids, cap * sizeof(*ids));
-		if (!ids)
-			return -ENOMEM;
-		l->ids = ids;
-		l->cap = cap;
-	}
-	l->ids[l->n] = *id;
-	l->locs[l->n] = *loc;
-	l->n++;
+	if (reserve(&l->slots, &l->cap, l->n + 1, sizeof(*l->slots)) < 0)
+		return -ENOMEM;
+	l->slots[l->n++] = (struct locslot){ .id = *id, .loc = *loc, .valid = 1 };
 	return 0;
 }
 
@@ -578,12 +581,10 @@ static void learn_pack(struct ferry_chunk_cache *cc, uint64_t pack)
 	if (r >= 0) {
 		pthread_mutex_lock(&cc->lock);
 		for (size_t i = 0; i < l.n; i++)
-			*locslot_of(cc, &l.ids[i]) =
-				(struct locslot){ .id = l.ids[i], .loc = l.locs[i], .valid = 1 };
+			*locslot_of(cc, &l.slots[i].id) = l.slots[i];
 		pthread_mutex_unlock(&cc->lock);
 	}
-	free(l.ids);
-	free(l.locs);
+	free(l.slots);
 }
 
 /* Without the lock: the slow part. hint, if not NULL, is where the chunk
@@ -1138,24 +1139,6 @@ struct ferry_image_iov *ferry_image_iov_free(struct ferry_image_iov *v)
 	free(v->held);
 	free(v);
 	return NULL;
-}
-
-/* Grows *p (of *cap elements of size) to hold at least want. */
-static int reserve(void *pp, size_t *cap, size_t want, size_t size)
-{
-	void **p = pp;
-	size_t n = MAX(*cap * 2, (size_t)32);
-	void *q;
-
-	if (want <= *cap)
-		return 0;
-	n = MAX(n, want);
-	q = realloc(*p, n * size);
-	if (!q)
-		return -ENOMEM;
-	*p = q;
-	*cap = n;
-	return 0;
 }
 
 /* Hands the n bytes at src (the hole buffer when c is NULL, else inside c,
