@@ -113,6 +113,20 @@ sleep 1.5
 cmp mnt/web1/disks/os.img os.img || fail "live os.img did not follow the 4th cycle"
 cmp "mnt/web1/recovery-points/$(readlink mnt/web1/recovery-points/latest)/os.img" os.img ||
 	fail "latest point of the running mount is not the 4th cycle"
+[ "$(stat -c %o mnt/web1/disks/os.img)" -eq 1048576 ] || fail "direct image does not ask for 1 MiB reads"
+dd if=mnt/web1/disks/data.img bs=3000 status=none | cmp - data.img ||
+	fail "direct: reads of 3000 bytes at a time of data.img differ"
+unmount_vault mnt
+note "running mount shows new points and live data"
+
+# -o page_cache serves the same bytes through the kernel's page cache.
+mount_vault_detached vault mnt -o page_cache
+[ "$(stat -c %o mnt/web1/disks/os.img)" -eq 4096 ] || fail "page_cache image has no 4 KiB I/O size"
+cmp mnt/web1/disks/os.img os.img || fail "page_cache: live os.img differs"
+cmp "mnt/web1/recovery-points/$(readlink mnt/web1/recovery-points/latest)/os.img" os.img ||
+	fail "page_cache: latest point differs"
+dd if=mnt/web1/disks/data.img bs=4k status=none | cmp - data.img ||
+	fail "page_cache: 4 KiB reads of data.img differ"
 unmount_vault mnt
 "$FERRY" check --vault vault --read-data >/dev/null || fail "check failed on a healthy vault"
-note "running mount shows new points and live data"
+note "page_cache mount serves the same bytes"

@@ -67,9 +67,9 @@ mount_vault() {
 }
 
 # As mount_vault, but ferryfs detaches as a daemon the way users run it.
-mount_vault_detached() {
+mount_vault_detached() { # VAULT MOUNTPOINT [FERRYFS OPTIONS...]
 	mkdir -p "$2"
-	"$FERRYFS" --vault "$1" "$2" || fail "ferryfs could not mount $1"
+	"$FERRYFS" --vault "$1" "$2" "${@:3}" || fail "ferryfs could not mount $1"
 	MOUNTS+=("$2")
 }
 
