@@ -14,12 +14,14 @@ FERRYFS=$BUILD/fs/ferryfs
 
 T=$(mktemp -d /tmp/ferry-it.XXXXXX)
 MOUNTS=()
-LOOPS=()
+LOOPS=()   # mount points of kernel mounts (loop, tmpfs)
+DEVS=()    # loop devices
 PIDS=()
 
 cleanup() {
 	local m l p
 	for l in "${LOOPS[@]}"; do umount "$l" 2>/dev/null || true; done
+	for l in "${DEVS[@]}"; do losetup -d "$l" 2>/dev/null || true; done
 	for m in "${MOUNTS[@]}"; do fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
 	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 	rm -rf "$T"
@@ -83,14 +85,15 @@ cycle() { # VAULT VM
 	"$REPLICATOR" --vault "$1" --once || fail "replicator pass failed"
 }
 
-# Writes COUNT random 4 KiB blocks at seeded random offsets into FILE.
+# Writes COUNT random 4 KiB blocks at seeded random offsets into FILE (a
+# file or a block device).
 scatter_writes() { # FILE COUNT SEED
 	python3 - "$1" "$2" "$3" <<'PY'
 import os, random, sys
 path, count, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(seed)
-size = os.path.getsize(path)
 with open(path, "r+b") as f:
+    size = f.seek(0, os.SEEK_END)
     for _ in range(count):
         f.seek(rng.randrange(size // 4096) * 4096)
         f.write(rng.randbytes(4096))
