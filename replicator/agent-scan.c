@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The `scan` tracker: each cycle reads every disk of the VM in big sequential
- * reads (past the page cache where the disk allows, see disk_open; skipping
- * holes with SEEK_DATA, see scan_disk), fingerprints every 4 KiB block
- * (XXH3-128; all-zero blocks are found by a word compare and get the
+ * reads (skipping holes with SEEK_DATA/SEEK_HOLE), fingerprints every 4 KiB
+ * block (XXH3-128; all-zero blocks are found by a word compare and get the
  * all-zero fingerprint), compares with the fingerprints of the last complete
  * cycle and ships the blocks that differ as DATA records and newly zeroed
  * ranges as ZERO records, cut into segments of about 16 MiB. The last
@@ -83,7 +82,6 @@ struct disk {
 	int old_fd; /* committed fingerprints; -1: none (first cycle or reset) */
 	int new_fd; /* pending fingerprints of this cycle; -1 until reached */
 	int dirty;  /* new_fd written since its last fsync */
-	int direct; /* fd is O_DIRECT */
 	int no_seek_data;
 	char *fp_path, *new_path;
 };
@@ -652,19 +650,9 @@ static int fp_commit(struct scan *s, struct disk *d)
 
 /* ---- disks ---- */
 
-/* Disks are read with O_DIRECT where they can be. Every cycle reads a whole
- * disk, which through the page cache would push the host's own cached data
- * out for pages nobody reads again, and fill that cache at a cost in system
- * time (1.0-1.5 s less CPU for a 2 GiB disk here). Reads are whole blocks
- * at block offsets into an aligned buffer. Where O_DIRECT is refused (tmpfs
- * before Linux 6.6, some FUSE file systems), at open or at the first read,
- * the disk is read through the page cache instead. */
 static int disk_open(struct scan *s, struct disk *d)
 {
-	d->fd = open(d->path, O_RDONLY | O_CLOEXEC | O_DIRECT);
-	d->direct = d->fd >= 0;
-	if (d->fd < 0 && errno == EINVAL)
-		d->fd = open(d->path, O_RDONLY | O_CLOEXEC);
+	d->fd = open(d->path, O_RDONLY | O_CLOEXEC);
 	if (d->fd < 0)
 		return log_error_errno(-errno, "VM %s: cannot open disk %s (%s)", s->p->vm, d->name,
 				       d->path);
@@ -694,23 +682,8 @@ static int disk_open(struct scan *s, struct disk *d)
 				       d->name, d->path);
 	d->aligned = round_up_block(d->size);
 	d->nblocks = d->aligned / BLOCK;
-	/* Advice only, for reads through the page cache; a failure changes
-	 * nothing. */
+	/* Advice only; a failure changes nothing. */
 	(void)posix_fadvise(d->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	return 0;
-}
-
-/* The disk took O_DIRECT at open but refuses a direct read. */
-static int disk_undirect(struct scan *s, struct disk *d)
-{
-	int fl = fcntl(d->fd, F_GETFL);
-	if (fl < 0 || fcntl(d->fd, F_SETFL, fl & ~O_DIRECT) < 0)
-		return log_error_errno(-errno,
-				       "VM %s: cannot read disk %s (%s) through the page cache",
-				       s->p->vm, d->name, d->path);
-	d->direct = 0;
-	log_debug("VM %s: disk %s (%s) refuses direct reads; reading through the page cache",
-		  s->p->vm, d->name, d->path);
 	return 0;
 }
 
@@ -1200,19 +1173,11 @@ static int scan_hole(struct scan *s, size_t di, uint64_t a, uint64_t b)
 static int read_disk(struct scan *s, struct disk *d, uint64_t pos, size_t len)
 {
 	size_t got = 0;
-	/* Bounded by the size: a direct read past the end of a disk whose size
-	 * is not a multiple of the block would be misaligned. */
-	while (got < len && pos + got < d->size) {
+	while (got < len) {
 		ssize_t n = pread(d->fd, s->buf + got, len - got, (off_t)(pos + got));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno == EINVAL && d->direct) {
-				int r = disk_undirect(s, d);
-				if (r < 0)
-					return r;
-				continue;
-			}
 			return log_error_errno(-errno,
 					       "VM %s: cannot read disk %s (%s) at %" PRIu64,
 					       s->p->vm, d->name, d->path, pos + got);
@@ -1281,21 +1246,14 @@ static int scan_chunk(struct scan *s, size_t di, uint64_t pos, size_t len)
 	return s->run.type == RUN_DATA ? run_flush(s, disk) : 0;
 }
 
-/* Scans disk di from pos to its end, a READ_SIZE window at a time: reads
- * stay aligned to READ_SIZE on the disk, so that records line up however
- * the data falls. A window with any data in it is read whole, its holes
- * as zeros (which the scan treats as holes): one large read instead of one
- * per extent, and the image of a file system has tens of thousands of
- * them, which direct reads would each wait for. Windows without data are
- * skipped as holes. Returns 1 when stopped. */
+/* Scans disk di from pos to its end. Returns 1 when stopped. */
 static int scan_disk(struct scan *s, size_t di, uint64_t pos)
 {
 	struct disk *d = &s->disks[di];
 	int r;
 
 	while (pos < d->aligned) {
-		uint64_t end = MIN(d->aligned, (pos / READ_SIZE + 1) * READ_SIZE);
-		uint64_t data = pos;
+		uint64_t data = pos, hole = d->aligned;
 		if (!d->no_seek_data) {
 			off_t q = lseek(d->fd, (off_t)pos, SEEK_DATA);
 			if (q < 0 && errno == ENXIO)
@@ -1306,22 +1264,40 @@ static int scan_disk(struct scan *s, size_t di, uint64_t pos)
 				return log_error_errno(-errno, "VM %s: cannot seek disk %s (%s)",
 						       s->p->vm, d->name, d->path);
 			else
-				data = MAX((uint64_t)q, pos);
+				data = MIN((uint64_t)q / BLOCK * BLOCK, d->aligned);
+			data = MAX(data, pos);
 		}
-		uint64_t to = end;
-		if (data >= end) {
-			/* A hole up to the window that holds the next data. */
-			to = data >= d->aligned ? d->aligned : data / READ_SIZE * READ_SIZE;
-			r = scan_hole(s, di, pos, to);
-		} else {
+		if (data > pos) {
+			r = scan_hole(s, di, pos, data);
+			if (r < 0)
+				return r;
+			pos = data;
+			r = checkpoint(s, di, pos);
+			if (r != 0)
+				return r;
+			continue;
+		}
+		if (!d->no_seek_data) {
+			off_t q = lseek(d->fd, (off_t)pos, SEEK_HOLE);
+			if (q < 0 && errno != ENXIO)
+				return log_error_errno(-errno, "VM %s: cannot seek disk %s (%s)",
+						       s->p->vm, d->name, d->path);
+			hole = q < 0 ? d->aligned : MIN(round_up_block((uint64_t)q), d->aligned);
+			if (hole <= pos)
+				hole = MIN(pos + BLOCK, d->aligned);
+		}
+		while (pos < hole) {
+			/* Reads stay aligned to READ_SIZE on the disk, so that
+			 * records line up however the regions fall. */
+			uint64_t end = MIN(hole, (pos / READ_SIZE + 1) * READ_SIZE);
 			r = scan_chunk(s, di, pos, (size_t)(end - pos));
+			if (r < 0)
+				return r;
+			pos = end;
+			r = checkpoint(s, di, pos);
+			if (r != 0)
+				return r;
 		}
-		if (r < 0)
-			return r;
-		pos = to;
-		r = checkpoint(s, di, pos);
-		if (r != 0)
-			return r;
 	}
 	return run_flush(s, (uint16_t)di);
 }

@@ -1,11 +1,9 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
-# The agent reads disks past the page cache (O_DIRECT) where it can and
-# through it where it cannot. Whatever the kind of disk, every point must
-# equal its source as it was at that cycle: a file whose size is not a
-# multiple of 4 KiB, a file on tmpfs (which refuses O_DIRECT before Linux
-# 6.6, so the agent falls back to the page cache there), and a loop
-# block device written through its own page cache between cycles.
+# Whatever the kind of disk, every point must equal its source as it was
+# at that cycle: a file whose size is not a multiple of 4 KiB (its last
+# block is partial), a file on tmpfs, and a loop block device (sized with
+# BLKGETSIZE64) written through its own page cache between cycles.
 . "$(dirname "$0")/lib.sh"
 need_fuse
 cd "$T"
@@ -13,7 +11,7 @@ cd "$T"
 seeded_bytes 3000001 71 > odd.img # the last block is partial
 mkdir shm
 mount -t tmpfs -o size=16m tmpfs shm 2>/dev/null ||
-	skip "cannot mount a tmpfs (not root?): the disk that refuses O_DIRECT lives on one"
+	skip "cannot mount a tmpfs (not root?): one of the disks lives on one"
 LOOPS+=("$T/shm")
 seeded_bytes 4194304 72 > shm/tmpfs.img
 seeded_bytes 8388608 73 > blk.backing
