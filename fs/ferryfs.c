@@ -217,7 +217,8 @@ struct fs {
 	struct cmtime *mtimes;
 	size_t nmtimes;
 
-	/* The kernel's read-ahead for the mount, in KiB (0: left alone), and
+	/* The kernel's read-ahead for the mount, in KiB (0: left alone, as
+	 * it is unless -o page_cache: direct reads have none), and
 	 * the mount's device ("MAJ:MIN", empty if unknown), which names its
 	 * backing device in /sys/class/bdi. ra_lock and ra_done make the first
 	 * request set it, once (see req_fs). */
@@ -1227,7 +1228,8 @@ static int node_stat(struct fs *fs, const struct node *n, struct stat *st, doubl
 		st->st_size = (off_t)n->disk->size;
 		st->st_blksize = image_blksize(fs);
 		/* The live view's time: a new marker changes it, which also
-		 * tells the kernel to drop cached pages (auto_inval_data). */
+		 * tells the kernel to drop cached pages (auto_inval_data,
+		 * with -o page_cache). */
 		when = n->vm->vm.marker_ns > 0 ? n->vm->vm.marker_ns : n->vm->vm.created_ns;
 		break;
 	case K_LATEST:
@@ -2884,7 +2886,8 @@ static int run(const struct options *o)
 	if (!fs.mnt)
 		return log_error_errno(-ENOMEM, "out of memory");
 	fs.vault_dir = vault_dir;
-	fs.read_ahead_kb = o->read_ahead_kb;
+	/* Only reads through the page cache are read ahead by the kernel. */
+	fs.read_ahead_kb = o->page_cache ? o->read_ahead_kb : 0;
 	fs.page_cache = o->page_cache;
 	r = open_vaults(&fs, o);
 	if (r < 0)
