@@ -9,6 +9,8 @@
 # point's image out and proves it byte-identical to the source disk as it was
 # at that cycle, and reads a file from inside the old point's ext4.
 # Everything it creates is removed on exit, also on failure or Ctrl-C.
+# A failure names its step, the command that failed and that command's own
+# error (for a failed meson setup, the end of meson-log.txt).
 #
 # Usage: contrib/demo.sh [--keep]   (--keep: leave the temporary directory)
 # Environment: FERRY_BUILD (build dir, default build/demo), TMPDIR.
@@ -22,7 +24,7 @@ for arg in "$@"; do
 	case "$arg" in
 	--keep) keep=1 ;;
 	-h | --help)
-		sed -n '4,14s/^# \{0,1\}//p' "$0"
+		sed -n '4,16s/^# \{0,1\}//p' "$0"
 		exit 0
 		;;
 	*)
@@ -37,11 +39,21 @@ if [ -t 1 ]; then
 else
 	bold='' green='' red='' off=''
 fi
-step=0
+step=0 step_title=''
 section() {
 	step=$((step + 1))
+	step_title=$*
 	printf '\n%s== %d. %s ==%s\n' "$bold" "$step" "$*" "$off"
 }
+# The command that failed (set -e stops right after it; errtrace lets the
+# trap see it inside functions too) and the line of this script that ran it.
+failed_cmd='' failed_line=''
+on_err() { # command
+	local n=${#BASH_LINENO[@]}
+	[ -n "$failed_line" ] || { failed_cmd=$1 failed_line=${BASH_LINENO[n - 2]}; }
+}
+set -o errtrace
+trap 'on_err "$BASH_COMMAND"' ERR
 # Shows a command the way a user would type it ($T for the temporary dir).
 show() {
 	local shown='' arg
@@ -86,7 +98,16 @@ cleanup() {
 		fi
 	fi
 	if [ "$rc" != 0 ]; then
-		printf '\n%sdemo FAILED (exit status %d) in step %d%s\n' "$red" "$rc" "$step" "$off" >&2
+		printf '\n%sdemo FAILED (exit status %d) in step %d (%s)%s\n' "$red" "$rc" "$step" \
+			"$step_title" "$off" >&2
+		if [ -n "$failed_line" ]; then
+			local line
+			line=$(sed -n "${failed_line}s/^[[:space:]]*//p" "$0")
+			printf 'at contrib/demo.sh line %s: %s\n' "$failed_line" "$line" >&2
+			# run's "$@" is the command shown with $ above.
+			[ "$failed_cmd" = '"$@"' ] || printf 'failed command: %s\n' "$failed_cmd" >&2
+			echo "(its own error, if it printed one, is just above)" >&2
+		fi
 	fi
 	exit "$rc"
 }
@@ -99,7 +120,14 @@ contrib/install-deps.sh --demo
 
 section "Build (meson + ninja) in ${build#"$src"/}"
 if [ ! -f "$build/build.ninja" ]; then
-	meson setup "$build" "$src" --buildtype=debugoptimized >/dev/null
+	# Quiet when it works; when it fails, meson's own words and its log.
+	mkdir -p "$(dirname "$build")"
+	if ! meson setup "$build" "$src" --buildtype=debugoptimized >"$build.setup.log" 2>&1; then
+		tail -n 20 "$build.setup.log" >&2
+		contrib/check-deps.sh --explain "$build" >&2 || true
+		echo "demo: meson setup failed (its output: $build.setup.log)" >&2
+		exit 1
+	fi
 fi
 ninja -C "$build"
 export PATH="$build/replicator:$build/fs:$PATH"
@@ -146,11 +174,21 @@ cycle() {
 	cp --sparse=always "$T/data.img" "$T/sources/data.$n.img"
 }
 # Writes a file into the ext4 image in place (debugfs works on the image
-# itself: no mount, no root).
+# itself: no mount, no root). debugfs exits 0 even when a request fails:
+# success is the file being there afterwards, and otherwise its words.
+ext4_write() { # image local-file path
+	local out
+	out=$(debugfs -w -R "write $2 $3" "$1" 2>&1) || true
+	if [[ "$(debugfs -R "stat $3" "$1" 2>/dev/null)" != *Inode:* ]]; then
+		echo "demo: debugfs could not write $3 into ${1//$T/\$T}:" >&2
+		printf '%s\n' "${out//$T/\$T}" | sed 's/^/    /' >&2
+		return 1
+	fi
+}
 ext4_put() { # image path content
 	printf '%s\n' "$3" >"$T/put.tmp"
 	debugfs -w -R "rm $2" "$1" >/dev/null 2>&1 || true
-	debugfs -w -R "write $T/put.tmp $2" "$1" >/dev/null 2>&1
+	ext4_write "$1" "$T/put.tmp" "$2"
 }
 ext4_cat() { debugfs -R "cat $2" "$1" 2>/dev/null; }
 
@@ -170,7 +208,7 @@ cycle 2
 
 section "Change both disks again, cycle 3"
 head -c 1M /dev/urandom >"$T/big.tmp"
-debugfs -w -R "write $T/big.tmp /home/demo/download.bin" "$T/os.img" >/dev/null 2>&1
+ext4_write "$T/os.img" "$T/big.tmp" /home/demo/download.bin
 ext4_put "$T/os.img" /home/demo/notes.txt "cycle 3: notes rewritten again"
 echo "wrote /home/demo/download.bin (1 MiB) and rewrote notes.txt in the os disk"
 run dd if=/dev/urandom of="$T/data.img" bs=1M count=1 seek=8 conv=notrunc status=none

@@ -6,14 +6,18 @@
 # no network. Build packages always; --test adds what the test suites use
 # (sanitizer runtimes, clang-format, e2fsprogs, qemu, virt-xml-validate and
 # the boot fixture's tools); --demo what contrib/demo.sh uses; --bench the
-# peers and tools of contrib/bench/.
-# Runs as root, or through sudo.
+# peers and tools of contrib/bench/. --list prints the packages wanted, one
+# a line, and installs nothing (contrib/check-deps.sh reads the build list
+# from it). Runs as root, or through sudo.
 #
-# Usage: contrib/install-deps.sh [--test] [--demo] [--bench] [--dry-run]
+# Usage: contrib/install-deps.sh [--test] [--demo] [--bench] [--dry-run] [--list]
 set -euo pipefail
 
+# Every meson dependency() must map (contrib/deps.tsv) to one of these:
+# contrib/check-deps.sh fails otherwise.
 build_pkgs=(build-essential meson ninja-build pkg-config libfuse3-dev fuse3 libsqlite3-dev
-	libzstd-dev libssl-dev libcurl4-openssl-dev libxxhash-dev libinih-dev scdoc)
+	libzstd-dev libssl-dev libcurl4-openssl-dev libxxhash-dev libinih-dev libjson-c-dev
+	libxml2-dev scdoc)
 # libclang-rt-14-dev holds the ASan/UBSan/libFuzzer runtimes; clang only
 # recommends it, and we install without recommends.
 test_pkgs=(e2fsprogs util-linux xxd python3 clang libclang-rt-14-dev clang-format
@@ -24,15 +28,16 @@ demo_pkgs=(e2fsprogs util-linux)
 bench_pkgs=(restic borgbackup fio zstd openssl python3 python3-pyfuse3 e2fsprogs time curl)
 
 want=("${build_pkgs[@]}")
-dry_run=0
+dry_run=0 list=0
 for arg in "$@"; do
 	case "$arg" in
 	--test) want+=("${test_pkgs[@]}") ;;
 	--demo) want+=("${demo_pkgs[@]}") ;;
 	--bench) want+=("${bench_pkgs[@]}") ;;
 	--dry-run) dry_run=1 ;;
+	--list) list=1 ;;
 	-h | --help)
-		sed -n '4,11s/^# \{0,1\}//p' "$0"
+		sed -n '4,13s/^# \{0,1\}//p' "$0"
 		exit 0
 		;;
 	*)
@@ -43,6 +48,10 @@ for arg in "$@"; do
 done
 
 mapfile -t want < <(printf '%s\n' "${want[@]}" | sort -u)
+if [ "$list" = 1 ]; then
+	printf '%s\n' "${want[@]}"
+	exit 0
+fi
 missing=()
 for pkg in "${want[@]}"; do
 	status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)

@@ -6,8 +6,13 @@
 #   2. clang with ASan+UBSan: the unit and fuzz suites (FERRY_ASAN_SUITES
 #      to change the list; FERRY_SKIP_ASAN=1 to skip this build);
 #   3. the clang-format check (contrib/check-format.sh), counted as one test.
+# Before the builds, contrib/check-deps.sh checks that install-deps.sh
+# installs every meson dependency(), also counted as one test.
 # Results come from meson's testlog.json, so a crashed test cannot be lost
-# in the noise of its output. The last line printed is always
+# in the noise of its output. A failed step prints its own error where it
+# fails (a failed meson setup the end of its meson-log.txt and the package
+# of each dependency not found) and again, in one line, in the summary.
+# The last line printed is always
 #   N passed, N failed, N skipped
 # and the exit status is non-zero when anything failed. Build directories
 # live under build/ (FERRY_BUILD_ROOT to move them).
@@ -26,25 +31,26 @@ section() { printf '\n==== %s ====\n' "$*"; }
 
 # A step that is not a meson test (a build, the format check) still counts,
 # so a broken build can never look like a green run with fewer tests.
-count_step() { # name status
+# why: one line for the summary, so that it says what broke, not only where.
+count_step() { # name status [why]
 	if [ "$2" = 0 ]; then
 		passed=$((passed + 1))
 	else
 		failed=$((failed + 1))
-		failed_names+=("$1")
+		failed_names+=("$1${3:+ -- $3}")
 	fi
+}
+
+# The first line of a log matching an extended regex, or nothing.
+first_match() { # regex logfile
+	grep -m1 -E "$1" "$2" 2>/dev/null | cut -c1-200 || true
 }
 
 # Reads one meson testlog.json (one JSON object per line) and adds it up.
 count_log() { # label logfile
-	local kind name
-	while IFS=$'\t' read -r kind name; do
-		case "$kind" in
-		pass) passed=$((passed + 1)) ;;
-		fail) failed=$((failed + 1)) && failed_names+=("$1: $name") ;;
-		skip) skipped=$((skipped + 1)) && skipped_names+=("$1: $name") ;;
-		esac
-	done < <(python3 - "$2" <<'PY'
+	local kind name results
+	# Read whole first: a reader that dies half-way must not pass for fewer tests.
+	if ! results=$(python3 - "$2" <<'PY'
 import json, sys
 kinds = {"OK": "pass", "EXPECTEDFAIL": "pass", "SKIP": "skip"}
 for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
@@ -59,7 +65,17 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
     # FAIL, TIMEOUT, ERROR, UNEXPECTEDPASS and anything unknown are failures.
     print("%s\t%s" % (kinds.get(t.get("result"), "fail"), t.get("name", "?")))
 PY
-	)
+	); then
+		count_step "tests ($1): cannot read $2" 1 "python3 failed on it (see above)"
+		return
+	fi
+	while IFS=$'\t' read -r kind name; do
+		case "$kind" in
+		pass) passed=$((passed + 1)) ;;
+		fail) failed=$((failed + 1)) && failed_names+=("$1: $name") ;;
+		skip) skipped=$((skipped + 1)) && skipped_names+=("$1: $name") ;;
+		esac
+	done <<<"$results"
 }
 
 # Configures (or reconfigures) a build dir, builds it and runs suites in it.
@@ -75,12 +91,18 @@ build_and_test() { # label dir "suites" meson-args...
 		if ! [ -f "$dir/meson-private/coredata.dat" ] ||
 			! meson setup --wipe "$dir" "$src" "$@" >"$dir.setup.log" 2>&1; then
 			cat "$dir.setup.log"
-			count_step "build ($label): meson setup" 1
+			contrib/check-deps.sh --explain "$dir"
+			count_step "build ($label): meson setup" 1 \
+				"$(first_match 'ERROR:' "$dir.setup.log") (log: $dir.setup.log)"
 			return
 		fi
 	fi
-	if ! ninja -C "$dir" -j "$jobs"; then
-		count_step "build ($label): ninja" 1
+	# Through tee, so that the summary can name the first failed target.
+	if ! ninja -C "$dir" -j "$jobs" 2>&1 | tee "$dir.ninja.log"; then
+		local target why
+		target=$(first_match '^FAILED: ' "$dir.ninja.log")
+		why=$(first_match ': (fatal )?error:|undefined reference|^ninja: error' "$dir.ninja.log")
+		count_step "build ($label): ninja" 1 "$target $why (log: $dir.ninja.log)"
 		return
 	fi
 	count_step "build ($label)" 0
@@ -92,17 +114,22 @@ build_and_test() { # label dir "suites" meson-args...
 	local log=$dir/meson-logs/testlog.json
 	rm -f "$log"
 	meson test "${args[@]}"
+	local rc=$?
 	if [ -s "$log" ]; then
 		count_log "$label" "$log"
 	else
-		count_step "tests ($label): meson test wrote no testlog.json" 1
+		count_step "tests ($label): meson test wrote no testlog.json" 1 "meson test exited with $rc (see above)"
 	fi
 }
 
 section "dependencies"
 if ! contrib/install-deps.sh --test; then
-	count_step "install-deps" 1
+	count_step "install-deps" 1 "contrib/install-deps.sh --test failed (apt's output above)"
 fi
+
+section "build dependencies: meson dependency() -> contrib/deps.tsv -> install-deps.sh"
+contrib/check-deps.sh
+count_step "check-deps" $? "a meson dependency() that install-deps.sh does not install (see above)"
 
 mkdir -p "$build_root"
 
@@ -120,7 +147,7 @@ fi
 
 section "format check"
 contrib/check-format.sh
-count_step "clang-format check" $?
+count_step "clang-format check" $? "contrib/check-format.sh --fix rewrites the files listed above"
 
 section "summary"
 for n in "${skipped_names[@]}"; do echo "skipped: $n"; done

@@ -6,6 +6,7 @@
  * Blobs are block blobs: one Put Blob, or for large ones blocks uploaded in
  * parallel and committed with one Put Block List, so a reader never sees
  * half a blob. Exclusive puts are If-None-Match: * and locks are blob leases.
+ * List Blobs pages are read with libxml2, locked down by blobs-xml.h.
  * Credentials come from the options (ferry_blobs_set_options), never from
  * the URL, so the URL can be printed.
  */
@@ -20,6 +21,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "blobs-xml.h"
 #include "ferry/crypto.h"
 #include "ferry/util.h"
 
@@ -679,126 +681,6 @@ static int azure_del(struct ferry_blobs *b, const char *name)
 
 /* --- List Blobs XML --- */
 
-static const char *find(const char *s, const char *end, const char *needle)
-{
-	size_t n = strlen(needle);
-	if (s >= end || (size_t)(end - s) < n)
-		return NULL;
-	return memmem(s, (size_t)(end - s), needle, n);
-}
-
-static void put_utf8(struct sbuf *sb, unsigned long cp)
-{
-	char u[4];
-	size_t n;
-	if (cp < 0x80) {
-		u[0] = (char)cp;
-		n = 1;
-	} else if (cp < 0x800) {
-		u[0] = (char)(0xc0 | (cp >> 6));
-		u[1] = (char)(0x80 | (cp & 0x3f));
-		n = 2;
-	} else if (cp < 0x10000) {
-		u[0] = (char)(0xe0 | (cp >> 12));
-		u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-		u[2] = (char)(0x80 | (cp & 0x3f));
-		n = 3;
-	} else {
-		u[0] = (char)(0xf0 | (cp >> 18));
-		u[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-		u[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-		u[3] = (char)(0x80 | (cp & 0x3f));
-		n = 4;
-	}
-	sb_addn(sb, u, n);
-}
-
-/* XML character data to a C string; -EBADMSG on anything malformed
- * (unknown entities, NUL, a stray '<'). */
-static int xml_unescape(const char *s, const char *end, char **ret)
-{
-	struct sbuf sb = { 0 };
-	sb_add(&sb, "");
-	while (s < end) {
-		if (*s == 0 || *s == '<') {
-			free(sb.s);
-			return -EBADMSG;
-		}
-		if (*s != '&') {
-			sb_addn(&sb, s++, 1);
-			continue;
-		}
-		const char *semi = memchr(s, ';', (size_t)(end - s));
-		size_t n = semi ? (size_t)(semi - s) + 1 : 0;
-		static const struct {
-			const char *ent;
-			char c;
-		} ents[] = { { "&lt;", '<' },
-			     { "&gt;", '>' },
-			     { "&amp;", '&' },
-			     { "&quot;", '"' },
-			     { "&apos;", '\'' } };
-		int done = 0;
-		for (size_t i = 0; semi && i < ARRAY_SIZE(ents); i++)
-			if (n == strlen(ents[i].ent) && memcmp(s, ents[i].ent, n) == 0) {
-				sb_addn(&sb, &ents[i].c, 1);
-				done = 1;
-			}
-		if (!done && semi && n > 3 && s[1] == '#') {
-			int hex = s[2] == 'x' || s[2] == 'X';
-			unsigned long cp = 0;
-			const char *d = s + (hex ? 3 : 2);
-			int good = d < semi && semi - d <= 8;
-			for (; good && d < semi; d++) {
-				int v = hex ? ferry_hex_digit(*d) :
-					      (*d >= '0' && *d <= '9' ? *d - '0' : -1);
-				if (v < 0)
-					good = 0;
-				else
-					cp = cp * (hex ? 16 : 10) + (unsigned long)v;
-			}
-			if (good && cp > 0 && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff)) {
-				put_utf8(&sb, cp);
-				done = 1;
-			}
-		}
-		if (!done) {
-			free(sb.s);
-			return -EBADMSG;
-		}
-		s += n;
-	}
-	return sb_take(&sb, ret);
-}
-
-/* The text of <tag>...</tag> in [s, end); "" for <tag/>; -ENOENT if absent. */
-static int xml_text(const char *s, const char *end, const char *tag, char **ret)
-{
-	char open[64], close[64], empty[64];
-	snprintf(open, sizeof(open), "<%s>", tag);
-	snprintf(close, sizeof(close), "</%s>", tag);
-	snprintf(empty, sizeof(empty), "<%s />", tag);
-	const char *o = find(s, end, open);
-	if (!o) {
-		snprintf(empty, sizeof(empty), "<%s/>", tag);
-		if (find(s, end, empty)) {
-			*ret = strdup("");
-			return *ret ? 0 : -ENOMEM;
-		}
-		snprintf(empty, sizeof(empty), "<%s />", tag);
-		if (find(s, end, empty)) {
-			*ret = strdup("");
-			return *ret ? 0 : -ENOMEM;
-		}
-		return -ENOENT;
-	}
-	o += strlen(open);
-	const char *c = find(o, end, close);
-	if (!c)
-		return -EBADMSG;
-	return xml_unescape(o, c, ret);
-}
-
 static int parse_u64(const char *s, uint64_t *ret)
 {
 	uint64_t v = 0;
@@ -813,56 +695,82 @@ static int parse_u64(const char *s, uint64_t *ret)
 	return 0;
 }
 
-/* One page of List Blobs: adds our blobs, returns the next marker ("" at
- * the end). Hostile input gets -EBADMSG, never a crash. */
+/* One <Blob>: its <Name> and <Properties><Content-Length>. */
+static int add_blob(const char *prefix, const xmlNode *blob, struct blob_list *out)
+{
+	xmlNode *name_node, *props;
+	int r = blobs_xml_child(blob, "Name", &name_node);
+	if (r < 0)
+		return -EBADMSG;
+	/* Names with characters XML cannot carry come percent-encoded, marked
+	 * Encoded="true": never one of ours, whose names are plain. */
+	if (blobs_xml_attr_is(name_node, "Encoded", "true"))
+		return 0;
+	_cleanup_free_ char *name = NULL, *cl = NULL;
+	r = blobs_xml_text(name_node, &name);
+	if (r < 0)
+		return r;
+	r = blobs_xml_child(blob, "Properties", &props);
+	if (r >= 0)
+		r = blobs_xml_child_text(props, "Content-Length", &cl);
+	if (r < 0)
+		return r == -ENOMEM ? r : -EBADMSG;
+	uint64_t size;
+	r = parse_u64(cl, &size);
+	if (r < 0)
+		return r;
+	size_t plen = strlen(prefix);
+	if (strncmp(name, prefix, plen) != 0)
+		return 0;
+	char *rel = strdup(name + plen);
+	if (!rel)
+		return -ENOMEM;
+	r = blob_list_add(out, rel, size);
+	if (r < 0)
+		free(rel);
+	return r;
+}
+
+/*
+ * One page of List Blobs (an <EnumerationResults> whose <Blobs> holds a
+ * <Blob> per blob, and <BlobPrefix> entries we never ask for): adds our
+ * blobs, returns the next marker ("" at the end). Hostile input gets
+ * -EBADMSG and adds nothing, never a crash.
+ */
 int azure_list_parse(const char *prefix, const char *xml, size_t len, struct blob_list *out,
 		     char **ret_marker)
 {
-	const char *end = xml + len;
-	size_t plen = strlen(prefix);
-	for (const char *p = xml;;) {
-		const char *o = find(p, end, "<Blob>");
-		if (!o)
-			break;
-		const char *c = find(o, end, "</Blob>");
-		if (!c)
-			return -EBADMSG;
-		_cleanup_free_ char *name = NULL, *cl = NULL;
-		int r = xml_text(o, c, "Name", &name);
-		if (r == -ENOENT) { /* e.g. <Name Encoded="true">: not one of ours */
-			p = c + 7;
-			continue;
-		}
-		if (r < 0)
-			return r;
-		r = xml_text(o, c, "Content-Length", &cl);
-		if (r < 0)
-			return r == -ENOENT ? -EBADMSG : r;
-		uint64_t size;
-		r = parse_u64(cl, &size);
-		if (r < 0)
-			return r;
-		if (strncmp(name, prefix, plen) == 0) {
-			char *rel = strdup(name + plen);
-			if (!rel)
-				return -ENOMEM;
-			r = blob_list_add(out, rel, size);
-			if (r < 0) {
-				free(rel);
-				return r;
-			}
-		}
-		p = c + 7;
-	}
-	char *marker = NULL;
-	int r = xml_text(xml, end, "NextMarker", &marker);
-	if (r == -ENOENT) {
-		marker = strdup("");
-		r = marker ? 0 : -ENOMEM;
-	}
+	_cleanup_(xmlFreeDocp) xmlDoc *doc = NULL;
+	int r = blobs_xml_parse(xml, len, &doc);
 	if (r < 0)
 		return r;
-	*ret_marker = marker;
+	const xmlNode *root = xmlDocGetRootElement(doc);
+	if (!blobs_xml_is(root, "EnumerationResults"))
+		return -EBADMSG;
+
+	_cleanup_free_ char *marker = NULL;
+	r = blobs_xml_child_text(root, "NextMarker", &marker);
+	if (r == -ENOENT)
+		marker = strdup("");
+	else if (r < 0)
+		return r;
+	if (!marker)
+		return -ENOMEM;
+
+	/* An empty page may have no <Blobs> at all. */
+	xmlNode *blobs = NULL;
+	r = blobs_xml_child(root, "Blobs", &blobs);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	size_t n0 = out->n;
+	r = 0;
+	for (const xmlNode *n = blobs ? blobs->children : NULL; n && r >= 0; n = n->next)
+		r = blobs_xml_is(n, "Blob") ? add_blob(prefix, n, out) : 0;
+	if (r < 0) {
+		blob_list_truncate(out, n0);
+		return r;
+	}
+	*ret_marker = TAKE_PTR(marker);
 	return 0;
 }
 

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "ferry/blobs.h"
 #include "ferry/http.h"
@@ -27,6 +28,13 @@ struct blob_list {
 
 /* Takes ownership of name. */
 int blob_list_add(struct blob_list *l, char *name, uint64_t size);
+
+/* Frees the entries from n on: a listing page that fails adds nothing. */
+static inline void blob_list_truncate(struct blob_list *l, size_t n)
+{
+	while (l->n > n)
+		free(l->v[--l->n].name);
+}
 
 struct blobs_ops {
 	const char *scheme; /* "file", "azblob", "s3" */
@@ -85,8 +93,8 @@ int azure_authorization(const char *account, const void *key, size_t keylen, con
 			uint64_t content_length, char **ret);
 /* One List Blobs response page (xml, len bytes, not NUL-terminated): adds
  * every blob whose name starts with prefix, relative to it, to out, and sets
- * the next marker ("" at the end). -EBADMSG on malformed XML. Exposed for the
- * fuzz target. */
+ * the next marker ("" at the end). -EBADMSG on malformed XML or a malformed
+ * listing, and then adds nothing. Exposed for the fuzz target. */
 int azure_list_parse(const char *prefix, const char *xml, size_t len, struct blob_list *out,
 		     char **ret_marker);
 /* Test hooks for the Azure backend: a small List Blobs page size, and a

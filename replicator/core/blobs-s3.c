@@ -4,7 +4,8 @@
  * own SigV4 signer (sigv4.c) and the shared HTTP client (http.c). Blob NAME
  * is object PREFIX/NAME. Puts are single PutObject requests (packs stay far
  * below S3's 5 GiB single-PUT limit), exclusive ones conditional with
- * If-None-Match: *; reads are ranged GETs; listings walk ListObjectsV2 pages.
+ * If-None-Match: *; reads are ranged GETs; listings walk ListObjectsV2 pages,
+ * read (like error bodies) with libxml2, locked down by blobs-xml.h.
  * The lock is a small object created conditionally (see the lock section).
  * Addressing is virtual-host (BUCKET.s3.REGION.amazonaws.com) by default,
  * path-style when asked, for dotted bucket names, and for endpoint URLs.
@@ -20,6 +21,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "blobs-xml.h"
 #include "ferry/crypto.h"
 #include "ferry/http.h"
 #include "ferry/util.h"
@@ -164,22 +166,21 @@ static int build_url(const struct s3 *s, const struct s3_req *r, int keep_slash,
 	return 0;
 }
 
-/* The S3 error code of an error response body, or "". */
+/* The S3 error code of an error response body (<Error><Code>), or "". */
 static void error_code(const struct ferry_http_response *resp, char *buf, size_t size)
 {
 	buf[0] = 0;
-	if (!resp->body || !resp->body_len)
+	_cleanup_(xmlFreeDocp) xmlDoc *doc = NULL;
+	if (blobs_xml_parse(resp->body, resp->body_len, &doc) < 0)
 		return;
-	const char *b = resp->body, *end = b + resp->body_len;
-	const char *p = memmem(b, resp->body_len, "<Code>", 6);
-	if (!p)
+	xmlNode *err = xmlDocGetRootElement(doc);
+	/* S3 answers <Error>; some compatible services wrap it in <ErrorResponse>. */
+	if (!blobs_xml_is(err, "Error") && blobs_xml_child(err, "Error", &err) < 0)
 		return;
-	p += 6;
-	const char *q = memmem(p, (size_t)(end - p), "</Code>", 7);
-	if (!q || (size_t)(q - p) >= size)
+	_cleanup_free_ char *code = NULL;
+	if (blobs_xml_child_text(err, "Code", &code) < 0 || strlen(code) >= size)
 		return;
-	memcpy(buf, p, (size_t)(q - p));
-	buf[q - p] = 0;
+	strcpy(buf, code);
 }
 
 static int s3_do_once(struct s3 *s, const struct s3_req *r, int keep_slash,
@@ -637,124 +638,7 @@ static int s3_del(struct ferry_blobs *b, const char *name)
 	return r == -ENOENT ? 0 : r;
 }
 
-/* --- listing: a small, bounded reader of ListObjectsV2 XML --- */
-
-/* The text between <tag> and </tag> in [p, end), or -ENOENT. */
-static int xml_elem(const char *p, const char *end, const char *tag, const char **ret_s,
-		    const char **ret_e)
-{
-	char open[64], close[64];
-	int no = snprintf(open, sizeof(open), "<%s>", tag);
-	int nc = snprintf(close, sizeof(close), "</%s>", tag);
-	if (p >= end)
-		return -ENOENT;
-	const char *s = memmem(p, (size_t)(end - p), open, (size_t)no);
-	if (!s)
-		return -ENOENT;
-	s += no;
-	const char *e = memmem(s, (size_t)(end - s), close, (size_t)nc);
-	if (!e)
-		return -EBADMSG;
-	*ret_s = s;
-	*ret_e = e;
-	return 0;
-}
-
-static int put_utf8(char **p, uint32_t cp)
-{
-	unsigned char *o = (unsigned char *)*p;
-	if (cp == 0 || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return -EBADMSG;
-	if (cp < 0x80) {
-		*o++ = (unsigned char)cp;
-	} else if (cp < 0x800) {
-		*o++ = (unsigned char)(0xc0 | cp >> 6);
-		*o++ = (unsigned char)(0x80 | (cp & 0x3f));
-	} else if (cp < 0x10000) {
-		*o++ = (unsigned char)(0xe0 | cp >> 12);
-		*o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-		*o++ = (unsigned char)(0x80 | (cp & 0x3f));
-	} else {
-		*o++ = (unsigned char)(0xf0 | cp >> 18);
-		*o++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
-		*o++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-		*o++ = (unsigned char)(0x80 | (cp & 0x3f));
-	}
-	*p = (char *)o;
-	return 0;
-}
-
-/*
- * XML character data to a C string: the five predefined entities and
- * numeric references. A NUL (raw or referenced) or an unknown entity is
- * -EBADMSG: a key must survive as a C string, unchanged.
- */
-static int xml_text(const char *s, const char *e, char **ret)
-{
-	size_t n = (size_t)(e - s);
-	if (memchr(s, 0, n))
-		return -EBADMSG;
-	/* Decoding only shrinks: "&#x10FFFF;" (10 bytes) becomes 4. */
-	char *o = malloc(n + 1);
-	if (!o)
-		return -ENOMEM;
-	char *p = o;
-	while (s < e) {
-		if (*s != '&') {
-			*p++ = *s++;
-			continue;
-		}
-		const char *semi = memchr(s, ';', (size_t)(e - s));
-		if (!semi || semi - s > 12) {
-			free(o);
-			return -EBADMSG;
-		}
-		size_t l = (size_t)(semi - s - 1);
-		const char *ent = s + 1;
-		static const struct {
-			const char *name;
-			char c;
-		} named[] = { { "amp", '&' },
-			      { "lt", '<' },
-			      { "gt", '>' },
-			      { "quot", '"' },
-			      { "apos", '\'' } };
-		int done = 0;
-		for (size_t i = 0; i < ARRAY_SIZE(named); i++)
-			if (strlen(named[i].name) == l && !memcmp(ent, named[i].name, l)) {
-				*p++ = named[i].c;
-				done = 1;
-			}
-		if (!done && l >= 2 && ent[0] == '#') {
-			int hex = ent[1] == 'x';
-			const char *d = ent + 1 + hex;
-			uint32_t cp = 0;
-			int digits = 0;
-			for (; d < semi; d++, digits++) {
-				int v = isdigit((unsigned char)*d) ?
-						*d - '0' :
-					hex && isxdigit((unsigned char)*d) ?
-						(tolower((unsigned char)*d) - 'a' + 10) :
-						-1;
-				if (v < 0 || cp > 0x10ffff) {
-					digits = -1;
-					break;
-				}
-				cp = cp * (hex ? 16 : 10) + (uint32_t)v;
-			}
-			if (digits > 0 && put_utf8(&p, cp) >= 0)
-				done = 1;
-		}
-		if (!done) {
-			free(o);
-			return -EBADMSG;
-		}
-		s = semi + 1;
-	}
-	*p = 0;
-	*ret = o;
-	return 0;
-}
+/* --- listing: ListObjectsV2 pages --- */
 
 static int parse_u64(const char *s, const char *e, uint64_t *ret)
 {
@@ -770,71 +654,70 @@ static int parse_u64(const char *s, const char *e, uint64_t *ret)
 	return 0;
 }
 
+/* One <Contents>: its <Key> and <Size>. */
+static int add_object(const char *prefix, const xmlNode *contents, struct blob_list *out)
+{
+	_cleanup_free_ char *key = NULL, *size_text = NULL;
+	int r = blobs_xml_child_text(contents, "Key", &key);
+	if (r >= 0)
+		r = blobs_xml_child_text(contents, "Size", &size_text);
+	if (r < 0)
+		return r == -ENOMEM ? r : -EBADMSG;
+	uint64_t size;
+	r = parse_u64(size_text, size_text + strlen(size_text), &size);
+	if (r < 0)
+		return r;
+	size_t plen = strlen(prefix);
+	if (strlen(key) <= plen || strncmp(key, prefix, plen) != 0)
+		return 0;
+	char *name = strdup(key + plen);
+	if (!name)
+		return -ENOMEM;
+	r = blob_list_add(out, name, size);
+	if (r < 0)
+		free(name);
+	return r;
+}
+
 /*
- * One ListObjectsV2 page: every <Contents> with its <Key> and <Size>, and
- * <IsTruncated>/<NextContinuationToken>. Keys outside the location's prefix
- * cannot come back for our prefix query; a server that sends them anyway is
- * ignored rather than trusted with names outside the location.
+ * One ListObjectsV2 page (<ListBucketResult>): every <Contents> with its
+ * <Key> and <Size>, and <IsTruncated>/<NextContinuationToken>. Keys outside
+ * the location's prefix cannot come back for our prefix query; a server
+ * that sends them anyway is ignored rather than trusted with names outside
+ * the location.
  */
 int s3_list_parse(const char *prefix, const char *body, size_t body_len, struct blob_list *out,
 		  char **ret_next)
 {
-	const char *p = body, *end = body + body_len;
-	if (!body || !memmem(body, body_len, "<ListBucketResult", 17))
+	_cleanup_(xmlFreeDocp) xmlDoc *doc = NULL;
+	int r = blobs_xml_parse(body, body_len, &doc);
+	if (r < 0)
+		return r;
+	const xmlNode *root = xmlDocGetRootElement(doc);
+	if (!blobs_xml_is(root, "ListBucketResult"))
 		return -EBADMSG;
-	size_t plen = strlen(prefix);
-	for (;;) {
-		const char *cs, *ce;
-		int r = xml_elem(p, end, "Contents", &cs, &ce);
-		if (r == -ENOENT)
-			break;
+
+	_cleanup_free_ char *truncated = NULL, *next = NULL;
+	r = blobs_xml_child_text(root, "IsTruncated", &truncated);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (truncated && strcmp(truncated, "true") == 0) {
+		r = blobs_xml_child_text(root, "NextContinuationToken", &next);
 		if (r < 0)
-			return r;
-		const char *ks, *ke, *ss, *se;
-		r = xml_elem(cs, ce, "Key", &ks, &ke);
-		if (r < 0)
+			return r == -ENOMEM ? r : -EBADMSG;
+		if (!*next)
 			return -EBADMSG;
-		r = xml_elem(cs, ce, "Size", &ss, &se);
-		if (r < 0)
-			return -EBADMSG;
-		uint64_t size;
-		r = parse_u64(ss, se, &size);
-		if (r < 0)
-			return r;
-		_cleanup_free_ char *key = NULL;
-		r = xml_text(ks, ke, &key);
-		if (r < 0)
-			return r;
-		if (strlen(key) > plen && !strncmp(key, prefix, plen)) {
-			char *name = strdup(key + plen);
-			if (!name)
-				return -ENOMEM;
-			r = blob_list_add(out, name, size);
-			if (r < 0) {
-				free(name);
-				return r;
-			}
-		}
-		p = ce;
 	}
 
-	const char *ts, *te;
-	int truncated = xml_elem(body, end, "IsTruncated", &ts, &te) >= 0 && te - ts == 4 &&
-			!memcmp(ts, "true", 4);
-	char *next = NULL;
-	if (truncated) {
-		int r = xml_elem(body, end, "NextContinuationToken", &ts, &te);
-		if (r < 0)
-			return -EBADMSG;
-		r = xml_text(ts, te, &next);
-		if (r < 0)
-			return r;
-		if (!*next) {
-			free(next);
-			return -EBADMSG;
-		}
+	size_t n0 = out->n;
+	r = 0;
+	for (const xmlNode *n = root->children; n && r >= 0; n = n->next)
+		r = blobs_xml_is(n, "Contents") ? add_object(prefix, n, out) : 0;
+	if (r < 0) {
+		blob_list_truncate(out, n0);
+		return r;
 	}
-	*ret_next = next;
+	*ret_next = TAKE_PTR(next);
 	return 0;
 }
 

@@ -13,7 +13,8 @@
  * One ListObjectsV2 response page (body, body_len bytes, not NUL-terminated;
  * NULL is -EBADMSG): adds every key longer than prefix that starts with it,
  * relative to it, to out, and sets the continuation token (NULL on the last
- * page). -EBADMSG on malformed XML. Exposed for the fuzz target.
+ * page). -EBADMSG on malformed XML or a malformed listing, and then adds
+ * nothing. Exposed for the fuzz target.
  */
 int s3_list_parse(const char *prefix, const char *body, size_t body_len, struct blob_list *out,
 		  char **ret_next);

@@ -2,7 +2,9 @@
 /*
  * Unit tests for the blobs layer's local backend: round trips, exclusive
  * puts, byte-ordered recursive listing, hostile names, missing blobs, URL
- * schemes, and the fault-injection seam (a failed put leaves nothing).
+ * schemes, and the fault-injection seam (a failed put leaves nothing). And
+ * the object stores' listing parsers without a server: real-looking pages,
+ * and XML that must be refused (entities, nesting, malformed listings).
  */
 #include "ferry/blobs.h"
 
@@ -14,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "blobs-internal.h"
+#include "blobs-s3.h"
 #include "ferry/util.h"
 #include "tap.h"
 
@@ -68,6 +72,209 @@ static int count_tmp(const char *dir)
 		pclose(p);
 	}
 	return n;
+}
+
+/* --- the object stores' listing parsers (libxml2; blobs-xml.h) --- */
+
+static void list_done(struct blob_list *l)
+{
+	blob_list_truncate(l, 0);
+	free(l->v);
+	*l = (struct blob_list){ 0 };
+}
+
+/* "name:size name:size" of a listing, for comparisons. */
+static const char *list_str(const struct blob_list *l)
+{
+	static char buf[512];
+	buf[0] = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		size_t n = strlen(buf);
+		snprintf(buf + n, sizeof(buf) - n, "%s%s:%llu", i ? " " : "", l->v[i].name,
+			 (unsigned long long)l->v[i].size);
+	}
+	return buf;
+}
+
+/* Azurite's answer, byte order mark and all. */
+#define AZ_ROOT                                                                            \
+	"<EnumerationResults ServiceEndpoint=\"http://127.0.0.1:10000/devstoreaccount1\" " \
+	"ContainerName=\"c\"><Prefix>p/</Prefix><MaxResults>3</MaxResults><Blobs>"
+#define AZ_HEAD "\xef\xbb\xbf<?xml version=\"1.0\" encoding=\"utf-8\"?>" AZ_ROOT
+#define AZ_BLOB(name, len)                                                                    \
+	"<Blob><Name>" name "</Name><Properties><Last-Modified>Tue, 02 Jan 2024 10:00:00 GMT" \
+	"</Last-Modified><Etag>0x8DC</Etag><Content-Length>" len "</Content-Length>"          \
+	"<Content-MD5 /><BlobType>BlockBlob</BlobType></Properties><OrMetadata /></Blob>"
+
+static int az(const char *xml, struct blob_list *l, char **marker)
+{
+	return azure_list_parse("p/", xml, strlen(xml), l, marker);
+}
+
+static void test_azure_list_parse(void)
+{
+	struct blob_list l = { 0 };
+	char *m = NULL;
+
+	static const char page[] = AZ_HEAD AZ_BLOB("p/a", "1") AZ_BLOB("p/b&amp;&#x63;", "22")
+		AZ_BLOB("q/x", "3") "<BlobPrefix><Name>p/dir/</Name></BlobPrefix></Blobs>"
+				    "<NextMarker>2!80!MDAw</NextMarker></EnumerationResults>";
+	ok_r(az(page, &l, &m), "azure: a page with a byte order mark");
+	ok(strcmp(list_str(&l), "a:1 b&c:22") == 0, "azure: our blobs, relative, decoded: %s",
+	   list_str(&l));
+	ok(m && strcmp(m, "2!80!MDAw") == 0, "azure: next marker");
+	free(m);
+	m = NULL;
+	static const char last[] = AZ_HEAD AZ_BLOB(
+		"<![CDATA[p/<c>]]>", "4") "</Blobs><NextMarker /></EnumerationResults>";
+	ok_r(az(last, &l, &m), "azure: last page, CDATA name");
+	ok(strcmp(list_str(&l), "a:1 b&c:22 <c>:4") == 0 && m && !*m,
+	   "azure: appended, empty marker: %s", list_str(&l));
+	free(m);
+	m = NULL;
+	static const char encoded[] = AZ_HEAD
+		"<Blob><Name Encoded=\"true\">p%2Fx</Name></Blob></Blobs></EnumerationResults>";
+	ok_r(az(encoded, &l, &m), "azure: encoded names are skipped, no marker is the end");
+	ok(l.n == 3 && m && !*m, "azure: nothing added");
+	free(m);
+	m = NULL;
+	static const char empty[] = "<EnumerationResults><Prefix>p/</Prefix><NextMarker />"
+				    "</EnumerationResults>";
+	ok_r(az(empty, &l, &m), "azure: an empty page without <Blobs>");
+	ok(l.n == 3 && m && !*m, "azure: nothing added, the end");
+	free(m);
+	m = NULL;
+
+	static const struct {
+		const char *what, *xml;
+	} bad[] = {
+		{ "a later blob without a length",
+		  AZ_HEAD AZ_BLOB("p/ok", "1") "<Blob><Name>p/x</Name><Properties /></Blob></Blobs>"
+					       "</EnumerationResults>" },
+		{ "a length that is not a number",
+		  AZ_HEAD AZ_BLOB("p/x", "1k") "</Blobs></EnumerationResults>" },
+		{ "an internal entity", "<!DOCTYPE x [<!ENTITY e \"p/x\">]>" AZ_ROOT AZ_BLOB(
+						"&e;", "1") "</Blobs></EnumerationResults>" },
+		{ "an external entity",
+		  "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><EnumerationResults>"
+		  "<Blobs>" AZ_BLOB("p/&e;", "1") "</Blobs></EnumerationResults>" },
+		{ "an undeclared entity",
+		  AZ_HEAD AZ_BLOB("p/&e;", "1") "</Blobs></EnumerationResults>" },
+		{ "an element in a name",
+		  AZ_HEAD AZ_BLOB("p/<b/>", "1") "</Blobs></EnumerationResults>" },
+		{ "two names", AZ_HEAD "<Blob><Name>p/a</Name><Name>p/b</Name></Blob></Blobs>"
+				       "</EnumerationResults>" },
+		{ "another root", "<Other><Blobs>" AZ_BLOB("p/x", "1") "</Blobs></Other>" },
+		{ "a cut page", AZ_HEAD AZ_BLOB("p/x", "1") "</Blobs><NextMark" },
+		{ "not XML", "p/x 1" },
+		{ "nothing", "" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		ok(az(bad[i].xml, &l, &m) == -EBADMSG && !m && l.n == 3,
+		   "azure: %s -> EBADMSG, nothing added", bad[i].what);
+		free(m);
+		m = NULL;
+	}
+	const char raw_nul[] =
+		"<EnumerationResults><Blobs>" AZ_BLOB("p/x\0y", "1") "</Blobs>"
+								     "</EnumerationResults>";
+	ok(azure_list_parse("p/", raw_nul, sizeof(raw_nul) - 1, &l, &m) == -EBADMSG && l.n == 3,
+	   "azure: a raw NUL -> EBADMSG");
+
+	/* Nesting beyond libxml2's limit (256), and a 1 MiB name within it. */
+	char *deep = NULL, *huge = NULL;
+	size_t dlen = 0, hlen = 0;
+	FILE *f = open_memstream(&deep, &dlen);
+	fputs(AZ_HEAD AZ_BLOB("p/x", "1"), f);
+	for (int i = 0; i < 1000; i++)
+		fputs("<d>", f);
+	for (int i = 0; i < 1000; i++)
+		fputs("</d>", f);
+	fputs("</Blobs></EnumerationResults>", f);
+	fclose(f);
+	ok(azure_list_parse("p/", deep, dlen, &l, &m) == -EBADMSG && l.n == 3,
+	   "azure: 1000 levels deep -> EBADMSG");
+	f = open_memstream(&huge, &hlen);
+	fputs(AZ_HEAD "<Blob><Name>p/", f);
+	for (int i = 0; i < 1024 * 1024; i++)
+		fputc('n', f);
+	fputs("</Name><Properties><Content-Length>5</Content-Length></Properties></Blob></Blobs>"
+	      "</EnumerationResults>",
+	      f);
+	fclose(f);
+	ok(azure_list_parse("p/", huge, hlen, &l, &m) >= 0 && l.n == 4 &&
+		   strlen(l.v[3].name) == 1024 * 1024,
+	   "azure: a 1 MiB name is read whole");
+	free(m);
+	free(deep);
+	free(huge);
+	list_done(&l);
+}
+
+#define S3_ROOT "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\n"
+#define S3_HEAD "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" S3_ROOT
+#define S3_OBJ(key, size)                                                                  \
+	"  <Contents>\n    <Key>" key "</Key>\n    <LastModified>2024-01-02T10:00:00.000Z" \
+	"</LastModified>\n    <ETag>&quot;d41d8&quot;</ETag>\n    <Size>" size "</Size>\n" \
+	"    <StorageClass>STANDARD</StorageClass>\n  </Contents>\n"
+
+static int s3(const char *xml, struct blob_list *l, char **next)
+{
+	return s3_list_parse("p/", xml, strlen(xml), l, next);
+}
+
+static void test_s3_list_parse(void)
+{
+	struct blob_list l = { 0 };
+	char *t = NULL;
+
+	static const char page[] = S3_HEAD
+		"  <Name>b</Name><Prefix>p/</Prefix><KeyCount>3</KeyCount>"
+		"<IsTruncated>true</IsTruncated>\n" S3_OBJ("p/", "9") S3_OBJ("p/a", "1")
+			S3_OBJ("p/&lt;b&gt;",
+			       "2") "  <NextContinuationToken>1ue/Gc+x=</NextContinuationToken>\n"
+				    "</ListBucketResult>\n";
+	ok_r(s3(page, &l, &t), "s3: a truncated page, pretty-printed");
+	ok(strcmp(list_str(&l), "a:1 <b>:2") == 0, "s3: our keys, relative, decoded: %s",
+	   list_str(&l));
+	ok(t && strcmp(t, "1ue/Gc+x=") == 0, "s3: continuation token");
+	free(t);
+	t = NULL;
+	static const char last[] = S3_HEAD "<IsTruncated>false</IsTruncated>" S3_OBJ(
+		"p/<![CDATA[c]]>", "3") "</ListBucketResult>";
+	ok_r(s3(last, &l, &t), "s3: the last page");
+	ok(strcmp(list_str(&l), "a:1 <b>:2 c:3") == 0 && !t, "s3: appended, no token: %s",
+	   list_str(&l));
+	ok_r(s3(S3_ROOT "<KeyCount>0</KeyCount></ListBucketResult>", &l, &t),
+	     "s3: an empty page without <IsTruncated>");
+	ok(l.n == 3 && !t, "s3: nothing added, the end");
+
+	static const struct {
+		const char *what, *xml;
+	} bad[] = {
+		{ "truncated without a token", S3_HEAD
+		  "<IsTruncated>true</IsTruncated>" S3_OBJ("p/x", "1") "</ListBucketResult>" },
+		{ "an empty token",
+		  S3_HEAD "<IsTruncated>true</IsTruncated><NextContinuationToken/>" S3_OBJ(
+			  "p/x", "1") "</ListBucketResult>" },
+		{ "a later object without a size",
+		  S3_HEAD S3_OBJ("p/x",
+				 "1") "<Contents><Key>p/y</Key></Contents></ListBucketResult>" },
+		{ "a size too large",
+		  S3_HEAD S3_OBJ("p/x", "18446744073709551616") "</ListBucketResult>" },
+		{ "an entity", "<!DOCTYPE x [<!ENTITY e \"p/x\">]>" S3_ROOT S3_OBJ(
+				       "&e;", "1") "</ListBucketResult>" },
+		{ "another root", "<Error><Code>AccessDenied</Code></Error>" },
+		{ "a cut page", S3_HEAD S3_OBJ("p/x", "1") },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		ok(s3(bad[i].xml, &l, &t) == -EBADMSG && !t && l.n == 3,
+		   "s3: %s -> EBADMSG, nothing added", bad[i].what);
+		free(t);
+		t = NULL;
+	}
+	ok(s3_list_parse("p/", NULL, 0, &l, &t) == -EBADMSG, "s3: no body -> EBADMSG");
+	list_done(&l);
 }
 
 int main(void)
@@ -213,6 +420,9 @@ int main(void)
 	ok(ferry_blobs_size(b, "f3", &size) == -ENOENT, "faulted put f3 left no blob");
 	ok(ferry_blobs_size(b, "f2", &size) >= 0, "f2 before the crash is there");
 	ok(count_tmp(root) == 1, "only the stray temp file exists");
+
+	test_azure_list_parse();
+	test_s3_list_parse();
 
 	_cleanup_free_ char *rm = NULL;
 	if (asprintf(&rm, "rm -rf '%s'", dir) >= 0 && system(rm) != 0)
