@@ -32,6 +32,10 @@ struct ferry_chunk_cache *ferry_chunk_cache_free(struct ferry_chunk_cache *cc);
  * count leaves started threads idle rather than stopping them.
  */
 int ferry_chunk_cache_set_prefetch(struct ferry_chunk_cache *cc, int chunks, int threads);
+/* Drops every cached chunk, as if evicted (readers holding one keep it),
+ * but not the locations remembered for them: the next read of each loads
+ * it again from where it was last found. */
+void ferry_chunk_cache_drop(struct ferry_chunk_cache *cc);
 
 struct ferry_image;
 

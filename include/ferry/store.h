@@ -102,14 +102,46 @@ int ferry_store_read(struct ferry_store *s, const struct ferry_loc *loc, const s
 struct ferry_diskcache;
 int ferry_store_set_disk_cache(struct ferry_store *s, struct ferry_diskcache *dc);
 /*
- * For readers that fetch pack entries themselves (coalesced ranged GETs of
- * neighbouring entries): ferry_store_read_cached is ferry_store_read from
- * the disk cache alone, never the network (-ENOENT on a miss, on a local
- * store, or with no disk cache; a damaged entry is dropped and is a miss);
- * ferry_store_cache_fill offers the disk cache the entry of id as the pack
- * holds it (entry header and payload, PACK_ENTRY_HEADER_SIZE + clen bytes),
- * which the caller has verified. Fill failures are not reported: a cache
- * that cannot take it costs only a later GET.
+ * Whether reads from s are network requests (object storage), where a
+ * request costs far more than its bytes and readers coalesce them with
+ * ferry_store_read_run. Also 1 while a fault callback is set on the blobs
+ * location (blobs.h), which routes even local reads through the seam.
+ */
+int ferry_store_remote(const struct ferry_store *s);
+/* The end of loc's entry in its pack: the offset where the entry stored
+ * right after it starts. Entries a and b lie back to back when b.pack ==
+ * a.pack and b.offset == ferry_store_entry_end(&a). */
+uint64_t ferry_store_entry_end(const struct ferry_loc *loc);
+
+/* One object of a ferry_store_read_run. */
+struct ferry_store_read {
+	struct ferry_loc loc;
+	const struct ferry_id *id;
+	void *buf; /* bufsize >= loc.plen */
+	size_t bufsize;
+	int r; /* out: what ferry_store_read would have returned */
+};
+/*
+ * Reads the n objects of reads, whose entries lie back to back in one pack
+ * in that order, with one ranged read (one GET on object storage), and
+ * verifies and decompresses each exactly as ferry_store_read does (loc,
+ * entry checksum, size, SHA-256 == id); the disk cache (if set) is offered
+ * every entry that checks out, and is not consulted. Sets every r and
+ * returns how many objects are good, or, when the run could not be read at
+ * all, -errno (-EINVAL: not back to back; -ENOBUFS: a buffer too small;
+ * -EBADMSG: a damaged loc; -ENOENT: the pack is gone), which every r then
+ * holds too.
+ */
+int ferry_store_read_run(struct ferry_store *s, struct ferry_store_read *reads, size_t n);
+/*
+ * ferry_store_read from the disk cache alone, never the network (-ENOENT on
+ * a miss, on a local store, or with no disk cache; a damaged entry is
+ * dropped and is a miss): what a reader that coalesces takes before
+ * deciding what to fetch. ferry_store_cache_fill offers the disk cache the
+ * entry of id as the pack holds it (entry header and payload, the
+ * ferry_store_entry_end(loc) - loc->offset bytes at loc), which the caller
+ * has verified. Fill failures are not reported: a cache that cannot
+ * take it costs only a later GET.
  */
 int ferry_store_read_cached(struct ferry_store *s, const struct ferry_loc *loc,
 			    const struct ferry_id *id, void *buf, size_t bufsize);

@@ -31,10 +31,17 @@
  * without copying them first.
  *
  * On object storage a request costs far more than its bytes, so there a
- * prefetch thread takes a run of queued chunks at once and fetches those
- * that lie back to back in one pack with one ranged GET, then verifies each
- * entry exactly as the store does (pack_entry_decode: entry checksum, size,
- * id), so coalescing never weakens verification.
+ * prefetch thread takes a run of queued chunks at once and has the store
+ * fetch those that lie back to back in one pack with one ranged GET
+ * (ferry_store_read_run), which verifies each entry exactly as a single
+ * read (entry checksum, size, id), so coalescing never weakens verification.
+ * Everything is read through store.h: this file knows nothing of the pack
+ * format or of blobs.
+ *
+ * GC rewrites packs under readers: it copies a pack's live chunks into a
+ * newer pack, repoints the catalog, then deletes the old pack. A read of a
+ * remembered location in a deleted pack (-ENOENT) forgets every location
+ * remembered in that pack, asks the catalog, and reads once more.
  */
 #include "ferry/image.h"
 
@@ -47,11 +54,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "ferry/blobs.h"
 #include "ferry/catalog.h"
 #include "ferry/map.h"
+#include "ferry/store.h"
 #include "ferry/util.h"
-#include "pack-internal.h"
 
 /* Most chunks waiting for a prefetch thread; more requests are dropped. */
 #define QUEUE_MAX 1024u
@@ -217,7 +223,7 @@ int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_
 	/* Not memset: the compiler may turn malloc and memset into calloc,
 	 * which leaves the pages unwritten. */
 	explicit_bzero(cc->zeros, ZEROS_SIZE);
-	remote = !ferry_blobs_local_dir(ferry_store_blobs(ferry_vault_store(v)));
+	remote = ferry_store_remote(ferry_vault_store(v));
 	cc->remote = remote;
 	cc->pf_chunks = remote ? REMOTE_CHUNKS : LOCAL_CHUNKS;
 	cc->pf_threads = remote ? REMOTE_THREADS : LOCAL_THREADS;
@@ -464,6 +470,18 @@ static void release(struct ferry_chunk_cache *cc, struct centry *e)
 	pthread_mutex_unlock(&cc->lock);
 }
 
+void ferry_chunk_cache_drop(struct ferry_chunk_cache *cc)
+{
+	assert(cc);
+
+	pthread_mutex_lock(&cc->lock);
+	/* The LRU list holds exactly the loaded, cached chunks; those being
+	 * loaded or queued finish as usual. */
+	while (cc->lru_tail)
+		evict(cc, cc->lru_tail);
+	pthread_mutex_unlock(&cc->lock);
+}
+
 /* A chunk's plain bytes are whole blocks, at most one vault chunk. */
 static int chunk_valid(const struct ferry_chunk_cache *cc, size_t len)
 {
@@ -587,30 +605,72 @@ static void learn_pack(struct ferry_chunk_cache *cc, uint64_t pack)
 	free(l.slots);
 }
 
-/* Without the lock: the slow part. hint, if not NULL, is where the chunk
- * was last found; *ret_loc is where it was found now. Every read is
- * verified by the store, so a stale hint costs a retry, never wrong bytes. */
+/*
+ * After a read found pack gone (GC rewrote it: its live chunks are in a
+ * newer pack, and the catalog says where): forgets every location
+ * remembered in it, so that the reads that would have used them ask the
+ * catalog at once rather than fail against the store first, and sets *gone
+ * for the caller's other stale locations at hand. One scan of the memo per
+ * deleted pack a reader meets.
+ */
+static void forget_pack(struct ferry_chunk_cache *cc, uint64_t pack, uint64_t *gone)
+{
+	pthread_mutex_lock(&cc->lock);
+	for (size_t i = 0; i < cc->nlocs; i++)
+		if (cc->locs[i].valid && cc->locs[i].loc.pack == pack)
+			cc->locs[i].valid = 0;
+	/* Pack ids are never 0. */
+	for (unsigned i = 0; i < cc->nlearned; i++)
+		if (cc->learned[i] == pack)
+			cc->learned[i] = 0;
+	pthread_mutex_unlock(&cc->lock);
+	*gone = pack;
+}
+
+/*
+ * Without the lock: the slow part. hint, if not NULL, is where the chunk
+ * was last found, unless it lies in *gone, a pack a read found deleted
+ * lately; *ret_loc is where it was found now. Every read is verified by the
+ * store, so a stale hint costs a retry, never wrong bytes.
+ */
 static int load(struct ferry_chunk_cache *cc, const struct ferry_id *id,
-		const struct ferry_loc *hint, void **ret_buf, size_t *ret_cap,
+		const struct ferry_loc *hint, uint64_t *gone, void **ret_buf, size_t *ret_cap,
 		struct ferry_loc *ret_loc)
 {
+	int from_hint = hint && hint->pack != *gone;
+	struct ferry_loc loc, fresh;
 	void *buf = NULL;
 	size_t cap = 0;
-	struct ferry_loc loc;
-	int r = -ENOENT;
+	int r;
 
-	if (hint) {
+	if (from_hint)
 		loc = *hint;
-		r = read_at(cc, id, &loc, &buf, &cap);
-	}
-	if (r < 0) {
-		/* Not seen before, or moved since (GC copies live chunks
-		 * into newer packs and deletes the old ones), or a transient
-		 * failure: ask the catalog and read again. */
+	else {
+		/* Not seen before, or its pack is gone. */
 		r = catalog_loc(cc, id, &loc);
-		if (r >= 0) {
+		if (r < 0)
+			return r;
+		learn_pack(cc, loc.pack);
+	}
+	r = read_at(cc, id, &loc, &buf, &cap);
+	if (r == -ENOENT)
+		forget_pack(cc, loc.pack, gone);
+	if (r < 0 && (from_hint || r == -ENOENT)) {
+		/* A remembered location may be stale (GC moved the chunk), as
+		 * may the catalog's answer of a moment ago (GC repointed it
+		 * and deleted the pack since), and a hint may have met a
+		 * transient failure: ask the catalog and read once more, unless
+		 * it still names the pack just found gone. */
+		int q = catalog_loc(cc, id, &fresh);
+
+		if (q < 0)
+			r = q;
+		else if (r != -ENOENT || fresh.pack != loc.pack) {
+			loc = fresh;
 			learn_pack(cc, loc.pack);
 			r = read_at(cc, id, &loc, &buf, &cap);
+			if (r == -ENOENT)
+				forget_pack(cc, loc.pack, gone);
 		}
 	}
 	if (r < 0) {
@@ -670,7 +730,7 @@ struct job {
 
 static int loc_follows(const struct ferry_loc *a, const struct ferry_loc *b)
 {
-	return a->pack == b->pack && b->offset == a->offset + PACK_ENTRY_HEADER_SIZE + a->clen;
+	return a->pack == b->pack && b->offset == ferry_store_entry_end(a);
 }
 
 /* A buffer for j's plain bytes. */
@@ -684,43 +744,36 @@ static int job_buf(struct ferry_chunk_cache *cc, struct job *j)
 	return j->buf ? 0 : -ENOMEM;
 }
 
-/* Reads jobs [0, n), which lie back to back in one pack, with one GET and
- * decodes each, offering the store's disk cache every entry that checks
- * out; a job that fails here is left to load() (r < 0). */
-static void fetch_run(struct ferry_chunk_cache *cc, struct job *jobs, size_t n, ZSTD_DCtx *dctx)
+/* Reads jobs [0, n), which lie back to back in one pack and have their
+ * buffers, with one GET; the store verifies each entry as any read of it
+ * and offers its disk cache those that check out. A job that fails here is
+ * left to load() (r < 0); where the pack is gone, so are the batch's other
+ * locations in it (*gone), and load() asks the catalog at once. */
+static void fetch_run(struct ferry_chunk_cache *cc, struct job *jobs, size_t n, uint64_t *gone)
 {
-	uint64_t base = jobs[0].loc.offset;
-	uint64_t len =
-		jobs[n - 1].loc.offset + PACK_ENTRY_HEADER_SIZE + jobs[n - 1].loc.clen - base;
-	_cleanup_free_ uint8_t *raw = NULL;
-	char name[32];
+	struct ferry_store_read reads[BATCH_MAX];
+	int r;
 
-	struct ferry_store *store = ferry_vault_store(cc->vault);
-
-	raw = malloc((size_t)len);
-	if (!raw)
-		return;
-	/* The pack's name as store.h gives it. */
-	snprintf(name, sizeof(name), "packs/%016llx.pack", (unsigned long long)jobs[0].loc.pack);
-	if (ferry_blobs_get_range(ferry_store_blobs(store), name, base, raw, (size_t)len) < 0)
-		return;
-	for (size_t i = 0; i < n; i++) {
-		struct job *j = &jobs[i];
-		const uint8_t *entry = raw + (j->loc.offset - base);
-
-		if (job_buf(cc, j) < 0)
-			continue;
-		j->r = pack_entry_decode(entry, &j->loc, -1, &j->e->id, j->buf, j->loc.plen, dctx);
-		if (j->r >= 0)
-			ferry_store_cache_fill(store, &j->e->id, entry,
-					       PACK_ENTRY_HEADER_SIZE + (size_t)j->loc.clen);
-	}
+	assert(n <= BATCH_MAX);
+	for (size_t i = 0; i < n; i++)
+		reads[i] = (struct ferry_store_read){
+			.loc = jobs[i].loc,
+			.id = &jobs[i].e->id,
+			.buf = jobs[i].buf,
+			.bufsize = jobs[i].loc.plen,
+		};
+	r = ferry_store_read_run(ferry_vault_store(cc->vault), reads, n);
+	for (size_t i = 0; i < n; i++)
+		jobs[i].r = reads[i].r;
+	if (r == -ENOENT)
+		forget_pack(cc, jobs[0].loc.pack, gone);
 }
 
 /* Loads jobs [0, n) (taken on, not queued), grouping those that lie back to
  * back in a pack into one GET each. Without cc->lock. */
-static void load_batch(struct ferry_chunk_cache *cc, struct job *jobs, size_t n, ZSTD_DCtx *dctx)
+static void load_batch(struct ferry_chunk_cache *cc, struct job *jobs, size_t n)
 {
+	uint64_t gone = 0;
 	size_t i, k;
 
 	ferry_vault_lock(cc->vault);
@@ -740,21 +793,19 @@ static void load_batch(struct ferry_chunk_cache *cc, struct job *jobs, size_t n,
 							    &jobs[i].loc, &jobs[i].e->id,
 							    jobs[i].buf, jobs[i].loc.plen);
 
-	for (i = 0; dctx && i < n; i = k) {
-		uint64_t bytes;
-
+	/* Runs of neighbours, one GET each. Jobs without a buffer (damaged
+	 * sizes, no memory) are load()'s to report; those in a pack a run
+	 * found gone, load()'s to look up again. */
+	for (i = 0; i < n; i = k) {
 		k = i + 1;
-		if (!jobs[i].have_loc || jobs[i].r >= 0)
+		if (!jobs[i].have_loc || jobs[i].r >= 0 || !jobs[i].buf || jobs[i].loc.pack == gone)
 			continue;
-		bytes = PACK_ENTRY_HEADER_SIZE + (uint64_t)jobs[i].loc.clen;
-		while (k < n && jobs[k].have_loc && jobs[k].r < 0 &&
+		while (k < n && jobs[k].have_loc && jobs[k].r < 0 && jobs[k].buf &&
 		       loc_follows(&jobs[k - 1].loc, &jobs[k].loc) &&
-		       bytes + PACK_ENTRY_HEADER_SIZE + jobs[k].loc.clen <= RANGE_MAX) {
-			bytes += PACK_ENTRY_HEADER_SIZE + jobs[k].loc.clen;
+		       ferry_store_entry_end(&jobs[k].loc) - jobs[i].loc.offset <= RANGE_MAX)
 			k++;
-		}
 		if (k - i > 1)
-			fetch_run(cc, jobs + i, k - i, dctx);
+			fetch_run(cc, jobs + i, k - i, &gone);
 	}
 	/* Singles, and whatever a coalesced read did not deliver: the plain
 	 * way, which also corrects a stale location through the catalog. */
@@ -766,7 +817,8 @@ static void load_batch(struct ferry_chunk_cache *cc, struct job *jobs, size_t n,
 			continue;
 		buf_drop(cc, j->buf, j->cap);
 		j->buf = NULL;
-		j->r = load(cc, &j->e->id, j->have_loc ? &j->loc : NULL, &j->buf, &j->cap, &loc);
+		j->r = load(cc, &j->e->id, j->have_loc ? &j->loc : NULL, &gone, &j->buf, &j->cap,
+			    &loc);
 		if (j->r >= 0)
 			j->loc = loc;
 	}
@@ -780,6 +832,7 @@ static int load_entry(struct ferry_chunk_cache *cc, struct centry *e)
 	struct ferry_loc hint, loc = {};
 	struct locslot *m = locslot_of(cc, &e->id);
 	int have_hint = m->valid && ferry_id_equal(&m->id, &e->id);
+	uint64_t gone = 0;
 	void *buf = NULL;
 	size_t cap = 0;
 	int r;
@@ -787,7 +840,7 @@ static int load_entry(struct ferry_chunk_cache *cc, struct centry *e)
 	if (have_hint)
 		hint = m->loc;
 	pthread_mutex_unlock(&cc->lock);
-	r = load(cc, &e->id, have_hint ? &hint : NULL, &buf, &cap, &loc);
+	r = load(cc, &e->id, have_hint ? &hint : NULL, &gone, &buf, &cap, &loc);
 	pthread_mutex_lock(&cc->lock);
 	if (r >= 0)
 		*m = (struct locslot){ .id = e->id, .loc = loc, .valid = 1 };
@@ -866,8 +919,9 @@ static struct centry *take(struct ferry_chunk_cache *cc)
 static void *prefetch_main(void *userdata)
 {
 	struct ferry_chunk_cache *cc = userdata;
-	/* For coalesced reads; without one, chunks load one by one. */
-	ZSTD_DCtx *dctx = cc->remote ? ZSTD_createDCtx() : NULL;
+	/* Coalesced reads pay only where a request costs more than its
+	 * bytes; elsewhere chunks load one by one. */
+	int coalesce = cc->remote;
 	struct job jobs[BATCH_MAX];
 
 	pthread_mutex_lock(&cc->lock);
@@ -879,7 +933,7 @@ static void *prefetch_main(void *userdata)
 			pthread_cond_wait(&cc->work, &cc->lock);
 		if (cc->stopping)
 			break;
-		if (!dctx) {
+		if (!coalesce) {
 			e = take(cc);
 			if (e) {
 				(void)load_entry(cc, e);
@@ -899,7 +953,7 @@ static void *prefetch_main(void *userdata)
 			n++;
 		}
 		pthread_mutex_unlock(&cc->lock);
-		load_batch(cc, jobs, n, dctx);
+		load_batch(cc, jobs, n);
 		pthread_mutex_lock(&cc->lock);
 		for (size_t i = 0; i < n; i++) {
 			struct job *j = &jobs[i];
@@ -913,7 +967,6 @@ static void *prefetch_main(void *userdata)
 		}
 	}
 	pthread_mutex_unlock(&cc->lock);
-	ZSTD_freeDCtx(dctx);
 	return NULL;
 }
 

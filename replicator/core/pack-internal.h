@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The pack file format's codec, shared by store.c, the unit tests and the
- * fuzz target: fixed sizes and offsets (docs/format/pack.md), and parsers
- * that validate bytes from disk or network without trusting any of them.
- * Every function here is pure: no I/O, no allocation beyond what it says.
+ * The contract of pack.c, the pack file format's codec, shared by store.c,
+ * the unit tests and the fuzz target: fixed sizes and offsets
+ * (docs/format/pack.md), encoders, and parsers that validate bytes from
+ * disk or network without trusting any of them. Every function here is
+ * pure: no I/O, no allocation beyond what it says. Everything else (image.c,
+ * the programs) reads and writes packs through store.h only.
  */
 #pragma once
 
@@ -51,6 +53,23 @@ void pack_entry_seal(uint8_t *entry);
 void pack_index_record_encode(uint8_t out[PACK_INDEX_RECORD_SIZE], const struct ferry_id *id,
 			      const struct ferry_loc *loc, uint8_t flags);
 void pack_footer_encode(uint8_t out[PACK_FOOTER_SIZE], const struct pack_footer *f);
+/* SHA-256 over the header and count index records: the footer's sum. */
+int pack_index_sum(const uint8_t *header, const uint8_t *records, uint32_t count,
+		   struct ferry_id *ret);
+/*
+ * Writes the index (recs[0..count), in entry order) and the footer of the
+ * pack whose header is at header and whose entries end at index_offset:
+ * count * PACK_INDEX_RECORD_SIZE + PACK_FOOTER_SIZE bytes at out.
+ */
+int pack_trailer_encode(uint8_t *out, const uint8_t *header, uint64_t pack_id,
+			uint64_t index_offset, const struct pack_record *recs, uint32_t count);
+
+/* Whether type is an object type this version knows (enum ferry_obj_type). */
+int pack_type_valid(uint8_t type);
+/* Whether loc (from the catalog or an index, i.e. from disk) can describe an
+ * entry at all: known type, plen <= FERRY_OBJ_MAX, clen <= plen, and past
+ * the header. */
+int pack_loc_valid(const struct ferry_loc *loc);
 
 /* Checks magic and major version; -EBADMSG otherwise. */
 int pack_header_parse(const uint8_t *p, uint64_t *ret_pack_id);
@@ -86,3 +105,8 @@ int pack_entry_decode(const uint8_t *entry, const struct ferry_loc *loc, int fla
 int pack_parse(const void *buf, size_t len, int verify_data,
 	       int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc, void *ud),
 	       void *ud);
+/* As pack_parse, for a pack whose id the reader knows (from its name):
+ * -EBADMSG unless the pack carries that id. */
+int pack_parse_named(const void *buf, size_t len, uint64_t pack_id, int verify_data,
+		     int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc, void *ud),
+		     void *ud);

@@ -8,6 +8,10 @@
  * path of ferryfs: they are thread-safe, go through a small cache of open
  * pack fds with pread on a local location, reuse a per-thread zstd context
  * and buffer, and verify every byte (entry checksum, then SHA-256 == id).
+ * On object storage a request costs far more than its bytes, so a reader
+ * may fetch entries that lie back to back in one pack with one ranged read
+ * (ferry_store_read_run), each verified as ferry_store_read verifies it.
+ * The format itself (encoding, parsing, validation) is pack.c's.
  */
 #include "ferry/store.h"
 
@@ -20,7 +24,6 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <xxhash.h>
 
 #include "ferry/blobs.h"
 #include "ferry/diskcache.h"
@@ -40,248 +43,6 @@
 /* How much of a pack's end to fetch speculatively for its index: enough for
  * a typical pack's whole index in the same round trip as the footer. */
 #define INDEX_TAIL_GUESS (128u * 1024u)
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(ZSTD_DCtx *, ZSTD_freeDCtx)
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_sha256_ctx *, ferry_sha256_free)
-
-/* --- format codec (pure; shared with tests and the fuzz target) --- */
-
-void pack_header_encode(uint8_t out[PACK_HEADER_SIZE], uint64_t pack_id)
-{
-	memset(out, 0, PACK_HEADER_SIZE);
-	memcpy(out, PACK_MAGIC, 8);
-	put_le16(out + 8, PACK_VERSION_MAJOR);
-	put_le16(out + 10, PACK_VERSION_MINOR);
-	put_le64(out + 16, pack_id);
-}
-
-int pack_header_parse(const uint8_t *p, uint64_t *ret_pack_id)
-{
-	if (memcmp(p, PACK_MAGIC, 8) != 0)
-		return -EBADMSG;
-	/* Minor versions only give meaning to fields we ignore; a new major
-	 * version changes what the bytes mean, so we refuse it. */
-	if (get_le16(p + 8) != PACK_VERSION_MAJOR)
-		return -EBADMSG;
-	*ret_pack_id = get_le64(p + 16);
-	return 0;
-}
-
-void pack_entry_header_encode(uint8_t out[PACK_ENTRY_HEADER_SIZE], uint8_t type, uint8_t flags,
-			      uint32_t plen, uint32_t clen, const struct ferry_id *id)
-{
-	memset(out, 0, PACK_ENTRY_HEADER_SIZE);
-	out[8] = type;
-	out[9] = flags;
-	put_le32(out + 12, plen);
-	put_le32(out + 16, clen);
-	memcpy(out + 24, id->b, FERRY_ID_SIZE);
-}
-
-/* The checksum leads the entry so that what it covers is contiguous. */
-static uint64_t entry_checksum(const uint8_t *entry, uint32_t clen)
-{
-	return XXH3_64bits(entry + 8, PACK_ENTRY_HEADER_SIZE - 8 + (size_t)clen);
-}
-
-void pack_entry_seal(uint8_t *entry)
-{
-	put_le64(entry, entry_checksum(entry, get_le32(entry + 16)));
-}
-
-void pack_index_record_encode(uint8_t out[PACK_INDEX_RECORD_SIZE], const struct ferry_id *id,
-			      const struct ferry_loc *loc, uint8_t flags)
-{
-	memset(out, 0, PACK_INDEX_RECORD_SIZE);
-	memcpy(out, id->b, FERRY_ID_SIZE);
-	put_le64(out + 32, loc->offset);
-	put_le32(out + 40, loc->clen);
-	put_le32(out + 44, loc->plen);
-	out[48] = loc->type;
-	out[49] = flags;
-}
-
-void pack_index_record(const uint8_t *records, uint32_t i, uint64_t pack_id,
-		       struct pack_record *ret)
-{
-	const uint8_t *p = records + (size_t)i * PACK_INDEX_RECORD_SIZE;
-	memcpy(ret->id.b, p, FERRY_ID_SIZE);
-	ret->loc = (struct ferry_loc){
-		.pack = pack_id,
-		.offset = get_le64(p + 32),
-		.clen = get_le32(p + 40),
-		.plen = get_le32(p + 44),
-		.type = p[48],
-	};
-	ret->flags = p[49];
-}
-
-void pack_footer_encode(uint8_t out[PACK_FOOTER_SIZE], const struct pack_footer *f)
-{
-	memset(out, 0, PACK_FOOTER_SIZE);
-	put_le64(out, f->index_offset);
-	put_le32(out + 8, f->count);
-	memcpy(out + 16, f->sum.b, FERRY_ID_SIZE);
-	put_le64(out + 48, f->pack_id);
-	memcpy(out + 56, PACK_FOOTER_MAGIC, 8);
-}
-
-int pack_footer_parse(const uint8_t *p, uint64_t size, struct pack_footer *ret)
-{
-	if (size < PACK_HEADER_SIZE + PACK_FOOTER_SIZE)
-		return -EBADMSG;
-	if (memcmp(p + 56, PACK_FOOTER_MAGIC, 8) != 0)
-		return -EBADMSG;
-	struct pack_footer f = {
-		.index_offset = get_le64(p),
-		.count = get_le32(p + 8),
-		.pack_id = get_le64(p + 48),
-	};
-	memcpy(f.sum.b, p + 16, FERRY_ID_SIZE);
-	/* count is 32 bits, so this product cannot overflow 64. */
-	uint64_t index_len = (uint64_t)f.count * PACK_INDEX_RECORD_SIZE;
-	if (f.index_offset < PACK_HEADER_SIZE || f.index_offset > size - PACK_FOOTER_SIZE ||
-	    index_len != size - PACK_FOOTER_SIZE - f.index_offset)
-		return -EBADMSG;
-	*ret = f;
-	return 0;
-}
-
-static int type_valid(uint8_t t)
-{
-	return t >= FERRY_OBJ_CHUNK && t <= FERRY_OBJ_VAULT;
-}
-
-/* Sizes an entry may legally have: raw when compression did not help, so
- * clen never exceeds plen, which bounds every buffer a reader allocates. */
-static int entry_sizes_valid(uint8_t flags, uint32_t plen, uint32_t clen)
-{
-	if ((flags & ~PACK_FLAGS_KNOWN) || plen > FERRY_OBJ_MAX || clen > plen)
-		return 0;
-	if (!(flags & PACK_FLAG_ZSTD) && clen != plen)
-		return 0;
-	return 1;
-}
-
-int pack_index_verify(const uint8_t *header, const uint8_t *records, const struct pack_footer *f)
-{
-	_cleanup_(ferry_sha256_freep) struct ferry_sha256_ctx *c = NULL;
-	int r = ferry_sha256_new(&c);
-	if (r < 0)
-		return r;
-	size_t index_len = (size_t)f->count * PACK_INDEX_RECORD_SIZE;
-	ferry_sha256_update(c, header, PACK_HEADER_SIZE);
-	ferry_sha256_update(c, records, index_len);
-	struct ferry_id sum;
-	ferry_sha256_final(c, &sum);
-	if (!ferry_id_equal(&sum, &f->sum))
-		return -EBADMSG;
-
-	uint64_t pack_id;
-	r = pack_header_parse(header, &pack_id);
-	if (r < 0)
-		return r;
-	if (pack_id != f->pack_id)
-		return -EBADMSG;
-
-	/* Entries must tile [header, index) exactly: no gaps a reader could be
-	 * pointed into, no overlaps. */
-	uint64_t expect = PACK_HEADER_SIZE;
-	for (uint32_t i = 0; i < f->count; i++) {
-		struct pack_record rec;
-		pack_index_record(records, i, f->pack_id, &rec);
-		if (rec.loc.offset != expect || !type_valid(rec.loc.type) ||
-		    !entry_sizes_valid(rec.flags, rec.loc.plen, rec.loc.clen))
-			return -EBADMSG;
-		expect += PACK_ENTRY_HEADER_SIZE + (uint64_t)rec.loc.clen;
-		if (expect > f->index_offset)
-			return -EBADMSG;
-	}
-	return expect == f->index_offset ? 0 : -EBADMSG;
-}
-
-int pack_entry_decode(const uint8_t *entry, const struct ferry_loc *loc, int flags,
-		      const struct ferry_id *id, void *out, size_t outsize, ZSTD_DCtx *dctx)
-{
-	if (outsize < loc->plen)
-		return -ENOBUFS;
-	uint8_t eflags = entry[9];
-	uint32_t plen = get_le32(entry + 12), clen = get_le32(entry + 16);
-	if (entry[8] != loc->type || plen != loc->plen || clen != loc->clen ||
-	    (flags >= 0 && eflags != (uint8_t)flags) || !entry_sizes_valid(eflags, plen, clen) ||
-	    memcmp(entry + 24, id->b, FERRY_ID_SIZE) != 0)
-		return -EBADMSG;
-	if (get_le64(entry) != entry_checksum(entry, clen))
-		return -EBADMSG;
-
-	const uint8_t *payload = entry + PACK_ENTRY_HEADER_SIZE;
-	if (eflags & PACK_FLAG_ZSTD) {
-		size_t n = ZSTD_decompressDCtx(dctx, out, plen, payload, clen);
-		if (ZSTD_isError(n) || n != plen)
-			return -EBADMSG;
-	} else
-		memcpy(out, payload, plen);
-
-	struct ferry_id got;
-	ferry_sha256(out, plen, &got);
-	return ferry_id_equal(&got, id) ? 0 : -EBADMSG;
-}
-
-static int parse_image(const uint8_t *p, size_t len, int verify_data, const uint64_t *expect_id,
-		       int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc, void *ud),
-		       void *ud)
-{
-	if (!p || len < PACK_HEADER_SIZE + PACK_FOOTER_SIZE)
-		return -EBADMSG;
-	struct pack_footer f;
-	int r = pack_footer_parse(p + len - PACK_FOOTER_SIZE, len, &f);
-	if (r < 0)
-		return r;
-	const uint8_t *records = p + f.index_offset;
-	r = pack_index_verify(p, records, &f);
-	if (r < 0)
-		return r;
-	if (expect_id && f.pack_id != *expect_id)
-		return -EBADMSG;
-
-	if (verify_data && f.count > 0) {
-		uint32_t maxp = 1;
-		for (uint32_t i = 0; i < f.count; i++) {
-			struct pack_record rec;
-			pack_index_record(records, i, f.pack_id, &rec);
-			maxp = MAX(maxp, rec.loc.plen);
-		}
-		_cleanup_(ZSTD_freeDCtxp) ZSTD_DCtx *dctx = ZSTD_createDCtx();
-		_cleanup_free_ uint8_t *out = malloc(maxp);
-		if (!dctx || !out)
-			return -ENOMEM;
-		for (uint32_t i = 0; i < f.count; i++) {
-			struct pack_record rec;
-			pack_index_record(records, i, f.pack_id, &rec);
-			r = pack_entry_decode(p + rec.loc.offset, &rec.loc, rec.flags, &rec.id, out,
-					      maxp, dctx);
-			if (r < 0)
-				return r;
-		}
-	}
-
-	/* Only now, with everything checked, does the caller see anything. */
-	for (uint32_t i = 0; cb && i < f.count; i++) {
-		struct pack_record rec;
-		pack_index_record(records, i, f.pack_id, &rec);
-		r = cb(&rec.id, &rec.loc, ud);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
-int pack_parse(const void *buf, size_t len, int verify_data,
-	       int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc, void *ud),
-	       void *ud)
-{
-	return parse_image(buf, len, verify_data, NULL, cb, ud);
-}
 
 /* --- per-thread read state --- */
 
@@ -563,8 +324,7 @@ static int read_prepare(const struct ferry_loc *loc, const struct ferry_id *id, 
 	if (loc->plen > bufsize)
 		return -ENOBUFS;
 	/* loc comes from the catalog, i.e. from disk: bad values are damage. */
-	if (!type_valid(loc->type) || loc->plen > FERRY_OBJ_MAX || loc->clen > loc->plen ||
-	    loc->offset < PACK_HEADER_SIZE)
+	if (!pack_loc_valid(loc))
 		return -EBADMSG;
 	struct tls_state *t = tls_get(PACK_ENTRY_HEADER_SIZE + (size_t)loc->clen);
 	if (!t)
@@ -638,6 +398,80 @@ void ferry_store_cache_fill(struct ferry_store *s, const struct ferry_id *id, co
 		(void)ferry_diskcache_put(dc, id, entry, len);
 }
 
+int ferry_store_remote(const struct ferry_store *s)
+{
+	return !ferry_blobs_local_dir(s->blobs);
+}
+
+uint64_t ferry_store_entry_end(const struct ferry_loc *loc)
+{
+	return loc->offset + PACK_ENTRY_HEADER_SIZE + (uint64_t)loc->clen;
+}
+
+/* The checks of ferry_store_read_run and its one ranged read: *ret_raw gets
+ * the bytes of every entry of the run, from reads[0]'s on. */
+static int run_fetch(struct ferry_store *s, const struct ferry_store_read *reads, size_t n,
+		     uint8_t **ret_raw, struct tls_state **ret_t)
+{
+	struct tls_state *t = NULL;
+
+	if (!s || n == 0)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		const struct ferry_store_read *q = &reads[i];
+		/* Each entry as a single read checks it; then back to back. */
+		int r = read_prepare(&q->loc, q->id, q->buf, q->bufsize, &t);
+		if (r < 0)
+			return r;
+		if (i > 0 && (q->loc.pack != reads[0].loc.pack ||
+			      q->loc.offset != ferry_store_entry_end(&reads[i - 1].loc)))
+			return -EINVAL;
+	}
+	uint64_t base = reads[0].loc.offset;
+	uint64_t len = ferry_store_entry_end(&reads[n - 1].loc) - base;
+	if (len > SIZE_MAX / 2)
+		return -EFBIG;
+	_cleanup_free_ uint8_t *raw = malloc((size_t)len);
+	if (!raw)
+		return -ENOMEM;
+	int r = pack_read(s, reads[0].loc.pack, base, raw, (size_t)len);
+	if (r < 0)
+		return r;
+	*ret_raw = TAKE_PTR(raw);
+	*ret_t = t;
+	return 0;
+}
+
+int ferry_store_read_run(struct ferry_store *s, struct ferry_store_read *reads, size_t n)
+{
+	_cleanup_free_ uint8_t *raw = NULL;
+	struct tls_state *t;
+	int good = 0;
+
+	int r = run_fetch(s, reads, n, &raw, &t);
+	if (r < 0) {
+		for (size_t i = 0; i < n; i++)
+			reads[i].r = r;
+		return r;
+	}
+	struct ferry_diskcache *dc = disk_cache(s);
+	for (size_t i = 0; i < n; i++) {
+		struct ferry_store_read *q = &reads[i];
+		const uint8_t *entry = raw + (q->loc.offset - reads[0].loc.offset);
+
+		q->r = pack_entry_decode(entry, &q->loc, -1, q->id, q->buf, q->bufsize, t->dctx);
+		if (q->r < 0)
+			continue;
+		good++;
+		/* As in ferry_store_read: a cache that cannot take it costs
+		 * only a later GET. */
+		if (dc)
+			(void)ferry_diskcache_put(dc, q->id, entry,
+						  PACK_ENTRY_HEADER_SIZE + (size_t)q->loc.clen);
+	}
+	return good;
+}
+
 struct list_ctx {
 	int (*cb)(uint64_t pack, uint64_t size, void *userdata);
 	void *userdata;
@@ -694,7 +528,7 @@ int ferry_store_pack_index(struct ferry_store *s, uint64_t pack, int read_data,
 		r = pack_read(s, pack, 0, img, (size_t)size);
 		if (r < 0)
 			return r;
-		return parse_image(img, (size_t)size, 1, &pack, cb, userdata);
+		return pack_parse_named(img, (size_t)size, pack, 1, cb, userdata);
 	}
 
 	/* Index only: the header and the pack's tail (footer and, usually,
@@ -868,7 +702,7 @@ static int add_entry(struct ferry_pack_writer *w, enum ferry_obj_type type,
 		     const struct ferry_id *id, const void *buf, size_t len, const void *frame,
 		     size_t flen, struct ferry_loc *ret)
 {
-	if (!w || !id || (!buf && len) || !type_valid((uint8_t)type) || w->finished)
+	if (!w || !id || (!buf && len) || !pack_type_valid((uint8_t)type) || w->finished)
 		return -EINVAL;
 	if (len > FERRY_OBJ_MAX)
 		return -EFBIG;
@@ -985,20 +819,9 @@ int ferry_pack_writer_finish(struct ferry_pack_writer *w)
 		return r;
 	/* Index and footer go after w->len without moving it, so a failed
 	 * put can be retried. */
-	uint8_t *idx = w->buf + w->len;
-	for (uint32_t i = 0; i < w->n; i++)
-		pack_index_record_encode(idx + (size_t)i * PACK_INDEX_RECORD_SIZE, &w->recs[i].id,
-					 &w->recs[i].loc, w->recs[i].flags);
-
-	_cleanup_(ferry_sha256_freep) struct ferry_sha256_ctx *c = NULL;
-	r = ferry_sha256_new(&c);
+	r = pack_trailer_encode(w->buf + w->len, w->buf, w->id, w->len, w->recs, w->n);
 	if (r < 0)
 		return r;
-	struct pack_footer f = { .index_offset = w->len, .count = w->n, .pack_id = w->id };
-	ferry_sha256_update(c, w->buf, PACK_HEADER_SIZE);
-	ferry_sha256_update(c, idx, index_len);
-	ferry_sha256_final(c, &f.sum);
-	pack_footer_encode(idx + index_len, &f);
 
 	char name[32];
 	pack_name(name, w->id);

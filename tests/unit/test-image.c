@@ -7,7 +7,11 @@
  * threads at once, SEEK_DATA/SEEK_HOLE against a brute-force answer, empty
  * and zero-length images, and damage: a map pointing past a chunk's end, a
  * flipped byte in a pack, a chunk missing from the catalog. Zero-copy
- * reads (pieces of cached chunks) are checked the same ways.
+ * reads (pieces of cached chunks) are checked the same ways. Last, GC
+ * rewrites the pack under readers that remember where its chunks were, on
+ * a local store and through the fault seam (which makes the store look
+ * remote, so read-ahead coalesces): the bytes stay the same, and a deleted
+ * pack costs one failed read, not one per chunk.
  */
 #include "ferry/image.h"
 
@@ -21,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ferry/blobs.h"
 #include "ferry/catalog.h"
 #include "ferry/map.h"
 #include "ferry/store.h"
@@ -122,7 +127,7 @@ static int writer_finish(struct writer *w)
 	if (r >= 0)
 		r = ferry_catalog_pack_add(c, ferry_pack_writer_id(w->w),
 					   ferry_pack_writer_bytes(w->w),
-					   ferry_pack_writer_count(w->w));
+					   ferry_pack_writer_count(w->w), 0);
 	ferry_pack_writer_free(w->w);
 	for (size_t i = 0; i < w->n; i++)
 		free(w->a[i].buf);
@@ -165,6 +170,9 @@ struct disk {
 	struct ferry_loc victim_loc;
 	struct ferry_id bad_root;  /* block 5 points past its chunk's end */
 	struct ferry_id lost_root; /* block 7 points at a chunk nobody stored */
+	uint64_t main_pack;        /* every other chunk, and most map nodes */
+	struct ferry_id first;     /* the chunk of blocks 0..15, in main_pack */
+	struct ferry_id tail;      /* the chunk of the last two blocks, in main_pack */
 };
 
 static int build(struct ferry_vault *v, struct disk *d)
@@ -239,6 +247,9 @@ static int build(struct ferry_vault *v, struct disk *d)
 	    (r = ferry_map_commit(m, &d->lost_root)) < 0)
 		return r;
 	ferry_map_free(m);
+	d->main_pack = w.a[0].loc.pack;
+	d->first = idfull[0];
+	d->tail = idtail;
 	r = writer_finish(&w);
 	if (r < 0)
 		return r;
@@ -432,6 +443,310 @@ static int corrupt_pack(const char *vault, const struct ferry_loc *loc)
 		r = -EIO;
 	close(fd);
 	return r;
+}
+
+/* ---- GC under a reader ---- */
+
+/*
+ * What maint.c's rewrite_pack does to a pack, in its three steps: the
+ * pack's objects copied into a new pack through the store's writer
+ * (gc_copy), the catalog repointed (gc_repoint), then the old pack deleted.
+ * Catalog use is under the vault's lock, as read-ahead threads may be
+ * asking it meanwhile.
+ */
+struct rewrite {
+	struct ferry_vault *v;
+	uint64_t pack, new_pack;
+	struct ferry_pack_writer *w;
+	struct added *a; /* the objects of pack, with their new locations */
+	size_t n;
+};
+
+static int rewrite_collect(const struct ferry_id *id, const struct ferry_loc *loc, void *userdata)
+{
+	struct rewrite *rw = userdata;
+	struct added *p;
+
+	if (loc->pack != rw->pack)
+		return 0;
+	p = realloc(rw->a, (rw->n + 1) * sizeof(*rw->a));
+	if (!p)
+		return -ENOMEM;
+	rw->a = p;
+	rw->a[rw->n++] = (struct added){ .id = *id, .loc = *loc };
+	return 0;
+}
+
+static int gc_copy(struct ferry_vault *v, uint64_t pack, struct rewrite *rw)
+{
+	int r;
+
+	*rw = (struct rewrite){ .v = v, .pack = pack };
+	ferry_vault_lock(v);
+	r = ferry_catalog_object_list(ferry_vault_catalog(v), rewrite_collect, rw);
+	ferry_vault_unlock(v);
+	if (r >= 0)
+		r = rw->n > 0 ? ferry_store_pack_begin(ferry_vault_store(v), &rw->w) : -ENOENT;
+	for (size_t i = 0; r >= 0 && i < rw->n; i++) {
+		void *buf = NULL;
+		size_t len;
+
+		r = ferry_vault_read_object(v, &rw->a[i].id, &buf, &len);
+		if (r >= 0)
+			r = ferry_pack_writer_add(rw->w, (enum ferry_obj_type)rw->a[i].loc.type,
+						  &rw->a[i].id, buf, len, &rw->a[i].loc);
+		free(buf);
+	}
+	if (r >= 0)
+		r = ferry_pack_writer_finish(rw->w);
+	if (r >= 0)
+		rw->new_pack = ferry_pack_writer_id(rw->w);
+	return r;
+}
+
+static int gc_repoint(struct rewrite *rw)
+{
+	struct ferry_catalog *c = ferry_vault_catalog(rw->v);
+	int r;
+
+	ferry_vault_lock(rw->v);
+	r = ferry_catalog_begin(c);
+	if (r >= 0)
+		r = ferry_catalog_pack_add(c, rw->new_pack, ferry_pack_writer_bytes(rw->w),
+					   ferry_pack_writer_count(rw->w), 0);
+	for (size_t i = 0; r >= 0 && i < rw->n; i++)
+		r = ferry_catalog_object_move(c, &rw->a[i].id, &rw->a[i].loc);
+	if (r >= 0)
+		r = ferry_catalog_pack_delete(c, rw->pack);
+	if (r >= 0)
+		r = ferry_catalog_commit(c);
+	else
+		ferry_catalog_rollback(c);
+	ferry_vault_unlock(rw->v);
+	return r;
+}
+
+static void rewrite_done(struct rewrite *rw)
+{
+	ferry_pack_writer_free(rw->w);
+	free(rw->a);
+	*rw = (struct rewrite){};
+}
+
+static int gc_rewrite(struct ferry_vault *v, uint64_t pack, uint64_t *ret_pack)
+{
+	struct rewrite rw;
+	int r = gc_copy(v, pack, &rw);
+
+	if (r >= 0)
+		r = gc_repoint(&rw);
+	if (r >= 0)
+		r = ferry_store_delete_pack(ferry_vault_store(v), pack);
+	if (r >= 0)
+		*ret_pack = rw.new_pack;
+	rewrite_done(&rw);
+	return r;
+}
+
+/* Sequential reads of the image in 128 KiB steps (so read-ahead runs),
+ * except blocks 1100..1103, whose chunk is damaged by then. */
+static int read_undamaged(struct ferry_image *img, uint8_t *buf)
+{
+	for (uint64_t off = 0; off < SIZE;) {
+		uint64_t stop = off < 1100 * 4096 ? 1100 * 4096 : SIZE;
+		size_t len = (size_t)MIN((uint64_t)131072, stop - off);
+		int r = check_read(img, off, len, buf);
+
+		if (r < 0) {
+			printf("#   read of %zu at %llu: %d\n", len, (unsigned long long)off, r);
+			return r;
+		}
+		off += len;
+		if (off == 1100 * 4096)
+			off = 1104 * 4096;
+	}
+	return 0;
+}
+
+/* Counts the store's reads of one pack, through the fault seam. */
+struct watch {
+	uint64_t pack; /* atomic */
+	unsigned n;    /* atomic */
+};
+
+static int watch_reads(const char *op, const char *name, void *ud)
+{
+	struct watch *w = ud;
+	char want[32];
+
+	snprintf(want, sizeof(want), "packs/%016llx.pack",
+		 (unsigned long long)__atomic_load_n(&w->pack, __ATOMIC_RELAXED));
+	if ((strcmp(op, "get_range") == 0 || strcmp(op, "get") == 0) && strcmp(name, want) == 0)
+		__atomic_add_fetch(&w->n, 1, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static void watch_set(struct watch *w, uint64_t pack)
+{
+	__atomic_store_n(&w->pack, pack, __ATOMIC_RELAXED);
+	__atomic_store_n(&w->n, 0, __ATOMIC_RELAXED);
+}
+
+/*
+ * GC between a reader's catalog lookup and its read: the first read of the
+ * watched pack, once armed, repoints the catalog (the copy is written
+ * already) and fails as a deleted pack does.
+ */
+struct race {
+	struct rewrite rw;
+	int armed, moved, r;
+};
+
+static int race_fault(const char *op, const char *name, void *ud)
+{
+	struct race *rc = ud;
+	char want[32];
+
+	snprintf(want, sizeof(want), "packs/%016llx.pack", (unsigned long long)rc->rw.pack);
+	if (!rc->armed || strcmp(name, want) != 0 ||
+	    (strcmp(op, "get_range") != 0 && strcmp(op, "get") != 0))
+		return 0;
+	if (!rc->moved) {
+		rc->moved = 1;
+		rc->r = gc_repoint(&rc->rw);
+	}
+	return -ENOENT;
+}
+
+static void test_gc_race(struct ferry_vault *v, const struct disk *d, uint64_t pack, uint8_t *buf)
+{
+	struct ferry_blobs *blobs = ferry_store_blobs(ferry_vault_store(v));
+	struct ferry_chunk_cache *cc = NULL;
+	struct ferry_image *img = NULL;
+	struct race rc = {};
+	uint64_t pos;
+
+	ok_r(gc_copy(v, pack, &rc.rw), "GC copied a pack, not yet repointed");
+	ferry_blobs_set_fault(blobs, race_fault, &rc);
+	ok_r(ferry_chunk_cache_new(v, 64ull << 20, &cc), "a fresh cache: no locations known");
+	if (cc)
+		ok_r(ferry_chunk_cache_set_prefetch(cc, 0, 0), "read-ahead off");
+	ok_r(cc ? ferry_image_open(cc, &d->root, SIZE, &img) : -ENOMEM, "image opened");
+	if (img) {
+		/* The map's nodes, loaded before the race. */
+		for (uint64_t b = 0; b < NBLOCKS; b += 256)
+			(void)ferry_image_seek(img, b * FERRY_BLOCK_SIZE, SEEK_DATA, &pos);
+		rc.armed = 1;
+		ok_r(check_read(img, 0, CHUNK, buf),
+		     "a chunk GC moved after the catalog answered still reads");
+		ok(rc.moved && rc.r >= 0, "the catalog was repointed meanwhile");
+		rc.armed = 0;
+	}
+	ferry_image_free(img);
+	ferry_chunk_cache_free(cc);
+	ferry_blobs_set_fault(blobs, NULL, NULL);
+	ok_r(ferry_store_delete_pack(ferry_vault_store(v), pack), "the old pack deleted");
+	rewrite_done(&rc.rw);
+}
+
+static void test_gc(struct ferry_vault *v, const struct disk *d, uint8_t *buf)
+{
+	struct ferry_blobs *blobs = ferry_store_blobs(ferry_vault_store(v));
+	struct ferry_chunk_cache *cc = NULL;
+	struct ferry_image *img = NULL;
+	struct watch watch = {};
+	uint64_t pack = d->main_pack, next = 0;
+	struct ferry_loc loc = {};
+	unsigned n;
+
+	/* Through the seam every read is a request the watch sees, and the
+	 * store counts as remote: read-ahead coalesces neighbouring chunks. */
+	ferry_blobs_set_fault(blobs, watch_reads, &watch);
+	ok_r(ferry_chunk_cache_new(v, 64ull << 20, &cc), "a cache over the seam");
+	ok(cc && ferry_store_remote(ferry_vault_store(v)), "the store looks remote there");
+	if (!cc)
+		return;
+	ok_r(ferry_chunk_cache_set_prefetch(cc, 64, 4), "read-ahead: 64 chunks, 4 threads");
+	ok_r(ferry_image_open(cc, &d->root, SIZE, &img), "image opened");
+	if (!img)
+		return;
+	ok_r(read_undamaged(img, buf), "read sequentially with read-ahead: chunk locations known");
+	ok_r(gc_rewrite(v, pack, &next), "GC rewrites their pack and deletes it");
+	watch_set(&watch, pack);
+	pack = next;
+	ferry_chunk_cache_drop(cc);
+	ok_r(read_undamaged(img, buf), "read again from the fresh locations, with read-ahead");
+	n = __atomic_load_n(&watch.n, __ATOMIC_RELAXED);
+	/* The reader and each read-ahead thread may each meet it once before
+	 * the first of them forgets the pack. */
+	ok(n >= 1 && n <= 1 + 4, "the deleted pack was asked %u times", n);
+
+	ok_r(ferry_chunk_cache_set_prefetch(cc, 0, -1), "read-ahead off");
+	ok_r(read_undamaged(img, buf), "read, remembering the new locations");
+	ok_r(gc_rewrite(v, pack, &next), "GC rewrites that pack too");
+	watch_set(&watch, pack);
+	pack = next;
+	ferry_chunk_cache_drop(cc);
+	ok_r(read_undamaged(img, buf), "read again: same bytes");
+	n = __atomic_load_n(&watch.n, __ATOMIC_RELAXED);
+	ok(n == 1, "one read of the deleted pack, not one per chunk (%u)", n);
+	ferry_image_free(img);
+	img = NULL;
+	ferry_chunk_cache_free(cc);
+	cc = NULL;
+	ferry_blobs_set_fault(blobs, NULL, NULL);
+
+	/* A local store: reads by pread, locations also learnt from the
+	 * pack's index. */
+	ok_r(ferry_chunk_cache_new(v, 64ull << 20, &cc), "a cache on the local store");
+	if (!cc)
+		return;
+	ok(!ferry_store_remote(ferry_vault_store(v)), "the store is local again");
+	ok_r(ferry_image_open(cc, &d->root, SIZE, &img), "image opened");
+	if (!img) {
+		ferry_chunk_cache_free(cc);
+		return;
+	}
+	ok_r(read_undamaged(img, buf), "read sequentially: chunk locations known");
+	ferry_vault_lock(v);
+	ok_r(ferry_catalog_object_get(ferry_vault_catalog(v), &d->first, &loc),
+	     "where the first chunk is now");
+	ferry_vault_unlock(v);
+	ok_r(gc_rewrite(v, pack, &next), "GC rewrites their pack and deletes it");
+	ok(ferry_store_read(ferry_vault_store(v), &loc, &d->first, buf, CHUNK) == -ENOENT,
+	   "there: ENOENT");
+	pack = next;
+	ferry_chunk_cache_drop(cc);
+	ok_r(read_undamaged(img, buf), "read again: same bytes, no error");
+	{
+		struct ferry_image_iov *pv = NULL;
+
+		ok_r(ferry_image_iov_new(&pv), "piece list");
+		ok_r(gc_rewrite(v, pack, &next), "GC again");
+		pack = next;
+		ferry_chunk_cache_drop(cc);
+		ok_r(pv ? check_read_iov(img, pv, 0, 1100 * 4096, 1024, buf) : -ENOMEM,
+		     "zero-copy reads after GC: same bytes");
+		ferry_image_iov_free(pv);
+	}
+
+	/* A chunk the catalog no longer knows, in a pack that is gone: the
+	 * error reaches the reader, and only for that chunk. */
+	ferry_vault_lock(v);
+	ok_r(ferry_catalog_object_delete(ferry_vault_catalog(v), &d->tail),
+	     "the last chunk dropped from the catalog");
+	ferry_vault_unlock(v);
+	ok_r(gc_rewrite(v, pack, &next), "GC rewrites its pack without it");
+	ferry_chunk_cache_drop(cc);
+	{
+		ssize_t got = ferry_image_read(img, buf, 4096, (NBLOCKS - 2) * FERRY_BLOCK_SIZE);
+
+		ok(got == -ENOENT, "reading it: ENOENT (%zd)", got);
+	}
+	ok_r(check_read(img, 0, 1100 * 4096, buf), "the rest still reads");
+	ferry_image_free(img);
+	ferry_chunk_cache_free(cc);
+	test_gc_race(v, d, next, buf);
 }
 
 int main(void)
@@ -637,6 +952,12 @@ int main(void)
 
 	ferry_chunk_cache_free(cc);
 	ferry_chunk_cache_free(tiny);
+	ferry_vault_free(v);
+	v = NULL;
+
+	ok_r(ferry_vault_open(vdir, 0, &v), "vault reopened for writing, as GC has it");
+	if (v)
+		test_gc(v, &d, buf);
 	ferry_vault_free(v);
 	free(buf);
 	free(ref);

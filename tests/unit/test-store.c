@@ -4,7 +4,9 @@
  * (compressible, incompressible, nearly all zero, tiny, maximal), dedup in
  * one pack, verification on read (bit flips and truncation on disk give
  * -EBADMSG), pack indexes, listing and deletion, the fd cache under many
- * packs and many threads, and the golden packs in tests/data/pack.
+ * packs and many threads, runs of neighbouring objects read at once (each
+ * verified alone; one request through the fault seam), and the golden
+ * packs in tests/data/pack.
  */
 #include "ferry/store.h"
 
@@ -244,6 +246,102 @@ static void test_goldens(const char *tmp)
 	ok(nbad >= 1, "found %u corrupt golden packs", nbad);
 }
 
+/* Up to max objects from objs[start] on that lie back to back in the pack,
+ * as a run for ferry_store_read_run, each with a buffer of its own. */
+static size_t make_run(unsigned start, size_t max, struct ferry_store_read *rr)
+{
+	size_t n = 0;
+
+	for (unsigned i = start; n < max && i < NOBJ; i++) {
+		if (n > 0 && objs[i].loc.offset != ferry_store_entry_end(&rr[n - 1].loc))
+			break;
+		rr[n++] = (struct ferry_store_read){
+			.loc = objs[i].loc,
+			.id = &objs[i].id,
+			.buf = malloc(objs[i].len + 1),
+			.bufsize = objs[i].len,
+			.r = 1,
+		};
+	}
+	return n;
+}
+
+static void run_free(struct ferry_store_read *rr, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(rr[i].buf);
+}
+
+/* Whether object start + i of a run read back as r[i] says. */
+static int run_check(const struct ferry_store_read *rr, size_t n, unsigned start, int bad)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct obj *o = &objs[start + i];
+		int want = (int)i == bad ? -EBADMSG : 0;
+
+		if (rr[i].r != want || (want == 0 && memcmp(rr[i].buf, o->data, o->len) != 0))
+			return 0;
+	}
+	return 1;
+}
+
+static int count_gets(const char *op, const char *name, void *ud)
+{
+	if (strcmp(op, "get_range") == 0 || strcmp(op, "get") == 0)
+		(*(unsigned *)ud)++;
+	return 0;
+}
+
+static void test_runs(struct ferry_store *s)
+{
+	struct ferry_store_read rr[6];
+	unsigned gets = 0;
+	size_t n = make_run(8, ARRAY_SIZE(rr), rr);
+
+	ok(n >= 3, "a run of %zu neighbouring objects", n);
+	ok(ferry_store_read_run(s, rr, n) == (int)n && run_check(rr, n, 8, -1),
+	   "read at once, each verified");
+	rr[1].id = &objs[0].id;
+	ok(ferry_store_read_run(s, rr, n) == (int)n - 1 && run_check(rr, n, 8, 1),
+	   "a wrong id fails that object alone");
+	rr[1].id = &objs[9].id;
+	rr[1].bufsize--;
+	ok(ferry_store_read_run(s, rr, n) == -ENOBUFS && rr[0].r == -ENOBUFS &&
+		   rr[n - 1].r == -ENOBUFS,
+	   "a small buffer: ENOBUFS for all, before any read");
+	rr[1].bufsize++;
+	struct ferry_store_read t = rr[0];
+	rr[0] = rr[1];
+	rr[1] = t;
+	ok(ferry_store_read_run(s, rr, n) == -EINVAL && rr[2].r == -EINVAL, "out of order: EINVAL");
+	rr[1] = rr[0];
+	rr[0] = t;
+	ok(ferry_store_read_run(s, rr, 0) == -EINVAL, "an empty run: EINVAL");
+	rr[0].loc.clen--;
+	ok(ferry_store_read_run(s, rr, 1) == 0 && rr[0].r == -EBADMSG,
+	   "a location with a wrong clen: that object EBADMSG");
+	rr[0].loc.clen++;
+	rr[0].loc.type = 9;
+	ok(ferry_store_read_run(s, rr, n) == -EBADMSG && rr[1].r == -EBADMSG,
+	   "an impossible location: EBADMSG for all, before any read");
+	rr[0].loc.type = objs[8].type;
+
+	/* Through the seam the store reads as on object storage: one request
+	 * for the run. */
+	ok(!ferry_store_remote(s), "a local store is not remote");
+	ferry_blobs_set_fault(ferry_store_blobs(s), count_gets, &gets);
+	ok(ferry_store_remote(s), "through the fault seam it is");
+	ok(ferry_store_read_run(s, rr, n) == (int)n && run_check(rr, n, 8, -1) && gets == 1,
+	   "the run in one request (%u)", gets);
+	ferry_blobs_set_fault(ferry_store_blobs(s), NULL, NULL);
+
+	for (size_t i = 0; i < n; i++)
+		rr[i].loc.pack ^= 1;
+	ok(ferry_store_read_run(s, rr, n) == -ENOENT && rr[0].r == -ENOENT,
+	   "a missing pack: ENOENT");
+	run_free(rr, n);
+}
+
 int main(void)
 {
 	char tmpl[] = "/tmp/ferry-test-store-XXXXXX";
@@ -379,6 +477,8 @@ int main(void)
 	ok(ferry_store_pack_index(s, pack ^ 1, 0, check_index, &ic) == -ENOENT,
 	   "index of missing pack -> ENOENT");
 
+	test_runs(s);
+
 	/* Threads share the store and its fd cache. */
 	pthread_t th[4];
 	struct reader_arg ra[4];
@@ -402,6 +502,15 @@ int main(void)
 	   "read of the damaged object -> EBADMSG");
 	ok_r(ferry_store_read(s, &objs[victim + 1].loc, &objs[victim + 1].id, buf, FERRY_OBJ_MAX),
 	     "its neighbour still reads");
+	{
+		struct ferry_store_read rr[3];
+		size_t rn = make_run(victim - 1, ARRAY_SIZE(rr), rr);
+
+		ok(rn == 3 && ferry_store_read_run(s, rr, rn) == 2 &&
+			   run_check(rr, rn, victim - 1, 1),
+		   "in a run, the damaged object fails alone");
+		run_free(rr, rn);
+	}
 	unsigned n = 0;
 	ok(ferry_store_pack_index(s, pack, 1, count_cb, &n) == -EBADMSG && n == 0,
 	   "index with data -> EBADMSG, no partial result");
