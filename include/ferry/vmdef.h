@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * VM definitions for failover clones: the libvirt domain XML and the qemu
- * command line that ferryfs shows as MOUNT/<vm>/failovers/<name>/domain.xml
- * and qemu.args, built from the VM's description in the catalog and the
- * clone's image paths. Pure functions: no I/O, no globals, thread-safe.
+ * VM definitions as ferryfs shows them: MOUNT/<vm>/vm.conf, the VM's
+ * settings and target resources, and for failover clones the libvirt domain
+ * XML and the qemu command line MOUNT/<vm>/failovers/<name>/domain.xml and
+ * qemu.args, built from the VM's description in the catalog and the clone's
+ * image paths. Pure functions: no I/O, no globals, thread-safe.
  *
  * Every string is checked before use: control characters and invalid UTF-8
  * are refused (-EINVAL), because they could break the one-line qemu.args or
@@ -37,6 +38,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "ferry/catalog.h"
 
 /* The XML namespace of Ferry's <metadata> element in domain.xml. */
 #define FERRY_VMDEF_XMLNS "urn:ferry:vm:1"
@@ -123,3 +126,60 @@ void ferry_vmdef_uuid_format(const uint8_t uuid[16], char ret[37]);
  */
 int ferry_vmdef_pick_address(const char *source, const char *subnet, const char *const *used,
 			     size_t n_used, char **ret);
+
+/* ---- from the catalog: what ferryfs shows ---- */
+
+/*
+ * One of a VM's target resources as the catalog keeps them (`ferry
+ * enable-replication` writes them): "vm-cpus" and "vm-memory-mib" (decimal;
+ * unset, zero or garbage: 1 CPU and 1024 MiB; at most 4096 CPUs),
+ * "target-group", "availability-set", and "nic.0", "nic.1", ... (no gaps)
+ * each "mac=52:54:00:12:34:56[,ip=10.0.0.5/24][,model=virtio]", other keys
+ * of a NIC ignored. The strings belong to the caller.
+ */
+struct ferry_vmdef_resource {
+	const char *key;
+	const char *value;
+};
+
+/*
+ * vm.conf: a comment line, then `key = value` lines: name, state, error
+ * (when set), cache-url, the intervals and retention, created, applied-seq,
+ * live-time (once a marker was applied), disk.<idx>.name/size/source for
+ * each disk, then every resource in the order given. Strings go in as they
+ * are. Returns a new NUL-terminated string (free() it) and its length;
+ * -EINVAL without a VM (or with a count but no array), -ENOMEM.
+ */
+int ferry_vmdef_conf(const struct ferry_vm *vm, const struct ferry_disk *disks, size_t n_disks,
+		     const struct ferry_vmdef_resource *res, size_t n_res, char **ret,
+		     size_t *ret_len);
+
+/* A failover clone of a VM, as ferryfs mounts it. */
+struct ferry_vmdef_failover {
+	const struct ferry_vm *vm;
+	const struct ferry_vmdef_resource *res; /* the VM's target resources */
+	size_t n_res;
+	const struct ferry_failover *failover;
+	const struct ferry_clone_disk *disks; /* in source order */
+	size_t n_disks;
+	const char *mount;    /* absolute path of the mount: images are at
+				 <mount>/<vm>/failovers/<failover>/<disk>.img */
+	const char *vault_id; /* with VM, failover name and id, seeds the UUID */
+};
+
+/*
+ * domain.xml and qemu.args of a failover clone: a struct ferry_vmdef named
+ * "<vm>-<failover>" with CPUs, memory, resource group, availability set and
+ * NICs from the resources (each NIC on the failover's network, its static
+ * address moved into the failover's subnet by ferry_vmdef_pick_address(),
+ * or kept as it is where that fails), the failover's accelerators, kind,
+ * recovery point and subnet, the clone images (at most
+ * FERRY_VMDEF_MAX_DISKS) and the UUID of
+ * ferry_vmdef_uuid_from_seed("<vault id>/<vm>/<failover>/<failover id>"),
+ * rendered by ferry_vmdef_domain_xml() or ferry_vmdef_qemu_args(). Returns
+ * a new string (free() it); -EINVAL for a missing field, a malformed NIC
+ * resource or what those refuse, -ENAMETOOLONG for an image path of 1 KiB
+ * or more, -ENOMEM.
+ */
+int ferry_vmdef_failover_domain_xml(const struct ferry_vmdef_failover *f, char **ret);
+int ferry_vmdef_failover_qemu_args(const struct ferry_vmdef_failover *f, char **ret);

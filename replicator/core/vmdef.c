@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * VM definitions for failover clones (see vmdef.h for both file formats).
- * Everything is validated before a byte is written, and every string goes
- * through exactly one escaper for the context it lands in: XML text and
- * attributes, qemu option values (',' doubled) and shell words (single
- * quotes). The output is built in a memory stream; nothing touches disk.
+ * VM definitions (see vmdef.h for the file formats): vm.conf, and for
+ * failover clones domain.xml and qemu.args, with the reading of the
+ * catalog's target resources (CPUs, memory, NICs) that turns a VM and its
+ * failover into a definition. Everything is validated before a byte is
+ * written, and every string goes through exactly one escaper for the
+ * context it lands in: XML text and attributes, qemu option values (','
+ * doubled) and shell words (single quotes). The output is built in a memory
+ * stream; nothing touches disk.
  */
 #include "ferry/vmdef.h"
 
@@ -16,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ferry/crypto.h"
 #include "ferry/util.h"
@@ -628,4 +632,215 @@ int ferry_vmdef_pick_address(const char *source, const char *subnet, const char 
 		if (!is_taken(taken, n_taken, a))
 			return format_v4(a, prefix, ret);
 	return -ENOSPC;
+}
+
+/* ---- vm.conf ---------------------------------------------------------------------- */
+
+static void format_time(int64_t ns, char *buf, size_t size)
+{
+	time_t t = (time_t)(ns / 1000000000);
+	struct tm tm;
+
+	if (ns < 0 || !gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, size, "unknown");
+}
+
+int ferry_vmdef_conf(const struct ferry_vm *vm, const struct ferry_disk *disks, size_t n_disks,
+		     const struct ferry_vmdef_resource *res, size_t n_res, char **ret,
+		     size_t *ret_len)
+{
+	char *buf = NULL, when[64];
+	size_t len = 0;
+	FILE *f;
+
+	if (!vm || (n_disks && !disks) || (n_res && !res))
+		return -EINVAL;
+	f = open_memstream(&buf, &len);
+	if (!f)
+		return -ENOMEM;
+	fprintf(f, "# ferry: definition and target settings of VM %s (read-only)\n", vm->name);
+	fprintf(f, "name = %s\n", vm->name);
+	fprintf(f, "state = %s\n", ferry_vm_state_name(vm->state));
+	if (vm->error[0])
+		fprintf(f, "error = %s\n", vm->error);
+	fprintf(f, "cache-url = %s\n", vm->cache_url);
+	fprintf(f, "crash-interval = %" PRId64 "\n", vm->crash_interval_s);
+	fprintf(f, "app-interval = %" PRId64 "\n", vm->app_interval_s);
+	fprintf(f, "retention = %" PRId64 "\n", vm->retention_s);
+	format_time(vm->created_ns, when, sizeof(when));
+	fprintf(f, "created = %s\n", when);
+	fprintf(f, "applied-seq = %" PRIu64 "\n", vm->applied_seq);
+	if (vm->marker_ns > 0) {
+		format_time(vm->marker_ns, when, sizeof(when));
+		fprintf(f, "live-time = %s\n", when);
+	}
+	for (size_t i = 0; i < n_disks; i++) {
+		const struct ferry_disk *d = &disks[i];
+
+		fprintf(f, "disk.%u.name = %s\n", d->idx, d->name);
+		fprintf(f, "disk.%u.size = %" PRIu64 "\n", d->idx, d->size);
+		fprintf(f, "disk.%u.source = %s\n", d->idx, d->source_path);
+	}
+	for (size_t i = 0; i < n_res; i++)
+		fprintf(f, "%s = %s\n", res[i].key, res[i].value);
+	if (fclose(f) != 0) {
+		free(buf);
+		return -ENOMEM;
+	}
+	*ret = buf;
+	*ret_len = len;
+	return 0;
+}
+
+/* ---- failover clones: the catalog's description as a struct ferry_vmdef -------- */
+
+static const char *res_get(const struct ferry_vmdef_failover *f, const char *key)
+{
+	for (size_t i = 0; i < f->n_res; i++)
+		if (strcmp(f->res[i].key, key) == 0)
+			return f->res[i].value;
+	return NULL;
+}
+
+static uint64_t res_uint(const struct ferry_vmdef_failover *f, const char *key, uint64_t def)
+{
+	const char *s = res_get(f, key);
+	unsigned long long x;
+	char *end;
+
+	if (!s || !*s)
+		return def;
+	errno = 0;
+	x = strtoull(s, &end, 10);
+	return errno || *end || x == 0 ? def : (uint64_t)x;
+}
+
+struct nicspec {
+	char mac[18], ip[44], model[FERRY_NAME_MAX + 1];
+	char *address; /* as ferry_vmdef_pick_address() put it into the target subnet */
+};
+
+/* "mac=..,ip=A/P,model=.." as enable-replication stores it. */
+static int parse_nic(const char *spec, struct nicspec *n)
+{
+	_cleanup_free_ char *copy = strdup(spec);
+	char *save = NULL;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(kv, '=');
+		char *dst;
+		size_t size;
+
+		if (!eq)
+			return -EINVAL;
+		*eq++ = 0;
+		if (strcmp(kv, "mac") == 0)
+			dst = n->mac, size = sizeof(n->mac);
+		else if (strcmp(kv, "ip") == 0)
+			dst = n->ip, size = sizeof(n->ip);
+		else if (strcmp(kv, "model") == 0)
+			dst = n->model, size = sizeof(n->model);
+		else
+			continue; /* a newer writer's key */
+		if (strlen(eq) >= size)
+			return -EINVAL;
+		strcpy(dst, eq);
+	}
+	return n->mac[0] ? 0 : -EINVAL;
+}
+
+static int clone_image_path(const struct ferry_vmdef_failover *f, const struct ferry_clone_disk *d,
+			    char *buf, size_t size)
+{
+	int n = snprintf(buf, size, "%s/%s/failovers/%s/%s.img", f->mount, f->vm->name,
+			 f->failover->name, d->name);
+
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+static int failover_render(const struct ferry_vmdef_failover *f, bool xml, char **ret)
+{
+	struct ferry_vmdef_disk disks[FERRY_VMDEF_MAX_DISKS];
+	char paths[FERRY_VMDEF_MAX_DISKS][FERRY_PATH_MAX / 4];
+	struct ferry_vmdef_nic nics[FERRY_VMDEF_MAX_NICS];
+	struct nicspec specs[FERRY_VMDEF_MAX_NICS] = {};
+	char name[2 * FERRY_NAME_MAX + 2], seed[256];
+	const struct ferry_vm *v;
+	const struct ferry_failover *fo;
+	int r = 0;
+
+	if (!f || !f->vm || !f->failover || !f->mount || !f->vault_id || (f->n_res && !f->res) ||
+	    (f->n_disks && !f->disks))
+		return -EINVAL;
+	v = f->vm;
+	fo = f->failover;
+
+	struct ferry_vmdef d = {
+		.name = name,
+		.cpus = (unsigned)MIN(res_uint(f, "vm-cpus", 1), 4096u),
+		.memory_mib = res_uint(f, "vm-memory-mib", 1024),
+		.accel = fo->accel[0] ? fo->accel : NULL,
+		.disks = disks,
+		.nics = nics,
+		.net = FERRY_VMDEF_NET_USER,
+		.kind = fo->kind == FERRY_FAILOVER_REAL ? FERRY_VMDEF_FAILOVER :
+							  FERRY_VMDEF_TEST_FAILOVER,
+		.source_vm = v->name,
+		.recovery_point = fo->point_name,
+		.resource_group = res_get(f, "target-group"),
+		.availability_set = res_get(f, "availability-set"),
+		.subnet = fo->subnet,
+	};
+
+	snprintf(name, sizeof(name), "%s-%s", v->name, fo->name);
+	snprintf(seed, sizeof(seed), "%s/%s/%s/%" PRId64, f->vault_id, v->name, fo->name, fo->id);
+	ferry_vmdef_uuid_from_seed(seed, strlen(seed), d.uuid);
+	for (size_t i = 0; r >= 0 && i < f->n_disks && i < FERRY_VMDEF_MAX_DISKS; i++) {
+		r = clone_image_path(f, &f->disks[i], paths[i], sizeof(paths[i]));
+		disks[i] = (struct ferry_vmdef_disk){ f->disks[i].name, paths[i] };
+		d.n_disks++;
+	}
+	for (size_t i = 0; r >= 0 && d.n_nics < FERRY_VMDEF_MAX_NICS; i++) {
+		struct nicspec *n = &specs[d.n_nics];
+		const char *spec;
+		char key[32];
+
+		snprintf(key, sizeof(key), "nic.%zu", i);
+		spec = res_get(f, key);
+		if (!spec)
+			break;
+		r = parse_nic(spec, n);
+		if (r < 0)
+			break;
+		/* A static address stays where the target subnet has room for it;
+		 * a subnet given by name only leaves it as it is. */
+		if (n->ip[0] &&
+		    ferry_vmdef_pick_address(n->ip, fo->subnet, NULL, 0, &n->address) < 0)
+			n->address = NULL;
+		nics[d.n_nics++] = (struct ferry_vmdef_nic){
+			.mac = n->mac,
+			.address = n->address ? n->address :
+				   n->ip[0]   ? n->ip :
+						NULL,
+			.network = fo->network,
+			.model = n->model[0] ? n->model : NULL,
+		};
+	}
+	if (r >= 0)
+		r = xml ? ferry_vmdef_domain_xml(&d, ret) : ferry_vmdef_qemu_args(&d, ret);
+	for (size_t i = 0; i < ARRAY_SIZE(specs); i++)
+		free(specs[i].address);
+	return r;
+}
+
+int ferry_vmdef_failover_domain_xml(const struct ferry_vmdef_failover *f, char **ret)
+{
+	return failover_render(f, true, ret);
+}
+
+int ferry_vmdef_failover_qemu_args(const struct ferry_vmdef_failover *f, char **ret)
+{
+	return failover_render(f, false, ret);
 }

@@ -8,6 +8,7 @@
  */
 #include "ferry/vmdef.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -401,6 +402,189 @@ static void test_validate(void)
 	}
 }
 
+/* ---- what ferryfs shows: vm.conf, and definitions from the catalog ---- */
+
+static const struct ferry_vmdef_resource conf_res[] = {
+	{ "target-group", "prod-ferry" },
+	{ "availability-set", "web-as" },
+	{ "vm-cpus", "2" },
+	{ "vm-memory-mib", "1024" },
+	{ "nic.0", "mac=52:54:00:12:34:56,ip=10.0.0.5/24,model=virtio" },
+};
+
+static struct ferry_vm conf_vm(void)
+{
+	struct ferry_vm vm = {
+		.id = 3,
+		.name = "web1",
+		.state = FERRY_VM_PROTECTED,
+		.cache_url = "/srv/cache",
+		.crash_interval_s = 300,
+		.app_interval_s = 0,
+		.retention_s = 86400,
+		.created_ns = INT64_C(1795756200) * 1000000000, /* 2026-11-27T05:10:00Z */
+		.applied_seq = 42,
+		.marker_ns = INT64_C(1795757400) * 1000000000 + 5, /* 05:30:00Z */
+	};
+	return vm;
+}
+
+static const char golden_conf[] = "# ferry: definition and target settings of VM web1 (read-only)\n"
+				  "name = web1\n"
+				  "state = protected\n"
+				  "cache-url = /srv/cache\n"
+				  "crash-interval = 300\n"
+				  "app-interval = 0\n"
+				  "retention = 86400\n"
+				  "created = 2026-11-27T05:10:00Z\n"
+				  "applied-seq = 42\n"
+				  "live-time = 2026-11-27T05:30:00Z\n"
+				  "disk.0.name = os\n"
+				  "disk.0.size = 8388608\n"
+				  "disk.0.source = /dev/vg/web1-os\n"
+				  "disk.1.name = data\n"
+				  "disk.1.size = 1000000\n"
+				  "disk.1.source = /dev/vg/web1-data\n"
+				  "target-group = prod-ferry\n"
+				  "availability-set = web-as\n"
+				  "vm-cpus = 2\n"
+				  "vm-memory-mib = 1024\n"
+				  "nic.0 = mac=52:54:00:12:34:56,ip=10.0.0.5/24,model=virtio\n";
+
+static void test_conf(void)
+{
+	struct ferry_vm vm = conf_vm();
+	struct ferry_disk disks[] = {
+		{ .idx = 0, .name = "os", .source_path = "/dev/vg/web1-os", .size = 8388608 },
+		{ .idx = 1, .name = "data", .source_path = "/dev/vg/web1-data", .size = 1000000 },
+	};
+	_cleanup_free_ char *conf = NULL, *conf2 = NULL;
+	size_t len = 0, len2 = 0;
+
+	ok_r(ferry_vmdef_conf(&vm, disks, ARRAY_SIZE(disks), conf_res, ARRAY_SIZE(conf_res), &conf,
+			      &len),
+	     "vm.conf");
+	ok(conf && strcmp(conf, golden_conf) == 0 && len == strlen(golden_conf),
+	   "vm.conf matches the golden text");
+	if (conf && strcmp(conf, golden_conf) != 0)
+		report_diff(conf, golden_conf);
+
+	/* An error is shown; no marker yet, no live time; a bad time is unknown. */
+	snprintf(vm.error, sizeof(vm.error), "segment 7: bad digest");
+	vm.state = FERRY_VM_ERROR;
+	vm.marker_ns = 0;
+	vm.created_ns = -1;
+	ok_r(ferry_vmdef_conf(&vm, NULL, 0, NULL, 0, &conf2, &len2), "vm.conf, no disks");
+	ok(conf2 && strstr(conf2, "\nstate = error\nerror = segment 7: bad digest\n") &&
+		   strstr(conf2, "\ncreated = unknown\n") && !strstr(conf2, "live-time") &&
+		   !strstr(conf2, "disk.") && len2 == strlen(conf2),
+	   "vm.conf shows the error, no live time, an unknown creation time");
+}
+
+/* The failover of golden_def(), as the catalog describes it. */
+struct fo_case {
+	struct ferry_vm vm;
+	struct ferry_failover fo;
+	struct ferry_clone_disk disks[2];
+	struct ferry_vmdef_resource res[ARRAY_SIZE(conf_res)];
+	struct ferry_vmdef_failover f;
+};
+
+static void fo_case_init(struct fo_case *c)
+{
+	*c = (struct fo_case){
+		.vm = conf_vm(),
+		.fo = {
+			.id = 7,
+			.name = "drill",
+			.kind = FERRY_FAILOVER_TEST,
+			.point_name = "20261127T053000Z",
+			.network = "prod-net-test",
+			.subnet = "10.0.0.0/24",
+		},
+		.disks = { { .failover_id = 7, .idx = 0, .name = "os", .size = 8388608 },
+			   { .failover_id = 7, .idx = 1, .name = "data", .size = 1000000 } },
+	};
+	memcpy(c->res, conf_res, sizeof(c->res));
+	c->f = (struct ferry_vmdef_failover){
+		.vm = &c->vm,
+		.res = c->res,
+		.n_res = ARRAY_SIZE(c->res),
+		.failover = &c->fo,
+		.disks = c->disks,
+		.n_disks = ARRAY_SIZE(c->disks),
+		.mount = "/mnt/ferry",
+		.vault_id = "0123-vault",
+	};
+}
+
+static void test_failover(void)
+{
+	struct fo_case c;
+	struct ferry_vmdef d = golden_def();
+	static const char seed[] = "0123-vault/web1/drill/7";
+	_cleanup_free_ char *want_xml = NULL, *want_args = NULL, *xml = NULL, *args = NULL;
+
+	fo_case_init(&c);
+	ferry_vmdef_uuid_from_seed(seed, strlen(seed), d.uuid);
+	ok_r(ferry_vmdef_domain_xml(&d, &want_xml), "domain.xml of the fixed definition, seeded");
+	ok_r(ferry_vmdef_qemu_args(&d, &want_args), "qemu.args of the fixed definition, seeded");
+	ok_r(ferry_vmdef_failover_domain_xml(&c.f, &xml), "domain.xml of a failover");
+	ok(xml && want_xml && strcmp(xml, want_xml) == 0,
+	   "the failover's domain.xml is the fixed definition's");
+	if (xml && want_xml && strcmp(xml, want_xml) != 0)
+		report_diff(xml, want_xml);
+	ok_r(ferry_vmdef_failover_qemu_args(&c.f, &args), "qemu.args of a failover");
+	ok(args && want_args && strcmp(args, want_args) == 0,
+	   "the failover's qemu.args is the fixed definition's");
+
+	/* The address moves into the target subnet; a named subnet keeps it;
+	 * unknown NIC keys are ignored; bad numbers fall back to defaults. */
+	fo_case_init(&c);
+	snprintf(c.fo.subnet, sizeof(c.fo.subnet), "10.9.0.0/24");
+	c.res[2].value = "two";
+	c.res[3].value = "0";
+	c.res[4].value = "mac=52:54:00:12:34:56,ip=192.168.1.5/24,vlan=3,model=e1000";
+	c.fo.kind = FERRY_FAILOVER_REAL;
+	snprintf(c.fo.accel, sizeof(c.fo.accel), "tcg");
+	_cleanup_free_ char *xml2 = NULL, *args2 = NULL;
+	ok_r(ferry_vmdef_failover_domain_xml(&c.f, &xml2), "domain.xml, address to renumber");
+	ok(xml2 && strstr(xml2, " address='10.9.0.2/24' ") && strstr(xml2, "<vcpu>1</vcpu>") &&
+		   strstr(xml2, "<memory unit='MiB'>1024</memory>") &&
+		   strstr(xml2, "<model type='e1000'/>") && strstr(xml2, "<domain type='qemu'>") &&
+		   strstr(xml2, "<ferry:kind>failover</ferry:kind>"),
+	   "renumbered address, default CPUs and memory, model, accelerator and kind");
+	snprintf(c.fo.subnet, sizeof(c.fo.subnet), "default-ferry");
+	ok_r(ferry_vmdef_failover_qemu_args(&c.f, &args2), "qemu.args, subnet by name");
+	ok(args2 && strstr(args2, ",net=192.168.1.0/24,dhcpstart=192.168.1.5 ") &&
+		   !strstr(args2, "restrict=on"),
+	   "a subnet given by name keeps the address; a real failover is not restricted");
+
+	/* Refused: a NIC without a MAC, too long a field, no disks, too long
+	 * a path, a missing mount. */
+	_cleanup_free_ char *none = NULL;
+	fo_case_init(&c);
+	c.res[4].value = "ip=10.0.0.5/24";
+	ok(ferry_vmdef_failover_domain_xml(&c.f, &none) == -EINVAL && !none, "NIC without a MAC");
+	c.res[4].value = "mac=52:54:00:12:34:56:78";
+	ok(ferry_vmdef_failover_qemu_args(&c.f, &none) == -EINVAL && !none, "MAC too long");
+	c.res[4].value = "mac=52:54:00:12:34:56,model";
+	ok(ferry_vmdef_failover_qemu_args(&c.f, &none) == -EINVAL && !none, "key without value");
+	fo_case_init(&c);
+	c.f.n_disks = 0;
+	ok(ferry_vmdef_failover_domain_xml(&c.f, &none) == -EINVAL && !none, "no disks");
+	fo_case_init(&c);
+	char longmount[1100];
+	memset(longmount, 'm', sizeof(longmount) - 1);
+	longmount[0] = '/';
+	longmount[sizeof(longmount) - 1] = 0;
+	c.f.mount = longmount;
+	ok(ferry_vmdef_failover_domain_xml(&c.f, &none) == -ENAMETOOLONG && !none,
+	   "image path of 1 KiB");
+	c.f.mount = NULL;
+	ok(ferry_vmdef_failover_qemu_args(&c.f, &none) == -EINVAL && !none, "no mount");
+}
+
 int main(void)
 {
 	test_golden();
@@ -409,5 +593,7 @@ int main(void)
 	test_uuid();
 	test_address();
 	test_validate();
+	test_conf();
+	test_failover();
 	return tap_done();
 }
