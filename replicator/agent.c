@@ -3,15 +3,13 @@
  * ferry-agent: runs where a VM's disks are, finds what changed with the
  * `scan` tracker and puts change-log segments into the cache, one cycle
  * every `interval` seconds (or once). This file owns the policy: options,
- * the configuration file (written by `ferry enable-replication`), signals,
- * the progress display, statistics and retries; agent-scan.c does the work.
+ * credentials over the environment, signals, the progress display,
+ * statistics and retries; agentconf.c reads the configuration file
+ * (written by `ferry enable-replication`) and agent-scan.c does the work.
  */
-#include "agent-scan.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <ini.h>
 #include <inttypes.h>
 #include <malloc.h>
 #include <poll.h>
@@ -20,9 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent-scan.h"
+#include "agentconf.h"
 #include "env.h"
 #include "ferry/cache.h"
 #include "ferry/log.h"
@@ -32,322 +31,16 @@
 #define FERRY_VERSION "0.1.0"
 #endif
 
-#define CONFIG_VERSION 1
-#define DEFAULT_INTERVAL 300
-#define MAX_INTERVAL (366u * 24u * 3600u)
-#define MAX_DISKS 256
 /* The vault default (ferry init); a vault with another chunk size still
  * applies what this ships, only without storing the frames as they are. */
 #define DEFAULT_CHUNK_SIZE 65536u
-#define MAX_CHUNK_SIZE (4u * 1024u * 1024u)
 
-/* Keys of [credentials], the environment variables they stand for. */
-static const char *const cred_keys[] = {
-	"azure_connection_string", "azure_account",     "azure_key",
-	"azure_sas_token",         "aws_access_key_id", "aws_secret_access_key",
-	"aws_session_token",       "aws_region",        "aws_endpoint_url",
-};
-
-struct config {
-	const char *file;
-	char *vm, *cache, *state;
-	uint64_t interval;
-	int has_interval;
-	uint64_t chunk_size;
-	int has_chunk_size;
-	struct agent_disk *disks;
-	size_t ndisks;
-	/* [credentials]: for an object-store cache; override the environment.
-	 * Never printed. */
-	char *creds[ARRAY_SIZE(cred_keys)];
-	int has_creds;
-	/* parser state */
-	unsigned line;
-	char error[512]; /* the first error, with its line */
-	unsigned error_line;
-};
-
-static void config_free(struct config *c)
-{
-	free(c->vm);
-	free(c->cache);
-	free(c->state);
-	for (size_t i = 0; i < c->ndisks; i++) {
-		free(c->disks[i].name);
-		free(c->disks[i].path);
-	}
-	free(c->disks);
-	for (size_t i = 0; i < ARRAY_SIZE(c->creds); i++)
-		if (c->creds[i]) {
-			explicit_bzero(c->creds[i], strlen(c->creds[i]));
-			free(c->creds[i]);
-		}
-}
-
-struct config_reader {
-	FILE *f;
-	struct config *c;
-	char *buf;
-	size_t cap;
-};
-
-static int parse_uint(const char *s, uint64_t max, uint64_t *ret)
-{
-	if (!s || *s < '0' || *s > '9')
-		return -EINVAL;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end || v > max)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
-/* Hands inih a comment instead of a line: keeps it going without letting it
- * see the line, so that the first error recorded is the one reported. */
-static char *skip_line(char *str, int num)
-{
-	snprintf(str, (size_t)num, "#\n");
-	return str;
-}
-
-/* Feeds inih line by line: counts lines for the error messages and starts
- * a new disk at each [disk] header, which inih itself does not report. */
-static char *config_read_line(char *str, int num, void *stream)
-{
-	struct config_reader *rd = stream;
-	struct config *c = rd->c;
-	ssize_t n = getline(&rd->buf, &rd->cap, rd->f);
-	if (n < 0)
-		return NULL;
-	c->line++;
-	if (c->error[0])
-		return skip_line(str, num);
-	if (n >= num - 1) {
-		snprintf(c->error, sizeof(c->error), "%s:%u: line too long", c->file, c->line);
-		c->error_line = c->line;
-		return skip_line(str, num);
-	}
-	const char *p = rd->buf + strspn(rd->buf, " \t");
-	if (*p == '[' && strncmp(p, "[agent]", 7) != 0 && strncmp(p, "[disk]", 6) != 0 &&
-	    strncmp(p, "[credentials]", 13) != 0) {
-		/* inih never reports a section without keys: catch it here. */
-		snprintf(c->error, sizeof(c->error), "%s:%u: unknown section %.*s", c->file,
-			 c->line, (int)strcspn(p, "\r\n"), p);
-		c->error_line = c->line;
-		return skip_line(str, num);
-	}
-	if (strncmp(p, "[disk]", 6) == 0) {
-		if (c->ndisks >= MAX_DISKS) {
-			snprintf(c->error, sizeof(c->error), "%s:%u: more than %d disks", c->file,
-				 c->line, MAX_DISKS);
-			c->error_line = c->line;
-			return skip_line(str, num);
-		}
-		struct agent_disk *d = realloc(c->disks, (c->ndisks + 1) * sizeof(*d));
-		if (!d) {
-			snprintf(c->error, sizeof(c->error), "out of memory");
-			return skip_line(str, num);
-		}
-		c->disks = d;
-		c->disks[c->ndisks++] = (struct agent_disk){ 0 };
-	}
-	memcpy(str, rd->buf, (size_t)n + 1);
-	return str;
-}
-
-static int config_set(struct config *c, char **field, const char *key, const char *value)
-{
-	if (*field) {
-		snprintf(c->error, sizeof(c->error), "%s:%u: '%s' given twice", c->file, c->line,
-			 key);
-		return 0;
-	}
-	if (!*value) {
-		snprintf(c->error, sizeof(c->error), "%s:%u: '%s' is empty", c->file, c->line, key);
-		return 0;
-	}
-	*field = strdup(value);
-	if (!*field) {
-		snprintf(c->error, sizeof(c->error), "out of memory");
-		return 0;
-	}
-	return 1;
-}
-
-static int handle_key(struct config *c, const char *section, const char *name, const char *value);
-
-static int config_handler(void *user, const char *section, const char *name, const char *value)
-{
-	struct config *c = user;
-	if (c->error[0])
-		return 0;
-	int r = handle_key(c, section, name, value);
-	if (!r)
-		c->error_line = c->line;
-	return r;
-}
-
-static int handle_key(struct config *c, const char *section, const char *name, const char *value)
-{
-	if (strcmp(section, "agent") == 0) {
-		if (strcmp(name, "version") == 0) {
-			uint64_t v;
-			if (parse_uint(value, UINT32_MAX, &v) < 0 || v != CONFIG_VERSION) {
-				snprintf(c->error, sizeof(c->error),
-					 "%s:%u: configuration version '%s' is not supported "
-					 "(this agent reads version %d)",
-					 c->file, c->line, value, CONFIG_VERSION);
-				return 0;
-			}
-			return 1;
-		}
-		if (strcmp(name, "vm") == 0) {
-			if (!ferry_name_valid(value)) {
-				snprintf(c->error, sizeof(c->error),
-					 "%s:%u: invalid VM name '%s' (1-64 of A-Z a-z 0-9 . _ -, "
-					 "not starting with . or -)",
-					 c->file, c->line, value);
-				return 0;
-			}
-			return config_set(c, &c->vm, name, value);
-		}
-		if (strcmp(name, "cache") == 0)
-			return config_set(c, &c->cache, name, value);
-		if (strcmp(name, "state") == 0)
-			return config_set(c, &c->state, name, value);
-		if (strcmp(name, "interval") == 0) {
-			if (c->has_interval) {
-				snprintf(c->error, sizeof(c->error),
-					 "%s:%u: 'interval' given twice", c->file, c->line);
-				return 0;
-			}
-			if (parse_uint(value, MAX_INTERVAL, &c->interval) < 0) {
-				snprintf(c->error, sizeof(c->error),
-					 "%s:%u: invalid interval '%s' (seconds, 0 to %u)", c->file,
-					 c->line, value, MAX_INTERVAL);
-				return 0;
-			}
-			c->has_interval = 1;
-			return 1;
-		}
-		if (strcmp(name, "chunk-size") == 0) {
-			if (c->has_chunk_size) {
-				snprintf(c->error, sizeof(c->error),
-					 "%s:%u: 'chunk-size' given twice", c->file, c->line);
-				return 0;
-			}
-			/* 0: whole segments compressed (format 1.0); otherwise the
-			 * vault's chunk size, a power of two. */
-			if (parse_uint(value, MAX_CHUNK_SIZE, &c->chunk_size) < 0 ||
-			    (c->chunk_size &&
-			     (c->chunk_size < 4096 || (c->chunk_size & (c->chunk_size - 1))))) {
-				snprintf(c->error, sizeof(c->error),
-					 "%s:%u: invalid chunk-size '%s' (0, or a power of two "
-					 "from 4096 to %u)",
-					 c->file, c->line, value, MAX_CHUNK_SIZE);
-				return 0;
-			}
-			c->has_chunk_size = 1;
-			return 1;
-		}
-		snprintf(c->error, sizeof(c->error), "%s:%u: unknown key '%s' in [agent]", c->file,
-			 c->line, name);
-		return 0;
-	}
-
-	if (strcmp(section, "disk") == 0 && c->ndisks > 0) {
-		struct agent_disk *d = &c->disks[c->ndisks - 1];
-		if (strcmp(name, "name") == 0) {
-			if (!ferry_name_valid(value)) {
-				snprintf(
-					c->error, sizeof(c->error),
-					"%s:%u: invalid disk name '%s' (1-64 of A-Z a-z 0-9 . _ -, "
-					"not starting with . or -)",
-					c->file, c->line, value);
-				return 0;
-			}
-			for (size_t i = 0; i + 1 < c->ndisks; i++)
-				if (c->disks[i].name && strcmp(c->disks[i].name, value) == 0) {
-					snprintf(c->error, sizeof(c->error),
-						 "%s:%u: disk name '%s' used twice", c->file,
-						 c->line, value);
-					return 0;
-				}
-			return config_set(c, &d->name, name, value);
-		}
-		if (strcmp(name, "path") == 0)
-			return config_set(c, &d->path, name, value);
-		snprintf(c->error, sizeof(c->error), "%s:%u: unknown key '%s' in [disk]", c->file,
-			 c->line, name);
-		return 0;
-	}
-
-	if (strcmp(section, "credentials") == 0) {
-		/* Messages name the key, never the value: it is a secret. */
-		for (size_t i = 0; i < ARRAY_SIZE(cred_keys); i++)
-			if (strcmp(name, cred_keys[i]) == 0) {
-				c->has_creds = 1;
-				return config_set(c, &c->creds[i], name, value);
-			}
-		snprintf(c->error, sizeof(c->error), "%s:%u: unknown key '%s' in [credentials]",
-			 c->file, c->line, name);
-		return 0;
-	}
-	if (!*section)
-		snprintf(c->error, sizeof(c->error), "%s:%u: '%s' outside of any section", c->file,
-			 c->line, name);
-	else
-		snprintf(c->error, sizeof(c->error), "%s:%u: unknown section [%s]", c->file,
-			 c->line, section);
-	return 0;
-}
-
-/* Configuration errors are about the text, not the system: no errno. */
+/* Errors in options or configuration are about the text, not the system:
+ * no errno. */
 #define config_error(...) (log_error(__VA_ARGS__), -EINVAL)
 
-static int config_load(const char *file, struct config *c)
-{
-	*c = (struct config){ .file = file, .interval = DEFAULT_INTERVAL };
-	_cleanup_fclose_ FILE *f = fopen(file, "re");
-	if (!f)
-		return log_error_errno(-errno, "cannot open configuration %s", file);
-
-	struct config_reader rd = { .f = f, .c = c };
-	int r = ini_parse_stream(config_read_line, &rd, config_handler, c);
-	free(rd.buf);
-	if (r < 0)
-		return log_error_errno(-ENOMEM, "cannot parse %s", file);
-	/* inih goes on after a syntax error; report whichever came first. */
-	if (r > 0 && (!c->error[0] || (unsigned)r < c->error_line))
-		return config_error("%s:%d: syntax error", file, r);
-	if (c->error[0])
-		return config_error("%s", c->error);
-
-	if (!c->vm)
-		return config_error("%s: 'vm' missing in [agent]", file);
-	if (!c->cache)
-		return config_error("%s: 'cache' missing in [agent]", file);
-	if (!c->state)
-		return config_error("%s: 'state' missing in [agent]", file);
-	if (c->ndisks == 0)
-		return config_error("%s: no [disk] section: VM %s has no disks", file, c->vm);
-	for (size_t i = 0; i < c->ndisks; i++) {
-		if (!c->disks[i].name)
-			return config_error("%s: [disk] number %zu has no 'name'", file, i + 1);
-		if (!c->disks[i].path)
-			return config_error("%s: disk %s has no 'path'", file, c->disks[i].name);
-	}
-	struct stat st;
-	if (c->has_creds && fstat(fileno(f), &st) >= 0 && (st.st_mode & 0077))
-		log_warning("%s holds credentials but others may read it: chmod 600 %s", file,
-			    file);
-	return 0;
-}
-
 /* [credentials] of the configuration over what the environment gives. */
-static int apply_credentials(const struct config *c, uint64_t max_rate)
+static int apply_credentials(const struct agentconf *c, uint64_t max_rate)
 {
 	if (!c->has_creds && !max_rate)
 		return 0;
@@ -355,18 +48,17 @@ static int apply_credentials(const struct config *c, uint64_t max_rate)
 	int r = env_blobs_options(&o);
 	if (r < 0)
 		return r;
-	const char **fields[] = {
-		&o.azure_connection_string,
-		&o.azure_account,
-		&o.azure_key,
-		&o.azure_sas,
-		&o.aws_access_key_id,
-		&o.aws_secret_access_key,
-		&o.aws_session_token,
-		&o.aws_region,
-		&o.aws_endpoint_url,
+	const char **fields[AGENTCONF_NCREDS] = {
+		[AGENTCONF_AZURE_CONNECTION_STRING] = &o.azure_connection_string,
+		[AGENTCONF_AZURE_ACCOUNT] = &o.azure_account,
+		[AGENTCONF_AZURE_KEY] = &o.azure_key,
+		[AGENTCONF_AZURE_SAS_TOKEN] = &o.azure_sas,
+		[AGENTCONF_AWS_ACCESS_KEY_ID] = &o.aws_access_key_id,
+		[AGENTCONF_AWS_SECRET_ACCESS_KEY] = &o.aws_secret_access_key,
+		[AGENTCONF_AWS_SESSION_TOKEN] = &o.aws_session_token,
+		[AGENTCONF_AWS_REGION] = &o.aws_region,
+		[AGENTCONF_AWS_ENDPOINT_URL] = &o.aws_endpoint_url,
 	};
-	_Static_assert(ARRAY_SIZE(fields) == ARRAY_SIZE(cred_keys), "one field per key");
 	for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
 		if (c->creds[i])
 			*fields[i] = c->creds[i];
@@ -611,9 +303,9 @@ static int run(int argc, char **argv)
 			break;
 		case 'i': {
 			uint64_t v;
-			if (parse_uint(optarg, MAX_INTERVAL, &v) < 0)
+			if (agentconf_parse_interval(optarg, &v) < 0)
 				return config_error("invalid --interval '%s' (seconds, 0 to %u)",
-						    optarg, MAX_INTERVAL);
+						    optarg, AGENTCONF_MAX_INTERVAL);
 			interval_arg = (int64_t)v;
 			break;
 		}
@@ -638,8 +330,8 @@ static int run(int argc, char **argv)
 	if (verbose)
 		log_set_max_level(LOG_DEBUG);
 
-	_cleanup_(config_free) struct config cfg = { 0 };
-	int r = config_load(config_file, &cfg);
+	_cleanup_(agentconf_free) struct agentconf cfg = { 0 };
+	int r = agentconf_load(config_file, &cfg);
 	if (r < 0)
 		return r;
 	r = apply_credentials(&cfg, max_rate);
@@ -677,7 +369,7 @@ static int run(int argc, char **argv)
 		.userdata = &disp,
 		/* Compression is most of the agent's CPU: use every core, up to 4. */
 		.compress_workers = (unsigned)MIN(MAX(sysconf(_SC_NPROCESSORS_ONLN), 1L), 4L),
-		.chunk_size = cfg.has_chunk_size ? (uint32_t)cfg.chunk_size : DEFAULT_CHUNK_SIZE,
+		.chunk_size = cfg.has_chunk_size ? cfg.chunk_size : DEFAULT_CHUNK_SIZE,
 	};
 	log_debug("VM %s: %zu disks, cache %s, state %s, interval %" PRIu64 " s", cfg.vm,
 		  cfg.ndisks, ferry_cache_url(cache), cfg.state, interval);

@@ -155,38 +155,6 @@ int one_vm_args(int argc, char **argv, const char *help, struct opts *o, const c
 	return -1;
 }
 
-int write_agent_config(const char *path, const char *why, const char *vm, const char *cache,
-		       const char *state, uint64_t interval, uint32_t chunk_size,
-		       const struct agent_disk *disks, size_t ndisks)
-{
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
-	if (!f)
-		return -ENOMEM;
-	fprintf(f,
-		"# ferry agent configuration for VM %s, %s.\n"
-		"# Run: ferry-agent --config %s\n"
-		"[agent]\n"
-		"version = 1\n"
-		"vm = %s\n"
-		"cache = %s\n"
-		"state = %s\n"
-		"interval = %llu\n",
-		vm, why, path, vm, cache, state, (unsigned long long)interval);
-	if (chunk_size)
-		fprintf(f, "chunk-size = %u\n", chunk_size);
-	for (size_t i = 0; i < ndisks; i++)
-		fprintf(f, "\n[disk]\nname = %s\npath = %s\n", disks[i].name, disks[i].path);
-	if (fclose(f) != 0) {
-		free(text);
-		return -ENOMEM;
-	}
-	int r = ferry_write_file_atomic(path, text, len);
-	free(text);
-	return r;
-}
-
 static int undo_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	/* Best effort: what cannot be removed is named by the caller's

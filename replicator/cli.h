@@ -11,7 +11,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "agent-scan.h"
 #include "ferry/catalog.h"
 #include "ferry/util.h"
 #include "ferry/vault.h"
@@ -39,13 +38,6 @@ void format_bytes(uint64_t b, char *buf, size_t size);
 void format_age(int64_t ns, char *buf, size_t size);
 const char *consistency_name(int c);
 
-/* Writes an agent configuration file (ferry-agent(8)) atomically; why goes
- * into its header comment. chunk_size: the applying vault's, or 0 when not
- * known here (the agent then uses the default). */
-int write_agent_config(const char *path, const char *why, const char *vm, const char *cache,
-		       const char *state, uint64_t interval, uint32_t chunk_size,
-		       const struct agent_disk *disks, size_t ndisks);
-
 /* Removes what a failed init or attach made in dir: everything in it (it
  * was empty or absent, so nothing there is anybody else's), and dir itself
  * unless it existed before (then it is left, empty). Best effort. */
@@ -65,15 +57,43 @@ int cmd_commit(int argc, char **argv);
 int cmd_jobs(int argc, char **argv);
 int cmd_attach(int argc, char **argv);
 
-/* Records in the store (ferry-attach.c), inside the caller's transaction:
- * the vault's VAULT record (named by the vault_record setting), and a VM's
- * VM record from what the catalog holds (vms.record). record_vault_init
- * opens the vault at dir and writes its VAULT record in a transaction of
- * its own (ferry init). */
-int record_vault_write(struct ferry_vault *v);
+/* Records in the store (ferry-attach.c), each through an ingest of its own
+ * (ingest.h): call with no transaction open. record_vault_init opens the
+ * vault at dir and writes its VAULT record, named by the vault_record
+ * setting (ferry init); record_vm_write writes a VM's VM record from what
+ * the catalog holds and names it in vms.record. */
 int record_vault_init(const char *dir);
 int record_vm_write(struct ferry_vault *v, int64_t vm_id);
-int cmd_enable(int argc, char **argv);
+
+/* enable-replication (ferry.c), which reprotect-prepare runs too. */
+#define MAX_CLI_DISKS 64
+#define MAX_CLI_NICS 16
+
+/* Its options, one field each; NULL for a default (see its --help). */
+struct enable_args {
+	const char *vault, *vm, *cache, *agent_config;
+	const char *source_group, *source_network, *source_subnet;
+	const char *target_group, *target_network, *target_subnet, *avset;
+	uint64_t crash, app, retention, cpus, memory;
+	const char *nics[MAX_CLI_NICS];
+	size_t nnics;
+	const char *disk_names[MAX_CLI_DISKS];
+	const char *disk_paths[MAX_CLI_DISKS];
+	size_t ndisks;
+};
+
+/* The defaults of the numeric options. */
+/* clang-format off */
+#define ENABLE_ARGS_INIT { .crash = 300, .app = 0, .retention = 86400, .cpus = 1, .memory = 1024 }
+/* clang-format on */
+
+/* Registers VM a->vm in vault a->vault with its disks, target resources and
+ * store record, writes its agent configuration, and prints what it did on
+ * stdout. Checks a first, as for the command line (names, disks, NICs,
+ * ranges). Returns 0, or a -errno already logged (-EEXIST: the VM is
+ * already protected). */
+int enable_replication(const struct enable_args *a);
+
 int cmd_reprotect_prepare(int argc, char **argv);
 int cmd_reprotect(int argc, char **argv);
 int cmd_failback(int argc, char **argv);

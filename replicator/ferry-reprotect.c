@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "agent-scan.h"
+#include "agentconf.h"
 #include "cli.h"
 #include "ferry/blobs.h"
 #include "ferry/cache.h"
@@ -180,31 +181,22 @@ static int fetch_file(struct ferry_blobs *b, const char *vm, const char *dir, co
 	return 0;
 }
 
-/* Runs `ferry enable-replication` for the reverse VM through its own verb. */
+/* Registers the VM in the source vault as enable-replication would, over
+ * the original disks and the vault's own cache, a point at every marker. */
 static int enable_reverse(const struct rp_args *a, const char *seed_cache)
 {
-	const char *argv[8 + 2 * MAX_DISKS];
-	char *owned[MAX_DISKS] = { 0 };
-	int n = 0, r;
-	argv[n++] = "enable-replication";
-	argv[n++] = "--vault";
-	argv[n++] = a->vault;
-	argv[n++] = "--vm";
-	argv[n++] = a->vm;
-	argv[n++] = "--cache";
-	argv[n++] = seed_cache;
-	argv[n++] = "--crash-interval=0";
+	_Static_assert(MAX_DISKS <= MAX_CLI_DISKS, "every disk fits");
+	struct enable_args e = ENABLE_ARGS_INIT;
+	e.vault = a->vault;
+	e.vm = a->vm;
+	e.cache = seed_cache;
+	e.crash = 0;
 	for (size_t i = 0; i < a->ndisks; i++) {
-		if (asprintf(&owned[i], "%s=%s", a->disks[i].name, a->disks[i].path) < 0)
-			return -ENOMEM;
-		argv[n++] = "--disk";
-		argv[n++] = owned[i];
+		e.disk_names[i] = a->disks[i].name;
+		e.disk_paths[i] = a->disks[i].path;
 	}
-	argv[n] = NULL;
-	r = cmd_enable(n, (char **)argv);
-	for (size_t i = 0; i < a->ndisks; i++)
-		free(owned[i]);
-	return r == 0 ? 0 : -EINVAL;
+	e.ndisks = a->ndisks;
+	return enable_replication(&e);
 }
 
 static const char prepare_help[] =
@@ -294,9 +286,6 @@ int cmd_reprotect_prepare(int argc, char **argv)
 		r = ferry_catalog_vm_update(c, &vm);
 		if (r >= 0)
 			r = ferry_catalog_resource_set(c, vm.id, "cache", a.cache);
-		/* The store's copy of the VM follows, so attach restores it. */
-		if (r >= 0)
-			r = record_vm_write(v, vm.id);
 		if (r >= 0)
 			r = ferry_catalog_job_add(c, vm.id, "reprotect-prepare", "succeeded",
 						  "seeded from the original disks", NULL);
@@ -305,6 +294,9 @@ int cmd_reprotect_prepare(int argc, char **argv)
 		else
 			ferry_catalog_rollback(c);
 	}
+	/* The store's copy of the VM follows, so attach restores it. */
+	if (r >= 0)
+		r = record_vm_write(v, vm.id);
 	if (r < 0)
 		return log_error_errno(r, "cannot switch VM %s to cache %s", a.vm, a.cache), 1;
 	fprintf(stderr,
@@ -444,10 +436,20 @@ int cmd_reprotect(int argc, char **argv)
 	if (r >= 0)
 		r = fetch_file(b, vm.name, state, "progress");
 
+	/* No chunk-size: the source vault's is not known here; the agent
+	 * takes the default. */
+	const struct agentconf ac = {
+		.vm = vm.name,
+		.cache = (char *)a.cache,
+		.state = state,
+		.interval = 60,
+		.disks = cp.disks,
+		.ndisks = cp.n,
+	};
 	if (r >= 0)
-		r = write_agent_config(
-			conf, "re-protecting it to the source site, written by ferry reprotect",
-			vm.name, a.cache, state, 60, 0, cp.disks, cp.n);
+		r = agentconf_write(
+			&ac, conf,
+			"re-protecting it to the source site, written by ferry reprotect");
 	for (size_t i = 0; i < cp.n; i++) {
 		free(cp.disks[i].name);
 		free(cp.disks[i].path);

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agentconf.h"
 #include "cli.h"
 #include "env.h"
 #include "ferry/blobs.h"
@@ -198,21 +199,6 @@ static int cmd_init(int argc, char **argv)
 
 /* ---- enable-replication ---- */
 
-#define MAX_CLI_DISKS 64
-#define MAX_CLI_NICS 16
-
-struct enable_args {
-	const char *vault, *vm, *cache, *agent_config;
-	const char *source_group, *source_network, *source_subnet;
-	const char *target_group, *target_network, *target_subnet, *avset;
-	uint64_t crash, app, retention, cpus, memory;
-	const char *nics[MAX_CLI_NICS];
-	size_t nnics;
-	const char *disk_names[MAX_CLI_DISKS];
-	char *disk_paths[MAX_CLI_DISKS];
-	size_t ndisks;
-};
-
 static const char enable_help[] =
 	"Usage: ferry enable-replication --vault DIR --vm NAME --disk NAME=PATH [--disk ...]\n"
 	"         [--cache URL] [--crash-interval SECONDS] [--app-interval SECONDS]\n"
@@ -367,14 +353,6 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 			  "... (see --help)");
 		return -EINVAL;
 	}
-	if (a->retention == 0) {
-		log_error("--retention must be at least one second");
-		return -EINVAL;
-	}
-	if (a->cpus == 0 || a->cpus > 1024 || a->memory < 16 || a->memory > (1 << 24)) {
-		log_error("--cpus wants 1-1024 and --memory 16 MiB or more");
-		return -EINVAL;
-	}
 	return 0;
 }
 
@@ -420,8 +398,24 @@ static int parse_nic(const char *spec, char *out, size_t outsize)
 	return 0;
 }
 
-static int check_names(const struct enable_args *a)
+/* What parse_enable cannot see alone; also for callers that fill the
+ * arguments themselves. */
+static int check_enable_args(const struct enable_args *a)
 {
+	if (!a->vault || !a->vm || a->ndisks == 0 || a->ndisks > MAX_CLI_DISKS ||
+	    a->nnics > MAX_CLI_NICS) {
+		log_error("enable-replication wants a vault, a VM and 1 to %d disks",
+			  MAX_CLI_DISKS);
+		return -EINVAL;
+	}
+	if (a->retention == 0) {
+		log_error("--retention must be at least one second");
+		return -EINVAL;
+	}
+	if (a->cpus == 0 || a->cpus > 1024 || a->memory < 16 || a->memory > (1 << 24)) {
+		log_error("--cpus wants 1-1024 and --memory 16 MiB or more");
+		return -EINVAL;
+	}
 	for (size_t i = 0; i < a->nnics; i++) {
 		char canon[128];
 		if (parse_nic(a->nics[i], canon, sizeof(canon)) < 0) {
@@ -462,81 +456,84 @@ static int check_names(const struct enable_args *a)
 	return 0;
 }
 
-int cmd_enable(int argc, char **argv)
+static void free_paths(char *(*paths)[MAX_CLI_DISKS])
 {
-	struct enable_args a = {
-		.crash = 300, .app = 0, .retention = 86400, .cpus = 1, .memory = 1024
-	};
-	int r = parse_enable(argc, argv, &a);
-	if (r != 0)
-		return r > 0 ? 0 : 2;
-	if (check_names(&a) < 0)
-		return 2;
+	for (size_t i = 0; i < MAX_CLI_DISKS; i++)
+		free((*paths)[i]);
+}
+
+int enable_replication(const struct enable_args *a)
+{
+	int r = check_enable_args(a);
+	if (r < 0)
+		return r;
 
 	/* Opened by its absolute path, so every path recorded is absolute. */
-	_cleanup_free_ char *vault_abs = realpath(a.vault, NULL);
+	_cleanup_free_ char *vault_abs = realpath(a->vault, NULL);
 	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
-	if (open_vault(vault_abs ?: a.vault, 0, &v) < 0)
-		return 1;
+	r = open_vault(vault_abs ?: a->vault, 0, &v);
+	if (r < 0)
+		return r;
 
 	/* Defaults follow the source settings, as the reference service does. */
 	char tg[80], tn[80], ts[80], as[80];
-	const char *sg = a.source_group ?: "default", *sn = a.source_network ?: "default",
-		   *ss = a.source_subnet ?: "default";
-	snprintf(tg, sizeof(tg), "%.64s", a.target_group ?: "");
-	snprintf(tn, sizeof(tn), "%.64s", a.target_network ?: "");
-	snprintf(ts, sizeof(ts), "%.64s", a.target_subnet ?: "");
-	snprintf(as, sizeof(as), "%.64s", a.avset ?: "");
-	if (!a.target_group)
+	const char *sg = a->source_group ?: "default", *sn = a->source_network ?: "default",
+		   *ss = a->source_subnet ?: "default";
+	snprintf(tg, sizeof(tg), "%.64s", a->target_group ?: "");
+	snprintf(tn, sizeof(tn), "%.64s", a->target_network ?: "");
+	snprintf(ts, sizeof(ts), "%.64s", a->target_subnet ?: "");
+	snprintf(as, sizeof(as), "%.64s", a->avset ?: "");
+	if (!a->target_group)
 		snprintf(tg, sizeof(tg), "%s-ferry", sg);
-	if (!a.target_network)
+	if (!a->target_network)
 		snprintf(tn, sizeof(tn), "%s-ferry", sn);
-	if (!a.target_subnet)
+	if (!a->target_subnet)
 		snprintf(ts, sizeof(ts), "%s-ferry", ss);
-	if (!a.avset)
-		snprintf(as, sizeof(as), "%s-avset-ferry", a.vm);
+	if (!a->avset)
+		snprintf(as, sizeof(as), "%s-avset-ferry", a->vm);
 
 	_cleanup_free_ char *cache = NULL, *conf = NULL, *state = NULL;
 	/* The embedded default: the vault's own cache directory. */
-	if (a.cache)
-		cache = strchr(a.cache, ':') ? strdup(a.cache) : absolute(a.cache);
+	if (a->cache)
+		cache = strchr(a->cache, ':') ? strdup(a->cache) : absolute(a->cache);
 	else if (asprintf(&cache, "%s/cache", vault_abs) < 0)
 		cache = NULL;
 	if (!cache)
-		return log_error("out of memory"), 1;
+		return log_error("out of memory"), -ENOMEM;
 	if (strlen(cache) >= FERRY_URL_MAX)
-		return log_error("cache URL is too long"), 1;
+		return log_error("cache URL is too long"), -ENAMETOOLONG;
 
 	struct ferry_cache *fc;
 	r = ferry_cache_open(cache, 1, &fc);
 	if (r < 0)
-		return log_error_errno(r, "cannot open cache %s", cache), 1;
+		return log_error_errno(r, "cannot open cache %s", cache);
 	ferry_cache_free(fc);
 
-	if (a.agent_config)
-		conf = absolute(a.agent_config);
-	else if (asprintf(&conf, "%s/agents/%s.conf", vault_abs, a.vm) < 0)
+	if (a->agent_config)
+		conf = absolute(a->agent_config);
+	else if (asprintf(&conf, "%s/agents/%s.conf", vault_abs, a->vm) < 0)
 		conf = NULL;
-	if (asprintf(&state, "%s/agents/%s.state", vault_abs, a.vm) < 0)
+	if (asprintf(&state, "%s/agents/%s.state", vault_abs, a->vm) < 0)
 		state = NULL;
 	if (!conf || !state)
-		return log_error("out of memory"), 1;
+		return log_error("out of memory"), -ENOMEM;
 
-	char *abs_paths[MAX_CLI_DISKS] = { 0 };
-	for (size_t i = 0; i < a.ndisks; i++)
-		if (!(abs_paths[i] = absolute(a.disk_paths[i])) ||
+	_cleanup_(free_paths) char *abs_paths[MAX_CLI_DISKS] = { 0 };
+	for (size_t i = 0; i < a->ndisks; i++)
+		if (!(abs_paths[i] = absolute(a->disk_paths[i])) ||
 		    strlen(abs_paths[i]) >= FERRY_PATH_MAX)
-			return log_error("disk path of '%s' is unusable", a.disk_names[i]), 1;
+			return log_error("disk path of '%s' is unusable", a->disk_names[i]),
+			       -EINVAL;
 
 	struct ferry_catalog *c = ferry_vault_catalog(v);
 	struct ferry_vm vm = {
 		.state = FERRY_VM_INITIAL,
-		.crash_interval_s = (int64_t)a.crash,
-		.app_interval_s = (int64_t)a.app,
-		.retention_s = (int64_t)a.retention,
+		.crash_interval_s = (int64_t)a->crash,
+		.app_interval_s = (int64_t)a->app,
+		.retention_s = (int64_t)a->retention,
 		.created_ns = ferry_now_ns(),
 	};
-	snprintf(vm.name, sizeof(vm.name), "%s", a.vm);
+	snprintf(vm.name, sizeof(vm.name), "%s", a->vm);
 	snprintf(vm.cache_url, sizeof(vm.cache_url), "%s", cache);
 
 	char store_url[FERRY_URL_MAX], map[200], rmap[200];
@@ -556,57 +553,69 @@ int cmd_enable(int argc, char **argv)
 	if (r >= 0) {
 		r = ferry_catalog_vm_add(c, &vm);
 		if (r == -EEXIST)
-			log_error("VM '%s' is already protected in this vault", a.vm);
-		for (size_t i = 0; r >= 0 && i < a.ndisks; i++) {
+			log_error("VM '%s' is already protected in this vault", a->vm);
+		for (size_t i = 0; r >= 0 && i < a->ndisks; i++) {
 			struct ferry_disk d = { .vm_id = vm.id, .idx = (uint16_t)i };
-			snprintf(d.name, sizeof(d.name), "%s", a.disk_names[i]);
+			snprintf(d.name, sizeof(d.name), "%s", a->disk_names[i]);
 			snprintf(d.source_path, sizeof(d.source_path), "%s", abs_paths[i]);
 			r = ferry_catalog_disk_add(c, &d);
 		}
 		for (size_t i = 0; r >= 0 && i < ARRAY_SIZE(res); i++)
 			r = ferry_catalog_resource_set(c, vm.id, res[i][0], res[i][1]);
 		char num[32], kind[16], canon[128];
-		snprintf(num, sizeof(num), "%llu", (unsigned long long)a.cpus);
+		snprintf(num, sizeof(num), "%llu", (unsigned long long)a->cpus);
 		if (r >= 0)
 			r = ferry_catalog_resource_set(c, vm.id, "vm-cpus", num);
-		snprintf(num, sizeof(num), "%llu", (unsigned long long)a.memory);
+		snprintf(num, sizeof(num), "%llu", (unsigned long long)a->memory);
 		if (r >= 0)
 			r = ferry_catalog_resource_set(c, vm.id, "vm-memory-mib", num);
-		for (size_t i = 0; r >= 0 && i < a.nnics; i++) {
+		for (size_t i = 0; r >= 0 && i < a->nnics; i++) {
 			snprintf(kind, sizeof(kind), "nic.%zu", i);
-			r = parse_nic(a.nics[i], canon, sizeof(canon));
+			r = parse_nic(a->nics[i], canon, sizeof(canon));
 			if (r >= 0)
 				r = ferry_catalog_resource_set(c, vm.id, kind, canon);
 		}
 		if (r >= 0)
 			r = ferry_catalog_event_add(c, vm.id, "info", "replication enabled");
-		/* The store must know the VM too: ferry attach rebuilds it. */
-		if (r >= 0)
-			r = record_vm_write(v, vm.id);
 		/* The agent's file comes before the commit: a VM in the catalog
 		 * always has its configuration. */
 		struct agent_disk disks[MAX_CLI_DISKS];
-		for (size_t i = 0; i < a.ndisks; i++)
-			disks[i] = (struct agent_disk){ (char *)a.disk_names[i], abs_paths[i] };
+		for (size_t i = 0; i < a->ndisks; i++)
+			disks[i] = (struct agent_disk){ (char *)a->disk_names[i], abs_paths[i] };
+		const struct agentconf ac = {
+			.vm = (char *)a->vm,
+			.cache = cache,
+			.state = state,
+			.interval = a->crash ? a->crash : 60,
+			.chunk_size = ferry_vault_chunk_size(v),
+			.has_chunk_size = 1,
+			.disks = disks,
+			.ndisks = a->ndisks,
+		};
 		if (r >= 0)
-			r = write_agent_config(conf, "written by ferry enable-replication", a.vm,
-					       cache, state, a.crash ? a.crash : 60,
-					       ferry_vault_chunk_size(v), disks, a.ndisks);
+			r = agentconf_write(&ac, conf, "written by ferry enable-replication");
 		if (r >= 0)
 			r = ferry_catalog_commit(c);
 		else
 			ferry_catalog_rollback(c);
 	}
-	for (size_t i = 0; i < a.ndisks; i++)
-		free(abs_paths[i]);
 	if (r < 0) {
 		if (r != -EEXIST)
-			log_error_errno(r, "cannot enable replication of VM '%s'", a.vm);
-		return 1;
+			log_error_errno(r, "cannot enable replication of VM '%s'", a->vm);
+		return r;
 	}
+	/* The store must know the VM too: ferry attach rebuilds it from there.
+	 * Its record is an ingest of its own (ingest.h), after the commit. */
+	r = record_vm_write(v, vm.id);
+	if (r < 0)
+		return log_error_errno(
+			r,
+			"VM '%s' is enabled, but its record could not be stored in %s "
+			"(ferry attach would not find it there until its next change)",
+			a->vm, a->vault);
 
-	printf("Replication enabled for VM %s (%zu disk%s)\n", a.vm, a.ndisks,
-	       a.ndisks == 1 ? "" : "s");
+	printf("Replication enabled for VM %s (%zu disk%s)\n", a->vm, a->ndisks,
+	       a->ndisks == 1 ? "" : "s");
 	printf("  target resource group  %s\n", tg);
 	printf("  target network         %s (mapping %s, reverse %s)\n", tn, map, rmap);
 	printf("  target subnet          %s\n", ts);
@@ -616,6 +625,18 @@ int cmd_enable(int argc, char **argv)
 	printf("  agent configuration    %s\n", conf);
 	printf("Start the agent at the source: ferry-agent --config %s\n", conf);
 	return 0;
+}
+
+static int cmd_enable(int argc, char **argv)
+{
+	struct enable_args a = ENABLE_ARGS_INIT;
+	int r = parse_enable(argc, argv, &a);
+	if (r != 0)
+		return r > 0 ? 0 : 2;
+	/* Bad arguments are a usage error; enable_replication checks them too. */
+	if (check_enable_args(&a) < 0)
+		return 2;
+	return enable_replication(&a) < 0 ? 1 : 0;
 }
 
 /* ---- status ---- */

@@ -1,0 +1,496 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The agent configuration file, read and written. inih splits the text;
+ * read_line() feeds it line by line to count lines, catch what inih lets
+ * pass silently (a section without keys, a line too long, a [disk] header)
+ * and keep only the first error; handle_key() checks every value as it
+ * comes. The writer refuses any value inih would hand back otherwise than
+ * it was written, so that the agent reads what the CLI meant.
+ */
+#include "agentconf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ferry/log.h"
+#include "ferry/util.h"
+
+/* inih reads a line into a buffer of INI_MAX_LINE bytes and read_line()
+ * refuses one that would fill it: with its newline and inih's NUL, a line
+ * holds at most this many bytes. */
+#define LINE_MAX_BYTES (INI_MAX_LINE - 3)
+
+static const char *const cred_keys[AGENTCONF_NCREDS] = {
+	[AGENTCONF_AZURE_CONNECTION_STRING] = "azure_connection_string",
+	[AGENTCONF_AZURE_ACCOUNT] = "azure_account",
+	[AGENTCONF_AZURE_KEY] = "azure_key",
+	[AGENTCONF_AZURE_SAS_TOKEN] = "azure_sas_token",
+	[AGENTCONF_AWS_ACCESS_KEY_ID] = "aws_access_key_id",
+	[AGENTCONF_AWS_SECRET_ACCESS_KEY] = "aws_secret_access_key",
+	[AGENTCONF_AWS_SESSION_TOKEN] = "aws_session_token",
+	[AGENTCONF_AWS_REGION] = "aws_region",
+	[AGENTCONF_AWS_ENDPOINT_URL] = "aws_endpoint_url",
+};
+
+void agentconf_free(struct agentconf *c)
+{
+	if (!c)
+		return;
+	free(c->vm);
+	free(c->cache);
+	free(c->state);
+	for (size_t i = 0; i < c->ndisks; i++) {
+		free(c->disks[i].name);
+		free(c->disks[i].path);
+	}
+	free(c->disks);
+	for (size_t i = 0; i < ARRAY_SIZE(c->creds); i++)
+		if (c->creds[i]) {
+			explicit_bzero(c->creds[i], strlen(c->creds[i]));
+			free(c->creds[i]);
+		}
+	*c = (struct agentconf){ 0 };
+}
+
+static int parse_uint(const char *s, uint64_t max, uint64_t *ret)
+{
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || v > max)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+int agentconf_parse_interval(const char *s, uint64_t *ret)
+{
+	return parse_uint(s, AGENTCONF_MAX_INTERVAL, ret);
+}
+
+/* ---- reading ---- */
+
+struct parser {
+	struct agentconf *c;
+	const char *file;
+	FILE *f;
+	char *buf; /* getline's */
+	size_t cap;
+	unsigned line;
+	int has_interval;
+	char error[512]; /* the first error, with its line */
+	unsigned error_line;
+};
+
+/* Records the first error, prefixed with file and line; returns 0, inih's
+ * "stop" for a handler. */
+__attribute__((format(printf, 2, 3))) static int fail(struct parser *p, const char *fmt, ...)
+{
+	int n = snprintf(p->error, sizeof(p->error), "%s:%u: ", p->file, p->line);
+	if (n >= 0 && (size_t)n < sizeof(p->error)) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(p->error + n, sizeof(p->error) - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	return 0;
+}
+
+static int fail_oom(struct parser *p)
+{
+	snprintf(p->error, sizeof(p->error), "out of memory");
+	return 0;
+}
+
+/* Hands inih a comment instead of a line: keeps it going without letting it
+ * see the line, so that the first error recorded is the one reported. */
+static char *skip_line(char *str, int num)
+{
+	snprintf(str, (size_t)num, "#\n");
+	return str;
+}
+
+/* Feeds inih line by line: counts lines for the error messages and starts
+ * a new disk at each [disk] header, which inih itself does not report. */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct parser *p = stream;
+	struct agentconf *c = p->c;
+	ssize_t n = getline(&p->buf, &p->cap, p->f);
+	if (n < 0)
+		return NULL;
+	p->line++;
+	if (p->error[0])
+		return skip_line(str, num);
+	if (n >= num - 1) {
+		fail(p, "line too long");
+		p->error_line = p->line;
+		return skip_line(str, num);
+	}
+	const char *s = p->buf + strspn(p->buf, " \t");
+	if (*s == '[' && strncmp(s, "[agent]", 7) != 0 && strncmp(s, "[disk]", 6) != 0 &&
+	    strncmp(s, "[credentials]", 13) != 0) {
+		/* inih never reports a section without keys: catch it here. */
+		fail(p, "unknown section %.*s", (int)strcspn(s, "\r\n"), s);
+		p->error_line = p->line;
+		return skip_line(str, num);
+	}
+	if (strncmp(s, "[disk]", 6) == 0) {
+		if (c->ndisks >= AGENTCONF_MAX_DISKS) {
+			fail(p, "more than %d disks", AGENTCONF_MAX_DISKS);
+			p->error_line = p->line;
+			return skip_line(str, num);
+		}
+		struct agent_disk *d = realloc(c->disks, (c->ndisks + 1) * sizeof(*d));
+		if (!d) {
+			fail_oom(p);
+			return skip_line(str, num);
+		}
+		c->disks = d;
+		c->disks[c->ndisks++] = (struct agent_disk){ 0 };
+	}
+	memcpy(str, p->buf, (size_t)n + 1);
+	return str;
+}
+
+static int set_string(struct parser *p, char **field, const char *key, const char *value)
+{
+	if (*field)
+		return fail(p, "'%s' given twice", key);
+	if (!*value)
+		return fail(p, "'%s' is empty", key);
+	*field = strdup(value);
+	if (!*field)
+		return fail_oom(p);
+	return 1;
+}
+
+static int handle_agent_key(struct parser *p, const char *name, const char *value)
+{
+	struct agentconf *c = p->c;
+	if (strcmp(name, "version") == 0) {
+		uint64_t v;
+		if (parse_uint(value, UINT32_MAX, &v) < 0 || v != AGENTCONF_VERSION)
+			return fail(p,
+				    "configuration version '%s' is not supported (this agent "
+				    "reads version %d)",
+				    value, AGENTCONF_VERSION);
+		return 1;
+	}
+	if (strcmp(name, "vm") == 0) {
+		if (!ferry_name_valid(value))
+			return fail(p,
+				    "invalid VM name '%s' (1-64 of A-Z a-z 0-9 . _ -, not "
+				    "starting with . or -)",
+				    value);
+		return set_string(p, &c->vm, name, value);
+	}
+	if (strcmp(name, "cache") == 0)
+		return set_string(p, &c->cache, name, value);
+	if (strcmp(name, "state") == 0)
+		return set_string(p, &c->state, name, value);
+	if (strcmp(name, "interval") == 0) {
+		if (p->has_interval)
+			return fail(p, "'interval' given twice");
+		if (agentconf_parse_interval(value, &c->interval) < 0)
+			return fail(p, "invalid interval '%s' (seconds, 0 to %u)", value,
+				    AGENTCONF_MAX_INTERVAL);
+		p->has_interval = 1;
+		return 1;
+	}
+	if (strcmp(name, "chunk-size") == 0) {
+		if (c->has_chunk_size)
+			return fail(p, "'chunk-size' given twice");
+		/* 0: whole segments compressed (format 1.0); otherwise the
+		 * vault's chunk size, a power of two. */
+		uint64_t v;
+		if (parse_uint(value, AGENTCONF_MAX_CHUNK_SIZE, &v) < 0 ||
+		    (v && (v < 4096 || (v & (v - 1)))))
+			return fail(p,
+				    "invalid chunk-size '%s' (0, or a power of two from 4096 "
+				    "to %u)",
+				    value, AGENTCONF_MAX_CHUNK_SIZE);
+		c->chunk_size = (uint32_t)v;
+		c->has_chunk_size = 1;
+		return 1;
+	}
+	return fail(p, "unknown key '%s' in [agent]", name);
+}
+
+static int handle_disk_key(struct parser *p, const char *name, const char *value)
+{
+	struct agentconf *c = p->c;
+	struct agent_disk *d = &c->disks[c->ndisks - 1];
+	if (strcmp(name, "name") == 0) {
+		if (!ferry_name_valid(value))
+			return fail(p,
+				    "invalid disk name '%s' (1-64 of A-Z a-z 0-9 . _ -, not "
+				    "starting with . or -)",
+				    value);
+		for (size_t i = 0; i + 1 < c->ndisks; i++)
+			if (c->disks[i].name && strcmp(c->disks[i].name, value) == 0)
+				return fail(p, "disk name '%s' used twice", value);
+		return set_string(p, &d->name, name, value);
+	}
+	if (strcmp(name, "path") == 0)
+		return set_string(p, &d->path, name, value);
+	return fail(p, "unknown key '%s' in [disk]", name);
+}
+
+static int handle_key(struct parser *p, const char *section, const char *name, const char *value)
+{
+	if (strcmp(section, "agent") == 0)
+		return handle_agent_key(p, name, value);
+	if (strcmp(section, "disk") == 0 && p->c->ndisks > 0)
+		return handle_disk_key(p, name, value);
+	if (strcmp(section, "credentials") == 0) {
+		/* Messages name the key, never the value: it is a secret. */
+		for (size_t i = 0; i < ARRAY_SIZE(cred_keys); i++)
+			if (strcmp(name, cred_keys[i]) == 0) {
+				p->c->has_creds = 1;
+				return set_string(p, &p->c->creds[i], name, value);
+			}
+		return fail(p, "unknown key '%s' in [credentials]", name);
+	}
+	if (!*section)
+		return fail(p, "'%s' outside of any section", name);
+	return fail(p, "unknown section [%s]", section);
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct parser *p = user;
+	if (p->error[0])
+		return 0;
+	int r = handle_key(p, section, name, value);
+	if (!r)
+		p->error_line = p->line;
+	return r;
+}
+
+/* Configuration errors are about the text, not the system: no errno. */
+#define config_error(...) (log_error(__VA_ARGS__), -EINVAL)
+
+/* Parses f, named file in messages, into *c (zeroed by the caller, freed by
+ * it whatever the result). */
+static int parse(FILE *f, const char *file, struct agentconf *c)
+{
+	c->interval = AGENTCONF_DEFAULT_INTERVAL;
+	struct parser p = { .c = c, .file = file, .f = f };
+	int r = ini_parse_stream(read_line, &p, handler, &p);
+	free(p.buf);
+	if (r < 0)
+		return log_error_errno(-ENOMEM, "cannot parse %s", file);
+	/* inih goes on after a syntax error; report whichever came first. */
+	if (r > 0 && (!p.error[0] || (unsigned)r < p.error_line))
+		return config_error("%s:%d: syntax error", file, r);
+	if (p.error[0])
+		return config_error("%s", p.error);
+
+	if (!c->vm)
+		return config_error("%s: 'vm' missing in [agent]", file);
+	if (!c->cache)
+		return config_error("%s: 'cache' missing in [agent]", file);
+	if (!c->state)
+		return config_error("%s: 'state' missing in [agent]", file);
+	if (c->ndisks == 0)
+		return config_error("%s: no [disk] section: VM %s has no disks", file, c->vm);
+	for (size_t i = 0; i < c->ndisks; i++) {
+		if (!c->disks[i].name)
+			return config_error("%s: [disk] number %zu has no 'name'", file, i + 1);
+		if (!c->disks[i].path)
+			return config_error("%s: disk %s has no 'path'", file, c->disks[i].name);
+	}
+	return 0;
+}
+
+int agentconf_load(const char *path, struct agentconf *ret)
+{
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	if (!f)
+		return log_error_errno(-errno, "cannot open configuration %s", path);
+	_cleanup_(agentconf_free) struct agentconf c = { 0 };
+	int r = parse(f, path, &c);
+	if (r < 0)
+		return r;
+	struct stat st;
+	if (c.has_creds && fstat(fileno(f), &st) >= 0 && (st.st_mode & 0077))
+		log_warning("%s holds credentials but others may read it: chmod 600 %s", path,
+			    path);
+	*ret = c;
+	c = (struct agentconf){ 0 };
+	return 0;
+}
+
+/* ---- writing ---- */
+
+struct writer {
+	FILE *f;
+	const char *path, *vm;
+};
+
+/* A comment is for people only: one that would not fit on a line the
+ * reader takes is left out rather than make the file unreadable. */
+__attribute__((format(printf, 2, 3))) static int put_comment(struct writer *w, const char *fmt, ...)
+{
+	_cleanup_free_ char *s = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -ENOMEM;
+	if ((size_t)n <= LINE_MAX_BYTES && !strchr(s, '\n'))
+		fprintf(w->f, "%s\n", s);
+	return 0;
+}
+
+/* Why inih would not hand back value as it is from "key = value", or NULL:
+ * it strips blanks at either end and takes ';' after a blank (the one
+ * after '=' too) for a comment. */
+static const char *value_trouble(const char *value)
+{
+	size_t n = value ? strlen(value) : 0;
+	if (n == 0)
+		return "is empty";
+	if (strchr(value, '\n'))
+		return "holds a line break";
+	if (isspace((unsigned char)value[0]) || isspace((unsigned char)value[n - 1]))
+		return "starts or ends with a blank";
+	if (value[0] == ';')
+		return "starts with ';'";
+	for (size_t i = 0; i + 1 < n; i++)
+		if (isspace((unsigned char)value[i]) && value[i + 1] == ';')
+			return "has a ';' after a blank";
+	return NULL;
+}
+
+/* One "key = value" line; what names the value in messages ("cache",
+ * "path of disk os"). */
+static int put_value(struct writer *w, const char *what, const char *key, const char *value)
+{
+	const char *trouble = value_trouble(value);
+	if (trouble) {
+		log_error("agent configuration %s: the %s of VM %s %s: ferry-agent would not "
+			  "read it as it is",
+			  w->path, what, w->vm, trouble);
+		return -EINVAL;
+	}
+	size_t n = strlen(key) + 3 + strlen(value);
+	if (n > LINE_MAX_BYTES) {
+		log_error("agent configuration %s: the line for the %s of VM %s would be %zu "
+			  "bytes, more than the %d ferry-agent reads",
+			  w->path, what, w->vm, n, LINE_MAX_BYTES);
+		return -ENAMETOOLONG;
+	}
+	fprintf(w->f, "%s = %s\n", key, value);
+	return 0;
+}
+
+/* The rules of struct agentconf that do not depend on how a value is
+ * written. */
+static int check(const struct agentconf *c, const char *path)
+{
+	if (!ferry_name_valid(c->vm)) {
+		log_error("agent configuration %s: invalid VM name '%s'", path, c->vm ?: "");
+		return -EINVAL;
+	}
+	if (c->interval > AGENTCONF_MAX_INTERVAL) {
+		log_error("agent configuration %s: VM %s: interval %llu s is over the %u s "
+			  "ferry-agent takes",
+			  path, c->vm, (unsigned long long)c->interval, AGENTCONF_MAX_INTERVAL);
+		return -EINVAL;
+	}
+	if (c->has_chunk_size && c->chunk_size &&
+	    (c->chunk_size < 4096 || c->chunk_size > AGENTCONF_MAX_CHUNK_SIZE ||
+	     (c->chunk_size & (c->chunk_size - 1)))) {
+		log_error("agent configuration %s: VM %s: chunk size %u is not 0 or a power of "
+			  "two from 4096 to %u",
+			  path, c->vm, c->chunk_size, AGENTCONF_MAX_CHUNK_SIZE);
+		return -EINVAL;
+	}
+	if (c->ndisks == 0 || c->ndisks > AGENTCONF_MAX_DISKS) {
+		log_error("agent configuration %s: VM %s has %zu disks (1 to %d)", path, c->vm,
+			  c->ndisks, AGENTCONF_MAX_DISKS);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < c->ndisks; i++) {
+		if (!ferry_name_valid(c->disks[i].name)) {
+			log_error("agent configuration %s: VM %s: invalid disk name '%s'", path,
+				  c->vm, c->disks[i].name ?: "");
+			return -EINVAL;
+		}
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(c->disks[i].name, c->disks[j].name) == 0) {
+				log_error("agent configuration %s: VM %s: disk name '%s' used "
+					  "twice",
+					  path, c->vm, c->disks[i].name);
+				return -EINVAL;
+			}
+	}
+	return 0;
+}
+
+static int format_body(struct writer *w, const struct agentconf *c, const char *why)
+{
+	int r = put_comment(w, "# ferry agent configuration for VM %s, %s.", c->vm, why);
+	if (r >= 0)
+		r = put_comment(w, "# Run: ferry-agent --config %s", w->path);
+	if (r < 0)
+		return r;
+	fprintf(w->f, "[agent]\nversion = %d\nvm = %s\n", AGENTCONF_VERSION, c->vm);
+	r = put_value(w, "cache", "cache", c->cache);
+	if (r >= 0)
+		r = put_value(w, "state directory", "state", c->state);
+	if (r < 0)
+		return r;
+	fprintf(w->f, "interval = %llu\n", (unsigned long long)c->interval);
+	if (c->has_chunk_size)
+		fprintf(w->f, "chunk-size = %u\n", c->chunk_size);
+	for (size_t i = 0; r >= 0 && i < c->ndisks; i++) {
+		char what[96]; /* "path of disk " and a valid name */
+		snprintf(what, sizeof(what), "path of disk %s", c->disks[i].name);
+		fprintf(w->f, "\n[disk]\nname = %s\n", c->disks[i].name);
+		r = put_value(w, what, "path", c->disks[i].path);
+	}
+	return r;
+}
+
+int agentconf_format(const struct agentconf *c, const char *path, const char *why, char **ret_text,
+		     size_t *ret_len)
+{
+	int r = check(c, path);
+	if (r < 0)
+		return r;
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	struct writer w = { .f = open_memstream(&text, &len), .path = path, .vm = c->vm };
+	if (!w.f)
+		return -ENOMEM;
+	r = format_body(&w, c, why);
+	if (fclose(w.f) != 0 && r >= 0)
+		r = -ENOMEM;
+	if (r < 0)
+		return r;
+	*ret_text = TAKE_PTR(text);
+	*ret_len = len;
+	return 0;
+}
+
+int agentconf_write(const struct agentconf *c, const char *path, const char *why)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	int r = agentconf_format(c, path, why, &text, &len);
+	if (r < 0)
+		return r;
+	return ferry_write_file_atomic(path, text, len);
+}

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The agent configuration file (ferry-agent(8), CONFIGURATION FILE): the
+ * reader ferry-agent starts from and the writer `ferry enable-replication`
+ * and `ferry reprotect` use, one module so that what the CLI writes is
+ * exactly what the agent reads. An INI file, parsed with inih: [agent]
+ * (version, vm, cache, state, interval, chunk-size), one [disk] (name,
+ * path) per disk in index order, optional [credentials].
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent-scan.h"
+
+#define AGENTCONF_VERSION 1
+#define AGENTCONF_DEFAULT_INTERVAL 300u
+#define AGENTCONF_MAX_INTERVAL (366u * 24u * 3600u)
+#define AGENTCONF_MAX_DISKS 256
+#define AGENTCONF_MAX_CHUNK_SIZE (4u * 1024u * 1024u)
+
+/* Keys of [credentials] (azure_connection_string, ..., aws_endpoint_url),
+ * the indexes of agentconf.creds; each overrides the environment variable
+ * of the same meaning (ferry-agent(8)). */
+enum agentconf_cred {
+	AGENTCONF_AZURE_CONNECTION_STRING,
+	AGENTCONF_AZURE_ACCOUNT,
+	AGENTCONF_AZURE_KEY,
+	AGENTCONF_AZURE_SAS_TOKEN,
+	AGENTCONF_AWS_ACCESS_KEY_ID,
+	AGENTCONF_AWS_SECRET_ACCESS_KEY,
+	AGENTCONF_AWS_SESSION_TOKEN,
+	AGENTCONF_AWS_REGION,
+	AGENTCONF_AWS_ENDPOINT_URL,
+	AGENTCONF_NCREDS,
+};
+
+/*
+ * A parsed configuration. Every string is malloc'd and owned by the struct
+ * (agentconf_free releases them); a loaded one satisfies all of the rules
+ * below. To write one, the caller fills it with its own strings and frees
+ * nothing: agentconf_write only reads it.
+ */
+struct agentconf {
+	char *vm;    /* a valid name (ferry_name_valid) */
+	char *cache; /* cache URL or directory, not empty; not checked further */
+	char *state; /* state directory, not empty; not checked further */
+	/* Seconds between cycle starts, 0 to AGENTCONF_MAX_INTERVAL;
+	 * AGENTCONF_DEFAULT_INTERVAL when the file has none. */
+	uint64_t interval;
+	/* When has_chunk_size: 0 (whole segments compressed, format 1.0) or a
+	 * power of two from 4096 to AGENTCONF_MAX_CHUNK_SIZE. Without it the
+	 * agent picks its default. */
+	uint32_t chunk_size;
+	int has_chunk_size;
+	/* 1 to AGENTCONF_MAX_DISKS, in file order (the disk index); names
+	 * valid and distinct, paths not empty. */
+	struct agent_disk *disks;
+	size_t ndisks;
+	/* [credentials], NULL where absent (has_creds: any given); secrets:
+	 * never logged, wiped by agentconf_free, never written by
+	 * agentconf_write. */
+	char *creds[AGENTCONF_NCREDS];
+	int has_creds;
+};
+
+/*
+ * Reads and checks the configuration at path. On success fills *ret, which
+ * the caller releases with agentconf_free. On failure logs one error that
+ * names the file and line (a value only when it is no secret), leaves *ret
+ * alone and returns -EINVAL for the text (syntax, unknown section or key, a
+ * key twice, a bad value, a line over 197 bytes, a required key missing),
+ * -ENOMEM, or the -errno of opening the file. Warns when the file holds
+ * credentials and others may read it.
+ */
+int agentconf_load(const char *path, struct agentconf *ret);
+
+/* Releases what c holds and zeroes it; NULL and a zeroed struct are fine. */
+void agentconf_free(struct agentconf *c);
+
+/*
+ * The text of c as a configuration file, headed by comments naming why (a
+ * phrase, e.g. "written by ferry enable-replication") and path. Refuses
+ * what agentconf_load would not read back as it is: -EINVAL for a value
+ * that breaks one of the rules of struct agentconf, or is empty, holds a
+ * line break, starts or ends with a blank, starts with ';' or has a blank
+ * before one (a comment to the reader); -ENAMETOOLONG for a line over 197
+ * bytes. Logs the reason. On success *ret_text (malloc'd, the caller frees
+ * it) holds *ret_len bytes.
+ */
+int agentconf_format(const struct agentconf *c, const char *path, const char *why, char **ret_text,
+		     size_t *ret_len);
+
+/* agentconf_format, then the text into path atomically (temporary file,
+ * fsync, rename). */
+int agentconf_write(const struct agentconf *c, const char *path, const char *why);
+
+/* Parses a number of seconds, 0 to AGENTCONF_MAX_INTERVAL, digits only: the
+ * interval key and ferry-agent --interval. -EINVAL otherwise. */
+int agentconf_parse_interval(const char *s, uint64_t *ret);
