@@ -191,11 +191,6 @@ struct clone *clone_free(struct clone *c)
 	return NULL;
 }
 
-uint64_t clone_size(const struct clone *c)
-{
-	return c->size;
-}
-
 int64_t clone_failover_id(const struct clone *c)
 {
 	return c->failover_id;
@@ -444,73 +439,25 @@ static int root_check_cb(const struct ferry_clone_disk *d, void *userdata)
  */
 #define BUSY_ATTEMPTS 6
 
-/* Announces (add) or retracts a pack intent in a transaction of its own. */
-static int intent_once(struct clone *c, uint64_t pack, int add)
+struct new_root {
+	struct clone *c;
+	const struct ferry_id *base, *root;
+};
+
+/* The clone's rows in the ingest's commit: the new root, after checking
+ * that nobody else moved or removed the clone since base. */
+static int root_rows(struct ferry_catalog *cat, void *userdata)
 {
-	struct ferry_catalog *cat = ferry_vault_catalog(c->wv);
-	int r;
-
-	ferry_vault_lock(c->wv);
-	r = ferry_catalog_begin(cat);
-	if (r >= 0)
-		r = add ? ferry_catalog_pack_intent_add(cat, pack) :
-			  ferry_catalog_pack_intent_delete(cat, pack);
-	if (r >= 0)
-		r = ferry_catalog_commit(cat);
-	if (r < 0)
-		ferry_catalog_rollback(cat);
-	ferry_vault_unlock(c->wv);
-	return r;
-}
-
-static int intent(struct clone *c, uint64_t pack, int add)
-{
-	int r = -EBUSY;
-
-	for (int i = 0; i < BUSY_ATTEMPTS && r == -EBUSY; i++)
-		r = intent_once(c, pack, add);
-	return r;
-}
-
-/* The pack, the new root and its catalog rows, in one transaction that also
- * checks that nobody else moved or removed the clone since base. */
-static int record_once(struct clone *c, struct ferry_ingest *in, uint64_t pack,
-		       const struct ferry_id *base, const struct ferry_id *root)
-{
-	struct ferry_catalog *cat = ferry_vault_catalog(c->wv);
-	struct root_check rc = { .idx = c->idx };
-	int r;
-
-	ferry_vault_lock(c->wv);
-	r = ferry_catalog_begin(cat);
-	if (r >= 0)
-		r = ferry_catalog_clone_disks(cat, c->failover_id, root_check_cb, &rc);
+	struct new_root *nr = userdata;
+	struct root_check rc = { .idx = nr->c->idx };
+	int r = ferry_catalog_clone_disks(cat, nr->c->failover_id, root_check_cb, &rc);
 	if (r >= 0 && !rc.found)
 		r = -ENOENT;
-	if (r >= 0 && !ferry_id_equal(&rc.root, base))
+	if (r >= 0 && !ferry_id_equal(&rc.root, nr->base))
 		r = -ESTALE;
-	if (r >= 0)
-		r = ferry_ingest_record(in);
-	if (r >= 0)
-		r = ferry_catalog_clone_disk_set_root(cat, c->failover_id, c->idx, root);
-	if (r >= 0 && pack)
-		r = ferry_catalog_pack_intent_delete(cat, pack);
-	if (r >= 0)
-		r = ferry_catalog_commit(cat);
-	if (r < 0)
-		ferry_catalog_rollback(cat);
-	ferry_vault_unlock(c->wv);
-	return r;
-}
-
-static int record(struct clone *c, struct ferry_ingest *in, uint64_t pack,
-		  const struct ferry_id *base, const struct ferry_id *root)
-{
-	int r = -EBUSY;
-
-	for (int i = 0; i < BUSY_ATTEMPTS && r == -EBUSY; i++)
-		r = record_once(c, in, pack, base, root);
-	return r;
+	return r < 0 ? r :
+		       ferry_catalog_clone_disk_set_root(cat, nr->c->failover_id, nr->c->idx,
+							 nr->root);
 }
 
 /* Writes items (sorted, distinct blocks) on top of base; returns the new
@@ -522,8 +469,7 @@ static int write_pack(struct clone *c, const struct item *items, size_t n,
 	struct ferry_map *m = NULL;
 	_cleanup_free_ uint8_t *run = NULL;
 	struct ferry_id root;
-	uint64_t pack = 0;
-	int r, announced = 0;
+	int r;
 
 	run = malloc((size_t)RUN_BLOCKS * FERRY_BLOCK_SIZE);
 	if (!run)
@@ -553,20 +499,15 @@ static int write_pack(struct clone *c, const struct item *items, size_t n,
 		r = ferry_ingest_flush(in);
 	if (r >= 0)
 		r = ferry_map_commit(m, &root);
-	/* GC must not take the pack for an orphan between its writing and its
-	 * recording. */
+	/* One pack, one transaction (ingest.h); GC never takes the pack, and
+	 * this commit reuses nothing GC could take from under it. */
 	if (r >= 0) {
-		pack = ferry_ingest_pack_id(in);
-		r = intent(c, pack, 1);
-		announced = r >= 0;
+		struct new_root nr = { c, base, &root };
+		int attempts = 0;
+		do
+			r = ferry_ingest_commit(in, root_rows, &nr);
+		while (r == -EBUSY && ++attempts < BUSY_ATTEMPTS);
 	}
-	if (r >= 0)
-		r = ferry_ingest_finish(in);
-	if (r >= 0)
-		r = record(c, in, pack, base, &root);
-	if (r < 0 && announced)
-		/* An unrecorded pack is an orphan: let GC have it soon. */
-		(void)intent(c, pack, 0);
 	ferry_map_free(m);
 	ferry_ingest_free(in);
 	if (r >= 0)

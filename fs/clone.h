@@ -35,7 +35,6 @@ int clone_new(struct ferry_chunk_cache *cc, struct ferry_vault *wv,
 /* Drops unflushed blocks: flush first. */
 struct clone *clone_free(struct clone *c);
 
-uint64_t clone_size(const struct clone *c);
 int64_t clone_failover_id(const struct clone *c);
 uint16_t clone_idx(const struct clone *c);
 /* Bytes waiting in the overlay. */

@@ -33,7 +33,14 @@
 
 /* ---- writing VAULT and VM records ---- */
 
-int record_vault_write(struct ferry_vault *v)
+static int name_vault_record(struct ferry_catalog *c, void *userdata)
+{
+	char hex[FERRY_ID_HEX_SIZE];
+	return ferry_catalog_set_setting(c, "vault_record", ferry_id_to_hex(userdata, hex));
+}
+
+/* The vault's VAULT record, named by the vault_record setting. */
+static int record_vault_write(struct ferry_vault *v)
 {
 	struct ferry_catalog *c = ferry_vault_catalog(v);
 	struct ferry_record_vault rec = { .chunk_size = ferry_vault_chunk_size(v) };
@@ -48,30 +55,16 @@ int record_vault_write(struct ferry_vault *v)
 	size_t len;
 	struct ferry_id id;
 	r = ferry_record_vault_encode(&rec, &buf, &len);
-	if (r >= 0)
-		r = ferry_record_store(v, FERRY_OBJ_VAULT, buf, len, &id);
-	if (r < 0)
-		return r;
-	char hex[FERRY_ID_HEX_SIZE];
-	return ferry_catalog_set_setting(c, "vault_record", ferry_id_to_hex(&id, hex));
+	return r < 0 ? r :
+		       ferry_record_store(v, FERRY_OBJ_VAULT, buf, len, &id, name_vault_record,
+					  &id);
 }
 
 int record_vault_init(const char *dir)
 {
 	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
 	int r = ferry_vault_open(dir, 0, &v);
-	if (r < 0)
-		return r;
-	struct ferry_catalog *c = ferry_vault_catalog(v);
-	r = ferry_catalog_begin(c);
-	if (r < 0)
-		return r;
-	r = record_vault_write(v);
-	if (r < 0) {
-		ferry_catalog_rollback(c);
-		return r;
-	}
-	return ferry_catalog_commit(c);
+	return r < 0 ? r : record_vault_write(v);
 }
 
 struct vm_rec_ctx {
@@ -112,6 +105,23 @@ static int vm_rec_resource(const char *kind, const char *value, void *userdata)
 	return 0;
 }
 
+struct vm_rec_name {
+	int64_t vm_id;
+	struct ferry_id record;
+};
+
+/* The VM as it is at the commit, naming its new record. */
+static int name_vm_record(struct ferry_catalog *c, void *userdata)
+{
+	struct vm_rec_name *n = userdata;
+	struct ferry_vm vm;
+	int r = ferry_catalog_vm_get_by_id(c, n->vm_id, &vm);
+	if (r < 0)
+		return r;
+	vm.record = n->record;
+	return ferry_catalog_vm_update(c, &vm);
+}
+
 int record_vm_write(struct ferry_vault *v, int64_t vm_id)
 {
 	struct ferry_catalog *c = ferry_vault_catalog(v);
@@ -136,11 +146,9 @@ int record_vm_write(struct ferry_vault *v, int64_t vm_id)
 	if (r >= 0)
 		r = ferry_record_vm_encode(&x.rec, &buf, &len);
 	ferry_record_vm_done(&x.rec);
-	if (r >= 0)
-		r = ferry_record_store(v, FERRY_OBJ_VM, buf, len, &vm.record);
-	if (r >= 0)
-		r = ferry_catalog_vm_update(c, &vm);
-	return r;
+	struct vm_rec_name n = { vm_id };
+	return r < 0 ? r :
+		       ferry_record_store(v, FERRY_OBJ_VM, buf, len, &n.record, name_vm_record, &n);
 }
 
 /* ---- reading the store ---- */
@@ -535,8 +543,8 @@ static int build_catalog(struct ferry_vault *v, struct scan *s, unsigned *ret_po
 		if (p->damaged)
 			continue;
 		/* The catalog counts header and entries: the index_offset. */
-		r = ferry_catalog_pack_add(c, p->id, p->file_size - 56ull * p->count - 64,
-					   p->count);
+		r = ferry_catalog_pack_add(c, p->id, p->file_size - 56ull * p->count - 64, p->count,
+					   0);
 	}
 	for (size_t i = 0; r >= 0 && i < s->nobjects; i++)
 		r = ferry_catalog_object_put(c, &s->objects[i].id, &s->objects[i].loc);

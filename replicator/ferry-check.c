@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * ferry check and ferry gc: verifying a vault (packs, index, every map of
- * every live image, point and clone) and collecting its garbage.
+ * ferry check and ferry gc: verifying a vault (packs, index, every root
+ * that keeps data alive: maint_roots) and collecting its garbage.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -98,11 +98,9 @@ static int check_extent(const struct ferry_extent *e, void *userdata)
 	return 0;
 }
 
-static int check_root(struct check_ctx *k, const char *what, const struct ferry_id *root,
-		      uint64_t size)
+static int check_root(const char *what, const struct ferry_id *root, uint64_t size, void *userdata)
 {
-	if (ferry_id_is_null(root) || size == 0)
-		return 0;
+	struct check_ctx *k = userdata;
 	k->roots++;
 	k->what = what;
 	int r = ferry_map_walk(ferry_vault_objsrc(k->v), root, DIV_ROUND_UP(size, FERRY_BLOCK_SIZE),
@@ -112,48 +110,24 @@ static int check_root(struct check_ctx *k, const char *what, const struct ferry_
 	return r;
 }
 
-struct check_vm_ctx {
-	struct check_ctx *k;
-	const struct ferry_vm *vm;
-	const char *point;
-};
-
-static int check_disk(const struct ferry_disk *d, void *userdata)
+static int check_record(const char *what, const struct ferry_id *id, void *userdata)
 {
-	struct check_vm_ctx *cv = userdata;
-	char what[256];
-	snprintf(what, sizeof(what), "VM %s disk %s (live)", cv->vm->name, d->name);
-	int r = check_root(cv->k, what, &d->live_root, d->size);
-	if (r < 0 || ferry_id_equal(&d->live_root, &d->work_root))
+	struct check_ctx *k = userdata;
+	_cleanup_free_ void *buf = NULL;
+	size_t len;
+	struct ferry_loc loc;
+	char hex[FERRY_ID_HEX_SIZE];
+	int r = k->read_data ? ferry_vault_read_object(k->v, id, &buf, &len) :
+			       ferry_catalog_object_get(ferry_vault_catalog(k->v), id, &loc);
+	if (r == -ENOMEM)
 		return r;
-	snprintf(what, sizeof(what), "VM %s disk %s (applied, before marker)", cv->vm->name,
-		 d->name);
-	return check_root(cv->k, what, &d->work_root, d->size);
+	if (r < 0)
+		return problem(k, "%s %s: %s", what, ferry_id_to_hex(id, hex),
+			       r == -ENOENT ? "missing from the store" : strerror(-r));
+	return 0;
 }
 
-static int check_point_disk(const struct ferry_point_disk *d, void *userdata)
-{
-	struct check_vm_ctx *cv = userdata;
-	char what[256];
-	snprintf(what, sizeof(what), "VM %s point %s disk %s", cv->vm->name, cv->point, d->name);
-	return check_root(cv->k, what, &d->root, d->size);
-}
-
-static int check_point(const struct ferry_point *p, void *userdata)
-{
-	struct check_vm_ctx *cv = userdata;
-	cv->point = p->name;
-	return ferry_catalog_point_disks(ferry_vault_catalog(cv->k->v), p->id, check_point_disk,
-					 cv);
-}
-
-static int check_vm(const struct ferry_vm *vm, void *userdata)
-{
-	struct check_vm_ctx cv = { userdata, vm, NULL };
-	struct ferry_catalog *c = ferry_vault_catalog(cv.k->v);
-	int r = ferry_catalog_disk_list(c, vm->id, check_disk, &cv);
-	return r < 0 ? r : ferry_catalog_point_list(c, vm->id, check_point, &cv);
-}
+static const struct maint_roots_ops check_ops = { check_root, check_record };
 
 static int check_object_pack(const struct ferry_id *id, const struct ferry_loc *loc, void *userdata)
 {
@@ -187,11 +161,16 @@ int cmd_check(int argc, char **argv)
 		return 1;
 	struct check_ctx k = { .v = v, .read_data = o.read_data };
 	struct ferry_catalog *c = ferry_vault_catalog(v);
-	int r = ferry_catalog_pack_list(c, check_pack, &k);
+	/* One read transaction: a vault being written is checked as it was
+	 * when the check began, so nothing committed meanwhile looks damaged. */
+	int r = ferry_catalog_begin_read(c);
+	if (r >= 0)
+		r = ferry_catalog_pack_list(c, check_pack, &k);
 	if (r >= 0 && k.nknown < 100000)
 		r = ferry_catalog_object_list(c, check_object_pack, &k);
 	if (r >= 0)
-		r = ferry_catalog_vm_list(c, check_vm, &k);
+		r = maint_roots(v, &check_ops, &k);
+	ferry_catalog_rollback(c);
 	free(k.known_packs);
 	if (r < 0)
 		return log_error_errno(r, "check of %s could not finish", o.vault), 1;
@@ -241,8 +220,10 @@ int cmd_gc(int argc, char **argv)
 	char freed[32];
 	format_bytes(g.bytes_freed, freed, sizeof(freed));
 	printf("%u point(s) thinned; %llu live objects; %llu pack(s) deleted, %llu rewritten, "
-	       "%llu orphan(s) removed; %s freed\n",
+	       "%llu left for the next run (in use since GC looked), %llu orphan(s) removed; %s "
+	       "freed\n",
 	       thinned, (unsigned long long)g.live_objects, (unsigned long long)g.packs_deleted,
-	       (unsigned long long)g.packs_rewritten, (unsigned long long)g.orphan_packs, freed);
+	       (unsigned long long)g.packs_rewritten, (unsigned long long)g.packs_skipped,
+	       (unsigned long long)g.orphan_packs, freed);
 	return 0;
 }

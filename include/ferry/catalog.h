@@ -17,7 +17,7 @@
 #include "ferry/crypto.h"
 #include "ferry/store.h"
 
-#define FERRY_CATALOG_SCHEMA_VERSION 1
+#define FERRY_CATALOG_SCHEMA_VERSION 2
 #define FERRY_NAME_MAX 64
 #define FERRY_URL_MAX 1024
 #define FERRY_PATH_MAX 4096
@@ -30,8 +30,14 @@ int ferry_catalog_create(const char *path, uint32_t chunk_size, const char *stor
 int ferry_catalog_open(const char *path, int readonly, struct ferry_catalog **ret);
 struct ferry_catalog *ferry_catalog_free(struct ferry_catalog *c);
 
+/* A write transaction (BEGIN IMMEDIATE: the write lock from the start). */
 int ferry_catalog_begin(struct ferry_catalog *c);
+/* A read transaction: every read until commit or rollback sees the catalog
+ * as it was at this call, whatever other connections commit meanwhile. */
+int ferry_catalog_begin_read(struct ferry_catalog *c);
 int ferry_catalog_commit(struct ferry_catalog *c);
+/* Whether a transaction is open on this handle. */
+int ferry_catalog_in_transaction(const struct ferry_catalog *c);
 /* Never fails from the caller's point of view; safe without a begin. */
 void ferry_catalog_rollback(struct ferry_catalog *c);
 
@@ -145,11 +151,11 @@ struct ferry_point_disk {
  * fills p->name; with p->name set, uses it (-EEXIST if taken). */
 int ferry_catalog_point_add(struct ferry_catalog *c, struct ferry_point *p,
 			    const struct ferry_point_disk *disks, size_t ndisks);
+/* 1 if the VM has a point of that name, 0 if not. */
+int ferry_catalog_point_name_taken(struct ferry_catalog *c, int64_t vm_id, const char *name);
 /* The name point_add would pick for a point at time_ns. */
 int ferry_catalog_point_pick_name(struct ferry_catalog *c, int64_t vm_id, int64_t time_ns,
 				  char name[40]);
-int ferry_catalog_point_get(struct ferry_catalog *c, int64_t vm_id, const char *name,
-			    struct ferry_point *ret);
 /* Points of a VM, oldest first. */
 int ferry_catalog_point_list(struct ferry_catalog *c, int64_t vm_id,
 			     int (*cb)(const struct ferry_point *p, void *userdata),
@@ -175,13 +181,37 @@ int ferry_catalog_object_list(struct ferry_catalog *c,
 			      int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc,
 					void *userdata),
 			      void *userdata);
-int ferry_catalog_pack_add(struct ferry_catalog *c, uint64_t pack, uint64_t size, uint32_t count);
+/* gen: the ingest generation that recorded it (ferry_catalog_gen_next). */
+int ferry_catalog_pack_add(struct ferry_catalog *c, uint64_t pack, uint64_t size, uint32_t count,
+			   uint64_t gen);
 int ferry_catalog_pack_delete(struct ferry_catalog *c, uint64_t pack);
 int ferry_catalog_pack_list(struct ferry_catalog *c,
 			    int (*cb)(uint64_t pack, uint64_t size, uint32_t count, void *userdata),
 			    void *userdata);
 /* Sum of stored bytes over all packs. */
 int ferry_catalog_store_bytes(struct ferry_catalog *c, uint64_t *ret);
+
+/*
+ * Ingest generations (ingest.h, docs/architecture.md "Ingest and GC"): a
+ * counter that every ingest commit advances. A pack carries the generation
+ * that last recorded it or reused one of its objects, so garbage collection
+ * can tell, from the generation current in its snapshot, which packs
+ * changed hands after it looked.
+ */
+/* Advances the counter (inside a write transaction) and returns the new value. */
+int ferry_catalog_gen_next(struct ferry_catalog *c, uint64_t *ret);
+int ferry_catalog_gen_current(struct ferry_catalog *c, uint64_t *ret);
+/* Stamps gen on the pack that holds object id; -ENOENT if the catalog no
+ * longer knows the object (GC took it since the caller looked it up). */
+int ferry_catalog_pack_touch(struct ferry_catalog *c, const struct ferry_id *id, uint64_t gen);
+/* The generation of a pack; -ENOENT if the catalog does not know it. */
+int ferry_catalog_pack_gen(struct ferry_catalog *c, uint64_t pack, uint64_t *ret);
+/*
+ * Whether a pack file found in the store belongs to anybody, read in one
+ * snapshot: 1 if the catalog records it, 2 if a writer announced it (its
+ * intent's creation time in *ret_intent_ns), 0 if neither (an orphan).
+ */
+int ferry_catalog_pack_claim(struct ferry_catalog *c, uint64_t pack, int64_t *ret_intent_ns);
 
 /* ---- failovers and their writable clones ---- */
 
@@ -235,10 +265,6 @@ int ferry_catalog_failover_list(struct ferry_catalog *c, int64_t vm_id,
 int ferry_catalog_clone_disks(struct ferry_catalog *c, int64_t failover_id,
 			      int (*cb)(const struct ferry_clone_disk *d, void *userdata),
 			      void *userdata);
-/* Every clone disk of every failover (GC roots). */
-int ferry_catalog_clone_disk_all(struct ferry_catalog *c,
-				 int (*cb)(const struct ferry_clone_disk *d, void *userdata),
-				 void *userdata);
 int ferry_catalog_clone_disk_set_root(struct ferry_catalog *c, int64_t failover_id, uint16_t idx,
 				      const struct ferry_id *root);
 
@@ -265,8 +291,6 @@ struct ferry_job {
 
 int ferry_catalog_job_add(struct ferry_catalog *c, int64_t vm_id, const char *kind,
 			  const char *state, const char *detail, int64_t *ret_id);
-int ferry_catalog_job_finish(struct ferry_catalog *c, int64_t job_id, const char *state,
-			     const char *detail);
 /* Oldest first. */
 int ferry_catalog_job_list(struct ferry_catalog *c,
 			   int (*cb)(const struct ferry_job *j, void *userdata), void *userdata);

@@ -44,8 +44,6 @@ struct ferry_diskcache_stats {
  */
 int ferry_diskcache_open(const char *dir, uint64_t max_bytes, struct ferry_diskcache **ret);
 struct ferry_diskcache *ferry_diskcache_free(struct ferry_diskcache *dc);
-const char *ferry_diskcache_dir(const struct ferry_diskcache *dc);
-
 /*
  * Reads the entry of id, which must be exactly len bytes, into buf.
  * -ENOENT on a miss (absent, or held with another size, which is dropped).

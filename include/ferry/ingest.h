@@ -11,11 +11,24 @@
  * blocks of storage, not 2,000 chunks. All new objects (chunks and map
  * nodes) go into one pack.
  *
- * Protocol: ferry_ingest_new, any number of write/zero calls on maps opened
- * with ferry_ingest_objsrc, ferry_ingest_flush, ferry_map_commit of each
- * map, ferry_ingest_finish (the pack is durable), then inside the caller's
- * catalog transaction ferry_ingest_record and the caller's own rows. Not
- * thread-safe; catalog look-ups take the vault lock.
+ * This is the one way objects enter a vault (docs/architecture.md, "Ingest
+ * and GC"): segment apply, clone flushes, GC's pack rewrites and stored
+ * records all take it. The protocol:
+ *
+ *   ferry_ingest_new
+ *   write / zero / add_record / ...      maps opened with ferry_ingest_objsrc
+ *   ferry_ingest_flush, ferry_map_commit of each map changed
+ *   ferry_ingest_commit(rows)            one pack, one catalog transaction
+ *
+ * ferry_ingest_commit announces the pack as an intent before its file
+ * exists (GC never takes an announced pack for an orphan), writes it
+ * durably, then in one transaction records the pack and its objects under
+ * a new ingest generation, stamps that generation on every pack whose
+ * objects this ingest reused instead of storing again (GC never drops or
+ * rewrites a pack stamped after its snapshot), runs the caller's rows and
+ * retracts the intent. -ESTALE when an object it reused was collected in
+ * the meantime: start over. Not thread-safe; catalog use takes the vault
+ * lock.
  */
 #pragma once
 
@@ -30,9 +43,10 @@ struct ferry_ingest;
 int ferry_ingest_new(struct ferry_vault *v, struct ferry_ingest **ret);
 /*
  * Stores every object in this ingest's pack even where the vault already
- * has it. For writers that run beside garbage collection (ferryfs clones):
- * an object GC found dead may go at any moment, so it must not be reused;
- * the new pack itself is protected by its intent.
+ * has it, and points the index at the new copies. For writers that run
+ * beside garbage collection and must never be told to start over (ferryfs
+ * clones, whose fsync cannot fail because GC ran): their commit reuses
+ * nothing, so it never meets -ESTALE.
  */
 void ferry_ingest_no_vault_dedup(struct ferry_ingest *in);
 /* Discards whatever was not finished and recorded. */
@@ -58,18 +72,29 @@ int ferry_ingest_zero(struct ferry_ingest *in, struct ferry_map *m, uint64_t blo
 		      uint64_t nblocks);
 /* Adds a record (records.h: FERRY_OBJ_POINT, _STATE, ...) of len bytes to
  * the pack, unless the vault already has it; ret_id gets its id. Call before
- * ferry_ingest_finish. */
+ * ferry_ingest_commit. */
 int ferry_ingest_add_record(struct ferry_ingest *in, enum ferry_obj_type type, const void *buf,
 			    size_t len, struct ferry_id *ret_id);
+/* Adds an object whose id the caller vouches for (bytes read and verified
+ * from the vault: GC's rewrite of a pack). Stored unless the vault or this
+ * pack has it, or always under ferry_ingest_no_vault_dedup. */
+int ferry_ingest_add_object(struct ferry_ingest *in, enum ferry_obj_type type,
+			    const struct ferry_id *id, const void *buf, size_t len);
 /* Places pending small writes into their maps; call before committing maps. */
 int ferry_ingest_flush(struct ferry_ingest *in);
-/* Writes the pack durably (nothing if no object was added). */
-int ferry_ingest_finish(struct ferry_ingest *in);
-/* Adds the pack and its objects to the catalog: call inside a transaction
- * after ferry_ingest_finish. */
-int ferry_ingest_record(struct ferry_ingest *in);
-/* Stored bytes of the pack (after finish). */
+
+struct ferry_catalog;
+/* The caller's own rows, written in the commit's transaction; a negative
+ * return rolls everything back and is returned by ferry_ingest_commit. */
+typedef int (*ferry_ingest_rows_t)(struct ferry_catalog *c, void *userdata);
+/*
+ * Seals and records (the protocol above). rows may be NULL. Must be called
+ * with no transaction open on the vault's catalog; takes the vault lock.
+ * After a failure (-EBUSY: the catalog stayed locked; -ESTALE; or the
+ * caller's own) the pack stays durable and announced, and the call may be
+ * repeated; ferry_ingest_free of an ingest never committed retracts the
+ * intent, which leaves the pack to GC.
+ */
+int ferry_ingest_commit(struct ferry_ingest *in, ferry_ingest_rows_t rows, void *userdata);
+/* Stored bytes of the pack (after commit). */
 uint64_t ferry_ingest_stored_bytes(const struct ferry_ingest *in);
-/* The id of the pack this ingest writes, known from the start: writers
- * other than the replicator announce it as a pack intent (catalog.h). */
-uint64_t ferry_ingest_pack_id(const struct ferry_ingest *in);

@@ -11,7 +11,6 @@
 
 void log_set_program(const char *name);
 void log_set_max_level(int level);
-int log_get_max_level(void);
 int log_internal(int level, int error, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #define log_debug(...) log_internal(LOG_DEBUG, 0, __VA_ARGS__)

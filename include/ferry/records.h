@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "ferry/catalog.h"
+#include "ferry/ingest.h"
 #include "ferry/store.h"
 
 #define FERRY_RECORD_MAJOR 1
@@ -99,10 +100,11 @@ int ferry_record_point_decode(const void *buf, size_t len, struct ferry_record_p
 void ferry_record_point_done(struct ferry_record_point *r);
 
 /*
- * Stores one record in a pack of its own (unless the vault already has an
- * object with its id) and indexes it in the catalog: call inside the
- * caller's catalog transaction. The pack is durable before this returns,
- * so a rollback leaves at worst an orphan pack for GC. ret_id: the id.
+ * Stores one record through an ingest of its own (ingest.h: one pack, one
+ * catalog transaction; nothing is stored again if the vault has it) and
+ * runs rows, if not NULL, in that transaction: the caller's rows that name
+ * the record. *ret_id is set before rows runs, so rows may read it through
+ * userdata. Call with no transaction open.
  */
 int ferry_record_store(struct ferry_vault *v, enum ferry_obj_type type, const void *buf, size_t len,
-		       struct ferry_id *ret_id);
+		       struct ferry_id *ret_id, ferry_ingest_rows_t rows, void *userdata);

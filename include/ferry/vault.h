@@ -25,9 +25,6 @@ struct ferry_vault *ferry_vault_free(struct ferry_vault *v);
 
 const char *ferry_vault_dir(const struct ferry_vault *v);
 uint32_t ferry_vault_chunk_size(const struct ferry_vault *v);
-/* The default cache URL of a VM-less vault: DIR/cache. */
-const char *ferry_vault_default_cache(const struct ferry_vault *v);
-
 /* Direct access for writers (replicator, CLI). Callers that share the vault
  * between threads take ferry_vault_lock() around catalog use. */
 struct ferry_catalog *ferry_vault_catalog(struct ferry_vault *v);

@@ -300,6 +300,39 @@ static int user_version(struct ferry_catalog *c, int *ret)
 	return 0;
 }
 
+/*
+ * Forward migrations, one transaction per step; each step also sets
+ * user_version, so a crash leaves the catalog at one version or the next.
+ * docs/catalog.md lists them.
+ */
+static const char *const migrations[] = {
+	/* 1 -> 2: ingest generations, which GC compares with its snapshot. */
+	"ALTER TABLE packs ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;\n"
+	"CREATE TABLE counters (\n"
+	"  name TEXT PRIMARY KEY,\n"
+	"  value INTEGER NOT NULL);\n"
+	"INSERT INTO counters (name, value) VALUES ('gen', 0);\n"
+	"PRAGMA user_version = 2;\n",
+};
+
+static int migrate(struct ferry_catalog *c, int from)
+{
+	for (int v = from; v < FERRY_CATALOG_SCHEMA_VERSION; v++) {
+		int r = ferry_catalog_begin(c);
+		if (r < 0)
+			return r;
+		r = exec(c, migrations[v - 1]);
+		if (r < 0) {
+			ferry_catalog_rollback(c);
+			return r;
+		}
+		r = ferry_catalog_commit(c);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 int ferry_catalog_create(const char *path, uint32_t chunk_size, const char *store_url)
 {
 	if (access(path, F_OK) == 0)
@@ -342,7 +375,8 @@ int ferry_catalog_create(const char *path, uint32_t chunk_size, const char *stor
 		ferry_catalog_rollback(c);
 		return r;
 	}
-	return ferry_catalog_commit(c);
+	r = ferry_catalog_commit(c);
+	return r < 0 ? r : migrate(c, 1);
 }
 
 int ferry_catalog_open(const char *path, int readonly, struct ferry_catalog **ret)
@@ -363,7 +397,12 @@ int ferry_catalog_open(const char *path, int readonly, struct ferry_catalog **re
 		return -EBADMSG; /* not a ferry catalog, or creation never finished */
 	if (version > FERRY_CATALOG_SCHEMA_VERSION)
 		return -EPROTONOSUPPORT;
-	/* Forward migrations go here, one transaction per step. */
+	/* A reader of an older catalog reads what it has; a writer migrates. */
+	if (version < FERRY_CATALOG_SCHEMA_VERSION && !readonly) {
+		r = migrate(c, version);
+		if (r < 0)
+			return r;
+	}
 
 	if (!readonly) {
 		/* NORMAL is durable in WAL mode except for the last commits
@@ -395,6 +434,25 @@ int ferry_catalog_commit(struct ferry_catalog *c)
 	c->in_tx = 0;
 	c->local_commits++;
 	return 0;
+}
+
+int ferry_catalog_begin_read(struct ferry_catalog *c)
+{
+	/* A deferred transaction takes its snapshot at the first read: make
+	 * that read now, so the snapshot is as old as this call. */
+	int r = exec(c, "BEGIN DEFERRED;");
+	if (r >= 0)
+		r = exec(c, "SELECT count(*) FROM settings;");
+	if (r < 0)
+		ferry_catalog_rollback(c);
+	else
+		c->in_tx = 1;
+	return r;
+}
+
+int ferry_catalog_in_transaction(const struct ferry_catalog *c)
+{
+	return sqlite3_get_autocommit(c->db) == 0;
 }
 
 void ferry_catalog_rollback(struct ferry_catalog *c)
@@ -791,7 +849,7 @@ static void point_from_row(sqlite3_stmt *s, struct ferry_point *p)
 	p->record = record;
 }
 
-static int point_name_taken(struct ferry_catalog *c, int64_t vm_id, const char *name)
+int ferry_catalog_point_name_taken(struct ferry_catalog *c, int64_t vm_id, const char *name)
 {
 	sqlite3_stmt *s = NULL;
 	int r = prepare(c, "SELECT 1 FROM points WHERE vm_id = ? AND name = ?", &s);
@@ -815,7 +873,7 @@ int ferry_catalog_point_pick_name(struct ferry_catalog *c, int64_t vm_id, int64_
 	strftime(base, sizeof(base), "%Y%m%dT%H%M%SZ", &tm);
 	snprintf(buf, sizeof(buf), "%s", base);
 	for (unsigned n = 2;; n++) {
-		int r = point_name_taken(c, vm_id, buf);
+		int r = ferry_catalog_point_name_taken(c, vm_id, buf);
 		if (r < 0)
 			return r;
 		if (r == 0)
@@ -879,22 +937,6 @@ int ferry_catalog_point_add(struct ferry_catalog *c, struct ferry_point *p,
 	p->id = id;
 	memcpy(p->name, name, sizeof(name));
 	return 0;
-}
-
-int ferry_catalog_point_get(struct ferry_catalog *c, int64_t vm_id, const char *name,
-			    struct ferry_point *ret)
-{
-	sqlite3_stmt *s = NULL;
-	int r = prepare(c, "SELECT " POINT_COLUMNS " FROM points WHERE vm_id = ? AND name = ?", &s);
-	if (r < 0)
-		return r;
-	sqlite3_bind_int64(s, 1, vm_id);
-	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-	r = step_row(s);
-	if (r == 1)
-		point_from_row(s, ret);
-	sqlite3_reset(s);
-	return r < 0 ? r : r == 0 ? -ENOENT : 0;
 }
 
 struct point_ctx {
@@ -1063,12 +1105,13 @@ int ferry_catalog_object_list(struct ferry_catalog *c,
 			    0, object_row, &ctx);
 }
 
-int ferry_catalog_pack_add(struct ferry_catalog *c, uint64_t pack, uint64_t size, uint32_t count)
+int ferry_catalog_pack_add(struct ferry_catalog *c, uint64_t pack, uint64_t size, uint32_t count,
+			   uint64_t gen)
 {
 	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
-			"INSERT OR IGNORE INTO packs (id, size, count, created_ns) "
-			"VALUES (?, ?, ?, ?)",
+			"INSERT OR IGNORE INTO packs (id, size, count, created_ns, gen) "
+			"VALUES (?, ?, ?, ?, ?)",
 			&s);
 	if (r < 0)
 		return r;
@@ -1076,6 +1119,7 @@ int ferry_catalog_pack_add(struct ferry_catalog *c, uint64_t pack, uint64_t size
 	sqlite3_bind_int64(s, 2, (int64_t)size);
 	sqlite3_bind_int64(s, 3, count);
 	sqlite3_bind_int64(s, 4, ferry_now_ns());
+	sqlite3_bind_int64(s, 5, (int64_t)gen);
 	return step_done(s);
 }
 
@@ -1127,6 +1171,93 @@ int ferry_catalog_store_bytes(struct ferry_catalog *c, uint64_t *ret)
 		*ret = (uint64_t)sqlite3_column_int64(s, 0);
 	sqlite3_reset(s);
 	return r < 0 ? r : r == 0 ? -EIO : 0;
+}
+
+int ferry_catalog_gen_next(struct ferry_catalog *c, uint64_t *ret)
+{
+	sqlite3_stmt *s = NULL;
+	int r = prepare(c, "UPDATE counters SET value = value + 1 WHERE name = 'gen'", &s);
+	if (r < 0)
+		return r;
+	r = step_done(s);
+	return r < 0 ? r : ferry_catalog_gen_current(c, ret);
+}
+
+int ferry_catalog_gen_current(struct ferry_catalog *c, uint64_t *ret)
+{
+	sqlite3_stmt *s = NULL;
+	int r = prepare(c, "SELECT value FROM counters WHERE name = 'gen'", &s);
+	if (r < 0)
+		return r;
+	r = step_row(s);
+	if (r == 1)
+		*ret = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return r < 0 ? r : r == 0 ? -EBADMSG : 0;
+}
+
+int ferry_catalog_pack_touch(struct ferry_catalog *c, const struct ferry_id *id, uint64_t gen)
+{
+	sqlite3_stmt *s = NULL;
+	int r = prepare(
+		c, "UPDATE packs SET gen = ?2 WHERE id = (SELECT pack FROM objects WHERE id = ?1)",
+		&s);
+	if (r < 0)
+		return r;
+	bind_id(s, 1, id);
+	sqlite3_bind_int64(s, 2, (int64_t)gen);
+	r = step_done(s);
+	if (r < 0)
+		return r;
+	return sqlite3_changes(c->db) == 1 ? 0 : -ENOENT;
+}
+
+int ferry_catalog_pack_gen(struct ferry_catalog *c, uint64_t pack, uint64_t *ret)
+{
+	sqlite3_stmt *s = NULL;
+	int r = prepare(c, "SELECT gen FROM packs WHERE id = ?", &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, (int64_t)pack);
+	r = step_row(s);
+	if (r == 1)
+		*ret = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return r < 0 ? r : r == 0 ? -ENOENT : 0;
+}
+
+int ferry_catalog_pack_claim(struct ferry_catalog *c, uint64_t pack, int64_t *ret_intent_ns)
+{
+	sqlite3_stmt *s = NULL;
+	/* One statement, so one snapshot: a writer that records its pack and
+	 * drops its intent in one transaction is seen on one side of it. */
+	int r = prepare(c,
+			"SELECT EXISTS (SELECT 1 FROM packs WHERE id = ?1), "
+			"(SELECT created_ns FROM pack_intents WHERE pack = ?1)",
+			&s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, (int64_t)pack);
+	r = step_row(s);
+	int known = 0, intent = 0;
+	int64_t ns = 0;
+	if (r == 1) {
+		known = sqlite3_column_int(s, 0);
+		intent = sqlite3_column_type(s, 1) != SQLITE_NULL;
+		ns = sqlite3_column_int64(s, 1);
+	}
+	sqlite3_reset(s);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return -EIO;
+	if (known)
+		return 1;
+	if (intent) {
+		*ret_intent_ns = ns;
+		return 2;
+	}
+	return 0;
 }
 
 /* ---- events ---- */
@@ -1362,17 +1493,6 @@ int ferry_catalog_clone_disks(struct ferry_catalog *c, int64_t failover_id,
 			    failover_id, clone_row, &ctx);
 }
 
-int ferry_catalog_clone_disk_all(struct ferry_catalog *c,
-				 int (*cb)(const struct ferry_clone_disk *d, void *userdata),
-				 void *userdata)
-{
-	struct clone_ctx ctx = { cb, userdata };
-	return for_each_row(c,
-			    "SELECT failover_id, idx, name, size, base_root, root FROM clone_disks "
-			    "ORDER BY failover_id, idx",
-			    0, clone_row, &ctx);
-}
-
 int ferry_catalog_clone_disk_set_root(struct ferry_catalog *c, int64_t failover_id, uint16_t idx,
 				      const struct ferry_id *root)
 {
@@ -1448,20 +1568,6 @@ int ferry_catalog_job_add(struct ferry_catalog *c, int64_t vm_id, const char *ki
 	if (r >= 0 && ret_id)
 		*ret_id = sqlite3_last_insert_rowid(c->db);
 	return r;
-}
-
-int ferry_catalog_job_finish(struct ferry_catalog *c, int64_t job_id, const char *state,
-			     const char *detail)
-{
-	sqlite3_stmt *s = NULL;
-	int r = prepare(c, "UPDATE jobs SET state = ?, detail = ?, ended_ns = ? WHERE id = ?", &s);
-	if (r < 0)
-		return r;
-	sqlite3_bind_text(s, 1, state, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, detail, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, ferry_now_ns());
-	sqlite3_bind_int64(s, 4, job_id);
-	return step_done(s);
 }
 
 struct job_ctx {

@@ -380,11 +380,6 @@ struct ferry_diskcache *ferry_diskcache_free(struct ferry_diskcache *dc)
 	return NULL;
 }
 
-const char *ferry_diskcache_dir(const struct ferry_diskcache *dc)
-{
-	return dc->dir;
-}
-
 /* --- the operations --- */
 
 /* A read found the file unusable: drop it, unless a put replaced it

@@ -48,7 +48,13 @@ struct ferry_ingest {
 	uint32_t acc_blocks;
 	struct pending_run *runs; /* at most chunk_blocks of them */
 	size_t nruns;
-	int finished;
+	/* Objects found in the vault rather than stored again: their packs get
+	 * this commit's generation, so GC will not take them (ingest.h). */
+	struct ferry_id *reused;
+	size_t nreused, areused;
+	int announced; /* the pack's intent is in the catalog */
+	int finished;  /* the pack is durable */
+	int committed; /* and recorded */
 	int no_vault_dedup;
 };
 
@@ -72,16 +78,34 @@ static int record_object(struct ferry_ingest *in, const struct ferry_id *id,
 	return 0;
 }
 
+static int note_reused(struct ferry_ingest *in, const struct ferry_id *id)
+{
+	if (in->nreused == in->areused) {
+		size_t n = in->areused ? in->areused * 2 : 64;
+		struct ferry_id *a = realloc(in->reused, n * sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		in->reused = a;
+		in->areused = n;
+	}
+	in->reused[in->nreused++] = *id;
+	return 0;
+}
+
 /* Adds an object to the pack unless the vault or this pack has it; a
  * frame, if given, is stored instead of compressing buf again. */
 static int store_frame(struct ferry_ingest *in, enum ferry_obj_type type, const struct ferry_id *id,
 		       const void *buf, size_t len, const void *frame, size_t flen)
 {
 	struct ferry_loc loc;
+	if (in->finished)
+		return -EINVAL;
 	if (!in->no_vault_dedup) {
 		ferry_vault_lock(in->vault);
 		int r = ferry_catalog_object_get(ferry_vault_catalog(in->vault), id, &loc);
 		ferry_vault_unlock(in->vault);
+		if (r >= 0)
+			return note_reused(in, id);
 		if (r != -ENOENT)
 			return r;
 	}
@@ -135,6 +159,27 @@ static int node_get(void *userdata, const struct ferry_id *id, void **ret_buf, s
 	return ferry_vault_read_object(in->vault, id, ret_buf, ret_len);
 }
 
+/* Announces (add) or retracts the pack's intent in a transaction of its own. */
+static int intent_set(struct ferry_ingest *in, int add)
+{
+	struct ferry_catalog *c = ferry_vault_catalog(in->vault);
+	uint64_t pack = ferry_pack_writer_id(in->pack);
+
+	ferry_vault_lock(in->vault);
+	int r = ferry_catalog_begin(c);
+	if (r >= 0)
+		r = add ? ferry_catalog_pack_intent_add(c, pack) :
+			  ferry_catalog_pack_intent_delete(c, pack);
+	if (r >= 0)
+		r = ferry_catalog_commit(c);
+	else
+		ferry_catalog_rollback(c);
+	ferry_vault_unlock(in->vault);
+	if (r >= 0)
+		in->announced = add;
+	return r;
+}
+
 struct ferry_ingest *ferry_ingest_free(struct ferry_ingest *in)
 {
 	if (!in)
@@ -145,8 +190,14 @@ struct ferry_ingest *ferry_ingest_free(struct ferry_ingest *in)
 			in->nodes[b] = e->next;
 			free(e);
 		}
+	/* A pack never recorded is an orphan: let GC have it at once rather
+	 * than after the intent's grace. Best effort; GC gets it anyway. */
+	if (in->announced && !in->committed &&
+	    !ferry_catalog_in_transaction(ferry_vault_catalog(in->vault)))
+		(void)intent_set(in, 0);
 	ferry_pack_writer_free(in->pack);
 	free(in->objects);
+	free(in->reused);
 	free(in->acc);
 	free(in->runs);
 	free(in);
@@ -338,7 +389,7 @@ int ferry_ingest_zero(struct ferry_ingest *in, struct ferry_map *m, uint64_t blo
 int ferry_ingest_add_record(struct ferry_ingest *in, enum ferry_obj_type type, const void *buf,
 			    size_t len, struct ferry_id *ret_id)
 {
-	if (in->finished || type == FERRY_OBJ_CHUNK || type == FERRY_OBJ_NODE)
+	if (type == FERRY_OBJ_CHUNK || type == FERRY_OBJ_NODE)
 		return -EINVAL;
 	struct ferry_id id;
 	ferry_sha256(buf, len, &id);
@@ -348,39 +399,85 @@ int ferry_ingest_add_record(struct ferry_ingest *in, enum ferry_obj_type type, c
 	return r;
 }
 
-int ferry_ingest_finish(struct ferry_ingest *in)
+int ferry_ingest_add_object(struct ferry_ingest *in, enum ferry_obj_type type,
+			    const struct ferry_id *id, const void *buf, size_t len)
+{
+	return store_object(in, type, id, buf, len);
+}
+
+/* Step 1 of a commit: the pack durable, announced first so that GC, which
+ * lists the store without a lock, never takes it for an orphan. */
+static int seal(struct ferry_ingest *in)
 {
 	int r = ferry_ingest_flush(in);
-	if (r < 0)
+	if (r < 0 || in->finished)
 		return r;
+	if (ferry_pack_writer_count(in->pack) > 0 && !in->announced) {
+		r = intent_set(in, 1);
+		if (r < 0)
+			return r;
+	}
 	r = ferry_pack_writer_finish(in->pack);
 	if (r >= 0)
 		in->finished = 1;
 	return r;
 }
 
-int ferry_ingest_record(struct ferry_ingest *in)
+/* Step 2, inside the transaction: the pack, its objects, the generation
+ * stamped on packs whose objects were reused, the caller's rows. */
+static int record(struct ferry_ingest *in, ferry_ingest_rows_t rows, void *userdata)
 {
-	if (!in->finished)
-		return -EINVAL;
 	struct ferry_catalog *c = ferry_vault_catalog(in->vault);
-	int r = 0;
-	if (ferry_pack_writer_count(in->pack) > 0)
+	uint64_t gen;
+	int r = ferry_catalog_gen_next(c, &gen);
+	if (r >= 0 && ferry_pack_writer_count(in->pack) > 0)
 		r = ferry_catalog_pack_add(c, ferry_pack_writer_id(in->pack),
 					   ferry_pack_writer_bytes(in->pack),
-					   ferry_pack_writer_count(in->pack));
+					   ferry_pack_writer_count(in->pack), gen);
 	/* Without vault dedup a copy may repeat an object of an older pack,
 	 * which GC may be about to drop: the index follows the new copy. */
 	for (size_t i = 0; r >= 0 && i < in->nobjects; i++)
 		r = in->no_vault_dedup ?
 			    ferry_catalog_object_move(c, &in->objects[i].id, &in->objects[i].loc) :
 			    ferry_catalog_object_put(c, &in->objects[i].id, &in->objects[i].loc);
+	for (size_t i = 0; r >= 0 && i < in->nreused; i++) {
+		r = ferry_catalog_pack_touch(c, &in->reused[i], gen);
+		if (r == -ENOENT)
+			r = -ESTALE; /* collected since it was looked up */
+	}
+	if (r >= 0 && rows)
+		r = rows(c, userdata);
+	if (r >= 0 && in->announced)
+		r = ferry_catalog_pack_intent_delete(c, ferry_pack_writer_id(in->pack));
 	return r;
 }
 
-uint64_t ferry_ingest_pack_id(const struct ferry_ingest *in)
+int ferry_ingest_commit(struct ferry_ingest *in, ferry_ingest_rows_t rows, void *userdata)
 {
-	return ferry_pack_writer_id(in->pack);
+	struct ferry_catalog *c = ferry_vault_catalog(in->vault);
+	if (in->committed)
+		return -EINVAL;
+	if (ferry_catalog_in_transaction(c))
+		return -EINVAL; /* the commit is one transaction of its own */
+	int r = seal(in);
+	if (r < 0)
+		return r;
+
+	ferry_vault_lock(in->vault);
+	r = ferry_catalog_begin(c);
+	if (r >= 0) {
+		r = record(in, rows, userdata);
+		if (r >= 0)
+			r = ferry_catalog_commit(c);
+		else
+			ferry_catalog_rollback(c);
+	}
+	ferry_vault_unlock(in->vault);
+	if (r >= 0) {
+		in->committed = 1;
+		in->announced = 0;
+	}
+	return r;
 }
 
 uint64_t ferry_ingest_stored_bytes(const struct ferry_ingest *in)

@@ -17,6 +17,7 @@
 
 #include "ferry/catalog.h"
 #include "ferry/crypto.h"
+#include "ferry/ingest.h"
 #include "ferry/util.h"
 #include "ferry/vault.h"
 
@@ -788,34 +789,14 @@ void ferry_record_point_done(struct ferry_record_point *r)
 /* ---- storing a record on its own ---- */
 
 int ferry_record_store(struct ferry_vault *v, enum ferry_obj_type type, const void *buf, size_t len,
-		       struct ferry_id *ret_id)
+		       struct ferry_id *ret_id, ferry_ingest_rows_t rows, void *userdata)
 {
-	struct ferry_id id;
-	ferry_sha256(buf, len, &id);
-	struct ferry_catalog *c = ferry_vault_catalog(v);
-	struct ferry_loc loc;
-	int r = ferry_catalog_object_get(c, &id, &loc);
-	if (r >= 0) {
-		*ret_id = id;
-		return 0;
-	}
-	if (r != -ENOENT)
-		return r;
-
-	struct ferry_pack_writer *w;
-	r = ferry_store_pack_begin(ferry_vault_store(v), &w);
-	if (r < 0)
-		return r;
-	r = ferry_pack_writer_add(w, type, &id, buf, len, &loc);
+	struct ferry_ingest *in = NULL;
+	int r = ferry_ingest_new(v, &in);
 	if (r >= 0)
-		r = ferry_pack_writer_finish(w);
+		r = ferry_ingest_add_record(in, type, buf, len, ret_id);
 	if (r >= 0)
-		r = ferry_catalog_pack_add(c, ferry_pack_writer_id(w), ferry_pack_writer_bytes(w),
-					   ferry_pack_writer_count(w));
-	if (r >= 0)
-		r = ferry_catalog_object_put(c, &id, &loc);
-	ferry_pack_writer_free(w);
-	if (r >= 0)
-		*ret_id = id;
+		r = ferry_ingest_commit(in, rows, userdata);
+	ferry_ingest_free(in);
 	return r;
 }

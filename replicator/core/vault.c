@@ -19,7 +19,6 @@
 
 struct ferry_vault {
 	char *dir;
-	char *default_cache;
 	uint32_t chunk_size;
 	struct ferry_catalog *catalog;
 	struct ferry_store *store;
@@ -90,7 +89,6 @@ struct ferry_vault *ferry_vault_free(struct ferry_vault *v)
 	ferry_store_free(v->store);
 	pthread_mutex_destroy(&v->lock);
 	free(v->dir);
-	free(v->default_cache);
 	free(v);
 	return NULL;
 }
@@ -113,7 +111,7 @@ int ferry_vault_open(const char *dir, int readonly, struct ferry_vault **ret)
 		return -ENOMEM;
 	pthread_mutex_init(&v->lock, NULL);
 	v->dir = strdup(dir);
-	if (!v->dir || join(dir, "cache", &v->default_cache) < 0)
+	if (!v->dir)
 		return -ENOMEM;
 
 	_cleanup_free_ char *db = NULL;
@@ -160,10 +158,6 @@ uint32_t ferry_vault_chunk_size(const struct ferry_vault *v)
 {
 	return v->chunk_size;
 }
-const char *ferry_vault_default_cache(const struct ferry_vault *v)
-{
-	return v->default_cache;
-}
 struct ferry_catalog *ferry_vault_catalog(struct ferry_vault *v)
 {
 	return v->catalog;
@@ -185,7 +179,7 @@ const struct ferry_objsrc *ferry_vault_objsrc(struct ferry_vault *v)
 	return &v->objsrc;
 }
 
-int ferry_vault_read_object(struct ferry_vault *v, const struct ferry_id *id, void **ret_buf,
+static int read_object_once(struct ferry_vault *v, const struct ferry_id *id, void **ret_buf,
 			    size_t *ret_len)
 {
 	struct ferry_loc loc;
@@ -193,7 +187,7 @@ int ferry_vault_read_object(struct ferry_vault *v, const struct ferry_id *id, vo
 	int r = ferry_catalog_object_get(v->catalog, id, &loc);
 	ferry_vault_unlock(v);
 	if (r < 0)
-		return r;
+		return r == -ENOENT ? -ENODATA : r;
 	if (loc.plen > FERRY_OBJ_MAX)
 		return -EBADMSG;
 
@@ -207,4 +201,17 @@ int ferry_vault_read_object(struct ferry_vault *v, const struct ferry_id *id, vo
 	*ret_buf = TAKE_PTR(buf);
 	*ret_len = loc.plen;
 	return 0;
+}
+
+int ferry_vault_read_object(struct ferry_vault *v, const struct ferry_id *id, void **ret_buf,
+			    size_t *ret_len)
+{
+	/* A pack that vanished between the look-up and the read was rewritten
+	 * by GC after the object was copied and the index repointed: the
+	 * second look-up finds the copy. (A catalog that no longer knows the
+	 * id answers -ENODATA, so only a vanished pack is retried.) */
+	int r = read_object_once(v, id, ret_buf, ret_len);
+	if (r == -ENOENT)
+		r = read_object_once(v, id, ret_buf, ret_len);
+	return r == -ENODATA ? -ENOENT : r;
 }

@@ -3,7 +3,9 @@
  * Segment application: verify the segment and its place in the VM's chain,
  * feed its records in order to an ingest (ingest.h: chunking, small writes
  * packed together, one pack), cut recovery points at markers by policy, and
- * commit everything in one catalog transaction once the pack is durable.
+ * commit everything through the ingest's one transaction once the pack is
+ * durable. The reads (the VM, its disks, every dedup look-up) happen in one
+ * read transaction; the commit checks that nobody moved the VM meanwhile.
  */
 #include "apply.h"
 
@@ -33,6 +35,7 @@ struct new_point {
 
 struct disk_state {
 	struct ferry_disk disk;
+	struct ferry_id read_work_root; /* as the read transaction saw it */
 	struct ferry_map *map;
 	int declared; /* named in this segment */
 };
@@ -80,6 +83,7 @@ static int load_disk(const struct ferry_disk *d, void *userdata)
 	struct applier *a = userdata;
 	if (a->ndisks == MAX_DISKS)
 		return -E2BIG;
+	a->disks[a->ndisks].read_work_root = d->work_root;
 	a->disks[a->ndisks++].disk = *d;
 	return 0;
 }
@@ -134,15 +138,42 @@ static int commit_maps(struct applier *a)
 	return 0;
 }
 
+/* Whether an earlier marker of this segment took the name. */
+static int name_taken_here(const struct applier *a, const struct new_point *np)
+{
+	for (const struct new_point *p = a->points; p < np; p++)
+		if (strcmp(p->point.name, np->point.name) == 0)
+			return 1;
+	return 0;
+}
+
+/* The point's time as its name, with the first suffix (-2, -3, ...) that
+ * neither the catalog nor an earlier marker of this segment holds. */
+static int pick_name(struct applier *a, struct new_point *np)
+{
+	char base[sizeof(np->point.name)];
+	int r = ferry_catalog_point_pick_name(a->cat, a->vm.id, np->point.time_ns, base);
+	if (r < 0)
+		return r;
+	*strchrnul(base, '-') = 0; /* the time form has no '-' */
+	memcpy(np->point.name, base, sizeof(base));
+	for (unsigned n = 2;; n++) {
+		r = name_taken_here(a, np) ?:
+			    ferry_catalog_point_name_taken(a->cat, a->vm.id, np->point.name);
+		if (r <= 0)
+			return r;
+		snprintf(np->point.name, sizeof(np->point.name), "%.24s-%u", base, n);
+	}
+}
+
 /*
- * Names the point, stores its POINT record in the segment's pack and adds
- * it to the catalog right away (inside the apply transaction): the record
- * carries the name, and a later marker of the same segment must see it
- * taken.
+ * Names the point and stores its POINT record in the segment's pack; the
+ * catalog rows follow at commit (commit_rows). The record carries the
+ * name, so it is picked now.
  */
 static int add_point(struct applier *a, struct new_point *np)
 {
-	int r = ferry_catalog_point_pick_name(a->cat, a->vm.id, np->point.time_ns, np->point.name);
+	int r = pick_name(a, np);
 	if (r < 0)
 		return r;
 	struct ferry_record_point pr = {
@@ -162,8 +193,6 @@ static int add_point(struct applier *a, struct new_point *np)
 	if (r >= 0)
 		r = ferry_ingest_add_record(a->ingest, FERRY_OBJ_POINT, buf, len,
 					    &np->point.record);
-	if (r >= 0)
-		r = ferry_catalog_point_add(a->cat, &np->point, np->disks, np->ndisks);
 	return r < 0 ? fail(a, r, "cannot record recovery point %s", np->point.name) : 0;
 }
 
@@ -389,28 +418,70 @@ static int apply_records(struct applier *a, const struct prepared_segment *p)
 	return commit_maps(a);
 }
 
-/* Everything the segment produced, in the transaction apply_segment began. */
-static int commit_catalog(struct applier *a, const struct ferry_segment_info *info)
+/* What commit_rows needs beyond the applier. */
+struct commit_ctx {
+	struct applier *a;
+	const struct ferry_segment_info *info;
+	uint64_t read_seq; /* the VM's applied_seq when the reads began */
+	enum ferry_vm_state read_state;
+};
+
+/* Nobody may have moved the VM or its disks since the read transaction:
+ * another applier, or a failover verb. -ESTALE sends the segment round
+ * again, to be applied (or refused) against what is there now. */
+static int check_unmoved(struct commit_ctx *cc, struct ferry_vm *now)
 {
-	int r = ferry_ingest_record(a->ingest);
+	struct applier *a = cc->a;
+	int r = ferry_catalog_vm_get_by_id(a->cat, a->vm.id, now);
+	if (r < 0)
+		return r;
+	if (now->applied_seq != cc->read_seq || now->state != cc->read_state)
+		return -ESTALE;
+	for (size_t i = 0; i < a->ndisks; i++) {
+		struct ferry_disk d;
+		r = ferry_catalog_disk_get(a->cat, a->vm.id, a->disks[i].disk.name, &d);
+		if (r < 0)
+			return r;
+		if (!ferry_id_equal(&d.work_root, &a->disks[i].read_work_root))
+			return -ESTALE;
+	}
+	return 0;
+}
+
+/* Everything the segment produced, in the ingest's commit transaction. */
+static int commit_rows(struct ferry_catalog *c, void *userdata)
+{
+	struct commit_ctx *cc = userdata;
+	struct applier *a = cc->a;
+	struct ferry_vm now;
+	int r = check_unmoved(cc, &now);
+	for (size_t i = 0; r >= 0 && i < a->npoints; i++)
+		r = ferry_catalog_point_add(c, &a->points[i].point, a->points[i].disks,
+					    a->points[i].ndisks);
 	for (size_t i = 0; r >= 0 && i < a->ndisks; i++)
-		r = ferry_catalog_disk_update(a->cat, &a->disks[i].disk);
-	/* The points were added as they were cut (add_point). */
+		r = ferry_catalog_disk_update(c, &a->disks[i].disk);
+	/* The fields a segment moves, onto the VM as it is now. */
 	if (r >= 0) {
-		a->vm.applied_seq = info->seq;
-		a->vm.applied_digest = info->digest;
-		a->vm.error[0] = 0;
-		r = ferry_catalog_vm_update(a->cat, &a->vm);
+		now.state = a->vm.state;
+		now.applied_seq = cc->info->seq;
+		now.applied_digest = cc->info->digest;
+		now.error[0] = 0;
+		now.marker_seq = a->vm.marker_seq;
+		now.marker_ns = a->vm.marker_ns;
+		now.initial_done_bytes = a->vm.initial_done_bytes;
+		now.initial_total_bytes = a->vm.initial_total_bytes;
+		now.state_record = a->vm.state_record;
+		r = ferry_catalog_vm_update(c, &now);
 	}
 	for (size_t i = 0; r >= 0 && i < a->npoints; i++) {
 		char ev[128];
 		snprintf(ev, sizeof(ev), "recovery point %s (%s) cut at segment %llu",
 			 a->points[i].point.name,
 			 a->points[i].point.consistency == FERRY_CONSISTENCY_APP ? "app" : "crash",
-			 (unsigned long long)info->seq);
-		r = ferry_catalog_event_add(a->cat, a->vm.id, "info", ev);
+			 (unsigned long long)cc->info->seq);
+		r = ferry_catalog_event_add(c, a->vm.id, "info", ev);
 	}
-	return r < 0 ? r : ferry_catalog_commit(a->cat);
+	return r;
 }
 
 static int check_chain(struct applier *a, uint64_t seq, const struct ferry_segment_info *info)
@@ -453,9 +524,10 @@ int apply_prepared(struct ferry_vault *v, const char *vm_name, uint64_t seq,
 	msg[0] = 0;
 	const struct ferry_segment *seg = p->seg;
 
-	/* One write transaction from the first read to the commit: the reads
-	 * see one state, and thousands of dedup look-ups take no lock each. */
-	int r = ferry_catalog_begin(a.cat);
+	/* One read transaction from the first read to the last dedup look-up:
+	 * the reads see one state, and thousands of look-ups take no lock
+	 * each. The commit is the ingest's own transaction (ingest.h). */
+	int r = ferry_catalog_begin_read(a.cat);
 	if (r >= 0)
 		r = ferry_catalog_vm_get(a.cat, vm_name, &a.vm);
 	if (r >= 0)
@@ -466,6 +538,7 @@ int apply_prepared(struct ferry_vault *v, const char *vm_name, uint64_t seq,
 		ferry_catalog_rollback(a.cat);
 		return fail(&a, r, "cannot read VM '%s' from the catalog", vm_name);
 	}
+	struct commit_ctx cc = { &a, ferry_segment_info(seg), a.vm.applied_seq, a.vm.state };
 	if (a.vm.state == FERRY_VM_ERROR)
 		a.vm.state = a.vm.marker_seq ? FERRY_VM_PROTECTED : FERRY_VM_INITIAL;
 	a.result.seq = ferry_segment_info(seg)->seq;
@@ -490,22 +563,22 @@ int apply_prepared(struct ferry_vault *v, const char *vm_name, uint64_t seq,
 			a.vm.initial_total_bytes += a.disks[i].disk.size;
 	if (r >= 0)
 		r = add_state(&a, ferry_segment_info(seg));
+	ferry_catalog_rollback(a.cat); /* the end of the reads */
 	if (r >= 0) {
-		r = ferry_ingest_finish(a.ingest);
-		if (r < 0)
-			fail(&a, r, "cannot write pack to the store");
+		r = ferry_ingest_commit(a.ingest, commit_rows, &cc);
+		if (r == -ESTALE)
+			fail(&a, r,
+			     "VM '%s' changed while segment %llu was applied; it is tried again",
+			     vm_name, (unsigned long long)cc.info->seq);
+		else if (r < 0)
+			fail(&a, r, "cannot commit segment %llu to the store and catalog",
+			     (unsigned long long)cc.info->seq);
 	}
 	if (r >= 0) {
 		a.result.stored_bytes = ferry_ingest_stored_bytes(a.ingest);
 		a.result.points = (unsigned)a.npoints;
-		r = commit_catalog(&a, ferry_segment_info(seg));
-		if (r < 0)
-			fail(&a, r, "cannot commit to the catalog");
-	}
-	if (r < 0)
-		ferry_catalog_rollback(a.cat);
-	if (r >= 0)
 		*ret = a.result;
+	}
 	applier_done(&a);
 	return r;
 }

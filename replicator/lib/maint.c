@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Thinning and garbage collection. GC is mark and sweep: the mark walks
- * every map from its root (shared subtrees once), the sweep works pack by
- * pack. The catalog always changes before the store does, so a crash in
+ * every map from its root (shared subtrees once) and lists packs and
+ * objects, all in one read transaction; the sweep works pack by pack, each
+ * drop or rewrite in a transaction that first checks that the pack is as
+ * the snapshot saw it (its ingest generation). Writers beside GC (ferryfs
+ * clones) go through the ingest protocol (ingest.h), whose packs GC never
+ * takes. The catalog always changes before the store does, so a crash in
  * the middle leaves at worst an unreferenced pack that the next run finds.
  */
 #include "maint.h"
@@ -15,6 +19,7 @@
 #include <sys/file.h>
 
 #include "ferry/catalog.h"
+#include "ferry/ingest.h"
 #include "ferry/map.h"
 #include "ferry/store.h"
 #include "ferry/util.h"
@@ -197,6 +202,117 @@ static int idset_has(const struct idset *s, const struct ferry_id *id)
 	return s->cap && !ferry_id_is_null(&s->slots[idset_slot(s, id)]);
 }
 
+/* ---- roots ---- */
+
+struct roots_ctx {
+	struct ferry_catalog *c;
+	const struct maint_roots_ops *ops;
+	void *userdata;
+	const struct ferry_vm *vm;
+	const char *point;
+};
+
+static int record_of(struct roots_ctx *rc, const char *what, const struct ferry_id *id)
+{
+	return ferry_id_is_null(id) || !rc->ops->record ? 0 :
+							  rc->ops->record(what, id, rc->userdata);
+}
+
+static int root_of(struct roots_ctx *rc, const char *what, const struct ferry_id *root,
+		   uint64_t size)
+{
+	return ferry_id_is_null(root) || size == 0 ? 0 :
+						     rc->ops->root(what, root, size, rc->userdata);
+}
+
+static int roots_of_disk(const struct ferry_disk *d, void *userdata)
+{
+	struct roots_ctx *rc = userdata;
+	char what[256];
+	snprintf(what, sizeof(what), "VM %s disk %s (live)", rc->vm->name, d->name);
+	int r = root_of(rc, what, &d->live_root, d->size);
+	if (r < 0 || ferry_id_equal(&d->live_root, &d->work_root))
+		return r;
+	snprintf(what, sizeof(what), "VM %s disk %s (applied, before marker)", rc->vm->name,
+		 d->name);
+	return root_of(rc, what, &d->work_root, d->size);
+}
+
+static int roots_of_point_disk(const struct ferry_point_disk *d, void *userdata)
+{
+	struct roots_ctx *rc = userdata;
+	char what[256];
+	snprintf(what, sizeof(what), "VM %s point %s disk %s", rc->vm->name, rc->point, d->name);
+	return root_of(rc, what, &d->root, d->size);
+}
+
+static int roots_of_point(const struct ferry_point *p, void *userdata)
+{
+	struct roots_ctx *rc = userdata;
+	char what[256];
+	snprintf(what, sizeof(what), "VM %s point %s (record)", rc->vm->name, p->name);
+	int r = record_of(rc, what, &p->record);
+	rc->point = p->name;
+	return r < 0 ? r : ferry_catalog_point_disks(rc->c, p->id, roots_of_point_disk, rc);
+}
+
+static int roots_of_clone_disk(const struct ferry_clone_disk *d, void *userdata)
+{
+	struct roots_ctx *rc = userdata;
+	char what[256];
+	snprintf(what, sizeof(what), "VM %s failover %s disk %s (clone)", rc->vm->name, rc->point,
+		 d->name);
+	int r = root_of(rc, what, &d->root, d->size);
+	if (r < 0 || ferry_id_equal(&d->root, &d->base_root))
+		return r;
+	snprintf(what, sizeof(what), "VM %s failover %s disk %s (clone base)", rc->vm->name,
+		 rc->point, d->name);
+	return root_of(rc, what, &d->base_root, d->size);
+}
+
+static int roots_of_failover(const struct ferry_failover *f, void *userdata)
+{
+	struct roots_ctx *rc = userdata;
+	rc->point = f->name;
+	return ferry_catalog_clone_disks(rc->c, f->id, roots_of_clone_disk, rc);
+}
+
+static int roots_of_vm(const struct ferry_vm *vm, void *userdata)
+{
+	struct roots_ctx *rc = userdata;
+	char what[256];
+	rc->vm = vm;
+	snprintf(what, sizeof(what), "VM %s (record)", vm->name);
+	int r = record_of(rc, what, &vm->record);
+	snprintf(what, sizeof(what), "VM %s (state record)", vm->name);
+	if (r >= 0)
+		r = record_of(rc, what, &vm->state_record);
+	if (r >= 0)
+		r = ferry_catalog_disk_list(rc->c, vm->id, roots_of_disk, rc);
+	if (r >= 0)
+		r = ferry_catalog_point_list(rc->c, vm->id, roots_of_point, rc);
+	if (r >= 0)
+		r = ferry_catalog_failover_list(rc->c, vm->id, roots_of_failover, rc);
+	return r;
+}
+
+int maint_roots(struct ferry_vault *v, const struct maint_roots_ops *ops, void *userdata)
+{
+	struct ferry_catalog *c = ferry_vault_catalog(v);
+	struct roots_ctx rc = { .c = c, .ops = ops, .userdata = userdata };
+	char hex[FERRY_ID_HEX_SIZE + 8];
+	int r = ferry_catalog_get_setting(c, "vault_record", hex, sizeof(hex));
+	if (r >= 0) {
+		struct ferry_id id;
+		r = ferry_id_from_hex(hex, &id);
+		if (r >= 0)
+			r = record_of(&rc, "the vault (record)", &id);
+	} else if (r == -ENOENT) {
+		r = 0;
+	}
+	return r < 0 ? r : ferry_catalog_vm_list(c, roots_of_vm, &rc);
+}
+
 /* ---- mark ---- */
 
 struct mark_ctx {
@@ -218,90 +334,21 @@ static int mark_extent(const struct ferry_extent *e, void *userdata)
 	return r < 0 ? r : 0;
 }
 
-static int mark_root(struct mark_ctx *m, const struct ferry_id *root, uint64_t size)
+static int mark_root(const char *what, const struct ferry_id *root, uint64_t size, void *userdata)
 {
-	if (ferry_id_is_null(root) || size == 0)
-		return 0;
+	struct mark_ctx *m = userdata;
 	return ferry_map_walk(ferry_vault_objsrc(m->v), root, DIV_ROUND_UP(size, FERRY_BLOCK_SIZE),
 			      mark_node, mark_extent, m);
 }
 
-struct root_vec {
-	struct ferry_id *roots;
-	uint64_t *sizes;
-	size_t n;
-};
-
-static int push_root(struct root_vec *rv, const struct ferry_id *root, uint64_t size)
+static int mark_record(const char *what, const struct ferry_id *id, void *userdata)
 {
-	struct ferry_id *r = realloc(rv->roots, (rv->n + 1) * sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	rv->roots = r;
-	uint64_t *s = realloc(rv->sizes, (rv->n + 1) * sizeof(*s));
-	if (!s)
-		return -ENOMEM;
-	rv->sizes = s;
-	rv->roots[rv->n] = *root;
-	rv->sizes[rv->n++] = size;
-	return 0;
-}
-
-static int root_of_disk(const struct ferry_disk *d, void *userdata)
-{
-	int r = push_root(userdata, &d->live_root, d->size);
-	return r < 0 ? r : push_root(userdata, &d->work_root, d->size);
-}
-
-static int root_of_point_disk(const struct ferry_point_disk *d, void *userdata)
-{
-	return push_root(userdata, &d->root, d->size);
-}
-
-struct roots_ctx {
-	struct ferry_catalog *c;
-	struct root_vec *rv;
-	struct idset *live; /* records are marked directly: they reference nothing */
-};
-
-static int roots_of_point(const struct ferry_point *p, void *userdata)
-{
-	struct roots_ctx *rc = userdata;
-	int r = idset_add(rc->live, &p->record);
-	return r < 0 ? r : ferry_catalog_point_disks(rc->c, p->id, root_of_point_disk, rc->rv);
-}
-
-static int roots_of_vm(const struct ferry_vm *vm, void *userdata)
-{
-	struct roots_ctx *rc = userdata;
-	int r = idset_add(rc->live, &vm->record);
-	if (r >= 0)
-		r = idset_add(rc->live, &vm->state_record);
-	if (r >= 0)
-		r = ferry_catalog_disk_list(rc->c, vm->id, root_of_disk, rc->rv);
-	return r < 0 ? r : ferry_catalog_point_list(rc->c, vm->id, roots_of_point, rc);
-}
-
-static int root_of_clone(const struct ferry_clone_disk *d, void *userdata)
-{
-	int r = push_root(userdata, &d->base_root, d->size);
-	return r < 0 ? r : push_root(userdata, &d->root, d->size);
-}
-
-/* The vault's own record (settings key vault_record, hex), if it has one. */
-static int mark_vault_record(struct ferry_catalog *c, struct idset *live)
-{
-	char hex[FERRY_ID_HEX_SIZE + 8];
-	int r = ferry_catalog_get_setting(c, "vault_record", hex, sizeof(hex));
-	if (r == -ENOENT)
-		return 0;
-	struct ferry_id id;
-	if (r >= 0)
-		r = ferry_id_from_hex(hex, &id);
-	if (r >= 0)
-		r = idset_add(live, &id);
+	struct mark_ctx *m = userdata;
+	int r = idset_add(&m->live, id); /* records reference nothing */
 	return r < 0 ? r : 0;
 }
+
+static const struct maint_roots_ops mark_ops = { mark_root, mark_record };
 
 /* ---- sweep ---- */
 
@@ -316,6 +363,7 @@ struct sweep_ctx {
 	struct mark_ctx *m;
 	struct pack_stat *packs;
 	size_t npacks;
+	uint64_t gen; /* the ingest generation of the snapshot */
 };
 
 static int collect_pack(uint64_t pack, uint64_t size, uint32_t count, void *userdata)
@@ -366,15 +414,53 @@ static int count_object(const struct ferry_id *id, const struct ferry_loc *loc, 
 	return 0;
 }
 
+/* Inside the transaction that drops a pack: the pack must be as the
+ * snapshot saw it. A pack stamped since (an ingest reused one of its
+ * objects) is left for the next run: -EAGAIN. */
+static int check_unchanged(struct ferry_catalog *c, const struct sweep_ctx *s, uint64_t pack)
+{
+	uint64_t gen;
+	int r = ferry_catalog_pack_gen(c, pack, &gen);
+	if (r == -ENOENT)
+		return -EAGAIN; /* gone already */
+	if (r < 0)
+		return r;
+	return gen > s->gen ? -EAGAIN : 0;
+}
+
+struct drop_ctx {
+	const struct sweep_ctx *s;
+	uint64_t pack;
+};
+
+static int drop_rows(struct ferry_catalog *c, void *userdata)
+{
+	struct drop_ctx *d = userdata;
+	int r = check_unchanged(c, d->s, d->pack);
+	return r < 0 ? r : ferry_catalog_pack_delete(c, d->pack);
+}
+
+static int drop_pack(struct ferry_vault *v, const struct sweep_ctx *s, uint64_t pack)
+{
+	struct ferry_catalog *c = ferry_vault_catalog(v);
+	struct drop_ctx d = { s, pack };
+	int r = ferry_catalog_begin(c);
+	if (r < 0)
+		return r;
+	r = drop_rows(c, &d);
+	if (r < 0) {
+		ferry_catalog_rollback(c);
+		return r;
+	}
+	r = ferry_catalog_commit(c);
+	return r < 0 ? r : ferry_store_delete_pack(ferry_vault_store(v), pack);
+}
+
 struct rewrite_ctx {
 	struct ferry_vault *v;
 	struct idset *live;
 	uint64_t pack;
-	struct ferry_pack_writer *w;
-	struct ferry_id *ids;
-	struct ferry_loc *locs;
-	size_t n;
-	int r;
+	struct ferry_ingest *in;
 };
 
 static int rewrite_object(const struct ferry_id *id, const struct ferry_loc *loc, void *userdata)
@@ -385,71 +471,29 @@ static int rewrite_object(const struct ferry_id *id, const struct ferry_loc *loc
 	_cleanup_free_ void *buf = NULL;
 	size_t len;
 	int r = ferry_vault_read_object(rc->v, id, &buf, &len);
-	if (r < 0)
-		return r;
-	struct ferry_loc nl;
-	r = ferry_pack_writer_add(rc->w, (enum ferry_obj_type)loc->type, id, buf, len, &nl);
-	if (r < 0)
-		return r;
-	struct ferry_id *ni = realloc(rc->ids, (rc->n + 1) * sizeof(*ni));
-	if (!ni)
-		return -ENOMEM;
-	rc->ids = ni;
-	struct ferry_loc *nloc = realloc(rc->locs, (rc->n + 1) * sizeof(*nloc));
-	if (!nloc)
-		return -ENOMEM;
-	rc->locs = nloc;
-	rc->ids[rc->n] = *id;
-	rc->locs[rc->n++] = nl;
-	return 0;
+	return r < 0 ? r :
+		       ferry_ingest_add_object(rc->in, (enum ferry_obj_type)loc->type, id, buf,
+					       len);
 }
 
-/* Copies the live objects of a pack into a new one, repoints the index,
- * then drops the old pack. */
-static int rewrite_pack(struct ferry_vault *v, struct idset *live, const struct pack_stat *p)
+/* Copies the live objects of a pack into a new one through an ingest whose
+ * commit repoints the index and drops the old pack's rows; then the old
+ * file goes. */
+static int rewrite_pack(struct ferry_vault *v, const struct sweep_ctx *s, const struct pack_stat *p)
 {
-	struct ferry_catalog *c = ferry_vault_catalog(v);
-	struct rewrite_ctx rc = { .v = v, .live = live, .pack = p->pack };
-	int r = ferry_store_pack_begin(ferry_vault_store(v), &rc.w);
+	struct rewrite_ctx rc = { .v = v, .live = &s->m->live, .pack = p->pack };
+	struct drop_ctx d = { s, p->pack };
+	int r = ferry_ingest_new(v, &rc.in);
 	if (r >= 0)
-		r = ferry_catalog_object_list(c, rewrite_object, &rc);
+		ferry_ingest_no_vault_dedup(rc.in); /* the copies must land in the new pack */
+	/* The objects to copy are those of the snapshot; reading them needs
+	 * no snapshot, as only GC removes objects. */
 	if (r >= 0)
-		r = ferry_pack_writer_finish(rc.w);
+		r = ferry_catalog_object_list(ferry_vault_catalog(v), rewrite_object, &rc);
 	if (r >= 0)
-		r = ferry_catalog_begin(c);
-	if (r >= 0) {
-		r = ferry_catalog_pack_delete(c, p->pack);
-		if (r >= 0)
-			r = ferry_catalog_pack_add(c, ferry_pack_writer_id(rc.w),
-						   ferry_pack_writer_bytes(rc.w), (uint32_t)rc.n);
-		for (size_t i = 0; r >= 0 && i < rc.n; i++)
-			r = ferry_catalog_object_put(c, &rc.ids[i], &rc.locs[i]);
-		if (r >= 0)
-			r = ferry_catalog_commit(c);
-		else
-			ferry_catalog_rollback(c);
-	}
-	if (r >= 0)
-		r = ferry_store_delete_pack(ferry_vault_store(v), p->pack);
-	ferry_pack_writer_free(rc.w);
-	free(rc.ids);
-	free(rc.locs);
-	return r;
-}
-
-static int drop_pack(struct ferry_vault *v, uint64_t pack)
-{
-	struct ferry_catalog *c = ferry_vault_catalog(v);
-	int r = ferry_catalog_begin(c);
-	if (r < 0)
-		return r;
-	r = ferry_catalog_pack_delete(c, pack);
-	if (r < 0) {
-		ferry_catalog_rollback(c);
-		return r;
-	}
-	r = ferry_catalog_commit(c);
-	return r < 0 ? r : ferry_store_delete_pack(ferry_vault_store(v), pack);
+		r = ferry_ingest_commit(rc.in, drop_rows, &d);
+	ferry_ingest_free(rc.in);
+	return r < 0 ? r : ferry_store_delete_pack(ferry_vault_store(v), p->pack);
 }
 
 struct orphan_ctx {
@@ -467,11 +511,14 @@ static int find_orphan(uint64_t pack, uint64_t size, void *userdata)
 	struct orphan_ctx *oc = userdata;
 	if (find_pack(oc->s, pack))
 		return 0;
-	int64_t created;
-	int r = ferry_catalog_pack_intent_get(ferry_vault_catalog(oc->v), pack, &created);
-	if (r < 0 && r != -ENOENT)
+	/* Not in the snapshot: ask the catalog as it is now, in one read, so
+	 * a writer that recorded the pack and retracted its intent since is
+	 * seen on one side of that. */
+	int64_t created = 0;
+	int r = ferry_catalog_pack_claim(ferry_vault_catalog(oc->v), pack, &created);
+	if (r < 0)
 		return r;
-	if (r >= 0 && ferry_now_ns() - created < INTENT_GRACE_NS)
+	if (r == 1 || (r == 2 && ferry_now_ns() - created < INTENT_GRACE_NS))
 		return 0;
 	uint64_t *n = realloc(oc->orphans, (oc->n + 1) * sizeof(*n));
 	if (!n)
@@ -481,29 +528,37 @@ static int find_orphan(uint64_t pack, uint64_t size, void *userdata)
 	return 0;
 }
 
-int maint_gc(struct ferry_vault *v, struct gc_result *ret)
+/* Mark and list in one read transaction: one consistent view of roots,
+ * packs and objects, and the generation it corresponds to. */
+static int snapshot(struct ferry_vault *v, struct mark_ctx *m, struct sweep_ctx *s)
 {
 	struct ferry_catalog *c = ferry_vault_catalog(v);
+	int r = ferry_catalog_begin_read(c);
+	if (r < 0)
+		return r;
+	r = ferry_catalog_gen_current(c, &s->gen);
+	if (r >= 0)
+		r = maint_roots(v, &mark_ops, m);
+	if (r >= 0)
+		r = ferry_catalog_pack_list(c, collect_pack, s);
+	if (r >= 0) {
+		qsort(s->packs, s->npacks, sizeof(*s->packs), cmp_pack);
+		r = ferry_catalog_object_list(c, count_object, s);
+	}
+	ferry_catalog_rollback(c);
+	return r;
+}
+
+int maint_gc(struct ferry_vault *v, struct gc_result *ret)
+{
 	struct gc_result res = { 0 };
 	struct mark_ctx m = { .v = v };
-	struct root_vec rv = { 0 };
-	struct roots_ctx rc = { c, &rv, &m.live };
 	struct sweep_ctx s = { .m = &m };
 	struct orphan_ctx oc = { .v = v, .s = &s };
 
-	int r = mark_vault_record(c, &m.live);
-	if (r >= 0)
-		r = ferry_catalog_vm_list(c, roots_of_vm, &rc);
-	if (r >= 0)
-		r = ferry_catalog_clone_disk_all(c, root_of_clone, &rv);
-	for (size_t i = 0; r >= 0 && i < rv.n; i++)
-		r = mark_root(&m, &rv.roots[i], rv.sizes[i]);
-	if (r >= 0)
-		r = ferry_catalog_pack_list(c, collect_pack, &s);
-	if (r >= 0) {
-		qsort(s.packs, s.npacks, sizeof(*s.packs), cmp_pack);
-		r = ferry_catalog_object_list(c, count_object, &s);
-	}
+	int r = snapshot(v, &m, &s);
+	if (r >= 0 && gc_after_snapshot_hook)
+		r = gc_after_snapshot_hook(v);
 	/* Orphans are found before the sweep: a pack that a rewrite below
 	 * creates is not in s.packs, and must not look like one. */
 	if (r >= 0)
@@ -511,28 +566,36 @@ int maint_gc(struct ferry_vault *v, struct gc_result *ret)
 	for (size_t i = 0; r >= 0 && i < s.npacks; i++) {
 		struct pack_stat *p = &s.packs[i];
 		if (p->live == 0) {
-			r = drop_pack(v, p->pack);
-			res.packs_deleted++;
-			res.bytes_freed += p->size;
+			r = drop_pack(v, &s, p->pack);
+			if (r >= 0) {
+				res.packs_deleted++;
+				res.bytes_freed += p->size;
+			}
 		} else if (p->dead_bytes > p->live_bytes) {
-			r = rewrite_pack(v, &m.live, p);
-			res.packs_rewritten++;
-			res.bytes_freed += p->dead_bytes;
+			r = rewrite_pack(v, &s, p);
+			if (r >= 0) {
+				res.packs_rewritten++;
+				res.bytes_freed += p->dead_bytes;
+			}
+		}
+		if (r == -EAGAIN) {
+			res.packs_skipped++;
+			r = 0;
 		}
 	}
 	for (size_t i = 0; r >= 0 && i < oc.n; i++) {
 		r = ferry_store_delete_pack(ferry_vault_store(v), oc.orphans[i]);
 		if (r >= 0)
-			r = ferry_catalog_pack_intent_delete(c, oc.orphans[i]);
+			r = ferry_catalog_pack_intent_delete(ferry_vault_catalog(v), oc.orphans[i]);
 		res.orphan_packs++;
 	}
 	res.live_objects = m.live.n;
 	free(m.live.slots);
-	free(rv.roots);
-	free(rv.sizes);
 	free(s.packs);
 	free(oc.orphans);
 	if (r >= 0 && ret)
 		*ret = res;
 	return r;
 }
+
+int (*gc_after_snapshot_hook)(struct ferry_vault *v);

@@ -28,15 +28,40 @@ int maint_list_vms(struct ferry_vault *v, struct ferry_vm **ret, size_t *ret_n);
  */
 int maint_thin(struct ferry_vault *v, int64_t now_ns, unsigned *ret_deleted);
 
+/*
+ * Every root that keeps data in the vault alive, read from the catalog:
+ * the vault's record; per VM its records, the live and applied roots of
+ * its disks, each recovery point's record and disks, and each failover's
+ * clone disks (their roots and the points they were cloned from).
+ * Re-protect seeds are VMs of the vault they were seeded into, so their
+ * roots come with the VMs. what names the root for messages. GC marks
+ * from these, ferry check verifies them: one list for both. record may be
+ * NULL.
+ */
+struct maint_roots_ops {
+	int (*root)(const char *what, const struct ferry_id *root, uint64_t size, void *userdata);
+	int (*record)(const char *what, const struct ferry_id *id, void *userdata);
+};
+int maint_roots(struct ferry_vault *v, const struct maint_roots_ops *ops, void *userdata);
+
 struct gc_result {
 	uint64_t live_objects;
 	uint64_t packs_deleted;
 	uint64_t packs_rewritten;
+	uint64_t packs_skipped; /* changed since the snapshot: next run */
 	uint64_t orphan_packs;
 	uint64_t bytes_freed;
 };
 
-/* Marks from every root, deletes packs with no live object, rewrites packs
- * that are mostly dead, removes packs the catalog does not know (left by a
- * crash). Needs the writer lock. */
+/*
+ * Marks from every root, deletes packs with no live object, rewrites packs
+ * that are mostly dead, removes packs nobody recorded or announced (left
+ * by a crash). Needs the writer lock (no other applier or GC), but not
+ * ferryfs's absence: marking and listing happen in one snapshot, and a
+ * pack created or reused after it is never dropped or rewritten
+ * (docs/architecture.md, "Ingest and GC").
+ */
 int maint_gc(struct ferry_vault *v, struct gc_result *ret);
+
+/* Tests only: called between GC's snapshot and its sweep. */
+extern int (*gc_after_snapshot_hook)(struct ferry_vault *v);

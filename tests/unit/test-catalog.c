@@ -123,7 +123,7 @@ int main(void)
 	ok_r(ferry_catalog_object_get(c, &oid, &gl), "object get");
 	ok(gl.pack == loc.pack && gl.offset == 77 && gl.plen == 4096, "first location kept, "
 								      "64-bit pack id survives");
-	ok_r(ferry_catalog_pack_add(c, loc.pack, 1000, 1), "pack add");
+	ok_r(ferry_catalog_pack_add(c, loc.pack, 1000, 1, 0), "pack add");
 	uint64_t bytes;
 	ok_r(ferry_catalog_store_bytes(c, &bytes), "store bytes");
 	ok(bytes == 1000, "store bytes sums packs");
