@@ -5,7 +5,9 @@
 #   1. gcc, warnings as errors: all suites (unit, fuzz, integration, fuse);
 #   2. clang with ASan+UBSan: the unit and fuzz suites (FERRY_ASAN_SUITES
 #      to change the list; FERRY_SKIP_ASAN=1 to skip this build);
-#   3. the clang-format check (contrib/check-format.sh), counted as one test.
+#   3. the clang-format check (contrib/check-format.sh), counted as one test;
+#   4. the layout check (contrib/check-layout.sh on the gcc build): no source
+#      of replicator/ or fs/ in two executables, no .c file included.
 # Before the builds, contrib/check-deps.sh checks that install-deps.sh
 # installs every meson dependency(), also counted as one test.
 # Results come from meson's testlog.json, so a crashed test cannot be lost
@@ -134,6 +136,10 @@ count_step "check-deps" $? "a meson dependency() that install-deps.sh does not i
 mkdir -p "$build_root"
 
 CC=gcc build_and_test gcc "$build_root/ci-gcc" "" --buildtype=debugoptimized -Dwerror=true
+
+section "layout check"
+contrib/check-layout.sh "$build_root/ci-gcc"
+count_step "layout check" $? "a source built into two programs, or a .c file included (see above)"
 
 if [ "${FERRY_SKIP_ASAN:-0}" != 1 ]; then
 	# halt_on_error so that UBSan findings fail the test instead of scrolling by.
