@@ -201,9 +201,9 @@ int ferry_catalog_store_bytes(struct ferry_catalog *c, uint64_t *ret);
 /* Advances the counter (inside a write transaction) and returns the new value. */
 int ferry_catalog_gen_next(struct ferry_catalog *c, uint64_t *ret);
 int ferry_catalog_gen_current(struct ferry_catalog *c, uint64_t *ret);
-/* Stamps gen on the pack that holds object id; -ENOENT if the catalog no
- * longer knows the object (GC took it since the caller looked it up). */
-int ferry_catalog_pack_touch(struct ferry_catalog *c, const struct ferry_id *id, uint64_t gen);
+/* Stamps gen on a pack; -ENOENT if the catalog no longer knows it (GC
+ * took it since the caller looked one of its objects up). */
+int ferry_catalog_pack_touch(struct ferry_catalog *c, uint64_t pack, uint64_t gen);
 /* The generation of a pack; -ENOENT if the catalog does not know it. */
 int ferry_catalog_pack_gen(struct ferry_catalog *c, uint64_t pack, uint64_t *ret);
 /*

@@ -1196,15 +1196,13 @@ int ferry_catalog_gen_current(struct ferry_catalog *c, uint64_t *ret)
 	return r < 0 ? r : r == 0 ? -EBADMSG : 0;
 }
 
-int ferry_catalog_pack_touch(struct ferry_catalog *c, const struct ferry_id *id, uint64_t gen)
+int ferry_catalog_pack_touch(struct ferry_catalog *c, uint64_t pack, uint64_t gen)
 {
 	sqlite3_stmt *s = NULL;
-	int r = prepare(
-		c, "UPDATE packs SET gen = ?2 WHERE id = (SELECT pack FROM objects WHERE id = ?1)",
-		&s);
+	int r = prepare(c, "UPDATE packs SET gen = ?2 WHERE id = ?1", &s);
 	if (r < 0)
 		return r;
-	bind_id(s, 1, id);
+	sqlite3_bind_int64(s, 1, (int64_t)pack);
 	sqlite3_bind_int64(s, 2, (int64_t)gen);
 	r = step_done(s);
 	if (r < 0)

@@ -48,9 +48,10 @@ struct ferry_ingest {
 	uint32_t acc_blocks;
 	struct pending_run *runs; /* at most chunk_blocks of them */
 	size_t nruns;
-	/* Objects found in the vault rather than stored again: their packs get
-	 * this commit's generation, so GC will not take them (ingest.h). */
-	struct ferry_id *reused;
+	/* Packs holding objects found in the vault rather than stored again:
+	 * they get this commit's generation, so GC will not take them
+	 * (ingest.h). Repeats are dropped at commit. */
+	uint64_t *reused;
 	size_t nreused, areused;
 	int announced; /* the pack's intent is in the catalog */
 	int finished;  /* the pack is durable */
@@ -78,18 +79,26 @@ static int record_object(struct ferry_ingest *in, const struct ferry_id *id,
 	return 0;
 }
 
-static int note_reused(struct ferry_ingest *in, const struct ferry_id *id)
+static int note_reused(struct ferry_ingest *in, uint64_t pack)
 {
+	if (in->nreused > 0 && in->reused[in->nreused - 1] == pack)
+		return 0; /* runs of one pack are common: cheap to skip */
 	if (in->nreused == in->areused) {
 		size_t n = in->areused ? in->areused * 2 : 64;
-		struct ferry_id *a = realloc(in->reused, n * sizeof(*a));
+		uint64_t *a = realloc(in->reused, n * sizeof(*a));
 		if (!a)
 			return -ENOMEM;
 		in->reused = a;
 		in->areused = n;
 	}
-	in->reused[in->nreused++] = *id;
+	in->reused[in->nreused++] = pack;
 	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
 }
 
 /* Adds an object to the pack unless the vault or this pack has it; a
@@ -105,7 +114,7 @@ static int store_frame(struct ferry_ingest *in, enum ferry_obj_type type, const 
 		int r = ferry_catalog_object_get(ferry_vault_catalog(in->vault), id, &loc);
 		ferry_vault_unlock(in->vault);
 		if (r >= 0)
-			return note_reused(in, id);
+			return note_reused(in, loc.pack);
 		if (r != -ENOENT)
 			return r;
 	}
@@ -440,8 +449,13 @@ static int record(struct ferry_ingest *in, ferry_ingest_rows_t rows, void *userd
 		r = in->no_vault_dedup ?
 			    ferry_catalog_object_move(c, &in->objects[i].id, &in->objects[i].loc) :
 			    ferry_catalog_object_put(c, &in->objects[i].id, &in->objects[i].loc);
+	/* A pack row goes only with all its object rows (GC's drop or
+	 * rewrite), so a pack still there still holds what was reused. */
+	qsort(in->reused, in->nreused, sizeof(*in->reused), cmp_u64);
 	for (size_t i = 0; r >= 0 && i < in->nreused; i++) {
-		r = ferry_catalog_pack_touch(c, &in->reused[i], gen);
+		if (i > 0 && in->reused[i] == in->reused[i - 1])
+			continue;
+		r = ferry_catalog_pack_touch(c, in->reused[i], gen);
 		if (r == -ENOENT)
 			r = -ESTALE; /* collected since it was looked up */
 	}
