@@ -209,9 +209,11 @@ int ferry_catalog_pack_gen(struct ferry_catalog *c, uint64_t pack, uint64_t *ret
 /*
  * Whether a pack file found in the store belongs to anybody, read in one
  * snapshot: 1 if the catalog records it, 2 if a writer announced it (its
- * intent's creation time in *ret_intent_ns), 0 if neither (an orphan).
+ * intent's creation time in *ret_intent_ns, the writer's identity,
+ * ferry_ingest_owner, in owner), 0 if neither (an orphan).
  */
-int ferry_catalog_pack_claim(struct ferry_catalog *c, uint64_t pack, int64_t *ret_intent_ns);
+int ferry_catalog_pack_claim(struct ferry_catalog *c, uint64_t pack, int64_t *ret_intent_ns,
+			     char *owner, size_t ownersize);
 
 /* ---- failovers and their writable clones ---- */
 
@@ -269,14 +271,13 @@ int ferry_catalog_clone_disk_set_root(struct ferry_catalog *c, int64_t failover_
 				      const struct ferry_id *root);
 
 /*
- * Pack intents: a writer that is not the replicator (ferryfs writing a
- * clone) records a pack id before it writes the pack and removes it in the
- * transaction that records the pack, so GC never takes a pack in flight for
- * an orphan.
+ * Pack intents: every ingest (ingest.h) records its pack id, with its
+ * owner (ferry_ingest_owner), before it writes the pack and removes it in
+ * the transaction that records the pack, so GC never takes a pack in
+ * flight for an orphan.
  */
-int ferry_catalog_pack_intent_add(struct ferry_catalog *c, uint64_t pack);
+int ferry_catalog_pack_intent_add(struct ferry_catalog *c, uint64_t pack, const char *owner);
 int ferry_catalog_pack_intent_delete(struct ferry_catalog *c, uint64_t pack);
-int ferry_catalog_pack_intent_get(struct ferry_catalog *c, uint64_t pack, int64_t *ret_created_ns);
 
 /* ---- jobs: the history of failover operations ---- */
 

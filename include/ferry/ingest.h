@@ -96,5 +96,14 @@ typedef int (*ferry_ingest_rows_t)(struct ferry_catalog *c, void *userdata);
  * intent, which leaves the pack to GC.
  */
 int ferry_ingest_commit(struct ferry_ingest *in, ferry_ingest_rows_t rows, void *userdata);
+/*
+ * Who announces a pack (its intent's owner): "HOST BOOT-ID PID", so that
+ * GC can tell the intent of a writer that died (killed between its intent
+ * and its commit) from one still at work. ferry_ingest_owner_gone says 1
+ * only when sure: this host, and an earlier boot or no such process.
+ */
+#define FERRY_INGEST_OWNER_MAX 384
+void ferry_ingest_owner(char *buf, size_t size);
+int ferry_ingest_owner_gone(const char *owner);
 /* Stored bytes of the pack (after commit). */
 uint64_t ferry_ingest_stored_bytes(const struct ferry_ingest *in);

@@ -312,6 +312,7 @@ static const char *const migrations[] = {
 	"  name TEXT PRIMARY KEY,\n"
 	"  value INTEGER NOT NULL);\n"
 	"INSERT INTO counters (name, value) VALUES ('gen', 0);\n"
+	"ALTER TABLE pack_intents ADD COLUMN owner TEXT NOT NULL DEFAULT '';\n"
 	"PRAGMA user_version = 2;\n",
 };
 
@@ -1224,38 +1225,37 @@ int ferry_catalog_pack_gen(struct ferry_catalog *c, uint64_t pack, uint64_t *ret
 	return r < 0 ? r : r == 0 ? -ENOENT : 0;
 }
 
-int ferry_catalog_pack_claim(struct ferry_catalog *c, uint64_t pack, int64_t *ret_intent_ns)
+int ferry_catalog_pack_claim(struct ferry_catalog *c, uint64_t pack, int64_t *ret_intent_ns,
+			     char *owner, size_t ownersize)
 {
 	sqlite3_stmt *s = NULL;
 	/* One statement, so one snapshot: a writer that records its pack and
 	 * drops its intent in one transaction is seen on one side of it. */
 	int r = prepare(c,
 			"SELECT EXISTS (SELECT 1 FROM packs WHERE id = ?1), "
-			"(SELECT created_ns FROM pack_intents WHERE pack = ?1)",
+			"(SELECT created_ns FROM pack_intents WHERE pack = ?1), "
+			"(SELECT owner FROM pack_intents WHERE pack = ?1)",
 			&s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, (int64_t)pack);
 	r = step_row(s);
 	int known = 0, intent = 0;
-	int64_t ns = 0;
 	if (r == 1) {
 		known = sqlite3_column_int(s, 0);
 		intent = sqlite3_column_type(s, 1) != SQLITE_NULL;
-		ns = sqlite3_column_int64(s, 1);
+		if (intent) {
+			*ret_intent_ns = sqlite3_column_int64(s, 1);
+			const unsigned char *o = sqlite3_column_text(s, 2);
+			snprintf(owner, ownersize, "%s", o ? (const char *)o : "");
+		}
 	}
 	sqlite3_reset(s);
 	if (r < 0)
 		return r;
 	if (r == 0)
 		return -EIO;
-	if (known)
-		return 1;
-	if (intent) {
-		*ret_intent_ns = ns;
-		return 2;
-	}
-	return 0;
+	return known ? 1 : intent ? 2 : 0;
 }
 
 /* ---- events ---- */
@@ -1509,15 +1509,17 @@ int ferry_catalog_clone_disk_set_root(struct ferry_catalog *c, int64_t failover_
 
 /* ---- pack intents ---- */
 
-int ferry_catalog_pack_intent_add(struct ferry_catalog *c, uint64_t pack)
+int ferry_catalog_pack_intent_add(struct ferry_catalog *c, uint64_t pack, const char *owner)
 {
 	sqlite3_stmt *s = NULL;
-	int r = prepare(c, "INSERT OR REPLACE INTO pack_intents (pack, created_ns) VALUES (?, ?)",
-			&s);
+	int r = prepare(
+		c, "INSERT OR REPLACE INTO pack_intents (pack, created_ns, owner) VALUES (?, ?, ?)",
+		&s);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(s, 1, (int64_t)pack);
 	sqlite3_bind_int64(s, 2, ferry_now_ns());
+	sqlite3_bind_text(s, 3, owner, -1, SQLITE_STATIC);
 	return step_done(s);
 }
 
@@ -1529,20 +1531,6 @@ int ferry_catalog_pack_intent_delete(struct ferry_catalog *c, uint64_t pack)
 		return r;
 	sqlite3_bind_int64(s, 1, (int64_t)pack);
 	return step_done(s);
-}
-
-int ferry_catalog_pack_intent_get(struct ferry_catalog *c, uint64_t pack, int64_t *ret_created_ns)
-{
-	sqlite3_stmt *s = NULL;
-	int r = prepare(c, "SELECT created_ns FROM pack_intents WHERE pack = ?", &s);
-	if (r < 0)
-		return r;
-	sqlite3_bind_int64(s, 1, (int64_t)pack);
-	r = step_row(s);
-	if (r == 1)
-		*ret_created_ns = sqlite3_column_int64(s, 0);
-	sqlite3_reset(s);
-	return r < 0 ? r : r == 0 ? -ENOENT : 0;
 }
 
 /* ---- jobs ---- */

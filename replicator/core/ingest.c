@@ -8,8 +8,12 @@
 #include "ferry/ingest.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ferry/catalog.h"
 #include "ferry/store.h"
@@ -168,16 +172,53 @@ static int node_get(void *userdata, const struct ferry_id *id, void **ret_buf, s
 	return ferry_vault_read_object(in->vault, id, ret_buf, ret_len);
 }
 
+/* The boot of this machine, as the kernel names it: a pid means something
+ * only within one boot. */
+static void boot_id(char *buf, size_t size)
+{
+	char id[64] = "";
+	_cleanup_close_ int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, id, sizeof(id) - 1) : -1;
+	id[n > 0 ? n : 0] = 0;
+	id[strcspn(id, "\n")] = 0;
+	snprintf(buf, size, "%s", id);
+}
+
+void ferry_ingest_owner(char *buf, size_t size)
+{
+	char host[256] = "", boot[64];
+	(void)gethostname(host, sizeof(host) - 1);
+	boot_id(boot, sizeof(boot));
+	snprintf(buf, size, "%s %s %ld", host, boot, (long)getpid());
+}
+
+int ferry_ingest_owner_gone(const char *owner)
+{
+	char host[256] = "", boot[64], ohost[256], oboot[64];
+	long pid;
+	if (sscanf(owner, "%255s %63s %ld", ohost, oboot, &pid) != 3 || pid <= 0)
+		return 0; /* not ours to judge (an older Ferry wrote none) */
+	(void)gethostname(host, sizeof(host) - 1);
+	boot_id(boot, sizeof(boot));
+	if (strcmp(host, ohost) != 0 || !boot[0])
+		return 0; /* another machine: it may be writing */
+	if (strcmp(boot, oboot) != 0)
+		return 1; /* written before this boot: that process is gone */
+	return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
 /* Announces (add) or retracts the pack's intent in a transaction of its own. */
 static int intent_set(struct ferry_ingest *in, int add)
 {
 	struct ferry_catalog *c = ferry_vault_catalog(in->vault);
 	uint64_t pack = ferry_pack_writer_id(in->pack);
+	char owner[FERRY_INGEST_OWNER_MAX];
+	ferry_ingest_owner(owner, sizeof(owner));
 
 	ferry_vault_lock(in->vault);
 	int r = ferry_catalog_begin(c);
 	if (r >= 0)
-		r = add ? ferry_catalog_pack_intent_add(c, pack) :
+		r = add ? ferry_catalog_pack_intent_add(c, pack, owner) :
 			  ferry_catalog_pack_intent_delete(c, pack);
 	if (r >= 0)
 		r = ferry_catalog_commit(c);

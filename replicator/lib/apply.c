@@ -566,10 +566,14 @@ int apply_prepared(struct ferry_vault *v, const char *vm_name, uint64_t seq,
 	ferry_catalog_rollback(a.cat); /* the end of the reads */
 	if (r >= 0) {
 		r = ferry_ingest_commit(a.ingest, commit_rows, &cc);
-		if (r == -ESTALE)
-			fail(&a, r,
-			     "VM '%s' changed while segment %llu was applied; it is tried again",
-			     vm_name, (unsigned long long)cc.info->seq);
+		/* Somebody moved the VM, or GC took an object reused here, since
+		 * the reads, or the catalog stayed locked: nothing is wrong with
+		 * the segment. */
+		if (r == -ESTALE || r == -EBUSY)
+			r = fail(
+				&a, -EAGAIN,
+				"VM '%s' changed while segment %llu was applied; it is tried again",
+				vm_name, (unsigned long long)cc.info->seq);
 		else if (r < 0)
 			fail(&a, r, "cannot commit segment %llu to the store and catalog",
 			     (unsigned long long)cc.info->seq);

@@ -24,10 +24,13 @@ struct apply_result {
 
 /*
  * Applies segment buf (len bytes), found in the cache as sequence number seq,
- * to VM vm_name. Returns -EBADMSG for a damaged segment,
- * -ESTALE for one out of sequence, holding another seq than its name, or not chained to the last applied one,
- * -EINVAL for one that does not fit the VM (unknown disk, size change);
- * msg then holds an explanation. On any error nothing was applied.
+ * to VM vm_name. Returns -EBADMSG for a damaged segment; -ESTALE for one out
+ * of sequence, holding another seq than its name, or not chained to the
+ * last applied one; -EINVAL for one that does not fit the VM (unknown disk,
+ * size change); -EAGAIN when the VM changed under the apply (another writer
+ * committed first) or the catalog stayed locked: nothing is wrong with the
+ * segment, apply it again later. msg then holds an explanation. On any error
+ * nothing was applied.
  */
 int apply_segment(struct ferry_vault *v, const char *vm_name, uint64_t seq, const void *buf,
 		  size_t len, struct apply_result *ret, char *msg, size_t msgsize);

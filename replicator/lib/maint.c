@@ -503,7 +503,8 @@ struct orphan_ctx {
 	size_t n;
 };
 
-/* A pack a writer announced stays for a day: it may be in flight. */
+/* A pack a writer announced stays for a day, as it may be in flight,
+ * unless its writer was a process of this machine that is gone. */
 #define INTENT_GRACE_NS (86400LL * 1000000000LL)
 
 static int find_orphan(uint64_t pack, uint64_t size, void *userdata)
@@ -515,10 +516,13 @@ static int find_orphan(uint64_t pack, uint64_t size, void *userdata)
 	 * a writer that recorded the pack and retracted its intent since is
 	 * seen on one side of that. */
 	int64_t created = 0;
-	int r = ferry_catalog_pack_claim(ferry_vault_catalog(oc->v), pack, &created);
+	char owner[FERRY_INGEST_OWNER_MAX];
+	int r = ferry_catalog_pack_claim(ferry_vault_catalog(oc->v), pack, &created, owner,
+					 sizeof(owner));
 	if (r < 0)
 		return r;
-	if (r == 1 || (r == 2 && ferry_now_ns() - created < INTENT_GRACE_NS))
+	if (r == 1 || (r == 2 && ferry_now_ns() - created < INTENT_GRACE_NS &&
+		       !ferry_ingest_owner_gone(owner)))
 		return 0;
 	uint64_t *n = realloc(oc->orphans, (oc->n + 1) * sizeof(*n));
 	if (!n)

@@ -125,6 +125,10 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 		if (r >= 0)
 			r = apply_prepared(v, vm->name, seqs[i], it.p, &res, msg, sizeof(msg));
 		apply_prepared_free(it.p);
+		if (r == -EAGAIN) {
+			log_warning("VM %s: segment %s: %s", vm->name, label, msg);
+			break;
+		}
 		if (r < 0) {
 			char what[sizeof(label) + sizeof(msg) + 32];
 			snprintf(what, sizeof(what), "segment %s refused: %s", label, msg);
