@@ -15,14 +15,15 @@
 #include <errno.h>
 #include <fuse_lowlevel.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "ferry/blobs.h"
 #include "ferry/catalog.h"
 #include "ferry/diskcache.h"
@@ -84,35 +85,22 @@ static void help(void)
 	       READ_AHEAD_KB_DEFAULT, CACHE_MIB_DEFAULT, THREADS_DEFAULT, DISK_CACHE_MIB_DEFAULT);
 }
 
-static int parse_uint(const char *s, unsigned long max, unsigned long *ret)
-{
-	unsigned long v;
-	char *end;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-' || v > max)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
 struct options {
 	const char *vault;
 	const char *mountpoint;
 	int foreground;
 	int debug;
-	unsigned long cache_mib;
-	unsigned long threads;
+	uint64_t cache_mib;
+	uint64_t threads;
 	int readonly; /* -o ro: clones read-only too */
 	/* Read-ahead in chunks and its threads; -1: the chunk cache's
 	 * default, which depends on where the store is. */
 	long readahead, readahead_threads;
-	unsigned long read_ahead_kb; /* the kernel's, on the mount; 0: its default */
-	int page_cache;              /* -o page_cache */
-	char *fuse_opts;             /* what remains of -o for libfuse */
-	char *disk_cache;            /* --disk-cache; NULL: the default place, for a remote store */
-	unsigned long disk_cache_mib;
+	uint64_t read_ahead_kb; /* the kernel's, on the mount; 0: its default */
+	int page_cache;         /* -o page_cache */
+	char *fuse_opts;        /* what remains of -o for libfuse */
+	char *disk_cache;       /* --disk-cache; NULL: the default place, for a remote store */
+	uint64_t disk_cache_mib;
 };
 
 /* Up to 64 TiB; anything more is a typo. */
@@ -145,7 +133,8 @@ static int take_mount_options(struct options *o, const char *list)
 		char *p;
 
 		if (strncmp(opt, "cache_size=", 11) == 0) {
-			if (parse_uint(opt + 11, 1024 * 1024, &o->cache_mib) < 0)
+			if (ferry_parse_u64(opt + 11, strlen(opt + 11), 1024 * 1024,
+					    &o->cache_mib) < 0)
 				return log_error_errno(-EINVAL, "invalid cache_size: %s", opt + 11);
 			continue;
 		}
@@ -155,35 +144,38 @@ static int take_mount_options(struct options *o, const char *list)
 			continue;
 		}
 		if (strncmp(opt, "disk_cache_size=", 16) == 0) {
-			if (parse_uint(opt + 16, DISK_CACHE_MIB_MAX, &o->disk_cache_mib) < 0)
+			if (ferry_parse_u64(opt + 16, strlen(opt + 16), DISK_CACHE_MIB_MAX,
+					    &o->disk_cache_mib) < 0)
 				return log_error_errno(-EINVAL, "invalid disk_cache_size: %s",
 						       opt + 16);
 			continue;
 		}
 		if (strncmp(opt, "threads=", 8) == 0) {
-			if (parse_uint(opt + 8, 1024, &o->threads) < 0 || o->threads == 0)
+			if (ferry_parse_u64(opt + 8, strlen(opt + 8), 1024, &o->threads) < 0 ||
+			    o->threads == 0)
 				return log_error_errno(-EINVAL, "invalid threads: %s", opt + 8);
 			continue;
 		}
 		if (strncmp(opt, "readahead=", 10) == 0) {
-			unsigned long v;
+			uint64_t v;
 
-			if (parse_uint(opt + 10, 1024, &v) < 0)
+			if (ferry_parse_u64(opt + 10, strlen(opt + 10), 1024, &v) < 0)
 				return log_error_errno(-EINVAL, "invalid readahead: %s", opt + 10);
 			o->readahead = (long)v;
 			continue;
 		}
 		if (strncmp(opt, "readahead_threads=", 18) == 0) {
-			unsigned long v;
+			uint64_t v;
 
-			if (parse_uint(opt + 18, 64, &v) < 0)
+			if (ferry_parse_u64(opt + 18, strlen(opt + 18), 64, &v) < 0)
 				return log_error_errno(-EINVAL, "invalid readahead_threads: %s",
 						       opt + 18);
 			o->readahead_threads = (long)v;
 			continue;
 		}
 		if (strncmp(opt, "read_ahead_kb=", 14) == 0) {
-			if (parse_uint(opt + 14, READ_AHEAD_KB_MAX, &o->read_ahead_kb) < 0)
+			if (ferry_parse_u64(opt + 14, strlen(opt + 14), READ_AHEAD_KB_MAX,
+					    &o->read_ahead_kb) < 0)
 				return log_error_errno(-EINVAL, "invalid read_ahead_kb: %s",
 						       opt + 14);
 			continue;
@@ -239,7 +231,7 @@ static int parse_argv(int argc, char *argv[], struct options *o)
 			o->vault = optarg;
 			break;
 		case ARG_CACHE:
-			if (parse_uint(optarg, 1024 * 1024, &o->cache_mib) < 0)
+			if (ferry_parse_u64(optarg, strlen(optarg), 1024 * 1024, &o->cache_mib) < 0)
 				return log_error_errno(-EINVAL, "invalid --cache-size: %s", optarg);
 			break;
 		case ARG_DISK_CACHE:
@@ -247,12 +239,14 @@ static int parse_argv(int argc, char *argv[], struct options *o)
 				return -EINVAL;
 			break;
 		case ARG_DISK_CACHE_SIZE:
-			if (parse_uint(optarg, DISK_CACHE_MIB_MAX, &o->disk_cache_mib) < 0)
+			if (ferry_parse_u64(optarg, strlen(optarg), DISK_CACHE_MIB_MAX,
+					    &o->disk_cache_mib) < 0)
 				return log_error_errno(-EINVAL, "invalid --disk-cache-size: %s",
 						       optarg);
 			break;
 		case ARG_THREADS:
-			if (parse_uint(optarg, 1024, &o->threads) < 0 || o->threads == 0)
+			if (ferry_parse_u64(optarg, strlen(optarg), 1024, &o->threads) < 0 ||
+			    o->threads == 0)
 				return log_error_errno(-EINVAL, "invalid --threads: %s", optarg);
 			break;
 		case 'f':
@@ -504,7 +498,7 @@ static int serve(struct fs *fs, const struct options *o, const char *mnt)
 	if (!cfg)
 		return log_error_errno(-ENOMEM, "out of memory");
 	fuse_loop_cfg_set_max_threads(cfg, (unsigned)o->threads);
-	fuse_loop_cfg_set_idle_threads(cfg, (unsigned)MIN(o->threads, 10ul));
+	fuse_loop_cfg_set_idle_threads(cfg, (unsigned)MIN(o->threads, (uint64_t)10));
 	r = fuse_session_loop_mt(s.se, cfg);
 	fuse_loop_cfg_destroy(cfg);
 	if (r != 0)
@@ -570,7 +564,7 @@ static int open_disk_cache(struct fs *fs, const struct options *o)
 	ferry_store_set_disk_cache(store, fs->dcache);
 	if (fs->wvault)
 		ferry_store_set_disk_cache(ferry_vault_store(fs->wvault), fs->dcache);
-	log_debug("disk cache %s, up to %lu MiB", dir, o->disk_cache_mib);
+	log_debug("disk cache %s, up to %" PRIu64 " MiB", dir, o->disk_cache_mib);
 	return 0;
 }
 
@@ -617,20 +611,6 @@ static int run(const struct options *o)
 	return serve(&fs, o, mnt);
 }
 
-/* Backoff between object-store retries: policy, so it lives in the program. */
-static void blobs_sleep(uint64_t ns)
-{
-	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000u),
-			       .tv_nsec = (long)(ns % 1000000000u) };
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-static const char *blobs_getenv(const char *name)
-{
-	return getenv(name);
-}
-
 int main(int argc, char *argv[])
 {
 	struct options o = {
@@ -641,17 +621,13 @@ int main(int argc, char *argv[])
 		.readahead = -1,
 		.readahead_threads = -1,
 	};
-	struct ferry_blobs_options bo;
 	int r;
 
 	log_set_program("ferryfs");
 	/* A vault whose store is remote reads packs with the credentials
-	 * the Azure and AWS tools use (AZURE_STORAGE_*, AWS_*). */
-	r = ferry_blobs_options_from(blobs_getenv, &bo);
-	if (r >= 0) {
-		bo.sleep = blobs_sleep;
-		r = ferry_blobs_set_options(&bo);
-	}
+	 * the Azure and AWS tools use (AZURE_STORAGE_*, AWS_*), as every
+	 * program does. */
+	r = env_blobs_setup();
 	if (r < 0) {
 		log_error_errno(r, "cannot set up object-store options");
 		return 1;

@@ -215,15 +215,6 @@ static const char *consistency_name(int c)
 	return c == FERRY_CONSISTENCY_APP ? "app" : "crash";
 }
 
-static void format_time(int64_t ns, char *buf, size_t size)
-{
-	time_t t = (time_t)(ns / 1000000000);
-	struct tm tm;
-
-	if (ns < 0 || !gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(buf, size, "unknown");
-}
-
 /* info: what a recovery point is, as `key = value` lines. */
 static int render_info(const struct snap_point *p, char **ret, size_t *ret_len)
 {
@@ -234,7 +225,7 @@ static int render_info(const struct snap_point *p, char **ret, size_t *ret_len)
 	f = open_memstream(&buf, &len);
 	if (!f)
 		return -ENOMEM;
-	format_time(p->p.time_ns, when, sizeof(when));
+	ferry_format_time(p->p.time_ns, when, sizeof(when));
 	fprintf(f, "name = %s\n", p->p.name);
 	fprintf(f, "time = %s\n", when);
 	fprintf(f, "time-ns = %" PRId64 "\n", p->p.time_ns);

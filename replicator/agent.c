@@ -282,13 +282,13 @@ static int run(int argc, char **argv)
 		switch (c) {
 		case 'r': {
 			/* Bytes per second, with an optional k, M or G (powers of 1024). */
-			char *end;
-			unsigned long long v = strtoull(optarg, &end, 10);
+			size_t n = strspn(optarg, "0123456789");
+			const char *end = optarg + n;
 			unsigned shift = *end == 'k' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+			uint64_t v;
 			if (shift)
 				end++;
-			if (end == optarg || *end || optarg[0] == '-' || v == 0 ||
-			    v > (UINT64_MAX >> 30))
+			if (*end || ferry_parse_u64(optarg, n, UINT64_MAX >> 30, &v) < 0 || v == 0)
 				return config_error("invalid --max-rate '%s' (bytes per second, "
 						    "e.g. 500k, 20M)",
 						    optarg);

@@ -29,11 +29,9 @@ int parse_common(int argc, char **argv, struct opts *o, const char *help_text);
 /* For verbs taking exactly one VM name: returns -1 to go on with *ret_vm
  * set, or an exit status (0 after --help, 2 on a usage error). */
 int one_vm_args(int argc, char **argv, const char *help, struct opts *o, const char **ret_vm);
-int parse_u64(const char *s, uint64_t max, uint64_t *ret);
 /* An absolute form of path that need not exist yet (malloc'd). */
 char *absolute(const char *path);
 
-void format_time(int64_t ns, char *buf, size_t size);
 void format_bytes(uint64_t b, char *buf, size_t size);
 void format_age(int64_t ns, char *buf, size_t size);
 const char *consistency_name(int c);

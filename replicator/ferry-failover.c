@@ -565,7 +565,7 @@ int cmd_commit(int argc, char **argv)
 static int print_job(const struct ferry_job *j, void *userdata)
 {
 	char start[32];
-	format_time(j->started_ns, start, sizeof(start));
+	ferry_format_time(j->started_ns, start, sizeof(start));
 	printf("%-5lld %s  %-24s %-22s %-10s %s\n", (long long)j->id, start, j->vm[0] ? j->vm : "-",
 	       j->kind, j->state, j->detail);
 	return 0;

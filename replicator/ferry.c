@@ -30,6 +30,7 @@
 #include "ferry/store.h"
 #include "ferry/util.h"
 #include "ferry/vault.h"
+#include "ferry/vmdef.h"
 
 static void usage(FILE *f)
 {
@@ -92,7 +93,7 @@ static int cmd_init(int argc, char **argv)
 			dir = optarg;
 			break;
 		case 'c':
-			if (parse_u64(optarg, FERRY_CHUNK_SIZE_MAX, &chunk) < 0 ||
+			if (ferry_parse_u64(optarg, strlen(optarg), FERRY_CHUNK_SIZE_MAX, &chunk) ||
 			    chunk < FERRY_CHUNK_SIZE_MIN || (chunk & (chunk - 1))) {
 				log_error("--chunk-size must be a power of two between %u and %u",
 					  FERRY_CHUNK_SIZE_MIN, FERRY_CHUNK_SIZE_MAX);
@@ -312,7 +313,7 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 			continue;
 		}
 		if (num) {
-			if (parse_u64(optarg, 100 * year, num) < 0) {
+			if (ferry_parse_u64(optarg, strlen(optarg), 100 * year, num) < 0) {
 				log_error("%s wants a number, not '%s'", argv[optind - 1], optarg);
 				return -EINVAL;
 			}
@@ -356,48 +357,6 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 	return 0;
 }
 
-/* Checks "mac=..,ip=..,model=.." and writes its canonical form. */
-static int parse_nic(const char *spec, char *out, size_t outsize)
-{
-	char mac[18] = "", ip[44] = "", model[17] = "virtio";
-	_cleanup_free_ char *copy = strdup(spec);
-	if (!copy)
-		return -ENOMEM;
-	char *save = NULL;
-	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(kv, '=');
-		if (!eq)
-			return -EINVAL;
-		*eq++ = 0;
-		char *dst = strcmp(kv, "mac") == 0   ? mac :
-			    strcmp(kv, "ip") == 0    ? ip :
-			    strcmp(kv, "model") == 0 ? model :
-						       NULL;
-		size_t size = dst == mac ? sizeof(mac) : dst == ip ? sizeof(ip) : sizeof(model);
-		if (!dst || strlen(eq) >= size)
-			return -EINVAL;
-		memcpy(dst, eq, strlen(eq) + 1);
-	}
-	unsigned m[6];
-	char tail;
-	if (sscanf(mac, "%2x:%2x:%2x:%2x:%2x:%2x%c", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5],
-		   &tail) != 6 ||
-	    strlen(mac) != 17)
-		return -EINVAL;
-	if (ip[0]) {
-		unsigned o[4], prefix;
-		if (sscanf(ip, "%u.%u.%u.%u/%u%c", &o[0], &o[1], &o[2], &o[3], &prefix, &tail) !=
-			    5 ||
-		    o[0] > 255 || o[1] > 255 || o[2] > 255 || o[3] > 255 || prefix > 32)
-			return -EINVAL;
-	}
-	if (!ferry_name_valid(model))
-		return -EINVAL;
-	snprintf(out, outsize, "mac=%02x:%02x:%02x:%02x:%02x:%02x%s%s,model=%s", m[0], m[1], m[2],
-		 m[3], m[4], m[5], ip[0] ? ",ip=" : "", ip, model);
-	return 0;
-}
-
 /* What parse_enable cannot see alone; also for callers that fill the
  * arguments themselves. */
 static int check_enable_args(const struct enable_args *a)
@@ -417,12 +376,11 @@ static int check_enable_args(const struct enable_args *a)
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < a->nnics; i++) {
-		char canon[128];
-		if (parse_nic(a->nics[i], canon, sizeof(canon)) < 0) {
-			log_error(
-				"--nic wants mac=XX:XX:XX:XX:XX:XX[,ip=A.B.C.D/PREFIX][,model=M], "
-				"not '%s'",
-				a->nics[i]);
+		struct ferry_vmdef_nic_spec nic;
+		if (ferry_vmdef_nic_parse(a->nics[i], &nic) < 0) {
+			log_error("--nic wants a unicast mac=XX:XX:XX:XX:XX:XX[,ip=A.B.C.D/PREFIX]"
+				  "[,model=M], each key once, not '%s'",
+				  a->nics[i]);
 			return -EINVAL;
 		}
 	}
@@ -562,7 +520,7 @@ int enable_replication(const struct enable_args *a)
 		}
 		for (size_t i = 0; r >= 0 && i < ARRAY_SIZE(res); i++)
 			r = ferry_catalog_resource_set(c, vm.id, res[i][0], res[i][1]);
-		char num[32], kind[16], canon[128];
+		char num[32], kind[16], canon[FERRY_VMDEF_NIC_SPEC_SIZE];
 		snprintf(num, sizeof(num), "%llu", (unsigned long long)a->cpus);
 		if (r >= 0)
 			r = ferry_catalog_resource_set(c, vm.id, "vm-cpus", num);
@@ -571,7 +529,10 @@ int enable_replication(const struct enable_args *a)
 			r = ferry_catalog_resource_set(c, vm.id, "vm-memory-mib", num);
 		for (size_t i = 0; r >= 0 && i < a->nnics; i++) {
 			snprintf(kind, sizeof(kind), "nic.%zu", i);
-			r = parse_nic(a->nics[i], canon, sizeof(canon));
+			struct ferry_vmdef_nic_spec nic;
+			r = ferry_vmdef_nic_parse(a->nics[i], &nic);
+			if (r >= 0)
+				r = ferry_vmdef_nic_format(&nic, canon, sizeof(canon));
 			if (r >= 0)
 				r = ferry_catalog_resource_set(c, vm.id, kind, canon);
 		}
@@ -774,7 +735,7 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 	if (vm->error[0])
 		printf("  error          %s\n", vm->error);
 	if (lp.have) {
-		format_time(lp.last.time_ns, when, sizeof(when));
+		ferry_format_time(lp.last.time_ns, when, sizeof(when));
 		format_age(s->now - lp.last.time_ns, age, sizeof(age));
 		printf("  last point     %s (%s, %s, %s ago), %u in all\n", lp.last.name,
 		       consistency_name(lp.last.consistency), when, age, lp.count);
@@ -840,7 +801,7 @@ static int cmd_status(int argc, char **argv)
 static int print_point(const struct ferry_point *p, void *userdata)
 {
 	char when[32];
-	format_time(p->time_ns, when, sizeof(when));
+	ferry_format_time(p->time_ns, when, sizeof(when));
 	printf("%-22s %-6s %s  seq %llu\n", p->name, consistency_name(p->consistency), when,
 	       (unsigned long long)p->seq);
 	return 0;
@@ -879,7 +840,7 @@ static int print_disk(const struct ferry_disk *d, void *userdata)
 static int print_event(int64_t time_ns, const char *level, const char *message, void *userdata)
 {
 	char when[32];
-	format_time(time_ns, when, sizeof(when));
+	ferry_format_time(time_ns, when, sizeof(when));
 	printf("    %s %-7s %s\n", when, level, message);
 	return 0;
 }
@@ -903,7 +864,7 @@ static int cmd_show(int argc, char **argv)
 	r = ferry_catalog_point_list(c, vm.id, note_last, &lp);
 
 	char created[32];
-	format_time(vm.created_ns, created, sizeof(created));
+	ferry_format_time(vm.created_ns, created, sizeof(created));
 	printf("VM %s\n", vm.name);
 	printf("  state              %s%s%s\n", ferry_vm_state_name(vm.state),
 	       vm.error[0] ? ": " : "", vm.error);

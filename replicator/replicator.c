@@ -293,13 +293,13 @@ int main(int argc, char **argv)
 			once = 1;
 			break;
 		case 'i': {
-			char *end;
-			interval = strtol(optarg, &end, 10);
-			if (*end || interval < 1 || interval > 86400) {
+			uint64_t v;
+			if (ferry_parse_u64(optarg, strlen(optarg), 86400, &v) < 0 || v < 1) {
 				log_error("--interval wants seconds between 1 and 86400, not '%s'",
 					  optarg);
 				return 2;
 			}
+			interval = (long)v;
 			break;
 		}
 		case OPT_NO_GC:

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Small helpers shared by every module: cleanup attributes, ownership
- * hand-over, endian-safe integer encoding and a few constants of the data
- * model. Header-only; nothing here allocates behind the caller's back.
+ * hand-over, endian-safe integer encoding, a few constants of the data
+ * model, and (util.c) file I/O, clocks, names, decimal numbers and times.
+ * Nothing here allocates behind the caller's back.
  */
 #pragma once
 
@@ -100,6 +101,15 @@ int ferry_fsync_parent(const char *path);
 int64_t ferry_now_ns(void);
 /* Nanoseconds on CLOCK_MONOTONIC, for intervals and deadlines. */
 int64_t ferry_mono_ns(void);
+/* "2026-01-31T23:59:59Z" and its NUL. */
+#define FERRY_TIME_STRING_SIZE 21
+/*
+ * A time in nanoseconds since the epoch as ISO 8601 in UTC, to the second
+ * (truncated): "2026-01-31T23:59:59Z", the one form every program and
+ * vm.conf print. A negative time (none, or damage) is "unknown", and so is
+ * one that does not fit in size bytes (give FERRY_TIME_STRING_SIZE).
+ */
+void ferry_format_time(int64_t ns, char *buf, size_t size);
 /*
  * Runs fn(arg) on up to n threads at once, the caller's among them, and
  * returns when every one has returned. fn must take its work from arg (a
@@ -118,6 +128,16 @@ static inline int ferry_hex_digit(char c)
 		return c - 'A' + 10;
 	return -1;
 }
+/*
+ * The one parser of unsigned decimal numbers, for formats and for options
+ * alike: s[0..len) must be one or more ASCII digits and nothing else (no
+ * sign, no whitespace, no "0x"; s need not be NUL-terminated, a NUL inside
+ * is a non-digit). Leading zeros are accepted: a format that refuses them
+ * checks s[0] at its call site. -EINVAL for an empty string or one with a
+ * non-digit (whatever its length), -ERANGE for a value above max (or above
+ * 2^64-1). *ret is written only on success.
+ */
+int ferry_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *ret);
 /*
  * A name is safe for a VM, disk or clone when it is 1..64 bytes of
  * [A-Za-z0-9._-], does not start with '.' or '-': it becomes a path

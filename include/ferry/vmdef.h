@@ -127,6 +127,48 @@ void ferry_vmdef_uuid_format(const uint8_t uuid[16], char ret[37]);
 int ferry_vmdef_pick_address(const char *source, const char *subnet, const char *const *used,
 			     size_t n_used, char **ret);
 
+/* ---- NIC specifications ---- */
+
+#define FERRY_VMDEF_NIC_MODEL_MAX 16
+/* The longest canonical NIC specification and its NUL. */
+#define FERRY_VMDEF_NIC_SPEC_SIZE 72
+
+struct ferry_vmdef_nic_spec {
+	char mac[18]; /* lower case: "52:54:00:12:34:56" */
+	char ip[19];  /* "10.0.0.5/24" as inet_ntop(3) writes it, or "" for none */
+	char model[FERRY_VMDEF_NIC_MODEL_MAX + 1]; /* "virtio" unless given */
+};
+
+/*
+ * A NIC as `ferry enable-replication --nic` takes it and the catalog's
+ * nic.N resource keeps it: comma-separated KEY=VALUE items (empty items
+ * are skipped), each key at most once, of
+ *   mac=XX:XX:XX:XX:XX:XX  required: six pairs of hex digits of either
+ *                          case and a unicast address (the first octet's
+ *                          low bit clear: libvirt refuses multicast);
+ *   ip=A.B.C.D/P           optional: an IPv4 address as inet_pton(3)
+ *                          takes it (dotted quad, no leading zeros) and a
+ *                          prefix of 0-32 (one or two digits); empty is
+ *                          the same as absent;
+ *   model=M                optional: 1-16 of [A-Za-z0-9._-], not starting
+ *                          with '.' or '-'; default "virtio".
+ * One parser for both sides, with the stricter of the rules the CLI and
+ * the failover renderer each used to have: an unknown key, a key given
+ * twice, an IPv6 or prefix-less address, a multicast MAC or a model the
+ * CLI would not take is -EINVAL when a resource is read too, so that a
+ * failover never boots a NIC other than the one that was asked for. *ret
+ * is written only on success.
+ */
+int ferry_vmdef_nic_parse(const char *spec, struct ferry_vmdef_nic_spec *ret);
+/*
+ * The canonical form, which enable-replication stores:
+ * "mac=<lower case>[,ip=A.B.C.D/P],model=M". For a spec from
+ * ferry_vmdef_nic_parse(), parsing the result gives the same spec back and
+ * it fits in FERRY_VMDEF_NIC_SPEC_SIZE bytes; -ENOBUFS when it does not fit
+ * in size.
+ */
+int ferry_vmdef_nic_format(const struct ferry_vmdef_nic_spec *n, char *buf, size_t size);
+
 /* ---- from the catalog: what ferryfs shows ---- */
 
 /*
@@ -134,8 +176,8 @@ int ferry_vmdef_pick_address(const char *source, const char *subnet, const char 
  * enable-replication` writes them): "vm-cpus" and "vm-memory-mib" (decimal;
  * unset, zero or garbage: 1 CPU and 1024 MiB; at most 4096 CPUs),
  * "target-group", "availability-set", and "nic.0", "nic.1", ... (no gaps)
- * each "mac=52:54:00:12:34:56[,ip=10.0.0.5/24][,model=virtio]", other keys
- * of a NIC ignored. The strings belong to the caller.
+ * each "mac=52:54:00:12:34:56[,ip=10.0.0.5/24][,model=virtio]" as
+ * ferry_vmdef_nic_parse() reads it. The strings belong to the caller.
  */
 struct ferry_vmdef_resource {
 	const char *key;
@@ -170,9 +212,9 @@ struct ferry_vmdef_failover {
 /*
  * domain.xml and qemu.args of a failover clone: a struct ferry_vmdef named
  * "<vm>-<failover>" with CPUs, memory, resource group, availability set and
- * NICs from the resources (each NIC on the failover's network, its static
- * address moved into the failover's subnet by ferry_vmdef_pick_address(),
- * or kept as it is where that fails), the failover's accelerators, kind,
+ * NICs from the resources (each NIC on the failover's network, read by
+ * ferry_vmdef_nic_parse(), its static address moved into the failover's
+ * subnet by ferry_vmdef_pick_address(), or kept as it is where that fails), the failover's accelerators, kind,
  * recovery point and subnet, the clone images (at most
  * FERRY_VMDEF_MAX_DISKS) and the UUID of
  * ferry_vmdef_uuid_from_seed("<vault id>/<vm>/<failover>/<failover id>"),

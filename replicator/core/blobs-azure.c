@@ -681,20 +681,6 @@ static int azure_del(struct ferry_blobs *b, const char *name)
 
 /* --- List Blobs XML --- */
 
-static int parse_u64(const char *s, uint64_t *ret)
-{
-	uint64_t v = 0;
-	if (!*s)
-		return -EBADMSG;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
-			return -EBADMSG;
-		v = v * 10 + (uint64_t)(*s - '0');
-	}
-	*ret = v;
-	return 0;
-}
-
 /* One <Blob>: its <Name> and <Properties><Content-Length>. */
 static int add_blob(const char *prefix, const xmlNode *blob, struct blob_list *out)
 {
@@ -716,9 +702,8 @@ static int add_blob(const char *prefix, const xmlNode *blob, struct blob_list *o
 	if (r < 0)
 		return r == -ENOMEM ? r : -EBADMSG;
 	uint64_t size;
-	r = parse_u64(cl, &size);
-	if (r < 0)
-		return r;
+	if (ferry_parse_u64(cl, strlen(cl), UINT64_MAX, &size) < 0)
+		return -EBADMSG;
 	size_t plen = strlen(prefix);
 	if (strncmp(name, prefix, plen) != 0)
 		return 0;

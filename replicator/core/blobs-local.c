@@ -329,10 +329,8 @@ static int local_lock_acquire(struct ferry_blobs *b, const char *name, unsigned 
 
 static int token_fd(const char *token)
 {
-	char *end;
-	errno = 0;
-	long fd = strtol(token, &end, 10);
-	if (errno || *end || end == token || fd < 0 || fd > INT_MAX)
+	uint64_t fd;
+	if (ferry_parse_u64(token, strlen(token), INT_MAX, &fd) < 0)
 		return -EINVAL;
 	return (int)fd;
 }

@@ -477,25 +477,6 @@ void blobs_s3_set_max_keys(struct ferry_blobs *b, unsigned n)
 	s->max_keys = n;
 }
 
-int blobs_s3_set_http_fault(struct ferry_blobs *b,
-			    int (*fault)(const char *method, const char *url, void *ud), void *ud)
-{
-	if (b->ops != &blobs_s3_ops)
-		return -EINVAL;
-	struct s3 *s = b->priv;
-	struct ferry_http_options ho;
-	blobs_http_options(&ho);
-	ho.fault = fault;
-	ho.fault_userdata = ud;
-	struct ferry_http *h;
-	int r = ferry_http_new(&ho, &h);
-	if (r < 0)
-		return r;
-	ferry_http_free(s->http);
-	s->http = h;
-	return 0;
-}
-
 /* --- objects --- */
 
 static int put_object(struct s3 *s, const char *key, const void *buf, size_t len,
@@ -640,20 +621,6 @@ static int s3_del(struct ferry_blobs *b, const char *name)
 
 /* --- listing: ListObjectsV2 pages --- */
 
-static int parse_u64(const char *s, const char *e, uint64_t *ret)
-{
-	uint64_t v = 0;
-	if (s == e)
-		return -EBADMSG;
-	for (; s < e; s++) {
-		if (!isdigit((unsigned char)*s) || v > (UINT64_MAX - 9) / 10)
-			return -EBADMSG;
-		v = v * 10 + (uint64_t)(*s - '0');
-	}
-	*ret = v;
-	return 0;
-}
-
 /* One <Contents>: its <Key> and <Size>. */
 static int add_object(const char *prefix, const xmlNode *contents, struct blob_list *out)
 {
@@ -664,9 +631,8 @@ static int add_object(const char *prefix, const xmlNode *contents, struct blob_l
 	if (r < 0)
 		return r == -ENOMEM ? r : -EBADMSG;
 	uint64_t size;
-	r = parse_u64(size_text, size_text + strlen(size_text), &size);
-	if (r < 0)
-		return r;
+	if (ferry_parse_u64(size_text, strlen(size_text), UINT64_MAX, &size) < 0)
+		return -EBADMSG;
 	size_t plen = strlen(prefix);
 	if (strlen(key) <= plen || strncmp(key, prefix, plen) != 0)
 		return 0;
@@ -813,7 +779,8 @@ static int lock_parse(const char *body, size_t len, struct lock_info *ret)
 			li.owner[nl - p - 6] = 0;
 			have_owner = 1;
 		} else if ((size_t)(nl - p) > 11 && !memcmp(p, "expires-ms ", 11)) {
-			if (parse_u64(p + 11, nl, &li.expires_ms) < 0)
+			if (ferry_parse_u64(p + 11, (size_t)(nl - p - 11), UINT64_MAX,
+					    &li.expires_ms) < 0)
 				return -EBADMSG;
 			have_expires = 1;
 		}

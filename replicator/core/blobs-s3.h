@@ -2,8 +2,8 @@
 /*
  * Test hooks of the S3 blobs backend (blobs-s3.c), kept out of the public
  * headers: a small ListObjectsV2 page size so that tests cover pagination
- * with a handful of objects, a fault seam under its HTTP client, and the
- * ListObjectsV2 page parser for its fuzz target.
+ * with a handful of objects, and the ListObjectsV2 page parser for its fuzz
+ * target.
  */
 #pragma once
 
@@ -21,5 +21,3 @@ int s3_list_parse(const char *prefix, const char *body, size_t body_len, struct 
 
 /* 0 restores the server's default (1000). No-op on a non-S3 location. */
 void blobs_s3_set_max_keys(struct ferry_blobs *b, unsigned n);
-int blobs_s3_set_http_fault(struct ferry_blobs *b,
-			    int (*fault)(const char *method, const char *url, void *ud), void *ud);

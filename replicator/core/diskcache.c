@@ -2,8 +2,8 @@
 /*
  * The on-disk object cache (diskcache.h, docs/format/diskcache.md): one
  * file per object under DIR/v1/<first two hex digits>/<64 hex digits>, an
- * in-memory index (hash table plus a least-recently-used list) rebuilt by a
- * scan on open, and a byte budget kept by evicting from the list's tail.
+ * in-memory index (lru.h: a hash table with a least-recently-used list)
+ * rebuilt by a scan on open, and a byte budget kept by evicting from the list's tail.
  * File system changes that the index mirrors (rename into place, unlink)
  * happen under the lock, so index and directory never disagree for long;
  * the reads and writes of file contents happen outside it. A read that
@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 
 #include "ferry/util.h"
+#include "lru.h"
 
 /* The layout version is a directory name: a future layout uses another
  * one and leaves (or removes) this one, never misreads it. */
@@ -41,12 +42,10 @@ static const char cachedir_tag[] = "Signature: 8a477f597d28d172789f06886806bc55\
 				   "https://bford.info/cachedir/\n";
 
 struct entry {
-	struct ferry_id id;
-	uint64_t len; /* file size */
-	uint64_t gen; /* which file: a replaced entry gets a new one */
+	struct lru_node node; /* keyed by the object's id; always on the list */
+	uint64_t len;         /* file size */
+	uint64_t gen;         /* which file: a replaced entry gets a new one */
 	int64_t mtime_s;
-	struct entry *hnext;
-	struct entry *prev, *next; /* LRU: head is the most recent */
 };
 
 struct ferry_diskcache {
@@ -56,9 +55,7 @@ struct ferry_diskcache {
 	uint64_t max_bytes;
 
 	pthread_mutex_t lock;
-	struct entry **buckets;
-	size_t nbuckets, n;
-	struct entry *head, *tail;
+	struct lru_table index;
 	uint64_t bytes, gen, tmp_seq;
 	struct ferry_diskcache_stats st;
 };
@@ -66,14 +63,6 @@ struct ferry_diskcache {
 static uint64_t charge(uint64_t len)
 {
 	return DIV_ROUND_UP(len, (uint64_t)BLOCK) * BLOCK;
-}
-
-static size_t bucket_of(const struct ferry_diskcache *dc, const struct ferry_id *id)
-{
-	/* Ids are SHA-256 output: any 8 bytes are already a good hash. */
-	uint64_t h;
-	memcpy(&h, id->b, sizeof(h));
-	return (size_t)(h & (dc->nbuckets - 1));
 }
 
 /* "ab/abcd...": the file's name relative to DIR/v1. */
@@ -84,80 +73,30 @@ static void entry_name(const struct ferry_id *id, char buf[3 + FERRY_ID_HEX_SIZE
 	snprintf(buf, 3 + FERRY_ID_HEX_SIZE, "%.2s/%s", hex, hex);
 }
 
+static struct entry *entry_of(struct lru_node *n)
+{
+	return n ? lru_container_of(n, struct entry, node) : NULL;
+}
+
 static struct entry *find(const struct ferry_diskcache *dc, const struct ferry_id *id)
 {
-	for (struct entry *e = dc->buckets[bucket_of(dc, id)]; e; e = e->hnext)
-		if (ferry_id_equal(&e->id, id))
-			return e;
-	return NULL;
-}
-
-static void lru_unlink(struct ferry_diskcache *dc, struct entry *e)
-{
-	if (e->prev)
-		e->prev->next = e->next;
-	else
-		dc->head = e->next;
-	if (e->next)
-		e->next->prev = e->prev;
-	else
-		dc->tail = e->prev;
-	e->prev = e->next = NULL;
-}
-
-static void lru_push_head(struct ferry_diskcache *dc, struct entry *e)
-{
-	e->prev = NULL;
-	e->next = dc->head;
-	if (dc->head)
-		dc->head->prev = e;
-	else
-		dc->tail = e;
-	dc->head = e;
-}
-
-static void rehash(struct ferry_diskcache *dc)
-{
-	size_t n = dc->nbuckets * 2;
-	struct entry **b = calloc(n, sizeof(*b));
-	if (!b)
-		return; /* chains just get longer */
-	struct entry **old = dc->buckets;
-	size_t oldn = dc->nbuckets;
-	dc->buckets = b;
-	dc->nbuckets = n;
-	for (size_t i = 0; i < oldn; i++)
-		for (struct entry *e = old[i], *next; e; e = next) {
-			next = e->hnext;
-			size_t k = bucket_of(dc, &e->id);
-			e->hnext = b[k];
-			b[k] = e;
-		}
-	free(old);
+	return entry_of(lru_table_find(&dc->index, id));
 }
 
 /* Takes e into the index as the most recently used entry. */
 static void insert(struct ferry_diskcache *dc, struct entry *e)
 {
-	size_t k = bucket_of(dc, &e->id);
-	e->hnext = dc->buckets[k];
-	dc->buckets[k] = e;
-	lru_push_head(dc, e);
-	dc->n++;
+	lru_table_insert(&dc->index, &e->node);
+	lru_table_push(&dc->index, &e->node);
 	dc->bytes += charge(e->len);
-	if (dc->n > dc->nbuckets)
-		rehash(dc);
+	if (dc->index.n > dc->index.mask + 1)
+		(void)lru_table_grow(&dc->index); /* or chains just get longer */
 }
 
 /* Takes e out of the index and frees it; the file is the caller's business. */
 static void remove_entry(struct ferry_diskcache *dc, struct entry *e)
 {
-	struct entry **p = &dc->buckets[bucket_of(dc, &e->id)];
-	while (*p != e)
-		p = &(*p)->hnext;
-	*p = e->hnext;
-	lru_unlink(dc, e);
-	dc->n--;
+	lru_table_remove(&dc->index, &e->node);
 	dc->bytes -= charge(e->len);
 	free(e);
 }
@@ -166,15 +105,17 @@ static void remove_entry(struct ferry_diskcache *dc, struct entry *e)
 static void discard(struct ferry_diskcache *dc, struct entry *e)
 {
 	char name[3 + FERRY_ID_HEX_SIZE];
-	entry_name(&e->id, name);
+	entry_name(&e->node.id, name);
 	(void)unlinkat(dc->dfd, name, 0); /* already gone is what we want */
 	remove_entry(dc, e);
 }
 
 static void evict(struct ferry_diskcache *dc)
 {
-	while (dc->bytes > dc->max_bytes && dc->tail) {
-		discard(dc, dc->tail);
+	struct entry *e;
+
+	while (dc->bytes > dc->max_bytes && (e = entry_of(lru_table_oldest(&dc->index)))) {
+		discard(dc, e);
 		dc->st.evictions++;
 	}
 }
@@ -293,7 +234,7 @@ static int scan(struct ferry_diskcache *dc)
 		if (!e)
 			return -ENOMEM;
 		*e = (struct entry){
-			.id = list[i].id,
+			.node.id = list[i].id,
 			.len = list[i].len,
 			.gen = ++dc->gen,
 			.mtime_s = list[i].mtime_s,
@@ -312,17 +253,16 @@ int ferry_diskcache_open(const char *dir, uint64_t max_bytes, struct ferry_diskc
 		return -ENOMEM;
 	dc->dfd = dc->lock_fd = -1;
 	dc->max_bytes = max_bytes;
-	dc->nbuckets = 1024;
-	dc->buckets = calloc(dc->nbuckets, sizeof(*dc->buckets));
+	int rt = lru_table_init(&dc->index, 1024);
 	dc->dir = strdup(dir);
 	int r = pthread_mutex_init(&dc->lock, NULL);
 	if (r != 0) {
-		free(dc->buckets);
+		lru_table_done(&dc->index);
 		free(dc->dir);
 		free(dc);
 		return -r;
 	}
-	if (!dc->buckets || !dc->dir) {
+	if (rt < 0 || !dc->dir) {
 		ferry_diskcache_free(dc);
 		return -ENOMEM;
 	}
@@ -361,15 +301,17 @@ int ferry_diskcache_open(const char *dir, uint64_t max_bytes, struct ferry_diskc
 	return 0;
 }
 
+static void free_node(struct lru_node *n, void *userdata)
+{
+	free(entry_of(n));
+}
+
 struct ferry_diskcache *ferry_diskcache_free(struct ferry_diskcache *dc)
 {
 	if (!dc)
 		return NULL;
-	for (struct entry *e = dc->head, *next; e; e = next) {
-		next = e->next;
-		free(e);
-	}
-	free(dc->buckets);
+	lru_table_clear(&dc->index, free_node, NULL);
+	lru_table_done(&dc->index);
 	if (dc->dfd >= 0)
 		close(dc->dfd);
 	if (dc->lock_fd >= 0)
@@ -417,8 +359,7 @@ int ferry_diskcache_get(struct ferry_diskcache *dc, const struct ferry_id *id, v
 		pthread_mutex_unlock(&dc->lock);
 		return -ENOENT;
 	}
-	lru_unlink(dc, e);
-	lru_push_head(dc, e);
+	lru_table_touch(&dc->index, &e->node);
 	uint64_t gen = e->gen;
 	int64_t now_s = ferry_now_ns() / 1000000000;
 	bool touch = e->mtime_s + TOUCH_INTERVAL_S < now_s;
@@ -522,7 +463,7 @@ int ferry_diskcache_put(struct ferry_diskcache *dc, const struct ferry_id *id, c
 	if (e)
 		remove_entry(dc, e); /* its file was just replaced */
 	*ne = (struct entry){
-		.id = *id,
+		.node.id = *id,
 		.len = len,
 		.gen = ++dc->gen,
 		.mtime_s = ferry_now_ns() / 1000000000,
@@ -552,7 +493,7 @@ void ferry_diskcache_get_stats(struct ferry_diskcache *dc, struct ferry_diskcach
 {
 	pthread_mutex_lock(&dc->lock);
 	*ret = dc->st;
-	ret->entries = dc->n;
+	ret->entries = dc->index.n;
 	ret->bytes = dc->bytes;
 	ret->max_bytes = dc->max_bytes;
 	pthread_mutex_unlock(&dc->lock);

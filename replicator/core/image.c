@@ -3,11 +3,11 @@
  * Disk images read out of a vault. An image is a map (root, size); reading
  * it walks the map's runs and copies bytes out of decompressed, verified
  * chunks. The chunks live in a cache shared by every image of a reader:
- * a hash table keyed by chunk id with an LRU list, bounded in bytes. The
- * cache's mutex covers only the table and the list; reading, decompressing
- * and verifying a chunk happen outside it, so many threads make progress at
- * once, and a chunk that one thread is already loading is waited for, not
- * loaded twice.
+ * a hash table keyed by chunk id with an LRU list (lru.h), bounded in
+ * bytes. The cache's mutex covers only the table and the list; reading,
+ * decompressing and verifying a chunk happen outside it, so many threads
+ * make progress at once, and a chunk that one thread is already loading is
+ * waited for, not loaded twice.
  *
  * Sequential readers get read-ahead: an image remembers where its last read
  * ended, and a read that starts near there queues the chunks of the next
@@ -58,6 +58,7 @@
 #include "ferry/map.h"
 #include "ferry/store.h"
 #include "ferry/util.h"
+#include "lru.h"
 
 /* Most chunks waiting for a prefetch thread; more requests are dropped. */
 #define QUEUE_MAX 1024u
@@ -98,9 +99,7 @@ struct locslot {
 };
 
 struct centry {
-	struct ferry_id id;
-	struct centry *hnext;               /* hash bucket chain */
-	struct centry *lru_prev, *lru_next; /* only while ready and cached */
+	struct lru_node node; /* keyed by the chunk's id; listed only while ready and cached */
 	void *buf;
 	size_t len;
 	size_t cap; /* of buf: what counts against the cache's bound */
@@ -119,9 +118,7 @@ struct ferry_chunk_cache {
 	size_t max_bytes;
 	pthread_mutex_t lock;
 	pthread_cond_t loaded;
-	struct centry **buckets;
-	size_t nbuckets;                    /* a power of two */
-	struct centry *lru_head, *lru_tail; /* head: most recently used */
+	struct lru_table table;
 	size_t bytes;
 
 	/* Chunk-size buffers: a free list (linked through the buffers) over
@@ -168,15 +165,6 @@ struct ferry_image {
 	uint64_t pf_off;      /* read-ahead queued up to here */
 };
 
-/* Ids are SHA-256 (or HMAC) output: any 8 bytes are already uniform. */
-static size_t bucket_of(const struct ferry_chunk_cache *cc, const struct ferry_id *id)
-{
-	uint64_t h;
-
-	memcpy(&h, id->b, sizeof(h));
-	return (size_t)h & (cc->nbuckets - 1);
-}
-
 int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_chunk_cache **ret)
 {
 	struct ferry_chunk_cache *cc;
@@ -198,9 +186,7 @@ int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_
 	want = max_bytes / (cc->chunk_size ? cc->chunk_size : FERRY_CHUNK_SIZE_DEFAULT) * 4;
 	while (n < want && n < (1u << 22))
 		n <<= 1;
-	cc->nbuckets = n;
-	cc->buckets = calloc(n, sizeof(*cc->buckets));
-	if (!cc->buckets) {
+	if (lru_table_init(&cc->table, n) < 0) {
 		free(cc);
 		return -ENOMEM;
 	}
@@ -216,7 +202,7 @@ int ferry_chunk_cache_new(struct ferry_vault *v, size_t max_bytes, struct ferry_
 	if (!cc->locs || !cc->zeros) {
 		free(cc->zeros);
 		free(cc->locs);
-		free(cc->buckets);
+		lru_table_done(&cc->table);
 		free(cc);
 		return -ENOMEM;
 	}
@@ -336,6 +322,16 @@ static void centry_free(struct ferry_chunk_cache *cc, struct centry *e)
 	free(e);
 }
 
+static struct centry *centry_of(struct lru_node *n)
+{
+	return n ? lru_container_of(n, struct centry, node) : NULL;
+}
+
+static void free_node(struct lru_node *n, void *userdata)
+{
+	centry_free(userdata, centry_of(n));
+}
+
 struct ferry_chunk_cache *ferry_chunk_cache_free(struct ferry_chunk_cache *cc)
 {
 	if (!cc)
@@ -359,22 +355,13 @@ struct ferry_chunk_cache *ferry_chunk_cache_free(struct ferry_chunk_cache *cc)
 	}
 
 	/* Every image of this cache must be gone: nothing is loading or held. */
-	for (size_t i = 0; i < cc->nbuckets; i++) {
-		struct centry *e = cc->buckets[i];
-
-		while (e) {
-			struct centry *next = e->hnext;
-
-			centry_free(cc, e);
-			e = next;
-		}
-	}
+	lru_table_clear(&cc->table, free_node, cc);
 	while (cc->nslabs > 0)
 		free(cc->slabs[--cc->nslabs]);
 	free(cc->slabs);
 	free(cc->locs);
 	free(cc->zeros);
-	free(cc->buckets);
+	lru_table_done(&cc->table);
 	pthread_cond_destroy(&cc->work);
 	pthread_cond_destroy(&cc->loaded);
 	pthread_mutex_destroy(&cc->lock);
@@ -384,38 +371,9 @@ struct ferry_chunk_cache *ferry_chunk_cache_free(struct ferry_chunk_cache *cc)
 
 /* All of the following run with cc->lock held. */
 
-static void lru_unlink(struct ferry_chunk_cache *cc, struct centry *e)
-{
-	if (e->lru_prev)
-		e->lru_prev->lru_next = e->lru_next;
-	else
-		cc->lru_head = e->lru_next;
-	if (e->lru_next)
-		e->lru_next->lru_prev = e->lru_prev;
-	else
-		cc->lru_tail = e->lru_prev;
-	e->lru_prev = e->lru_next = NULL;
-}
-
-static void lru_push_head(struct ferry_chunk_cache *cc, struct centry *e)
-{
-	e->lru_prev = NULL;
-	e->lru_next = cc->lru_head;
-	if (cc->lru_head)
-		cc->lru_head->lru_prev = e;
-	else
-		cc->lru_tail = e;
-	cc->lru_head = e;
-}
-
 static struct centry *table_find(struct ferry_chunk_cache *cc, const struct ferry_id *id)
 {
-	struct centry *e;
-
-	for (e = cc->buckets[bucket_of(cc, id)]; e; e = e->hnext)
-		if (ferry_id_equal(&e->id, id))
-			return e;
-	return NULL;
+	return centry_of(lru_table_find(&cc->table, id));
 }
 
 /* A new entry, in the table and loading, with refs references. */
@@ -426,24 +384,18 @@ static struct centry *table_add(struct ferry_chunk_cache *cc, const struct ferry
 
 	if (!e)
 		return NULL;
-	e->id = *id;
+	e->node.id = *id;
 	e->loading = 1;
 	e->cached = 1;
 	e->refs = refs;
-	e->hnext = cc->buckets[bucket_of(cc, id)];
-	cc->buckets[bucket_of(cc, id)] = e;
+	lru_table_insert(&cc->table, &e->node);
 	return e;
 }
 
+/* Takes e out of the table, and off the LRU list if it is on it. */
 static void table_remove(struct ferry_chunk_cache *cc, struct centry *e)
 {
-	struct centry **p = &cc->buckets[bucket_of(cc, &e->id)];
-
-	while (*p && *p != e)
-		p = &(*p)->hnext;
-	if (*p)
-		*p = e->hnext;
-	e->hnext = NULL;
+	lru_table_remove(&cc->table, &e->node);
 	e->cached = 0;
 }
 
@@ -457,7 +409,6 @@ static void centry_unref(struct ferry_chunk_cache *cc, struct centry *e)
 /* Drops e from the cache; readers still holding it keep their copy. */
 static void evict(struct ferry_chunk_cache *cc, struct centry *e)
 {
-	lru_unlink(cc, e);
 	table_remove(cc, e);
 	cc->bytes -= e->cap;
 	centry_unref(cc, e);
@@ -477,8 +428,8 @@ void ferry_chunk_cache_drop(struct ferry_chunk_cache *cc)
 	pthread_mutex_lock(&cc->lock);
 	/* The LRU list holds exactly the loaded, cached chunks; those being
 	 * loaded or queued finish as usual. */
-	while (cc->lru_tail)
-		evict(cc, cc->lru_tail);
+	for (struct centry *e; (e = centry_of(lru_table_oldest(&cc->table)));)
+		evict(cc, e);
 	pthread_mutex_unlock(&cc->lock);
 }
 
@@ -703,13 +654,13 @@ static int finish(struct ferry_chunk_cache *cc, struct centry *e, int r, void *b
 	e->buf = buf;
 	e->len = len;
 	e->cap = cap;
-	lru_push_head(cc, e);
+	lru_table_push(&cc->table, &e->node);
 	cc->bytes += cap;
-	while (cc->bytes > cc->max_bytes && cc->lru_tail && cc->lru_tail != e)
-		evict(cc, cc->lru_tail);
+	for (struct centry *old; cc->bytes > cc->max_bytes &&
+				 (old = centry_of(lru_table_oldest(&cc->table))) && old != e;)
+		evict(cc, old);
 	if (cc->bytes > cc->max_bytes) {
 		/* Larger than the whole cache: hand it out uncached. */
-		lru_unlink(cc, e);
 		table_remove(cc, e);
 		cc->bytes -= cap;
 		centry_unref(cc, e); /* the table's; the caller holds another */
@@ -758,7 +709,7 @@ static void fetch_run(struct ferry_chunk_cache *cc, struct job *jobs, size_t n, 
 	for (size_t i = 0; i < n; i++)
 		reads[i] = (struct ferry_store_read){
 			.loc = jobs[i].loc,
-			.id = &jobs[i].e->id,
+			.id = &jobs[i].e->node.id,
 			.buf = jobs[i].buf,
 			.bufsize = jobs[i].loc.plen,
 		};
@@ -781,7 +732,7 @@ static void load_batch(struct ferry_chunk_cache *cc, struct job *jobs, size_t n)
 		jobs[i].r = -EAGAIN;
 		if (!jobs[i].have_loc)
 			jobs[i].have_loc = ferry_catalog_object_get(ferry_vault_catalog(cc->vault),
-								    &jobs[i].e->id,
+								    &jobs[i].e->node.id,
 								    &jobs[i].loc) >= 0;
 	}
 	ferry_vault_unlock(cc->vault);
@@ -790,7 +741,7 @@ static void load_batch(struct ferry_chunk_cache *cc, struct job *jobs, size_t n)
 	for (i = 0; i < n; i++)
 		if (jobs[i].have_loc && job_buf(cc, &jobs[i]) >= 0)
 			jobs[i].r = ferry_store_read_cached(ferry_vault_store(cc->vault),
-							    &jobs[i].loc, &jobs[i].e->id,
+							    &jobs[i].loc, &jobs[i].e->node.id,
 							    jobs[i].buf, jobs[i].loc.plen);
 
 	/* Runs of neighbours, one GET each. Jobs without a buffer (damaged
@@ -817,8 +768,8 @@ static void load_batch(struct ferry_chunk_cache *cc, struct job *jobs, size_t n)
 			continue;
 		buf_drop(cc, j->buf, j->cap);
 		j->buf = NULL;
-		j->r = load(cc, &j->e->id, j->have_loc ? &j->loc : NULL, &gone, &j->buf, &j->cap,
-			    &loc);
+		j->r = load(cc, &j->e->node.id, j->have_loc ? &j->loc : NULL, &gone, &j->buf,
+			    &j->cap, &loc);
 		if (j->r >= 0)
 			j->loc = loc;
 	}
@@ -830,8 +781,8 @@ static void load_batch(struct ferry_chunk_cache *cc, struct job *jobs, size_t n)
 static int load_entry(struct ferry_chunk_cache *cc, struct centry *e)
 {
 	struct ferry_loc hint, loc = {};
-	struct locslot *m = locslot_of(cc, &e->id);
-	int have_hint = m->valid && ferry_id_equal(&m->id, &e->id);
+	struct locslot *m = locslot_of(cc, &e->node.id);
+	int have_hint = m->valid && ferry_id_equal(&m->id, &e->node.id);
 	uint64_t gone = 0;
 	void *buf = NULL;
 	size_t cap = 0;
@@ -840,10 +791,10 @@ static int load_entry(struct ferry_chunk_cache *cc, struct centry *e)
 	if (have_hint)
 		hint = m->loc;
 	pthread_mutex_unlock(&cc->lock);
-	r = load(cc, &e->id, have_hint ? &hint : NULL, &gone, &buf, &cap, &loc);
+	r = load(cc, &e->node.id, have_hint ? &hint : NULL, &gone, &buf, &cap, &loc);
 	pthread_mutex_lock(&cc->lock);
 	if (r >= 0)
-		*m = (struct locslot){ .id = e->id, .loc = loc, .valid = 1 };
+		*m = (struct locslot){ .id = e->node.id, .loc = loc, .valid = 1 };
 	return finish(cc, e, r, buf, loc.plen, cap);
 }
 
@@ -865,10 +816,8 @@ static int acquire(struct ferry_chunk_cache *cc, const struct ferry_id *id, stru
 			pthread_mutex_unlock(&cc->lock);
 			return r;
 		}
-		if (e->cached && cc->lru_head != e) {
-			lru_unlink(cc, e);
-			lru_push_head(cc, e);
-		}
+		if (e->cached)
+			lru_table_touch(&cc->table, &e->node);
 		pthread_mutex_unlock(&cc->lock);
 		*ret = e;
 		return 0;
@@ -943,10 +892,10 @@ static void *prefetch_main(void *userdata)
 		}
 
 		while (n < BATCH_MAX && (e = take(cc))) {
-			struct locslot *m = locslot_of(cc, &e->id);
+			struct locslot *m = locslot_of(cc, &e->node.id);
 
 			jobs[n] = (struct job){ .e = e };
-			if (m->valid && ferry_id_equal(&m->id, &e->id)) {
+			if (m->valid && ferry_id_equal(&m->id, &e->node.id)) {
 				jobs[n].loc = m->loc;
 				jobs[n].have_loc = 1;
 			}
@@ -959,9 +908,9 @@ static void *prefetch_main(void *userdata)
 			struct job *j = &jobs[i];
 
 			if (j->r >= 0)
-				*locslot_of(cc, &j->e->id) = (struct locslot){ .id = j->e->id,
-									       .loc = j->loc,
-									       .valid = 1 };
+				*locslot_of(cc, &j->e->node.id) = (struct locslot){
+					.id = j->e->node.id, .loc = j->loc, .valid = 1
+				};
 			(void)finish(cc, j->e, j->r, j->buf, j->r >= 0 ? j->loc.plen : 0, j->cap);
 			centry_unref(cc, j->e); /* the queue's */
 		}

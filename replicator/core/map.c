@@ -4,9 +4,10 @@
  * run-length encoded runs, sparse inner nodes), loaded lazily into an
  * in-memory tree of decoded nodes. set() dirties the nodes on the paths it
  * touches and commit() re-encodes only those, so committing costs O(change).
- * Clean nodes sit on an LRU list and are evicted beyond a bound, so a map of
- * a 1 TiB disk holds only the few leaves in use. One mutex guards the tree;
- * node fetches run outside it so concurrent lookups do not serialise on I/O.
+ * Clean nodes sit on an LRU list (lru.h) and are evicted beyond a bound,
+ * so a map of a 1 TiB disk holds only the few leaves in use. One mutex
+ * guards the tree; node fetches run outside it so concurrent lookups do not
+ * serialise on I/O.
  * Format: docs/format/map.md.
  */
 #include "ferry/map.h"
@@ -19,6 +20,7 @@
 #include <string.h>
 
 #include "ferry/util.h"
+#include "lru.h"
 #include "map-internal.h"
 
 #define LEAF_SHIFT 9u
@@ -182,11 +184,10 @@ struct inner {
 struct node {
 	unsigned level;
 	bool dirty;
-	bool in_lru;
 	struct ferry_id id; /* valid while clean */
 	struct node *parent;
 	unsigned pidx;
-	struct node *lru_prev, *lru_next;
+	struct lru_link lru; /* on the map's list while clean and not the root */
 	/* level 0 */
 	struct map_run *runs;
 	unsigned nruns;
@@ -202,8 +203,8 @@ struct ferry_map {
 	struct node *root;
 	pthread_mutex_t lock;
 	/* clean non-root nodes, most recently used first */
-	struct node *lru_head, *lru_tail;
-	size_t ncached, limit;
+	struct lru_list lru; /* its n counts the nodes that could be evicted */
+	size_t limit;
 };
 
 static void set_present(struct inner *in, unsigned i)
@@ -232,43 +233,12 @@ static unsigned next_present(const struct inner *in, unsigned i)
 	return FERRY_MAP_FANOUT;
 }
 
-static void lru_remove(struct ferry_map *m, struct node *n)
+/* A clean node below the root becomes the most recently used of those
+ * eviction may take. */
+static void make_evictable(struct ferry_map *m, struct node *n)
 {
-	if (!n->in_lru)
-		return;
-	if (n->lru_prev)
-		n->lru_prev->lru_next = n->lru_next;
-	else
-		m->lru_head = n->lru_next;
-	if (n->lru_next)
-		n->lru_next->lru_prev = n->lru_prev;
-	else
-		m->lru_tail = n->lru_prev;
-	n->lru_prev = n->lru_next = NULL;
-	n->in_lru = false;
-	m->ncached--;
-}
-
-static void lru_push(struct ferry_map *m, struct node *n)
-{
-	assert(!n->in_lru && !n->dirty && n->parent);
-	n->lru_prev = NULL;
-	n->lru_next = m->lru_head;
-	if (m->lru_head)
-		m->lru_head->lru_prev = n;
-	else
-		m->lru_tail = n;
-	m->lru_head = n;
-	n->in_lru = true;
-	m->ncached++;
-}
-
-static void lru_touch(struct ferry_map *m, struct node *n)
-{
-	if (n->in_lru && m->lru_head != n) {
-		lru_remove(m, n);
-		lru_push(m, n);
-	}
+	assert(!lru_linked(&n->lru) && !n->dirty && n->parent);
+	lru_list_push(&m->lru, &n->lru);
 }
 
 static struct node *node_new(unsigned level)
@@ -296,7 +266,7 @@ static void node_free(struct ferry_map *m, struct node *n)
 		for (unsigned i = 0; i < FERRY_MAP_FANOUT; i++)
 			node_free(m, n->in->kids[i]);
 	if (m)
-		lru_remove(m, n);
+		lru_list_unlink(&m->lru, &n->lru);
 	free(n->in);
 	free(n->runs);
 	free(n);
@@ -304,7 +274,7 @@ static void node_free(struct ferry_map *m, struct node *n)
 
 static void mark_dirty(struct ferry_map *m, struct node *n)
 {
-	lru_remove(m, n);
+	lru_list_unlink(&m->lru, &n->lru);
 	n->dirty = true;
 }
 
@@ -334,7 +304,7 @@ static void install(struct ferry_map *m, const struct slot *s, struct node *n)
 	if (s->parent)
 		set_present(s->parent->in, s->idx);
 	if (!n->dirty && s->parent)
-		lru_push(m, n);
+		make_evictable(m, n);
 }
 
 static void slot_clear(struct ferry_map *m, const struct slot *s)
@@ -348,8 +318,10 @@ static void slot_clear(struct ferry_map *m, const struct slot *s)
 
 static void evict(struct ferry_map *m)
 {
-	while (m->ncached > m->limit && m->lru_tail) {
-		struct node *n = m->lru_tail;
+	struct lru_link *k;
+
+	while (m->lru.n > m->limit && (k = lru_list_oldest(&m->lru))) {
+		struct node *n = lru_container_of(k, struct node, lru);
 		/* Clean nodes only have clean descendants (dirtiness runs up to the
 		 * root), so the whole loaded subtree can go and reload on demand. */
 		n->parent->in->kids[n->pidx] = NULL;
@@ -429,6 +401,7 @@ int ferry_map_open(const struct ferry_objsrc *src, const struct ferry_id *root, 
 	if (root)
 		m->root_id = *root;
 	m->limit = CACHE_LIMIT_DEFAULT;
+	lru_list_init(&m->lru);
 	pthread_mutex_init(&m->lock, NULL);
 	*ret = m;
 	return 0;
@@ -459,7 +432,7 @@ void map_set_cache_limit(struct ferry_map *m, size_t limit)
 
 size_t map_cached_nodes(const struct ferry_map *m)
 {
-	return m->ncached;
+	return m->lru.n;
 }
 
 /* ---- lookup ---- */
@@ -521,7 +494,7 @@ static int lookup_locked(struct ferry_map *m, uint64_t block, struct ferry_exten
 		}
 
 		struct node *n = *s.node;
-		lru_touch(m, n);
+		lru_list_touch(&m->lru, &n->lru);
 		if (level == 0) {
 			leaf_lookup(n, base, end, block, ext);
 			return 0;
@@ -795,7 +768,7 @@ static int commit_node(struct ferry_map *m, struct node *n, uint8_t *buf, struct
 	n->id = id;
 	n->dirty = false;
 	if (n->parent && len > 0)
-		lru_push(m, n);
+		make_evictable(m, n);
 	*ret = id;
 	return 0;
 }

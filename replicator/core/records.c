@@ -399,28 +399,21 @@ static int encode(enum ferry_obj_type t, const void *rec, char **ret_buf, size_t
 
 /* ---- decoder ---- */
 
-static int parse_u64(const char *s, size_t n, uint64_t *ret)
+/* The spec's integer (and the index N of a group key): what
+ * ferry_parse_u64() takes, less leading zeros, so that every value has
+ * exactly one spelling ("0" itself is fine). */
+static int parse_integer(const char *s, size_t n, uint64_t *ret)
 {
-	if (n == 0 || n > 20 || (n > 1 && s[0] == '0'))
+	if (n > 1 && s[0] == '0')
 		return -EBADMSG;
-	uint64_t v = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -EBADMSG;
-		unsigned d = (unsigned)(s[i] - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return -EBADMSG;
-		v = v * 10 + d;
-	}
-	*ret = v;
-	return 0;
+	return ferry_parse_u64(s, n, UINT64_MAX, ret) < 0 ? -EBADMSG : 0;
 }
 
 static int parse_i64(const char *s, size_t n, int64_t *ret)
 {
 	bool neg = n > 0 && s[0] == '-';
 	uint64_t v;
-	int r = parse_u64(s + neg, n - neg, &v);
+	int r = parse_integer(s + neg, n - neg, &v);
 	if (r < 0)
 		return r;
 	if (neg ? v > (uint64_t)INT64_MAX + 1 || v == 0 : v > (uint64_t)INT64_MAX)
@@ -469,7 +462,7 @@ static int set_value(const struct fdesc *f, void *base, const char *v, size_t n)
 	}
 	case F_U64: {
 		uint64_t x;
-		int r = parse_u64(v, n, &x);
+		int r = parse_integer(v, n, &x);
 		if (r >= 0)
 			memcpy(p, &x, sizeof(x));
 		return r;
@@ -483,7 +476,7 @@ static int set_value(const struct fdesc *f, void *base, const char *v, size_t n)
 	}
 	case F_U32: {
 		uint64_t x;
-		int r = parse_u64(v, n, &x);
+		int r = parse_integer(v, n, &x);
 		if (r < 0 || x > UINT32_MAX)
 			return -EBADMSG;
 		uint32_t y = (uint32_t)x;
@@ -538,8 +531,8 @@ static int parse_header(const char *buf, size_t len, const struct kdesc **ret, s
 	if (!sp)
 		return -EBADMSG;
 	uint64_t major, minor;
-	if (parse_u64(p, (size_t)(dot - p), &major) < 0 ||
-	    parse_u64(dot + 1, (size_t)(sp - dot - 1), &minor) < 0)
+	if (parse_integer(p, (size_t)(dot - p), &major) < 0 ||
+	    parse_integer(dot + 1, (size_t)(sp - dot - 1), &minor) < 0)
 		return -EBADMSG;
 	if (major != FERRY_RECORD_MAJOR)
 		return -EPROTONOSUPPORT;
@@ -588,7 +581,7 @@ static int group_line(const struct gdesc *gd, struct group_state *gs, const char
 	if (!dot)
 		return -EBADMSG;
 	uint64_t idx;
-	if (parse_u64(key, (size_t)(dot - key), &idx) < 0 || idx >= gd->max)
+	if (parse_integer(key, (size_t)(dot - key), &idx) < 0 || idx >= gd->max)
 		return -EBADMSG;
 	const char *fname = dot + 1;
 	size_t flen = klen - (size_t)(dot - key) - 1;

@@ -2,13 +2,18 @@
 /*
  * File helpers with the durability rules every format relies on: whole
  * writes, exact reads, and atomic replacement (temp file, fsync, rename,
- * fsync of the directory) so a crash leaves the old file or the new one.
+ * fsync of the directory) so a crash leaves the old file or the new one;
+ * and the small helpers every module shares rather than copies: clocks,
+ * threads, names, and the one parser of decimal numbers and the one form
+ * of a printed time.
  */
 #include "ferry/util.h"
 
+#include <assert.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -143,6 +148,16 @@ int64_t ferry_mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+void ferry_format_time(int64_t ns, char *buf, size_t size)
+{
+	time_t t = (time_t)(ns / 1000000000);
+	struct tm tm;
+
+	assert(buf && size > 0);
+	if (ns < 0 || !gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, size, "unknown");
+}
+
 void ferry_run_parallel(void *(*fn)(void *), void *arg, unsigned n)
 {
 	pthread_t tids[PARALLEL_MAX];
@@ -169,4 +184,30 @@ int ferry_name_valid(const char *name)
 			return 0;
 	}
 	return 1;
+}
+
+int ferry_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *ret)
+{
+	uint64_t v = 0;
+	bool over = false;
+
+	assert(s || len == 0);
+	assert(ret);
+	if (len == 0)
+		return -EINVAL;
+	/* Every byte is looked at, so that garbage is -EINVAL however many
+	 * digits come before it. */
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -EINVAL;
+		unsigned d = (unsigned)(s[i] - '0');
+		if (over || v > (UINT64_MAX - d) / 10)
+			over = true;
+		else
+			v = v * 10 + d;
+	}
+	if (over || v > max)
+		return -ERANGE;
+	*ret = v;
+	return 0;
 }

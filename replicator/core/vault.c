@@ -125,9 +125,9 @@ int ferry_vault_open(const char *dir, int readonly, struct ferry_vault **ret)
 	r = ferry_catalog_get_setting(v->catalog, "chunk_size", buf, sizeof(buf));
 	if (r < 0)
 		return r == -ENOENT ? -EBADMSG : r;
-	char *end;
-	unsigned long cs = strtoul(buf, &end, 10);
-	if (*end || cs < FERRY_CHUNK_SIZE_MIN || cs > FERRY_CHUNK_SIZE_MAX || (cs & (cs - 1)))
+	uint64_t cs;
+	if (ferry_parse_u64(buf, strlen(buf), FERRY_CHUNK_SIZE_MAX, &cs) < 0 ||
+	    cs < FERRY_CHUNK_SIZE_MIN || (cs & (cs - 1)))
 		return -EBADMSG;
 	v->chunk_size = (uint32_t)cs;
 

@@ -12,6 +12,7 @@
 #include "ferry/vmdef.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -19,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ferry/crypto.h"
 #include "ferry/util.h"
@@ -634,16 +634,99 @@ int ferry_vmdef_pick_address(const char *source, const char *subnet, const char 
 	return -ENOSPC;
 }
 
-/* ---- vm.conf ---------------------------------------------------------------------- */
+/* ---- NIC specifications ------------------------------------------------------------ */
 
-static void format_time(int64_t ns, char *buf, size_t size)
+/* One item of a NIC specification into n; the key is known, the value
+ * NUL-terminated and short. */
+static int nic_value(struct ferry_vmdef_nic_spec *n, const char *key, const char *v)
 {
-	time_t t = (time_t)(ns / 1000000000);
-	struct tm tm;
+	if (strcmp(key, "mac") == 0) {
+		if (!mac_ok(v))
+			return -EINVAL;
+		for (size_t i = 0; i < sizeof(n->mac); i++)
+			n->mac[i] = (char)tolower((unsigned char)v[i]);
+		return 0;
+	}
+	if (strcmp(key, "ip") == 0) {
+		char b[INET_ADDRSTRLEN];
+		struct in_addr a;
+		uint32_t addr;
+		int prefix, w;
 
-	if (ns < 0 || !gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(buf, size, "unknown");
+		if (!*v)
+			return 0; /* "ip=": none */
+		/* A prefix is required: it says where the address lives. */
+		if (parse_v4(v, &addr, &prefix) < 0 || prefix < 0)
+			return -EINVAL;
+		a.s_addr = htonl(addr);
+		if (!inet_ntop(AF_INET, &a, b, sizeof(b)))
+			return -EINVAL;
+		w = snprintf(n->ip, sizeof(n->ip), "%s/%d", b, prefix);
+		return w > 0 && (size_t)w < sizeof(n->ip) ? 0 : -EINVAL;
+	}
+	if (strcmp(key, "model") == 0) {
+		if (strlen(v) > FERRY_VMDEF_NIC_MODEL_MAX || !ferry_name_valid(v))
+			return -EINVAL;
+		strcpy(n->model, v);
+		return 0;
+	}
+	return -EINVAL;
 }
+
+int ferry_vmdef_nic_parse(const char *spec, struct ferry_vmdef_nic_spec *ret)
+{
+	static const char *const keys[] = { "mac", "ip", "model" };
+	struct ferry_vmdef_nic_spec n = { .model = "virtio" };
+	unsigned seen = 0;
+
+	if (!spec || !ret)
+		return -EINVAL;
+	for (const char *p = spec; *p;) {
+		size_t len = strcspn(p, ","), klen;
+		const char *item = p, *eq = memchr(p, '=', len);
+		char key[8], value[32];
+		size_t k;
+
+		p += len + (p[len] == ',');
+		if (len == 0)
+			continue; /* ",," */
+		if (!eq)
+			return -EINVAL;
+		klen = (size_t)(eq - item);
+		/* A key or a value longer than any valid one. */
+		if (klen >= sizeof(key) || len - klen - 1 >= sizeof(value))
+			return -EINVAL;
+		memcpy(key, item, klen);
+		key[klen] = 0;
+		memcpy(value, eq + 1, len - klen - 1);
+		value[len - klen - 1] = 0;
+		for (k = 0; k < ARRAY_SIZE(keys); k++)
+			if (strcmp(key, keys[k]) == 0)
+				break;
+		if (k == ARRAY_SIZE(keys) || (seen & (1u << k)))
+			return -EINVAL;
+		seen |= 1u << k;
+		if (nic_value(&n, key, value) < 0)
+			return -EINVAL;
+	}
+	if (!(seen & 1u))
+		return -EINVAL; /* no MAC */
+	*ret = n;
+	return 0;
+}
+
+int ferry_vmdef_nic_format(const struct ferry_vmdef_nic_spec *n, char *buf, size_t size)
+{
+	int r;
+
+	if (!n || !buf)
+		return -EINVAL;
+	r = snprintf(buf, size, "mac=%s%s%s,model=%s", n->mac, n->ip[0] ? ",ip=" : "", n->ip,
+		     n->model);
+	return r < 0 || (size_t)r >= size ? -ENOBUFS : 0;
+}
+
+/* ---- vm.conf ---------------------------------------------------------------------- */
 
 int ferry_vmdef_conf(const struct ferry_vm *vm, const struct ferry_disk *disks, size_t n_disks,
 		     const struct ferry_vmdef_resource *res, size_t n_res, char **ret,
@@ -667,11 +750,11 @@ int ferry_vmdef_conf(const struct ferry_vm *vm, const struct ferry_disk *disks, 
 	fprintf(f, "crash-interval = %" PRId64 "\n", vm->crash_interval_s);
 	fprintf(f, "app-interval = %" PRId64 "\n", vm->app_interval_s);
 	fprintf(f, "retention = %" PRId64 "\n", vm->retention_s);
-	format_time(vm->created_ns, when, sizeof(when));
+	ferry_format_time(vm->created_ns, when, sizeof(when));
 	fprintf(f, "created = %s\n", when);
 	fprintf(f, "applied-seq = %" PRIu64 "\n", vm->applied_seq);
 	if (vm->marker_ns > 0) {
-		format_time(vm->marker_ns, when, sizeof(when));
+		ferry_format_time(vm->marker_ns, when, sizeof(when));
 		fprintf(f, "live-time = %s\n", when);
 	}
 	for (size_t i = 0; i < n_disks; i++) {
@@ -705,51 +788,17 @@ static const char *res_get(const struct ferry_vmdef_failover *f, const char *key
 static uint64_t res_uint(const struct ferry_vmdef_failover *f, const char *key, uint64_t def)
 {
 	const char *s = res_get(f, key);
-	unsigned long long x;
-	char *end;
+	uint64_t x;
 
-	if (!s || !*s)
+	if (!s || ferry_parse_u64(s, strlen(s), UINT64_MAX, &x) < 0 || x == 0)
 		return def;
-	errno = 0;
-	x = strtoull(s, &end, 10);
-	return errno || *end || x == 0 ? def : (uint64_t)x;
+	return x;
 }
 
 struct nicspec {
-	char mac[18], ip[44], model[FERRY_NAME_MAX + 1];
+	struct ferry_vmdef_nic_spec s;
 	char *address; /* as ferry_vmdef_pick_address() put it into the target subnet */
 };
-
-/* "mac=..,ip=A/P,model=.." as enable-replication stores it. */
-static int parse_nic(const char *spec, struct nicspec *n)
-{
-	_cleanup_free_ char *copy = strdup(spec);
-	char *save = NULL;
-
-	if (!copy)
-		return -ENOMEM;
-	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(kv, '=');
-		char *dst;
-		size_t size;
-
-		if (!eq)
-			return -EINVAL;
-		*eq++ = 0;
-		if (strcmp(kv, "mac") == 0)
-			dst = n->mac, size = sizeof(n->mac);
-		else if (strcmp(kv, "ip") == 0)
-			dst = n->ip, size = sizeof(n->ip);
-		else if (strcmp(kv, "model") == 0)
-			dst = n->model, size = sizeof(n->model);
-		else
-			continue; /* a newer writer's key */
-		if (strlen(eq) >= size)
-			return -EINVAL;
-		strcpy(dst, eq);
-	}
-	return n->mac[0] ? 0 : -EINVAL;
-}
 
 static int clone_image_path(const struct ferry_vmdef_failover *f, const struct ferry_clone_disk *d,
 			    char *buf, size_t size)
@@ -811,21 +860,21 @@ static int failover_render(const struct ferry_vmdef_failover *f, bool xml, char 
 		spec = res_get(f, key);
 		if (!spec)
 			break;
-		r = parse_nic(spec, n);
+		r = ferry_vmdef_nic_parse(spec, &n->s);
 		if (r < 0)
 			break;
 		/* A static address stays where the target subnet has room for it;
 		 * a subnet given by name only leaves it as it is. */
-		if (n->ip[0] &&
-		    ferry_vmdef_pick_address(n->ip, fo->subnet, NULL, 0, &n->address) < 0)
+		if (n->s.ip[0] &&
+		    ferry_vmdef_pick_address(n->s.ip, fo->subnet, NULL, 0, &n->address) < 0)
 			n->address = NULL;
 		nics[d.n_nics++] = (struct ferry_vmdef_nic){
-			.mac = n->mac,
+			.mac = n->s.mac,
 			.address = n->address ? n->address :
-				   n->ip[0]   ? n->ip :
+				   n->s.ip[0] ? n->s.ip :
 						NULL,
 			.network = fo->network,
-			.model = n->model[0] ? n->model : NULL,
+			.model = n->s.model,
 		};
 	}
 	if (r >= 0)

@@ -207,19 +207,6 @@ static uint64_t round_up_block(uint64_t v)
 	return (v + BLOCK - 1) / BLOCK * BLOCK;
 }
 
-static int parse_u64(const char *s, uint64_t *ret)
-{
-	if (!s || *s < '0' || *s > '9')
-		return -EINVAL;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
 /* ---- the progress file ---- */
 
 static int progress_write(struct scan *s, const struct progress *pr)
@@ -284,7 +271,7 @@ int agent_progress_parse(char *text, size_t len, const char *vm, const char *dis
 	if (!line || strncmp(line, PROGRESS_MAGIC, ml) != 0 || line[ml] != ' ')
 		return -EBADMSG;
 	uint64_t major;
-	if (parse_u64(line + ml + 1, &major) < 0)
+	if (ferry_parse_u64(line + ml + 1, strlen(line + ml + 1), UINT64_MAX, &major) < 0)
 		return -EBADMSG;
 	if (major != PROGRESS_MAJOR)
 		return -EPROTONOSUPPORT;
@@ -357,16 +344,17 @@ int agent_progress_parse(char *text, size_t len, const char *vm, const char *dis
 		case K_PREV:
 			r = ferry_id_from_hex(v, &pr.prev);
 			break;
-		case K_MARKER:
-			r = parse_u64(v[0] == '-' ? v + 1 : v, &u);
+		case K_MARKER: {
 			/* An i64: refuse what does not fit rather than wrap. */
-			if (r >= 0 && u > (uint64_t)INT64_MAX + (v[0] == '-'))
-				r = -EBADMSG;
+			size_t neg = v[0] == '-';
+			r = ferry_parse_u64(v + neg, strlen(v + neg), (uint64_t)INT64_MAX + neg,
+					    &u);
 			if (r >= 0)
-				pr.marker_time_ns = v[0] == '-' ? (int64_t)(0 - u) : (int64_t)u;
+				pr.marker_time_ns = neg ? (int64_t)(0 - u) : (int64_t)u;
 			break;
+		}
 		default:
-			r = parse_u64(v, &u);
+			r = ferry_parse_u64(v, strlen(v), UINT64_MAX, &u);
 			if (k == K_CYCLE)
 				pr.cycle = u;
 			else if (k == K_SEQ)

@@ -58,22 +58,11 @@ void agentconf_free(struct agentconf *c)
 	*c = (struct agentconf){ 0 };
 }
 
-static int parse_uint(const char *s, uint64_t max, uint64_t *ret)
-{
-	if (!s || *s < '0' || *s > '9')
-		return -EINVAL;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end || v > max)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
 int agentconf_parse_interval(const char *s, uint64_t *ret)
 {
-	return parse_uint(s, AGENTCONF_MAX_INTERVAL, ret);
+	if (!s)
+		return -EINVAL;
+	return ferry_parse_u64(s, strlen(s), AGENTCONF_MAX_INTERVAL, ret);
 }
 
 /* ---- reading ---- */
@@ -178,7 +167,8 @@ static int handle_agent_key(struct parser *p, const char *name, const char *valu
 	struct agentconf *c = p->c;
 	if (strcmp(name, "version") == 0) {
 		uint64_t v;
-		if (parse_uint(value, UINT32_MAX, &v) < 0 || v != AGENTCONF_VERSION)
+		if (ferry_parse_u64(value, strlen(value), UINT32_MAX, &v) < 0 ||
+		    v != AGENTCONF_VERSION)
 			return fail(p,
 				    "configuration version '%s' is not supported (this agent "
 				    "reads version %d)",
@@ -212,7 +202,7 @@ static int handle_agent_key(struct parser *p, const char *name, const char *valu
 		/* 0: whole segments compressed (format 1.0); otherwise the
 		 * vault's chunk size, a power of two. */
 		uint64_t v;
-		if (parse_uint(value, AGENTCONF_MAX_CHUNK_SIZE, &v) < 0 ||
+		if (ferry_parse_u64(value, strlen(value), AGENTCONF_MAX_CHUNK_SIZE, &v) < 0 ||
 		    (v && (v < 4096 || (v & (v - 1)))))
 			return fail(p,
 				    "invalid chunk-size '%s' (0, or a power of two from 4096 "

@@ -97,5 +97,5 @@ int agentconf_format(const struct agentconf *c, const char *path, const char *wh
 int agentconf_write(const struct agentconf *c, const char *path, const char *why);
 
 /* Parses a number of seconds, 0 to AGENTCONF_MAX_INTERVAL, digits only: the
- * interval key and ferry-agent --interval. -EINVAL otherwise. */
+ * interval key and ferry-agent --interval. -EINVAL or -ERANGE otherwise. */
 int agentconf_parse_interval(const char *s, uint64_t *ret);

@@ -4,7 +4,8 @@
  * tests/integration/s3.sh): round trips, ranged reads, sizes, paginated
  * listings, exclusive puts, deletes, the conditional-write lock (including
  * takeover of an expired one), a wrong secret and a missing bucket. TAP
- * output. Configuration from the environment, as the programs take it:
+ * output. Configuration from the environment, read as the programs read it
+ * (replicator/lib/env.c) but for the endpoint:
  * FERRY_S3_ENDPOINT (required), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
  * AWS_REGION, FERRY_S3_BUCKET (default ferry-test), and FERRY_S3_AUTH=1
  * when the server checks signatures (so that a wrong secret must fail).
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "blobs-s3.h"
+#include "env.h"
 #include "ferry/util.h"
 #include "tap.h"
 
@@ -203,9 +205,13 @@ int main(void)
 {
 	endpoint = getenv("FERRY_S3_ENDPOINT");
 	bucket = getenv("FERRY_S3_BUCKET") ?: "ferry-test";
-	key_id = getenv("AWS_ACCESS_KEY_ID") ?: "testing";
-	secret = getenv("AWS_SECRET_ACCESS_KEY") ?: "testing";
-	region = getenv("AWS_REGION") ?: "us-east-1";
+	/* The credentials as every program reads them; the endpoint is the
+	 * test's own, so that a stray AWS_ENDPOINT_URL cannot aim it at AWS. */
+	struct ferry_blobs_options env;
+	env_blobs_options(&env);
+	key_id = env.aws_access_key_id ?: "testing";
+	secret = env.aws_secret_access_key ?: "testing";
+	region = env.aws_region ?: "us-east-1";
 	int auth = getenv("FERRY_S3_AUTH") && !strcmp(getenv("FERRY_S3_AUTH"), "1");
 	if (!endpoint) {
 		printf("1..0 # SKIP FERRY_S3_ENDPOINT not set\n");

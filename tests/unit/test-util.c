@@ -12,8 +12,83 @@
 #include "ferry/crypto.h"
 #include "tap.h"
 
+/* ferry_parse_u64 over a NUL-terminated string. */
+static int parse(const char *s, uint64_t max, uint64_t *ret)
+{
+	return ferry_parse_u64(s, strlen(s), max, ret);
+}
+
+static void test_parse_u64(void)
+{
+	static const struct {
+		const char *s;
+		uint64_t max, want;
+	} good[] = {
+		{ "0", UINT64_MAX, 0 },
+		{ "7", 7, 7 },
+		{ "007", UINT64_MAX, 7 }, /* leading zeros: the caller's rule */
+		{ "4096", 65536, 4096 },
+		{ "18446744073709551615", UINT64_MAX, UINT64_MAX },
+		{ "18446744073709551610", UINT64_MAX, UINT64_C(18446744073709551610) },
+		{ "000000000000000000000000001", UINT64_MAX, 1 },
+	};
+	static const char *const invalid[] = { "",    " 1",  "1 ",  "+1",  "-1", "-0", "0x10",
+					       "1e3", "1.0", "12a", "\t1", "\n", "１" };
+	static const char *const range[] = { "18446744073709551616", "99999999999999999999",
+					     "184467440737095516150" };
+	uint64_t v;
+
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+		v = 12345;
+		ok(parse(good[i].s, good[i].max, &v) == 0 && v == good[i].want, "'%s' parses",
+		   good[i].s);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(invalid); i++) {
+		v = 12345;
+		ok(parse(invalid[i], UINT64_MAX, &v) == -EINVAL && v == 12345,
+		   "bad number #%zu is -EINVAL, *ret untouched", i);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(range); i++) {
+		v = 12345;
+		ok(parse(range[i], UINT64_MAX, &v) == -ERANGE && v == 12345,
+		   "'%s' overflows: -ERANGE", range[i]);
+	}
+	ok(parse("8", 7, &v) == -ERANGE, "above max is -ERANGE");
+	ok(parse("0", 0, &v) == 0 && v == 0, "max 0 takes 0");
+	ok(parse("99999999999999999999x", UINT64_MAX, &v) == -EINVAL,
+	   "garbage after an overflow is -EINVAL");
+	/* Not NUL-terminated: only len bytes count. */
+	ok(ferry_parse_u64("12345", 3, UINT64_MAX, &v) == 0 && v == 123,
+	   "length bounds the digits");
+	static const char inner_nul[] = { '1', '2', 0, '3' };
+	ok(ferry_parse_u64(inner_nul, sizeof(inner_nul), UINT64_MAX, &v) == -EINVAL,
+	   "an inner NUL is a non-digit");
+	ok(ferry_parse_u64(NULL, 0, UINT64_MAX, &v) == -EINVAL, "NULL with length 0 is empty");
+}
+
+static void test_format_time(void)
+{
+	char buf[FERRY_TIME_STRING_SIZE], small[FERRY_TIME_STRING_SIZE - 1];
+
+	ferry_format_time(0, buf, sizeof(buf));
+	ok(strcmp(buf, "1970-01-01T00:00:00Z") == 0, "the epoch");
+	ferry_format_time(INT64_C(1769903999999999999), buf, sizeof(buf));
+	ok(strcmp(buf, "2026-01-31T23:59:59Z") == 0, "truncated to the second: %s", buf);
+	ferry_format_time(INT64_MAX, buf, sizeof(buf));
+	ok(strcmp(buf, "2262-04-11T23:47:16Z") == 0, "the largest time: %s", buf);
+	ferry_format_time(-1, buf, sizeof(buf));
+	ok(strcmp(buf, "unknown") == 0, "a negative time is unknown");
+	ferry_format_time(INT64_MIN, buf, sizeof(buf));
+	ok(strcmp(buf, "unknown") == 0, "the smallest time is unknown");
+	ferry_format_time(0, small, sizeof(small));
+	ok(strcmp(small, "unknown") == 0, "too small a buffer says unknown");
+}
+
 int main(void)
 {
+	test_parse_u64();
+	test_format_time();
+
 	static const char *const good[] = { "web1", "a", "db-01.prod", "A_b-c.d", "0" };
 	static const char *const bad[] = {
 		"",

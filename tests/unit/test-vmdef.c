@@ -539,12 +539,12 @@ static void test_failover(void)
 	   "the failover's qemu.args is the fixed definition's");
 
 	/* The address moves into the target subnet; a named subnet keeps it;
-	 * unknown NIC keys are ignored; bad numbers fall back to defaults. */
+	 * bad numbers fall back to defaults. */
 	fo_case_init(&c);
 	snprintf(c.fo.subnet, sizeof(c.fo.subnet), "10.9.0.0/24");
 	c.res[2].value = "two";
 	c.res[3].value = "0";
-	c.res[4].value = "mac=52:54:00:12:34:56,ip=192.168.1.5/24,vlan=3,model=e1000";
+	c.res[4].value = "mac=52:54:00:12:34:56,ip=192.168.1.5/24,model=e1000";
 	c.fo.kind = FERRY_FAILOVER_REAL;
 	snprintf(c.fo.accel, sizeof(c.fo.accel), "tcg");
 	_cleanup_free_ char *xml2 = NULL, *args2 = NULL;
@@ -570,6 +570,20 @@ static void test_failover(void)
 	ok(ferry_vmdef_failover_qemu_args(&c.f, &none) == -EINVAL && !none, "MAC too long");
 	c.res[4].value = "mac=52:54:00:12:34:56,model";
 	ok(ferry_vmdef_failover_qemu_args(&c.f, &none) == -EINVAL && !none, "key without value");
+	/* Read by the one NIC parser: what the CLI refused, a failover does
+	 * too (it used to ignore unknown keys and take any address). */
+	c.res[4].value = "mac=52:54:00:12:34:56,vlan=3";
+	ok(ferry_vmdef_failover_domain_xml(&c.f, &none) == -EINVAL && !none, "unknown NIC key");
+	c.res[4].value = "mac=52:54:00:12:34:56,ip=fd00::5/64";
+	ok(ferry_vmdef_failover_qemu_args(&c.f, &none) == -EINVAL && !none, "IPv6 NIC address");
+	/* A stored upper-case MAC comes out in the canonical lower case. */
+	c.res[4].value = "mac=52:54:00:AB:CD:EF";
+	ok_r(ferry_vmdef_failover_domain_xml(&c.f, &none), "upper-case MAC");
+	ok(none && strstr(none, "<mac address='52:54:00:ab:cd:ef'/>") &&
+		   strstr(none, "<model type='virtio'/>"),
+	   "lower-case MAC, default model");
+	free(none);
+	none = NULL;
 	fo_case_init(&c);
 	c.f.n_disks = 0;
 	ok(ferry_vmdef_failover_domain_xml(&c.f, &none) == -EINVAL && !none, "no disks");
@@ -585,6 +599,81 @@ static void test_failover(void)
 	ok(ferry_vmdef_failover_qemu_args(&c.f, &none) == -EINVAL && !none, "no mount");
 }
 
+/* --nic and the nic.N resource: one parser. The cases where the CLI's
+ * parser and the failover's used to disagree come first. */
+static void test_nic_spec(void)
+{
+	static const struct {
+		const char *spec, *canon; /* canon NULL: refused */
+	} cases[] = {
+		/* the reader ignored unknown keys; the CLI refused them */
+		{ "mac=52:54:00:12:34:56,vlan=3", NULL },
+		/* the reader took an empty model as the default; the CLI refused it */
+		{ "mac=52:54:00:12:34:56,model=", NULL },
+		/* models of 17-32 characters: the reader took them */
+		{ "mac=52:54:00:12:34:56,model=abcdefghijklmnopq", NULL },
+		{ "mac=52:54:00:12:34:56,model=abcdefghijklmnop",
+		  "mac=52:54:00:12:34:56,model=abcdefghijklmnop" },
+		{ "mac=52:54:00:12:34:56,model=-x", NULL },
+		/* the reader took any address: IPv6, no prefix, garbage */
+		{ "mac=52:54:00:12:34:56,ip=fd00::5/64", NULL },
+		{ "mac=52:54:00:12:34:56,ip=10.0.0.5", NULL },
+		{ "mac=52:54:00:12:34:56,ip=host.example", NULL },
+		/* the CLI's sscanf took signs, spaces, leading zeros and long prefixes */
+		{ "mac=52:54:00:12:34:56,ip=010.0.0.5/24", NULL },
+		{ "mac=52:54:00:12:34:56,ip=+10.0.0.5/24", NULL },
+		{ "mac=52:54:00:12:34:56,ip=10.0.0.5/024", NULL },
+		{ "mac=52:54:00:12:34:56,ip=10.0.0.5/33", NULL },
+		{ "mac=+2:54:00:12:34:56", NULL },
+		{ "mac= 2:54:00:12:34:56", NULL },
+		{ "mac=52-54-00-12-34-56", NULL },
+		/* a multicast MAC: the CLI stored it, the renderer refused it later */
+		{ "mac=01:00:5e:00:00:01", NULL },
+		/* a key twice: both took the last one */
+		{ "mac=52:54:00:12:34:56,mac=52:54:00:12:34:57", NULL },
+		{ "mac=52:54:00:12:34:56,model=e1000,model=virtio", NULL },
+		/* the reader kept a MAC's case and left the model out */
+		{ "mac=52:54:00:AB:CD:EF", "mac=52:54:00:ab:cd:ef,model=virtio" },
+		/* where they agreed */
+		{ "mac=52:54:00:12:34:56,ip=10.0.0.5/24,model=e1000",
+		  "mac=52:54:00:12:34:56,ip=10.0.0.5/24,model=e1000" },
+		{ "model=rtl8139,ip=192.168.1.5/05,mac=52:54:00:12:34:56",
+		  "mac=52:54:00:12:34:56,ip=192.168.1.5/5,model=rtl8139" },
+		{ "mac=52:54:00:12:34:56,ip=,,model=virtio", "mac=52:54:00:12:34:56,model=virtio" },
+		{ ",mac=52:54:00:12:34:56,", "mac=52:54:00:12:34:56,model=virtio" },
+		{ "mac=52:54:00:12:34:56,ip=255.255.255.255/32,model=abcdefghijklmnop",
+		  "mac=52:54:00:12:34:56,ip=255.255.255.255/32,model=abcdefghijklmnop" },
+		{ "", NULL },
+		{ "ip=10.0.0.5/24", NULL },
+		{ "mac", NULL },
+		{ "mac=52:54:00:12:34:567", NULL },
+		{ "=52:54:00:12:34:56", NULL },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct ferry_vmdef_nic_spec n, back;
+		char buf[FERRY_VMDEF_NIC_SPEC_SIZE];
+		int r = ferry_vmdef_nic_parse(cases[i].spec, &n);
+
+		if (!cases[i].canon) {
+			ok(r == -EINVAL, "NIC '%s' refused", cases[i].spec);
+			continue;
+		}
+		ok(r == 0 && ferry_vmdef_nic_format(&n, buf, sizeof(buf)) == 0 &&
+			   strcmp(buf, cases[i].canon) == 0,
+		   "NIC '%s' is '%s'", cases[i].spec, cases[i].canon);
+		ok(ferry_vmdef_nic_parse(buf, &back) == 0 && memcmp(&n, &back, sizeof(n)) == 0,
+		   "its canonical form reads back the same");
+	}
+
+	struct ferry_vmdef_nic_spec n;
+	char small[16];
+	ok(ferry_vmdef_nic_parse("mac=52:54:00:12:34:56", &n) == 0 &&
+		   ferry_vmdef_nic_format(&n, small, sizeof(small)) == -ENOBUFS,
+	   "too small a buffer is -ENOBUFS");
+	ok(ferry_vmdef_nic_parse(NULL, &n) == -EINVAL, "NULL spec");
+}
+
 int main(void)
 {
 	test_golden();
@@ -595,5 +684,6 @@ int main(void)
 	test_validate();
 	test_conf();
 	test_failover();
+	test_nic_spec();
 	return tap_done();
 }
