@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * ferry-agent: runs where a VM's disks are, finds what changed with the
- * `scan` tracker and puts change-log segments into the cache, one cycle
- * every `interval` seconds (or once). This file owns the policy: options,
+ * `scan` tracker (agent-scan.h) or the `qemu` tracker (agent-qemu.h) and
+ * puts change-log segments into the cache, one cycle every `interval`
+ * seconds (or once). This file owns the policy: options,
  * credentials over the environment, signals, the progress display,
  * statistics and retries; agentconf.c reads the configuration file
  * (written by `ferry enable-replication`) and agent-scan.c does the work.
@@ -20,6 +21,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include "agent-qemu.h"
 #include "agent-scan.h"
 #include "agentconf.h"
 #include "env.h"
@@ -227,8 +229,9 @@ static void help(void)
 {
 	printf("Usage: ferry-agent --config FILE [OPTIONS]\n"
 	       "\n"
-	       "Track the disks of a VM with the scan tracker and ship their changes\n"
-	       "into the cache, one cycle every interval.\n"
+	       "Track the disks of a VM and ship their changes into the cache, one\n"
+	       "cycle every interval: the scan tracker reads the disk files, the qemu\n"
+	       "tracker a running qemu's dirty bitmaps (the configuration says which).\n"
 	       "\n"
 	       "  -c, --config FILE        agent configuration (ferry enable-replication)\n"
 	       "  -1, --once               run one cycle and exit\n"
@@ -260,6 +263,7 @@ static int lock_state(const char *state, int *ret_fd)
 }
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_cache *, ferry_cache_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct agent_qemu *, agent_qemu_free);
 
 static int run(int argc, char **argv)
 {
@@ -371,16 +375,38 @@ static int run(int argc, char **argv)
 		.compress_workers = (unsigned)MIN(MAX(sysconf(_SC_NPROCESSORS_ONLN), 1L), 4L),
 		.chunk_size = cfg.has_chunk_size ? cfg.chunk_size : DEFAULT_CHUNK_SIZE,
 	};
-	log_debug("VM %s: %zu disks, cache %s, state %s, interval %" PRIu64 " s", cfg.vm,
-		  cfg.ndisks, ferry_cache_url(cache), cfg.state, interval);
+	const struct agent_qemu_params qp = {
+		.vm = cfg.vm,
+		.state_dir = cfg.state,
+		.qmp_path = cfg.qmp,
+		.nbd_socket = cfg.nbd_socket,
+		.disks = cfg.disks,
+		.ndisks = cfg.ndisks,
+		.cache = cache,
+		.stop = &stop_requested,
+		.chunk_size = p.chunk_size,
+		.compress_workers = p.compress_workers,
+	};
+	_cleanup_(agent_qemu_freep) struct agent_qemu *aq = NULL;
+	if (cfg.tracker == AGENTCONF_TRACKER_QEMU) {
+		r = agent_qemu_new(&qp, &aq);
+		if (r < 0)
+			return r;
+	}
+	log_debug("VM %s: %zu disks, %s tracker, cache %s, state %s, interval %" PRIu64 " s",
+		  cfg.vm, cfg.ndisks, aq ? "qemu" : "scan", ferry_cache_url(cache), cfg.state,
+		  interval);
 
 	for (;;) {
 		int64_t start = ferry_mono_ns();
 		struct agent_scan_stats st;
-		r = agent_scan_cycle(&p, &st);
+		r = aq ? agent_qemu_cycle(aq, &st) : agent_scan_cycle(&p, &st);
 		clear_progress(&disp);
 		if (r < 0) {
-			if (once || !transient(r))
+			/* A qemu restarting, a monitor or cache away for a while: the
+			 * qemu tracker's bitmaps keep what it could not ship, so only
+			 * an error in the configuration ends it. */
+			if (once || !(transient(r) || (aq && r != -EINVAL && r != -ENOMEM)))
 				return r;
 			log_warning("VM %s: cycle failed; retrying in %" PRIu64 " s", cfg.vm,
 				    interval);

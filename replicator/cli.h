@@ -73,8 +73,12 @@ struct enable_args {
 	const char *source_group, *source_network, *source_subnet;
 	const char *target_group, *target_network, *target_subnet, *avset;
 	uint64_t crash, app, retention, cpus, memory;
+	uint64_t interval; /* the agent's; 0: the tracker's default */
 	const char *nics[MAX_CLI_NICS];
 	size_t nnics;
+	/* tracker: "scan" (NULL) or "qemu"; for qemu, qmp is the QMP socket,
+	 * nbd_socket optional, and disk_paths hold block node names. */
+	const char *tracker, *qmp, *nbd_socket;
 	const char *disk_names[MAX_CLI_DISKS];
 	const char *disk_paths[MAX_CLI_DISKS];
 	size_t ndisks;

@@ -202,6 +202,7 @@ static int cmd_init(int argc, char **argv)
 
 static const char enable_help[] =
 	"Usage: ferry enable-replication --vault DIR --vm NAME --disk NAME=PATH [--disk ...]\n"
+	"         [--tracker scan|qemu] [--qmp SOCKET] [--nbd-socket SOCKET] [--interval S]\n"
 	"         [--cache URL] [--crash-interval SECONDS] [--app-interval SECONDS]\n"
 	"         [--retention SECONDS] [--source-group G] [--source-network N]\n"
 	"         [--source-subnet S] [--target-group G] [--target-network N]\n"
@@ -211,6 +212,14 @@ static const char enable_help[] =
 	"and writes the agent's configuration file (default DIR/agents/NAME.conf).\n"
 	"\n"
 	"  --disk NAME=PATH        a disk, in source order; PATH is where the agent reads it\n"
+	"                          (qemu tracker: NAME=NODE, the disk's block node name)\n"
+	"  --tracker T             scan (default): read the disk files; qemu: a running\n"
+	"                          qemu's dirty bitmaps, continuous (ferry-agent(8))\n"
+	"  --qmp SOCKET            qemu tracker: a QMP socket of the VM's qemu for Ferry alone\n"
+	"  --nbd-socket SOCKET     qemu tracker: the socket of an NBD server qemu already runs\n"
+	"                          (default: the agent runs qemu's NBD server itself)\n"
+	"  --interval S            seconds between the agent's cycles (default: the crash\n"
+	"                          interval, or 60, for scan; 2 for qemu)\n"
 	"  --cache URL             where segments travel (default: DIR/cache)\n"
 	"  --crash-interval S      crash-consistent point frequency (default 300; 0 = every cycle)\n"
 	"  --app-interval S        app-consistent point frequency (default 0 = off)\n"
@@ -248,7 +257,11 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 		O_AC,
 		O_CPUS,
 		O_MEM,
-		O_NIC
+		O_NIC,
+		O_TRACKER,
+		O_QMP,
+		O_NBD,
+		O_INTERVAL
 	};
 	static const struct option longopts[] = {
 		{ "vault", required_argument, NULL, O_VAULT },
@@ -269,6 +282,10 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 		{ "cpus", required_argument, NULL, O_CPUS },
 		{ "memory", required_argument, NULL, O_MEM },
 		{ "nic", required_argument, NULL, O_NIC },
+		{ "tracker", required_argument, NULL, O_TRACKER },
+		{ "qmp", required_argument, NULL, O_QMP },
+		{ "nbd-socket", required_argument, NULL, O_NBD },
+		{ "interval", required_argument, NULL, O_INTERVAL },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
@@ -294,6 +311,10 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 			{ O_TS, &a->target_subnet, NULL },
 			{ O_AS, &a->avset, NULL },
 			{ O_AC, &a->agent_config, NULL },
+			{ O_TRACKER, &a->tracker, NULL },
+			{ O_QMP, &a->qmp, NULL },
+			{ O_NBD, &a->nbd_socket, NULL },
+			{ O_INTERVAL, NULL, &a->interval },
 			{ O_CRASH, NULL, &a->crash },
 			{ O_APP, NULL, &a->app },
 			{ O_RET, NULL, &a->retention },
@@ -373,6 +394,24 @@ static int check_enable_args(const struct enable_args *a)
 	}
 	if (a->cpus == 0 || a->cpus > 1024 || a->memory < 16 || a->memory > (1 << 24)) {
 		log_error("--cpus wants 1-1024 and --memory 16 MiB or more");
+		return -EINVAL;
+	}
+	int qemu = a->tracker && strcmp(a->tracker, "qemu") == 0;
+	if (a->tracker && !qemu && strcmp(a->tracker, "scan") != 0) {
+		log_error("--tracker wants scan or qemu, not '%s'", a->tracker);
+		return -EINVAL;
+	}
+	if (qemu && (!a->qmp || !*a->qmp)) {
+		log_error("--tracker qemu wants --qmp SOCKET: a QMP socket of the VM's qemu that "
+			  "Ferry may use alone");
+		return -EINVAL;
+	}
+	if (!qemu && (a->qmp || a->nbd_socket)) {
+		log_error("--qmp and --nbd-socket go with --tracker qemu");
+		return -EINVAL;
+	}
+	if (a->interval > AGENTCONF_MAX_INTERVAL) {
+		log_error("--interval wants 0 to %u seconds", AGENTCONF_MAX_INTERVAL);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < a->nnics; i++) {
@@ -476,12 +515,20 @@ int enable_replication(const struct enable_args *a)
 	if (!conf || !state)
 		return log_error("out of memory"), -ENOMEM;
 
+	/* A qemu disk is a node name, recorded as it is; a scan disk a path,
+	 * made absolute. */
+	int qemu = a->tracker && strcmp(a->tracker, "qemu") == 0;
 	_cleanup_(free_paths) char *abs_paths[MAX_CLI_DISKS] = { 0 };
 	for (size_t i = 0; i < a->ndisks; i++)
-		if (!(abs_paths[i] = absolute(a->disk_paths[i])) ||
+		if (!(abs_paths[i] = qemu ? strdup(a->disk_paths[i]) :
+					    absolute(a->disk_paths[i])) ||
 		    strlen(abs_paths[i]) >= FERRY_PATH_MAX)
 			return log_error("disk path of '%s' is unusable", a->disk_names[i]),
 			       -EINVAL;
+	_cleanup_free_ char *qmp = a->qmp ? absolute(a->qmp) : NULL,
+			    *nbd = a->nbd_socket ? absolute(a->nbd_socket) : NULL;
+	if ((a->qmp && !qmp) || (a->nbd_socket && !nbd))
+		return log_error("out of memory"), -ENOMEM;
 
 	struct ferry_catalog *c = ferry_vault_catalog(v);
 	struct ferry_vm vm = {
@@ -547,12 +594,20 @@ int enable_replication(const struct enable_args *a)
 			.vm = (char *)a->vm,
 			.cache = cache,
 			.state = state,
-			.interval = a->crash ? a->crash : 60,
+			.interval = a->interval ? a->interval :
+				    qemu        ? 2 :
+				    a->crash    ? a->crash :
+						  60,
 			.chunk_size = ferry_vault_chunk_size(v),
 			.has_chunk_size = 1,
+			.tracker = qemu ? AGENTCONF_TRACKER_QEMU : AGENTCONF_TRACKER_SCAN,
+			.qmp = qmp,
+			.nbd_socket = nbd,
 			.disks = disks,
 			.ndisks = a->ndisks,
 		};
+		if (r >= 0)
+			r = ferry_catalog_resource_set(c, vm.id, "tracker", qemu ? "qemu" : "scan");
 		if (r >= 0)
 			r = agentconf_write(&ac, conf, "written by ferry enable-replication");
 		if (r >= 0)

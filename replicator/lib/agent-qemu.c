@@ -351,14 +351,9 @@ static int recover(struct agent_qemu *aq)
 			}
 		}
 		d->full = !have;
-		if (!have && gen) {
-			log_warning(
-				"VM %s: disk %s lost its dirty bitmap (qemu restarted?): a full "
-				"cycle reads it whole",
-				aq->p->vm, d->name);
+		if (!have && gen)
 			try_run(aq, "block-dirty-bitmap-remove",
 				"{\"node\": \"%s\", \"name\": \"%s\"}", d->node, cur);
-		}
 		for (size_t b = 0; r >= 0 && bitmaps && b < json_object_array_length(bitmaps);
 		     b++) {
 			const char *name =
@@ -688,6 +683,13 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 	int r = connect_qemu(aq);
 	if (r >= 0)
 		r = chain_position(aq);
+	/* Segments before: this VM was replicated, so a disk without a bitmap
+	 * lost it (qemu restarted, or an inconsistent persistent bitmap). */
+	for (size_t i = 0; r >= 0 && aq->next_seq > 1 && i < p->ndisks; i++)
+		if (aq->disks[i].full)
+			log_warning("VM %s: disk %s lost its dirty bitmap (qemu restarted?): this "
+				    "cycle reads it whole",
+				    p->vm, aq->disks[i].name);
 	if (r >= 0)
 		r = start_nbd(aq);
 	for (size_t i = 0; r >= 0 && i < p->ndisks; i++) {
@@ -700,11 +702,11 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 	int64_t marker_ns = ferry_now_ns();
 	if (r >= 0)
 		r = cut(aq, aq->gen ? cur : NULL, next);
-	int cut_done = r >= 0;
+	int cut_done = r >= 0, shipped = 0;
+	uint64_t old = aq->gen;
 	if (cut_done) {
 		/* From here on the next bitmap records; the current one (frozen)
 		 * goes only once its changes are in the cache. */
-		uint64_t old = aq->gen;
 		aq->gen++;
 		for (size_t i = 0; r >= 0 && i < p->ndisks; i++)
 			r = export_view(aq, &aq->disks[i], cur);
@@ -718,16 +720,7 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 							    marker_ns);
 		if (r >= 0)
 			r = segment_put(aq);
-		if (r >= 0) {
-			for (size_t i = 0; i < p->ndisks; i++) {
-				struct qdisk *d = &aq->disks[i];
-				if (old && !d->full)
-					try_run(aq, "block-dirty-bitmap-remove",
-						"{\"node\": \"%s\", \"name\": \"%s\"}", d->node,
-						cur);
-				d->full = 0;
-			}
-		}
+		shipped = r >= 0;
 	}
 	aq->declared = 0;
 	for (size_t i = 0; aq->q && i < p->ndisks; i++) {
@@ -737,6 +730,17 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 	}
 	if (aq->q)
 		stop_nbd(aq);
+	/* The frozen bitmaps, once nothing uses them (an export holds its
+	 * bitmap): their changes are in the cache. One that cannot go is
+	 * merged at the next cycle, which ships its blocks again. */
+	for (size_t i = 0; shipped && i < p->ndisks; i++) {
+		struct qdisk *d = &aq->disks[i];
+		if (old && !d->full &&
+		    run(aq, NULL, "block-dirty-bitmap-remove",
+			"{\"node\": \"%s\", \"name\": \"%s\"}", d->node, cur) < 0)
+			aq->need_recover = 1;
+		d->full = 0;
+	}
 	if (r < 0 && cut_done)
 		aq->need_recover = 1;
 	if (r == -ECONNRESET || r == -EPIPE || r == -ENOTCONN || r == -EPROTO) {

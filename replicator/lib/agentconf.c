@@ -45,6 +45,8 @@ void agentconf_free(struct agentconf *c)
 	free(c->vm);
 	free(c->cache);
 	free(c->state);
+	free(c->qmp);
+	free(c->nbd_socket);
 	for (size_t i = 0; i < c->ndisks; i++) {
 		free(c->disks[i].name);
 		free(c->disks[i].path);
@@ -75,6 +77,9 @@ struct parser {
 	size_t cap;
 	unsigned line;
 	int has_interval;
+	int has_tracker;
+	/* Keys the disks were given with: a bit per disk, for path and node. */
+	uint8_t path_keys[AGENTCONF_MAX_DISKS], node_keys[AGENTCONF_MAX_DISKS];
 	char error[512]; /* the first error, with its line */
 	unsigned error_line;
 };
@@ -196,6 +201,22 @@ static int handle_agent_key(struct parser *p, const char *name, const char *valu
 		p->has_interval = 1;
 		return 1;
 	}
+	if (strcmp(name, "tracker") == 0) {
+		if (p->has_tracker)
+			return fail(p, "'tracker' given twice");
+		if (strcmp(value, "scan") == 0)
+			c->tracker = AGENTCONF_TRACKER_SCAN;
+		else if (strcmp(value, "qemu") == 0)
+			c->tracker = AGENTCONF_TRACKER_QEMU;
+		else
+			return fail(p, "unknown tracker '%s' (scan or qemu)", value);
+		p->has_tracker = 1;
+		return 1;
+	}
+	if (strcmp(name, "qmp") == 0)
+		return set_string(p, &c->qmp, name, value);
+	if (strcmp(name, "nbd-socket") == 0)
+		return set_string(p, &c->nbd_socket, name, value);
 	if (strcmp(name, "chunk-size") == 0) {
 		if (c->has_chunk_size)
 			return fail(p, "'chunk-size' given twice");
@@ -230,8 +251,12 @@ static int handle_disk_key(struct parser *p, const char *name, const char *value
 				return fail(p, "disk name '%s' used twice", value);
 		return set_string(p, &d->name, name, value);
 	}
-	if (strcmp(name, "path") == 0)
+	if (strcmp(name, "path") == 0 || strcmp(name, "node") == 0) {
+		if (d->path)
+			return fail(p, "a disk takes one 'path' (scan) or one 'node' (qemu)");
+		(name[0] == 'p' ? p->path_keys : p->node_keys)[c->ndisks - 1] = 1;
 		return set_string(p, &d->path, name, value);
+	}
 	return fail(p, "unknown key '%s' in [disk]", name);
 }
 
@@ -293,11 +318,19 @@ static int parse(FILE *f, const char *file, struct agentconf *c)
 		return config_error("%s: 'state' missing in [agent]", file);
 	if (c->ndisks == 0)
 		return config_error("%s: no [disk] section: VM %s has no disks", file, c->vm);
+	int qemu = c->tracker == AGENTCONF_TRACKER_QEMU;
+	if (qemu && !c->qmp)
+		return config_error(
+			"%s: the qemu tracker needs 'qmp' (qemu's QMP socket) in [agent]", file);
+	if (!qemu && (c->qmp || c->nbd_socket))
+		return config_error("%s: 'qmp' and 'nbd-socket' are for 'tracker = qemu'", file);
 	for (size_t i = 0; i < c->ndisks; i++) {
 		if (!c->disks[i].name)
 			return config_error("%s: [disk] number %zu has no 'name'", file, i + 1);
-		if (!c->disks[i].path)
-			return config_error("%s: disk %s has no 'path'", file, c->disks[i].name);
+		if (!c->disks[i].path || (qemu ? p.path_keys[i] : p.node_keys[i]))
+			return config_error("%s: disk %s needs '%s' (the %s tracker)", file,
+					    c->disks[i].name, qemu ? "node" : "path",
+					    qemu ? "qemu" : "scan");
 	}
 	return 0;
 }
@@ -407,6 +440,12 @@ static int check(const struct agentconf *c, const char *path)
 			  path, c->vm, c->chunk_size, AGENTCONF_MAX_CHUNK_SIZE);
 		return -EINVAL;
 	}
+	if (c->tracker == AGENTCONF_TRACKER_QEMU ? !c->qmp : (c->qmp || c->nbd_socket)) {
+		log_error("agent configuration %s: VM %s: 'qmp' goes with the qemu tracker, and "
+			  "only with it",
+			  path, c->vm);
+		return -EINVAL;
+	}
 	if (c->ndisks == 0 || c->ndisks > AGENTCONF_MAX_DISKS) {
 		log_error("agent configuration %s: VM %s has %zu disks (1 to %d)", path, c->vm,
 			  c->ndisks, AGENTCONF_MAX_DISKS);
@@ -445,11 +484,19 @@ static int format_body(struct writer *w, const struct agentconf *c, const char *
 	fprintf(w->f, "interval = %llu\n", (unsigned long long)c->interval);
 	if (c->has_chunk_size)
 		fprintf(w->f, "chunk-size = %u\n", c->chunk_size);
+	int qemu = c->tracker == AGENTCONF_TRACKER_QEMU;
+	if (qemu) {
+		fprintf(w->f, "tracker = qemu\n");
+		r = put_value(w, "QMP socket", "qmp", c->qmp);
+		if (r >= 0 && c->nbd_socket)
+			r = put_value(w, "NBD socket", "nbd-socket", c->nbd_socket);
+	}
 	for (size_t i = 0; r >= 0 && i < c->ndisks; i++) {
 		char what[96]; /* "path of disk " and a valid name */
-		snprintf(what, sizeof(what), "path of disk %s", c->disks[i].name);
+		snprintf(what, sizeof(what), "%s of disk %s", qemu ? "node" : "path",
+			 c->disks[i].name);
 		fprintf(w->f, "\n[disk]\nname = %s\n", c->disks[i].name);
-		r = put_value(w, what, "path", c->disks[i].path);
+		r = put_value(w, what, qemu ? "node" : "path", c->disks[i].path);
 	}
 	return r;
 }

@@ -4,8 +4,9 @@
  * reader ferry-agent starts from and the writer `ferry enable-replication`
  * and `ferry reprotect` use, one module so that what the CLI writes is
  * exactly what the agent reads. An INI file, parsed with inih: [agent]
- * (version, vm, cache, state, interval, chunk-size), one [disk] (name,
- * path) per disk in index order, optional [credentials].
+ * (version, vm, cache, state, interval, chunk-size, tracker, qmp,
+ * nbd-socket), one [disk] (name, and path for the scan tracker or node for
+ * the qemu tracker) per disk in index order, optional [credentials].
  */
 #pragma once
 
@@ -36,6 +37,11 @@ enum agentconf_cred {
 	AGENTCONF_NCREDS,
 };
 
+enum agentconf_tracker {
+	AGENTCONF_TRACKER_SCAN, /* reads the disk files (agent-scan.h) */
+	AGENTCONF_TRACKER_QEMU, /* a running qemu's dirty bitmaps (agent-qemu.h) */
+};
+
 /*
  * A parsed configuration. Every string is malloc'd and owned by the struct
  * (agentconf_free releases them); a loaded one satisfies all of the rules
@@ -54,8 +60,15 @@ struct agentconf {
 	 * agent picks its default. */
 	uint32_t chunk_size;
 	int has_chunk_size;
+	/* scan when the file names none. qemu: qmp is the QMP socket (not
+	 * empty), nbd_socket an NBD server qemu already runs (or NULL), and
+	 * each disk's path holds its block node name (key "node"). scan: qmp
+	 * and nbd_socket NULL, and each disk's path its file (key "path"). */
+	enum agentconf_tracker tracker;
+	char *qmp;
+	char *nbd_socket;
 	/* 1 to AGENTCONF_MAX_DISKS, in file order (the disk index); names
-	 * valid and distinct, paths not empty. */
+	 * valid and distinct, paths (nodes) not empty. */
 	struct agent_disk *disks;
 	size_t ndisks;
 	/* [credentials], NULL where absent (has_creds: any given); secrets:
