@@ -2,7 +2,7 @@
 /*
  * Helpers shared by the ferry CLI's verbs: option parsing common to all of
  * them, opening the vault and a VM with errors a user can act on, and the
- * formatting of times, ages and sizes.
+ * formatting of ages and sizes (times: ferry_format_time in util.h).
  */
 #include "cli.h"
 

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The ferry CLI's shared helpers and its verbs, one function per verb:
- * ferry.c (vault and replication), ferry-check.c (check, gc) and
- * ferry-failover.c (test failover, failover, commit, jobs, re-protect,
- * failback). Each verb gets argv from its own name on and returns the exit
+ * ferry.c (vault and replication), ferry-attach.c (attach, and the VAULT
+ * and VM records), ferry-check.c (check, gc), ferry-failover.c (test
+ * failover, failover, change of point, commit, jobs) and ferry-reprotect.c
+ * (re-protect, failback, resume). Each verb gets argv from its own name on and returns the exit
  * status: 0 success, 1 failure, 2 usage error.
  */
 #pragma once

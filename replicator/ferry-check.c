@@ -189,11 +189,13 @@ int cmd_check(int argc, char **argv)
 int cmd_gc(int argc, char **argv)
 {
 	struct opts o = { 0 };
-	if (parse_common(argc, argv, &o,
-			 "Usage: ferry gc --vault DIR\n\n"
-			 "Applies the retention policy and removes data that no recovery point\n"
-			 "or live image references. Needs the vault's writer lock: stop the\n"
-			 "replicator first (it collects garbage itself as it runs).\n") < 0)
+	if (parse_common(
+		    argc, argv, &o,
+		    "Usage: ferry gc --vault DIR\n\n"
+		    "Applies the retention policy and removes data that no recovery point,\n"
+		    "live image or failover clone references. Needs the vault's writer lock,\n"
+		    "which a running replicator holds only during its passes (it collects\n"
+		    "garbage itself as it runs); ferryfs may keep writing clones meanwhile.\n") < 0)
 		return 2;
 	if (o.help)
 		return 0;

@@ -192,17 +192,29 @@ static int protected_or_explain(const struct ferry_vm *vm)
 	return -EINVAL;
 }
 
-/* Adds the failover, its job and event in one transaction. */
+/*
+ * Resolves spec (resolve_point) and adds the failover, its job and event,
+ * all in one write transaction: the roots the clone starts from are read
+ * where nobody can thin the point or collect its data before the clone
+ * keeps them alive (GC's rules, docs/architecture.md). ch gets the point.
+ */
 static int record_failover(struct ferry_vault *v, struct ferry_vm *vm, struct ferry_failover *f,
-			   const struct choice *ch, const char *job, int set_state)
+			   const char *spec, struct choice *ch, const char *job, int set_state)
 {
 	struct ferry_catalog *c = ferry_vault_catalog(v);
-	char detail[320];
-	snprintf(detail, sizeof(detail), "%s from %s on network %s/%s", f->name, ch->name,
-		 f->network, f->subnet);
 	int r = ferry_catalog_begin(c);
 	if (r < 0)
 		return r;
+	r = resolve_point(v, vm, spec, ch);
+	if (r < 0) {
+		ferry_catalog_rollback(c);
+		return r;
+	}
+	snprintf(f->point_name, sizeof(f->point_name), "%s", ch->name);
+	f->point_time_ns = ch->time_ns;
+	char detail[320];
+	snprintf(detail, sizeof(detail), "%s from %s on network %s/%s", f->name, ch->name,
+		 f->network, f->subnet);
 	r = ferry_catalog_failover_add(c, f, ch->disks, ch->ndisks);
 	if (r >= 0 && set_state) {
 		vm->state = (enum ferry_vm_state)set_state;
@@ -282,12 +294,9 @@ int cmd_test_failover(int argc, char **argv)
 	snprintf(f.subnet, sizeof(f.subnet), "%s", ts);
 
 	struct choice ch;
-	r = resolve_point(v, &vm, a.point ?: "latest", &ch);
-	if (r < 0)
-		return 1;
-	snprintf(f.point_name, sizeof(f.point_name), "%s", ch.name);
-	f.point_time_ns = ch.time_ns;
-	r = record_failover(v, &vm, &f, &ch, "test-failover", 0);
+	r = record_failover(v, &vm, &f, a.point ?: "latest", &ch, "test-failover", 0);
+	if (r == -ENOENT)
+		return 1; /* resolve_point said why */
 	if (r < 0)
 		return log_error_errno(r, "cannot create test failover of VM %s", vm.name), 1;
 	print_where(&vm, &f, &ch);
@@ -449,11 +458,9 @@ int cmd_failover(int argc, char **argv)
 	ferry_catalog_resource_get(c, vm.id, "target-subnet", f.subnet, sizeof(f.subnet));
 
 	struct choice ch;
-	if (resolve_point(v, &vm, spec, &ch) < 0)
-		return 1;
-	snprintf(f.point_name, sizeof(f.point_name), "%s", ch.name);
-	f.point_time_ns = ch.time_ns;
-	r = record_failover(v, &vm, &f, &ch, "failover", FERRY_VM_FAILED_OVER);
+	r = record_failover(v, &vm, &f, spec, &ch, "failover", FERRY_VM_FAILED_OVER);
+	if (r == -ENOENT)
+		return 1; /* resolve_point said why */
 	if (r < 0)
 		return log_error_errno(r, "cannot fail over VM %s", vm.name), 1;
 	print_where(&vm, &f, &ch);
@@ -500,15 +507,18 @@ int cmd_change_recovery_point(int argc, char **argv)
 	if (open_failed_over(&a, &v, &vm, &f) < 0)
 		return 1;
 	struct choice ch;
-	if (resolve_point(v, &vm, a.point, &ch) < 0)
-		return 1;
-
 	struct ferry_catalog *c = ferry_vault_catalog(v);
 	struct ferry_failover nf = f;
-	snprintf(nf.point_name, sizeof(nf.point_name), "%s", ch.name);
-	nf.point_time_ns = ch.time_ns;
+	/* The point's roots are read in the transaction that clones them (see
+	 * record_failover). */
 	r = ferry_catalog_begin(c);
+	if (r >= 0 && resolve_point(v, &vm, a.point, &ch) < 0) {
+		ferry_catalog_rollback(c);
+		return 1;
+	}
 	if (r >= 0) {
+		snprintf(nf.point_name, sizeof(nf.point_name), "%s", ch.name);
+		nf.point_time_ns = ch.time_ns;
 		r = ferry_catalog_failover_delete(c, f.id);
 		if (r >= 0)
 			r = ferry_catalog_failover_add(c, &nf, ch.disks, ch.ndisks);

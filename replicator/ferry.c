@@ -2,8 +2,8 @@
 /*
  * ferry: the control CLI. Creates vaults, enables replication of a VM
  * (registering it with its target resources and writing the agent's
- * configuration), shows status, recovery points and VM details, verifies a
- * vault and collects its garbage. Each verb is one function below.
+ * configuration), shows status, recovery points and VM details, and
+ * dispatches every verb: those of the other ferry-*.c files (cli.h) too.
  */
 #include <dirent.h>
 #include <errno.h>

@@ -2,7 +2,8 @@
 /*
  * Vault maintenance shared by ferry-replicator and the ferry CLI: the
  * exclusive writer lock, thinning of old recovery points by policy, and
- * garbage collection of objects no point, live map or work map references.
+ * garbage collection of objects that no root (maint_roots: live and work
+ * maps, points, failover clones, records) references.
  */
 #pragma once
 
