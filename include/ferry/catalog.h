@@ -32,6 +32,11 @@ struct ferry_catalog *ferry_catalog_free(struct ferry_catalog *c);
 
 /* A write transaction (BEGIN IMMEDIATE: the write lock from the start). */
 int ferry_catalog_begin(struct ferry_catalog *c);
+/* A write transaction whose commit is visible to every other connection at
+ * once but not synced to disk: a power loss may undo it. Only for rows
+ * that matter while their writer lives (pack intents: a writer gone with
+ * the power wrote nothing that needs them). */
+int ferry_catalog_begin_unsynced(struct ferry_catalog *c);
 /* A read transaction: every read until commit or rollback sees the catalog
  * as it was at this call, whatever other connections commit meanwhile. */
 int ferry_catalog_begin_read(struct ferry_catalog *c);

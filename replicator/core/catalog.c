@@ -29,6 +29,7 @@ struct ferry_catalog {
 	size_t nstmts;
 	uint64_t local_commits;
 	int in_tx;
+	int unsynced; /* the open transaction is ferry_catalog_begin_unsynced's */
 };
 
 static const char schema_v1[] =
@@ -425,6 +426,29 @@ int ferry_catalog_begin(struct ferry_catalog *c)
 	return r;
 }
 
+int ferry_catalog_begin_unsynced(struct ferry_catalog *c)
+{
+	/* In WAL mode NORMAL makes a commit visible to every connection at
+	 * once but leaves the WAL's sync to a later FULL commit. */
+	int r = exec(c, "PRAGMA synchronous = NORMAL;");
+	if (r >= 0)
+		r = ferry_catalog_begin(c);
+	if (r >= 0)
+		c->unsynced = 1;
+	else
+		(void)exec(c, "PRAGMA synchronous = FULL;");
+	return r;
+}
+
+/* Back to durable commits after an unsynced transaction ended. */
+static void end_unsynced(struct ferry_catalog *c)
+{
+	if (c->unsynced) {
+		c->unsynced = 0;
+		(void)exec(c, "PRAGMA synchronous = FULL;");
+	}
+}
+
 int ferry_catalog_commit(struct ferry_catalog *c)
 {
 	int r = exec(c, "COMMIT;");
@@ -434,6 +458,7 @@ int ferry_catalog_commit(struct ferry_catalog *c)
 	}
 	c->in_tx = 0;
 	c->local_commits++;
+	end_unsynced(c);
 	return 0;
 }
 
@@ -461,6 +486,7 @@ void ferry_catalog_rollback(struct ferry_catalog *c)
 	if (sqlite3_get_autocommit(c->db) == 0)
 		(void)exec(c, "ROLLBACK;");
 	c->in_tx = 0;
+	end_unsynced(c);
 }
 
 int ferry_catalog_get_setting(struct ferry_catalog *c, const char *key, char *buf, size_t bufsize)

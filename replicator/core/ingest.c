@@ -215,8 +215,9 @@ static int intent_set(struct ferry_ingest *in, int add)
 	char owner[FERRY_INGEST_OWNER_MAX];
 	ferry_ingest_owner(owner, sizeof(owner));
 
+	/* Intents matter only while their writer lives: no sync for them. */
 	ferry_vault_lock(in->vault);
-	int r = ferry_catalog_begin(c);
+	int r = ferry_catalog_begin_unsynced(c);
 	if (r >= 0)
 		r = add ? ferry_catalog_pack_intent_add(c, pack, owner) :
 			  ferry_catalog_pack_intent_delete(c, pack);

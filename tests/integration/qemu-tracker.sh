@@ -89,6 +89,30 @@ qcycle
 latest_equals disk.img "idle cycle"
 note "a cycle without writes still ships its marker"
 
+# Small writes stay small: 2,000 random 4 KiB blocks of random data grow
+# the store by at most 1.5 times the bytes written.
+store_bytes() { du -sb vault/store | cut -f1; }
+mkdir small
+python3 - "$T/small" > small.cmds <<'PY'
+import os, random, sys
+rng = random.Random(5)
+for i in range(2000):
+    src = os.path.join(sys.argv[1], str(i))
+    with open(src, "wb") as f:
+        f.write(rng.randbytes(4096))
+    print("write -s %s %d 4k" % (src, rng.randrange(64 * 256) * 4096))
+PY
+before=$(store_bytes)
+cmds=()
+while read -r line; do cmds+=(-c "$line"); done < small.cmds
+qemu-io -f raw "nbd+unix:///rw?socket=$T/nbd.sock" "${cmds[@]}" >/dev/null || fail "qemu-io small writes"
+qcycle
+latest_equals disk.img "2,000 scattered 4 KiB writes"
+growth=$(($(store_bytes) - before))
+blocks=$(awk '{print $4}' small.cmds | sort -u | wc -l)
+note "2,000 writes into $blocks distinct 4 KiB blocks grew the store by $growth bytes"
+[ "$growth" -le $((blocks * 4096 * 3 / 2)) ] || fail "store grew by $growth bytes, over 1.5 x $((blocks * 4096))"
+
 # SIGKILL while the agent reads: 32 MiB of fresh data to read makes the window.
 wr "write -P 0x5a 16M 32M"
 agent &
