@@ -186,6 +186,11 @@ int ferry_catalog_object_list(struct ferry_catalog *c,
 			      int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc,
 					void *userdata),
 			      void *userdata);
+/* The objects the index places in one pack, in pack order. */
+int ferry_catalog_object_list_pack(struct ferry_catalog *c, uint64_t pack,
+				   int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc,
+					     void *userdata),
+				   void *userdata);
 /* gen: the ingest generation that recorded it (ferry_catalog_gen_next). */
 int ferry_catalog_pack_add(struct ferry_catalog *c, uint64_t pack, uint64_t size, uint32_t count,
 			   uint64_t gen);

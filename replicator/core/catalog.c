@@ -1132,6 +1132,19 @@ int ferry_catalog_object_list(struct ferry_catalog *c,
 			    0, object_row, &ctx);
 }
 
+int ferry_catalog_object_list_pack(struct ferry_catalog *c, uint64_t pack,
+				   int (*cb)(const struct ferry_id *id, const struct ferry_loc *loc,
+					     void *userdata),
+				   void *userdata)
+{
+	struct object_ctx ctx = { cb, userdata };
+	return for_each_row(
+		c,
+		"SELECT id, type, pack, offset, clen, plen FROM objects WHERE pack = ?1 "
+		"ORDER BY offset",
+		(int64_t)pack, object_row, &ctx);
+}
+
 int ferry_catalog_pack_add(struct ferry_catalog *c, uint64_t pack, uint64_t size, uint32_t count,
 			   uint64_t gen)
 {

@@ -489,7 +489,8 @@ static int rewrite_pack(struct ferry_vault *v, const struct sweep_ctx *s, const 
 	/* The objects to copy are those of the snapshot; reading them needs
 	 * no snapshot, as only GC removes objects. */
 	if (r >= 0)
-		r = ferry_catalog_object_list(ferry_vault_catalog(v), rewrite_object, &rc);
+		r = ferry_catalog_object_list_pack(ferry_vault_catalog(v), p->pack, rewrite_object,
+						   &rc);
 	if (r >= 0)
 		r = ferry_ingest_commit(rc.in, drop_rows, &d);
 	ferry_ingest_free(rc.in);
