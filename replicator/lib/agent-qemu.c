@@ -31,6 +31,7 @@
 #include "ferry/crypto.h"
 #include "ferry/log.h"
 #include "ferry/util.h"
+#include "fpfile.h"
 #include "nbdview.h"
 #include "qmp.h"
 
@@ -47,10 +48,25 @@ struct qdisk {
 	uint16_t idx;
 	uint64_t size;
 	int persistent; /* qcow2: the bitmap survives a qemu restart */
-	int full;       /* no usable bitmap: read every allocated extent */
+	int has_cur;    /* qemu holds the recording bitmap of generation gen */
+	int full;       /* read every allocated extent: no usable bitmap, or no
+			 * full cycle completed yet (no fingerprint baseline) */
+	int compare;    /* full, with fingerprints to ship only what differs */
 	char file_node[NODE_NAME_MAX + 1], view_node[NODE_NAME_MAX + 1];
 	char job[NODE_NAME_MAX + 1], export[NODE_NAME_MAX + 1];
 	char *scratch;
+	char *fp_path;
+	struct fpfile *fp; /* fpfile.h */
+	uint64_t fp_size;  /* the disk size fp was opened for */
+};
+
+/* A fingerprint update that waits for its segment to be in the cache. */
+struct pending_fp {
+	uint16_t disk;
+	int zero;        /* blocks read as zeros: no fingerprints */
+	uint64_t block;  /* first block */
+	uint64_t n;      /* blocks */
+	size_t first_fp; /* index into agent_qemu.pfps */
 };
 
 struct agent_qemu {
@@ -66,9 +82,17 @@ struct agent_qemu {
 	uint64_t gen; /* of the recording bitmap; 0: none yet */
 	struct agent_scan_stats st;
 
+	/* Fingerprints of what the open segment carries, written once it is
+	 * in the cache (fpfile.h). */
+	struct pending_fp *pend;
+	size_t npend, apend;
+	struct ferry_fp *pfps;
+	size_t npfps, apfps;
+
 	/* the segment being filled */
 	struct ferry_segment_writer *w;
 	uint64_t next_seq;
+	uint64_t first_seq; /* next_seq when the cycle began */
 	struct ferry_id prev;
 	int declared;
 	uint8_t *buf;
@@ -350,6 +374,7 @@ static int recover(struct agent_qemu *aq)
 				have = !(inc && json_object_get_boolean(inc));
 			}
 		}
+		d->has_cur = have;
 		d->full = !have;
 		if (!have && gen)
 			try_run(aq, "block-dirty-bitmap-remove",
@@ -381,6 +406,31 @@ static int recover(struct agent_qemu *aq)
 	if (r >= 0)
 		aq->gen = gen;
 	return r;
+}
+
+/* What the recording bitmaps hold now: bytes written since the cut,
+ * waiting for the next cycle. UINT64_MAX when qemu cannot say. */
+static uint64_t waiting_bytes(struct agent_qemu *aq)
+{
+	struct json_object *nodes = NULL;
+	if (!aq->q || run(aq, &nodes, "query-named-block-nodes", "{\"flat\": true}") < 0)
+		return UINT64_MAX;
+	char cur[64];
+	bitmap_name(aq, aq->gen, cur, sizeof(cur));
+	uint64_t sum = 0;
+	for (size_t i = 0; i < aq->p->ndisks; i++) {
+		struct json_object *bitmaps =
+			member(find_node(nodes, aq->disks[i].node), "dirty-bitmaps");
+		for (size_t b = 0; bitmaps && b < json_object_array_length(bitmaps); b++) {
+			struct json_object *bm = json_object_array_get_idx(bitmaps, b);
+			const char *name = member_str(bm, "name");
+			struct json_object *count = member(bm, "count");
+			if (name && count && strcmp(name, cur) == 0)
+				sum += (uint64_t)MAX(json_object_get_int64(count), INT64_C(0));
+		}
+	}
+	json_object_put(nodes);
+	return sum;
 }
 
 static int connect_qemu(struct agent_qemu *aq)
@@ -472,6 +522,51 @@ static int segment_open(struct agent_qemu *aq)
 	return r;
 }
 
+static int pend_add(struct agent_qemu *aq, uint16_t disk, int zero, uint64_t block, uint64_t n,
+		    const struct ferry_fp *fps)
+{
+	if (aq->npend == aq->apend) {
+		size_t k = aq->apend ? aq->apend * 2 : 64;
+		struct pending_fp *a = realloc(aq->pend, k * sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		aq->pend = a;
+		aq->apend = k;
+	}
+	if (!zero && aq->npfps + n > aq->apfps) {
+		size_t k = MAX(aq->apfps * 2, aq->npfps + n);
+		struct ferry_fp *a = realloc(aq->pfps, k * sizeof(*a));
+		if (!a)
+			return -ENOMEM;
+		aq->pfps = a;
+		aq->apfps = k;
+	}
+	aq->pend[aq->npend++] = (struct pending_fp){ disk, zero, block, n, aq->npfps };
+	if (!zero) {
+		memcpy(aq->pfps + aq->npfps, fps, n * sizeof(*fps));
+		aq->npfps += n;
+	}
+	return 0;
+}
+
+/* The segment just put carries these blocks: their fingerprints may say
+ * so now. A failure here only costs blocks shipped again after a lost
+ * bitmap, so it is logged, not fatal. */
+static void pend_apply(struct agent_qemu *aq)
+{
+	for (size_t i = 0; i < aq->npend; i++) {
+		const struct pending_fp *e = &aq->pend[i];
+		struct qdisk *d = &aq->disks[e->disk];
+		int r = e->zero ?
+				fpfile_zero(d->fp, e->block, e->n) :
+				fpfile_put(d->fp, e->block, (uint32_t)e->n, aq->pfps + e->first_fp);
+		if (r < 0)
+			log_warning_errno(r, "VM %s: disk %s: cannot record fingerprints in %s",
+					  aq->p->vm, d->name, d->fp_path);
+	}
+	aq->npend = aq->npfps = 0;
+}
+
 static int segment_put(struct agent_qemu *aq)
 {
 	_cleanup_free_ void *buf = NULL;
@@ -490,6 +585,7 @@ static int segment_put(struct agent_qemu *aq)
 	aq->next_seq++;
 	aq->prev = info.digest;
 	aq->declared = 0;
+	pend_apply(aq);
 	return 0;
 }
 
@@ -550,50 +646,120 @@ struct reader {
 	struct agent_qemu *aq;
 	struct qdisk *d;
 	struct nbdview *v;
+	int first; /* the chain's first cycle: the target starts empty */
 };
+
+static int add_zero(struct agent_qemu *aq, struct qdisk *d, uint64_t off, uint64_t end)
+{
+	int r = segment_open(aq);
+	if (r >= 0)
+		r = ferry_segment_writer_add_zero(aq->w, d->idx, off, end - off);
+	if (r >= 0)
+		r = pend_add(aq, d->idx, 1, off / BLOCK, (end - off) / BLOCK, NULL);
+	aq->st.zeroed_bytes += end - off;
+	return r < 0 ? r : segment_maybe_cut(aq);
+}
+
+/*
+ * A range that reads as zeros in a full cycle. Nothing to ship for a target
+ * that starts empty (the chain's first cycle); against fingerprints, ZERO
+ * for the blocks that held data; without them, ZERO for all of it.
+ */
+static int full_zero(struct agent_qemu *aq, struct qdisk *d, uint64_t off, uint64_t end, int first)
+{
+	if (first)
+		return 0;
+	if (!d->compare)
+		return add_zero(aq, d, off, end);
+	struct ferry_fp fps[4096];
+	for (uint64_t b = off / BLOCK; b < end / BLOCK;) {
+		uint32_t k = (uint32_t)MIN((uint64_t)ARRAY_SIZE(fps), end / BLOCK - b);
+		int r = fpfile_get(d->fp, b, k, fps);
+		if (r < 0)
+			return r;
+		for (uint32_t i = 0; i < k;) {
+			if (!fps[i].lo && !fps[i].hi) {
+				i++;
+				continue;
+			}
+			uint32_t j = i + 1;
+			while (j < k && (fps[j].lo || fps[j].hi))
+				j++;
+			r = add_zero(aq, d, (b + i) * BLOCK, (b + j) * BLOCK);
+			if (r < 0)
+				return r;
+			i = j;
+		}
+		b += k;
+	}
+	return 0;
+}
 
 static int on_extent(uint64_t off, uint64_t len, enum nbdview_kind kind, void *userdata)
 {
 	struct reader *rd = userdata;
 	struct agent_qemu *aq = rd->aq;
+	struct qdisk *d = rd->d;
+	uint64_t end =
+		MIN(DIV_ROUND_UP(off + len, BLOCK) * BLOCK, DIV_ROUND_UP(d->size, BLOCK) * BLOCK);
 	int r;
-	if (kind == NBDVIEW_SKIP)
-		return 0;
 	if (aq->p->stop && *aq->p->stop)
 		return -EINTR;
-	if (kind == NBDVIEW_ZERO) {
-		uint64_t end = MIN(DIV_ROUND_UP(off + len, BLOCK) * BLOCK,
-				   DIV_ROUND_UP(rd->d->size, BLOCK) * BLOCK);
-		r = segment_open(aq);
-		if (r >= 0)
-			r = ferry_segment_writer_add_zero(aq->w, rd->d->idx, off, end - off);
-		aq->st.zeroed_bytes += end - off;
-		return r < 0 ? r : segment_maybe_cut(aq);
-	}
+	if (kind == NBDVIEW_SKIP)
+		return d->full ? full_zero(aq, d, off, end, rd->first) : 0;
+	if (kind == NBDVIEW_ZERO)
+		return add_zero(aq, d, off, end);
+	struct ferry_fp fps[READ_MAX / BLOCK], old[READ_MAX / BLOCK];
 	while (len > 0) {
 		size_t n = (size_t)MIN((uint64_t)READ_MAX, len);
 		r = nbdview_read(rd->v, aq->buf, n, off);
 		if (r < 0)
 			return log_error_errno(r,
 					       "VM %s: disk %s: NBD read at %" PRIu64 " failed: %s",
-					       aq->p->vm, rd->d->name, off,
-					       nbdview_last_error(rd->v));
+					       aq->p->vm, d->name, off, nbdview_last_error(rd->v));
 		aq->st.scanned_bytes += n;
 		/* A run may end at a disk size that is not a multiple of 4 KiB:
 		 * the record covers whole blocks, the tail reads as zeros. */
-		size_t rec = (size_t)(DIV_ROUND_UP(n, BLOCK) * BLOCK);
-		if (rec > n)
-			memset(aq->buf + n, 0, rec - n);
-		r = segment_open(aq);
-		if (r >= 0)
-			r = ferry_segment_writer_add_data(aq->w, rd->d->idx, off, aq->buf, rec);
-		if (r < 0)
-			return log_error_errno(r, "VM %s: cannot add data to segment %" PRIu64,
-					       aq->p->vm, aq->next_seq);
-		aq->st.shipped_bytes += rec;
-		r = segment_maybe_cut(aq);
-		if (r < 0)
-			return r;
+		uint32_t nb = (uint32_t)DIV_ROUND_UP(n, BLOCK);
+		if ((size_t)nb * BLOCK > n)
+			memset(aq->buf + n, 0, (size_t)nb * BLOCK - n);
+		for (uint32_t i = 0; i < nb; i++)
+			fpfile_block(aq->buf + (size_t)i * BLOCK, &fps[i]);
+		if (d->compare) {
+			r = fpfile_get(d->fp, off / BLOCK, nb, old);
+			if (r < 0)
+				return log_error_errno(r, "VM %s: disk %s: cannot read %s",
+						       aq->p->vm, d->name, d->fp_path);
+		}
+		/* Runs of blocks to ship: all of them, or after a lost bitmap
+		 * those whose fingerprint differs from what was shipped. */
+		for (uint32_t i = 0; i < nb;) {
+			if (d->compare && fps[i].lo == old[i].lo && fps[i].hi == old[i].hi) {
+				i++;
+				continue;
+			}
+			uint32_t j = i + 1;
+			while (j < nb &&
+			       !(d->compare && fps[j].lo == old[j].lo && fps[j].hi == old[j].hi))
+				j++;
+			r = segment_open(aq);
+			if (r >= 0)
+				r = ferry_segment_writer_add_data(aq->w, d->idx,
+								  off + (uint64_t)i * BLOCK,
+								  aq->buf + (size_t)i * BLOCK,
+								  (uint64_t)(j - i) * BLOCK);
+			if (r >= 0)
+				r = pend_add(aq, d->idx, 0, off / BLOCK + i, j - i, fps + i);
+			if (r < 0)
+				return log_error_errno(r,
+						       "VM %s: cannot add data to segment %" PRIu64,
+						       aq->p->vm, aq->next_seq);
+			aq->st.shipped_bytes += (uint64_t)(j - i) * BLOCK;
+			r = segment_maybe_cut(aq);
+			if (r < 0)
+				return r;
+			i = j;
+		}
 		off += n;
 		len -= n;
 	}
@@ -602,7 +768,7 @@ static int on_extent(uint64_t off, uint64_t len, enum nbdview_kind kind, void *u
 
 static int read_view(struct agent_qemu *aq, struct qdisk *d, const char *bitmap)
 {
-	struct reader rd = { aq, d, NULL };
+	struct reader rd = { aq, d, NULL, aq->first_seq == 1 };
 	int r = nbdview_open(aq->nbd_sock, d->export, d->full ? NULL : bitmap, &rd.v);
 	if (r < 0)
 		return log_error_errno(r, "VM %s: disk %s: cannot read the view over NBD",
@@ -620,6 +786,34 @@ static int read_view(struct agent_qemu *aq, struct qdisk *d, const char *bitmap)
 
 /* ---- one cycle ---- */
 
+/* The disk's fingerprint file, for its size; decides whether a full
+ * cycle of it can compare (fpfile.h). */
+static int open_fingerprints(struct agent_qemu *aq, struct qdisk *d)
+{
+	if (!d->fp || d->fp_size != d->size) {
+		d->fp = fpfile_free(d->fp);
+		int r = fpfile_open(d->fp_path, d->size, &d->fp);
+		if (r < 0)
+			return log_error_errno(r, "VM %s: disk %s: cannot open %s", aq->p->vm,
+					       d->name, d->fp_path);
+		d->fp_size = d->size;
+	}
+	int baseline = fpfile_has_baseline(d->fp);
+	/* The baseline also says that a full cycle of the disk completed: an
+	 * agent killed in the first one reads it whole again, whatever bitmap
+	 * it finds, or what it had not read yet would never be shipped. */
+	if (!baseline)
+		d->full = 1;
+	d->compare = d->full && baseline;
+	if (d->full && aq->next_seq > 1)
+		log_warning("VM %s: disk %s %s: this cycle reads it whole%s", aq->p->vm, d->name,
+			    d->has_cur ? "has no complete full cycle yet" :
+					 "lost its dirty bitmap (qemu restarted?)",
+			    d->compare ? " and ships what differs from its fingerprints" :
+					 " and ships all of it (no fingerprints to compare)");
+	return 0;
+}
+
 /* The cut: one transaction over every disk. */
 static int cut(struct agent_qemu *aq, const char *cur, const char *next)
 {
@@ -635,7 +829,7 @@ static int cut(struct agent_qemu *aq, const char *cur, const char *next)
 			"\"%s\", \"sync\": \"none\", \"job-id\": \"%s\", \"auto-dismiss\": true}}",
 			d->node, d->view_node, d->job);
 		json_object_array_add(actions, json_tokener_parse(json));
-		if (cur && !d->full) {
+		if (cur && d->has_cur) {
 			snprintf(json, sizeof(json),
 				 "{\"type\": \"block-dirty-bitmap-disable\", \"data\": {\"node\": "
 				 "\"%s\", \"name\": \"%s\"}}",
@@ -683,13 +877,10 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 	int r = connect_qemu(aq);
 	if (r >= 0)
 		r = chain_position(aq);
-	/* Segments before: this VM was replicated, so a disk without a bitmap
-	 * lost it (qemu restarted, or an inconsistent persistent bitmap). */
-	for (size_t i = 0; r >= 0 && aq->next_seq > 1 && i < p->ndisks; i++)
-		if (aq->disks[i].full)
-			log_warning("VM %s: disk %s lost its dirty bitmap (qemu restarted?): this "
-				    "cycle reads it whole",
-				    p->vm, aq->disks[i].name);
+	aq->first_seq = aq->next_seq;
+	aq->npend = aq->npfps = 0;
+	for (size_t i = 0; r >= 0 && i < p->ndisks; i++)
+		r = open_fingerprints(aq, &aq->disks[i]);
 	if (r >= 0)
 		r = start_nbd(aq);
 	for (size_t i = 0; r >= 0 && i < p->ndisks; i++) {
@@ -735,11 +926,21 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 	 * merged at the next cycle, which ships its blocks again. */
 	for (size_t i = 0; shipped && i < p->ndisks; i++) {
 		struct qdisk *d = &aq->disks[i];
-		if (old && !d->full &&
+		/* A full cycle, in the cache: every fingerprint now says what the
+		 * chain holds. */
+		if (d->full && !fpfile_has_baseline(d->fp)) {
+			int k = fpfile_set_baseline(d->fp);
+			if (k < 0)
+				log_warning_errno(
+					k, "VM %s: disk %s: cannot record the baseline in %s",
+					p->vm, d->name, d->fp_path);
+		}
+		if (old && d->has_cur &&
 		    run(aq, NULL, "block-dirty-bitmap-remove",
 			"{\"node\": \"%s\", \"name\": \"%s\"}", d->node, cur) < 0)
 			aq->need_recover = 1;
 		d->full = 0;
+		d->has_cur = 1;
 	}
 	if (r < 0 && cut_done)
 		aq->need_recover = 1;
@@ -748,6 +949,9 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 		aq->q = qmp_free(aq->q);
 	}
 	aq->st.finished_ns = ferry_now_ns();
+	/* Asked after the cycle's own time: it is what the next one starts
+	 * with. */
+	aq->st.source_waiting_bytes = shipped && aq->gen ? waiting_bytes(aq) : UINT64_MAX;
 	aq->st.marker_time_ns = marker_ns;
 	aq->st.cycle_shipped_bytes = aq->st.shipped_bytes;
 	aq->st.cycle_segments = aq->st.segments;
@@ -801,7 +1005,8 @@ int agent_qemu_new(const struct agent_qemu_params *p, struct agent_qemu **ret)
 		snprintf(d->view_node, sizeof(d->view_node), "fy%s-%hu-v", aq->hash, d->idx);
 		snprintf(d->job, sizeof(d->job), "fy%s-%hu-b", aq->hash, d->idx);
 		snprintf(d->export, sizeof(d->export), "fy%s-%hu", aq->hash, d->idx);
-		if (asprintf(&d->scratch, "%s/view-%zu.qcow2", p->state_dir, i) < 0)
+		if (asprintf(&d->scratch, "%s/view-%zu.qcow2", p->state_dir, i) < 0 ||
+		    asprintf(&d->fp_path, "%s/%s.qfp", p->state_dir, d->name) < 0)
 			r = -ENOMEM;
 	}
 	if (r < 0) {
@@ -817,8 +1022,13 @@ struct agent_qemu *agent_qemu_free(struct agent_qemu *aq)
 	if (!aq)
 		return NULL;
 	qmp_free(aq->q);
-	for (size_t i = 0; aq->disks && i < aq->p->ndisks; i++)
+	for (size_t i = 0; aq->disks && i < aq->p->ndisks; i++) {
 		free(aq->disks[i].scratch);
+		free(aq->disks[i].fp_path);
+		fpfile_free(aq->disks[i].fp);
+	}
+	free(aq->pend);
+	free(aq->pfps);
 	free(aq->disks);
 	free(aq->nbd_sock);
 	free(aq->buf);

@@ -134,7 +134,11 @@ wr "write -P 0x7c 33M 4k"
 qcycle
 grep -q "lost its dirty bitmap" agent.log || fail "the agent did not notice the lost bitmap"
 latest_equals disk.img "after a qemu restart"
-note "after a qemu-storage-daemon restart: a full cycle, nothing lost"
+shipped=$(sed -n 's/^shipped_bytes=//p' vault/agents/vm1.state/stats)
+scanned=$(sed -n 's/^scanned_bytes=//p' vault/agents/vm1.state/stats)
+note "after a qemu-storage-daemon restart: a full cycle read $scanned bytes and shipped $shipped"
+[ "$scanned" -gt $((32 << 20)) ] || fail "the full cycle read only $scanned bytes"
+[ "$shipped" -le $((1 << 20)) ] || fail "the full cycle shipped $shipped bytes for one 4 KiB write: fingerprints not used"
 unmount_vault mnt
 kill "$qsd_pid"
 
