@@ -6,9 +6,9 @@
 # no network. Build packages always; --test adds what the test suites use
 # (sanitizer runtimes, clang-format, e2fsprogs, qemu, virt-xml-validate and
 # the boot fixture's tools); --demo what contrib/demo.sh uses; --bench the
-# peers and tools of contrib/bench/. --list prints the packages wanted, one
-# a line, and installs nothing (contrib/check-deps.sh reads the build list
-# from it). Runs as root, or through sudo.
+# peers and tools of contrib/bench/ (with qemu for rpo.sh). --list prints
+# the packages wanted, one a line, and installs nothing (check-deps.sh reads
+# the build list from it). Runs as root, or through sudo.
 #
 # Usage: contrib/install-deps.sh [--test] [--demo] [--bench] [--dry-run] [--list]
 set -euo pipefail
@@ -25,7 +25,8 @@ test_pkgs=(e2fsprogs util-linux xxd python3 clang libclang-rt-14-dev clang-forma
 	mtools dosfstools xz-utils binutils libnbd-bin)
 # contrib/demo.sh: make and inspect an ext4 image, loop devices.
 demo_pkgs=(e2fsprogs util-linux)
-bench_pkgs=(restic borgbackup fio zstd openssl python3 python3-pyfuse3 e2fsprogs time curl)
+bench_pkgs=(restic borgbackup fio zstd openssl python3 python3-pyfuse3 e2fsprogs time curl
+	qemu-system-x86)
 
 want=("${build_pkgs[@]}")
 dry_run=0 list=0
