@@ -24,6 +24,11 @@
 /* Changing things are revalidated often; recovery points never change. */
 #define TIMEOUT_LIVE 1.0
 #define TIMEOUT_IMMUTABLE 3600.0
+/* A live image changes at every applied marker, every few seconds with
+ * the qemu tracker: its size and time (the marker's) follow within a
+ * tenth of a second, not a whole one. Its content needs no timeout: every
+ * open reads the live root of the catalog as it is then. */
+#define TIMEOUT_LIVE_IMAGE 0.1
 
 /* The I/O size images served direct suggest to readers (st_blksize): the
  * largest FUSE request. cat and cp size their buffers by it. */
@@ -337,6 +342,7 @@ int ns_stat(struct fs *fs, const struct node *n, struct stat *st, double *timeou
 		 * tells the kernel to drop cached pages (auto_inval_data,
 		 * with -o page_cache). */
 		when = n->vm->vm.marker_ns > 0 ? n->vm->vm.marker_ns : n->vm->vm.created_ns;
+		*timeout = TIMEOUT_LIVE_IMAGE;
 		break;
 	case K_LATEST:
 	case K_LATEST_APP:

@@ -204,6 +204,41 @@ static void log_summary(const char *vm, const struct agent_scan_stats *st)
 		 secs > 0 ? (double)st->scanned_bytes / secs / 1e6 : 0);
 }
 
+/* ---- status in the cache ---- */
+
+/*
+ * Tells the target how this agent is doing (docs/format/cache.md): after a
+ * complete cycle its figures, after a failed one the same figures with the
+ * error, so that `ferry status` can tell a failing agent from a silent one.
+ * Best effort: a status that cannot be put costs a warning, never a cycle.
+ */
+static void put_status(struct ferry_cache *cache, const char *vm, struct ferry_agent_status *last,
+		       const struct agent_scan_stats *st, int qemu, int r)
+{
+	if (r > 0) {
+		*last = (struct ferry_agent_status){
+			.tracker = last->tracker,
+			.interval_s = last->interval_s,
+			.cycle = st->cycle,
+			.seq = st->seq,
+			.marker_ns = st->marker_time_ns,
+			.started_ns = st->started_ns,
+			.duration_ns = MAX(st->finished_ns - st->started_ns, INT64_C(0)),
+			.shipped_bytes = st->cycle_shipped_bytes,
+			.segments = st->cycle_segments,
+			.read_bytes = st->scanned_bytes,
+			.source_waiting_bytes = qemu ? st->source_waiting_bytes :
+						       FERRY_STATUS_UNKNOWN,
+		};
+	}
+	last->error = r < 0 ? (-r <= 4095 ? -r : EIO) : 0;
+	last->written_ns = ferry_now_ns();
+	int k = ferry_cache_put_status(cache, vm, last);
+	if (k < 0)
+		log_warning_errno(k, "VM %s: cannot put the agent's status into cache %s", vm,
+				  ferry_cache_url(cache));
+}
+
 /* Errors worth another try at the next interval rather than an exit. */
 static int transient(int r)
 {
@@ -397,11 +432,17 @@ static int run(int argc, char **argv)
 		  cfg.vm, cfg.ndisks, aq ? "qemu" : "scan", ferry_cache_url(cache), cfg.state,
 		  interval);
 
+	struct ferry_agent_status status = {
+		.tracker = aq ? FERRY_TRACKER_QEMU : FERRY_TRACKER_SCAN,
+		.interval_s = (uint32_t)MIN(interval, (uint64_t)UINT32_MAX),
+	};
 	for (;;) {
 		int64_t start = ferry_mono_ns();
 		struct agent_scan_stats st;
 		r = aq ? agent_qemu_cycle(aq, &st) : agent_scan_cycle(&p, &st);
 		clear_progress(&disp);
+		if (r != 0)
+			put_status(cache, cfg.vm, &status, &st, !!aq, r);
 		if (r < 0) {
 			/* A qemu restarting, a monitor or cache away for a while: the
 			 * qemu tracker's bitmaps keep what it could not ship, so only

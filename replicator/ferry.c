@@ -41,7 +41,7 @@ static void usage(FILE *f)
 		"  init --vault DIR [--chunk-size BYTES]     create a vault\n"
 		"  enable-replication --vault DIR --vm NAME --disk NAME=PATH...\n"
 		"                                            protect a VM (see 'ferry enable-replication --help')\n"
-		"  status --vault DIR [--json]               state, last point, RPO, pending bytes per VM\n"
+		"  status --vault DIR [--json]               state, lag, backlog, agent's last cycle per VM\n"
 		"  recovery-points --vault DIR VM            list a VM's recovery points, oldest first\n"
 		"  show --vault DIR VM                       a VM's settings, disks, resources, events\n"
 		"  check --vault DIR [--read-data]           verify packs, index and maps\n"
@@ -722,6 +722,114 @@ static int failover_json(const struct ferry_failover *f, void *userdata)
 	return 0;
 }
 
+/* What the agent last said about itself (its status blob in the cache). */
+struct agent_report {
+	int have; /* 1: st is valid; 0: none; <0: -errno reading it */
+	struct ferry_agent_status st;
+	int64_t age_ns; /* now minus when it was written */
+	int silent;
+};
+
+/* An agent is silent once its status is older than a few of its cycles
+ * (and their duration), and never sooner than half a minute: a status
+ * is put once per cycle, and one put may be slow or fail. */
+static void agent_report_judge(struct agent_report *a, int64_t now)
+{
+	if (a->have <= 0)
+		return;
+	a->age_ns = MAX(now - a->st.written_ns, INT64_C(0));
+	/* In double: the figures come from the source and may be anything. */
+	double cycle_s = (double)a->st.interval_s + (double)a->st.duration_ns / 1e9;
+	a->silent = (double)a->age_ns / 1e9 > MAX(3 * cycle_s, 30.0);
+}
+
+static const char *tracker_name(uint8_t t)
+{
+	return t == FERRY_TRACKER_SCAN ? "scan" : t == FERRY_TRACKER_QEMU ? "qemu" : "unknown";
+}
+
+static json_object *json_time(int64_t ns)
+{
+	char buf[32];
+	if (ns <= 0)
+		return NULL;
+	ferry_format_time(ns, buf, sizeof(buf));
+	return json_object_new_string(buf);
+}
+
+/* Seconds with millisecond resolution, printed as such. */
+static json_object *json_seconds(int64_t ns)
+{
+	char buf[32];
+	snprintf(buf, sizeof(buf), "%.3f", (double)ns / 1e9);
+	return json_object_new_double_s((double)ns / 1e9, buf);
+}
+
+static json_object *json_u64(uint64_t v)
+{
+	return v == FERRY_STATUS_UNKNOWN ? NULL : json_object_new_int64((int64_t)v);
+}
+
+static json_object *agent_json(const struct agent_report *a)
+{
+	json_object *o = json_object_new_object();
+	const struct ferry_agent_status *st = &a->st;
+	json_object_object_add(o, "tracker", json_object_new_string(tracker_name(st->tracker)));
+	json_object_object_add(o, "updated", json_time(st->written_ns));
+	json_object_object_add(o, "updated_seconds_ago", json_seconds(a->age_ns));
+	json_object_object_add(o, "interval_seconds", json_object_new_int64(st->interval_s));
+	json_object_object_add(o, "silent", json_object_new_boolean(a->silent));
+	json_object_object_add(o, "error",
+			       st->error ? json_object_new_string(strerror(st->error)) : NULL);
+	json_object_object_add(o, "cycle", json_object_new_int64((int64_t)st->cycle));
+	json_object_object_add(o, "last_marker", json_time(st->marker_ns));
+	json_object_object_add(o, "last_cycle_start", json_time(st->started_ns));
+	json_object_object_add(o, "last_cycle_read_bytes",
+			       st->cycle ? json_object_new_int64((int64_t)st->read_bytes) : NULL);
+	return o;
+}
+
+static void agent_text(const struct agent_report *a)
+{
+	char b1[32], b2[32], b3[32], when[32], age[32];
+	const struct ferry_agent_status *st = &a->st;
+	const char *none = a->have < 0 ? "unknown (the agent's status is unreadable)" :
+					 "unknown (no status from the agent yet)";
+
+	if (a->have <= 0)
+		printf("  at the source  %s\n", none);
+	else if (st->source_waiting_bytes == FERRY_STATUS_UNKNOWN)
+		printf("  at the source  unknown (the %s tracker cannot tell)\n",
+		       tracker_name(st->tracker));
+	else {
+		format_bytes(st->source_waiting_bytes, b1, sizeof(b1));
+		printf("  at the source  %s written and not shipped yet\n", b1);
+	}
+	if (a->have <= 0 || st->cycle == 0)
+		printf("  last cycle     %s\n", a->have > 0 ? "none completed yet" : none);
+	else {
+		format_bytes(st->shipped_bytes, b1, sizeof(b1));
+		format_bytes(st->read_bytes, b2, sizeof(b2));
+		ferry_format_time(st->started_ns, when, sizeof(when));
+		snprintf(b3, sizeof(b3), "%.1f s", (double)st->duration_ns / 1e9);
+		printf("  last cycle     #%llu at %s: %s, %s shipped in %llu segment%s, %s read\n",
+		       (unsigned long long)st->cycle, when, b3, b1,
+		       (unsigned long long)st->segments, st->segments == 1 ? "" : "s", b2);
+	}
+	if (a->have <= 0)
+		return;
+	ferry_format_time(st->written_ns, when, sizeof(when));
+	format_age(a->age_ns, age, sizeof(age));
+	if (a->silent)
+		printf("  agent          silent since %s (%s; it reports every %us)\n", when, age,
+		       st->interval_s);
+	else if (st->error)
+		printf("  agent          last cycle failed %s ago: %s\n", age, strerror(st->error));
+	else
+		printf("  agent          %s tracker, reported %s ago, cycles every %us\n",
+		       tracker_name(st->tracker), age, st->interval_s);
+}
+
 static int status_vm(const struct ferry_vm *vm, void *userdata)
 {
 	struct status_ctx *s = userdata;
@@ -731,20 +839,30 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 	if (r < 0)
 		return r;
 
+	/* enable-replication records the tracker; VMs from before it scan. */
+	char tracker[32];
+	if (ferry_catalog_resource_get(c, vm->id, "tracker", tracker, sizeof(tracker)) < 0)
+		snprintf(tracker, sizeof(tracker), "scan");
+
 	uint64_t pending = 0;
 	size_t nseg = 0;
 	int cache_ok = 0;
+	struct agent_report agent = { 0 };
 	struct ferry_cache *cache;
 	if (ferry_cache_open(vm->cache_url, 0, &cache) >= 0) {
 		uint64_t *seqs = NULL;
 		cache_ok = ferry_cache_list_segments(cache, vm->name, &seqs, &nseg, &pending) >= 0;
 		free(seqs);
+		r = ferry_cache_get_status(cache, vm->name, &agent.st);
+		agent.have = r >= 0 ? 1 : r == -ENOENT ? 0 : r;
 		ferry_cache_free(cache);
 	}
+	agent_report_judge(&agent, s->now);
 	double pct = vm->initial_total_bytes ? 100.0 * (double)vm->initial_done_bytes /
 						       (double)vm->initial_total_bytes :
 					       0.0;
 	int64_t rpo = vm->marker_ns ? s->now - vm->marker_ns : -1;
+	int cycle_known = agent.have > 0 && agent.st.cycle > 0;
 
 	if (s->json) {
 		json_object *o = json_object_new_object();
@@ -770,6 +888,25 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 				       cache_ok ? json_object_new_int64((int64_t)nseg) : NULL);
 		json_object_object_add(o, "pending_bytes",
 				       cache_ok ? json_object_new_int64((int64_t)pending) : NULL);
+		json_object_object_add(o, "tracker", json_object_new_string(tracker));
+		json_object_object_add(o, "lag_seconds",
+				       rpo >= 0 ? json_seconds(MAX(rpo, INT64_C(0))) : NULL);
+		json_object_object_add(o, "source_pending_bytes",
+				       agent.have > 0 ? json_u64(agent.st.source_waiting_bytes) :
+							NULL);
+		json_object_object_add(o, "last_cycle_seconds",
+				       cycle_known ? json_seconds(agent.st.duration_ns) : NULL);
+		json_object_object_add(
+			o, "last_cycle_bytes",
+			cycle_known ? json_object_new_int64((int64_t)agent.st.shipped_bytes) :
+				      NULL);
+		json_object_object_add(
+			o, "last_cycle_segments",
+			cycle_known ? json_object_new_int64((int64_t)agent.st.segments) : NULL);
+		json_object_object_add(o, "agent", agent.have > 0 ? agent_json(&agent) : NULL);
+		if (agent.have < 0)
+			json_object_object_add(o, "agent_status_error",
+					       json_object_new_string(strerror(-agent.have)));
 		json_object *res = json_object_new_object();
 		r = ferry_catalog_resource_list(c, vm->id, res_json, res);
 		json_object_object_add(o, "resources", res);
@@ -789,6 +926,7 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 		printf("  state          %s\n", ferry_vm_state_name(vm->state));
 	if (vm->error[0])
 		printf("  error          %s\n", vm->error);
+	printf("  tracker        %s\n", tracker);
 	if (lp.have) {
 		ferry_format_time(lp.last.time_ns, when, sizeof(when));
 		format_age(s->now - lp.last.time_ns, age, sizeof(age));
@@ -797,16 +935,20 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 	} else
 		printf("  last point     none yet\n");
 	if (rpo >= 0) {
-		format_age(rpo, age, sizeof(age));
-		printf("  RPO            %s (latest applied consistency marker)\n", age);
+		if (rpo < INT64_C(120) * 1000000000)
+			snprintf(age, sizeof(age), "%.1f s", (double)MAX(rpo, INT64_C(0)) / 1e9);
+		else
+			format_age(rpo, age, sizeof(age));
+		printf("  lag (RPO)      %s since the newest applied consistency marker\n", age);
 	} else
-		printf("  RPO            n/a (no consistency marker applied yet)\n");
+		printf("  lag (RPO)      n/a (no consistency marker applied yet)\n");
 	if (cache_ok) {
 		format_bytes(pending, bytes, sizeof(bytes));
 		printf("  pending        %zu segment%s, %s in cache %s\n", nseg,
 		       nseg == 1 ? "" : "s", bytes, vm->cache_url);
 	} else
 		printf("  pending        unknown: cache %s unreachable\n", vm->cache_url);
+	agent_text(&agent);
 	r = ferry_catalog_failover_list(c, vm->id, failover_text, NULL);
 	if (r < 0)
 		return r;
@@ -817,11 +959,12 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 static int cmd_status(int argc, char **argv)
 {
 	struct opts o = { 0 };
-	if (parse_common(
-		    argc, argv, &o,
-		    "Usage: ferry status --vault DIR [--json]\n\n"
-		    "Per VM: state (initial replication with %, protected, error), last\n"
-		    "recovery point, RPO now, bytes pending in the cache, target resources.\n") < 0)
+	if (parse_common(argc, argv, &o,
+			 "Usage: ferry status --vault DIR [--json]\n\n"
+			 "Per VM: state (initial replication with %, protected, error), tracker,\n"
+			 "last recovery point, lag (RPO) now, segments and bytes waiting in the\n"
+			 "cache and at the source, the agent's last cycle (duration, size) and\n"
+			 "whether the agent has gone silent; target resources.\n") < 0)
 		return 2;
 	if (o.help)
 		return 0;

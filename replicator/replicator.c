@@ -3,14 +3,19 @@
  * ferry-replicator: the target-site service. For every VM of a vault it
  * takes the segments waiting in the VM's cache in sequence order, applies
  * them (apply.c), acknowledges and deletes them, then thins recovery points
- * and collects garbage (maint.c). One replicator per vault: it holds the
+ * and collects garbage (maint.c). Between passes it waits (wait.h) for a
+ * segment to arrive, watching local caches with inotify and polling those
+ * on object storage every --poll-interval, so that a segment is applied
+ * about a second after it arrives; --interval bounds the wait, so nothing
+ * is missed if a wake-up is. One replicator per vault: it holds the
  * vault's replicator flock while it runs, and the writer flock during each
  * pass. One replicator per store, too: where the store is remote, another
  * vault directory may be attached to the same container or bucket, so the
  * replicator also holds a lease on the store itself (an Azure blob lease or
  * an S3 lock object, ferry_blobs_lock_*), renewed by a thread every 20 s and
- * before every pass; a renewal that fails stops it, because a lease it no
- * longer holds may already be another replicator's.
+ * before every pass (unless renewed in the last 5 s: passes come as often
+ * as segments); a renewal that fails stops it, because a lease it no longer
+ * holds may already be another replicator's.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -26,14 +31,25 @@
 #include "ferry/blobs.h"
 #include "ferry/cache.h"
 #include "ferry/catalog.h"
+#include "ferry/crypto.h"
 #include "ferry/log.h"
 #include "ferry/store.h"
 #include "ferry/util.h"
 #include "ferry/vault.h"
 #include "maint.h"
 #include "replicate.h"
+#include "wait.h"
 
 static volatile sig_atomic_t stop;
+/* Woken by the signal handler and the lease thread when stop is set. */
+static struct waiter *waiter;
+
+static void request_stop(void)
+{
+	stop = 1;
+	if (waiter)
+		waiter_wake(waiter);
+}
 
 /* The store lease: its name in the store, how long a dead holder blocks
  * others, and how often a live one renews (a third of it, so two renewals
@@ -51,7 +67,12 @@ struct store_lease {
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
 	int quit;
+	int64_t renewed_ns; /* CLOCK_MONOTONIC of the last renewal; both threads */
 };
+
+/* A pass renews the lease first unless it was renewed this recently:
+ * passes come as often as segments do, and each renewal is a request. */
+#define STORE_LOCK_FRESH_NS (5LL * 1000000000LL)
 
 /* Set once a renewal failed: nothing more may be applied. */
 static volatile sig_atomic_t lease_lost;
@@ -63,14 +84,27 @@ static int lease_renew(struct store_lease *l)
 	int r = ferry_blobs_lock_renew(l->lock);
 	if (r < 0) {
 		lease_lost = 1;
-		stop = 1;
+		request_stop();
 		log_error("lost the replicator lock on store %s: %s; stopping so that two "
 			  "replicators never write one store",
 			  l->url,
 			  r == -EBUSY ? "another replicator took it over" : env_blobs_strerror(r));
 		return -ENOLCK;
 	}
+	__atomic_store_n(&l->renewed_ns, ferry_mono_ns(), __ATOMIC_RELAXED);
 	return 0;
+}
+
+/* Before a pass: a lease renewed in the last few seconds still has most
+ * of its 60 s to run. */
+static int lease_refresh(struct store_lease *l)
+{
+	if (lease_lost)
+		return -ENOLCK;
+	if (ferry_mono_ns() - __atomic_load_n(&l->renewed_ns, __ATOMIC_RELAXED) <
+	    STORE_LOCK_FRESH_NS)
+		return 0;
+	return lease_renew(l);
 }
 
 static void *lease_thread(void *userdata)
@@ -99,7 +133,7 @@ static void *lease_thread(void *userdata)
 
 static int lease_take(struct ferry_store *store, struct store_lease *l)
 {
-	*l = (struct store_lease){ .url = ferry_store_url(store) };
+	*l = (struct store_lease){ .url = ferry_store_url(store), .renewed_ns = ferry_mono_ns() };
 	int r = ferry_blobs_lock_acquire(ferry_store_blobs(store), STORE_LOCK_NAME,
 					 STORE_LOCK_TTL_S, &l->lock);
 	if (r == -EBUSY) {
@@ -166,23 +200,32 @@ static void vault_store_url(const char *dir, char *buf, size_t size)
 
 static void on_signal(int sig)
 {
-	stop = 1;
+	request_stop();
 }
 
 static void help(void)
 {
-	printf("Usage: ferry-replicator --vault DIR [--once] [--interval SECONDS] [--verbose]\n"
+	printf("Usage: ferry-replicator --vault DIR [--once] [--interval SECONDS]\n"
+	       "                        [--poll-interval SECONDS] [--verbose]\n"
 	       "\n"
 	       "Applies change-log segments from each VM's cache to the vault, cuts\n"
 	       "recovery points by policy, thins old points and collects garbage.\n"
 	       "\n"
-	       "  --vault DIR          the vault (made by 'ferry init')\n"
-	       "  --once               apply what is waiting now, then exit\n"
-	       "  --interval SECONDS   pause between passes (default 10)\n"
-	       "  --no-gc              skip garbage collection\n"
-	       "  -v, --verbose        log each segment\n"
-	       "  -h, --help           show this help\n"
-	       "      --version        show the version\n"
+	       "  --vault DIR               the vault (made by 'ferry init')\n"
+	       "  --once                    apply what is waiting now, then exit\n"
+	       "  --interval SECONDS        longest wait between passes (default 10)\n"
+	       "  --poll-interval SECONDS   how often a cache on object storage is listed\n"
+	       "                            for new segments (default 1: one LIST per VM\n"
+	       "                            a second)\n"
+	       "  --no-gc                   skip garbage collection\n"
+	       "  -v, --verbose             log each segment\n"
+	       "  -h, --help                show this help\n"
+	       "      --version             show the version\n"
+	       "\n"
+	       "Between passes it waits for segments: a local cache is watched with\n"
+	       "inotify and a segment is applied as soon as it arrives; a cache on object\n"
+	       "storage is listed every --poll-interval; a pass runs at least every\n"
+	       "--interval whatever happens.\n"
 	       "\n"
 	       "With a store on object storage it holds the store's lease locks/replicator\n"
 	       "(renewed every 20 s, expiring 60 s after a crash): a second replicator on\n"
@@ -202,6 +245,80 @@ static int replicating(enum ferry_vm_state s)
 	return s == FERRY_VM_INITIAL || s == FERRY_VM_PROTECTED || s == FERRY_VM_ERROR;
 }
 
+/* The VMs being replicated, and where their caches are, in a digest:
+ * how the wait notices a VM enabled (or one failed over) meanwhile. */
+static int replicated_vms(struct ferry_vault *v, struct ferry_vm **ret, size_t *ret_n,
+			  struct ferry_id *ret_digest)
+{
+	struct ferry_vm *vms;
+	size_t n;
+	int r = maint_list_vms(v, &vms, &n);
+	if (r < 0)
+		return r;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (replicating(vms[i].state))
+			vms[k++] = vms[i];
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	if (!f) {
+		free(vms);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < k; i++)
+		fprintf(f, "%s\n%s\n", vms[i].name, vms[i].cache_url);
+	if (fclose(f) != 0) {
+		free(vms);
+		return -ENOMEM;
+	}
+	ferry_sha256(text, len, ret_digest);
+	if (ret) {
+		*ret = vms;
+		*ret_n = k;
+	} else
+		free(vms);
+	return 0;
+}
+
+/* Tells the waiter which VMs' caches to watch or poll. Before each pass,
+ * so that whatever arrives during the pass wakes the wait after it. */
+static void track_vms(struct ferry_vault *v, struct ferry_id *ret_digest)
+{
+	struct ferry_vm *vms;
+	size_t n;
+	int r = replicated_vms(v, &vms, &n, ret_digest);
+	if (r < 0) {
+		log_debug("cannot list VMs to wait for: %s", strerror(-r));
+		return;
+	}
+	r = waiter_track(waiter, vms, n);
+	if (r < 0)
+		log_warning_errno(r, "cannot wait for new segments; passes run every --interval");
+	free(vms);
+}
+
+/* Waits for a segment, a stop, a change in the VMs replicated, or the
+ * deadline. The VMs are looked at in the catalog once a second (a
+ * local read): a VM enabled while the replicator waits gets its first
+ * pass then, not at the deadline. */
+#define VM_CHECK_NS 1000000000LL
+static int wait_for_work(struct ferry_vault *v, const struct ferry_id *tracked, int64_t deadline)
+{
+	for (;;) {
+		int64_t now = ferry_mono_ns();
+		int r = waiter_wait(waiter, MIN(deadline, now + VM_CHECK_NS));
+		if (r != WAITER_TIMEOUT || stop || ferry_mono_ns() >= deadline)
+			return r;
+		struct ferry_id d;
+		if (replicated_vms(v, NULL, NULL, &d) >= 0 && !ferry_id_equal(&d, tracked)) {
+			log_debug("the VMs to replicate changed; a pass looks at them");
+			return WAITER_ARRIVED;
+		}
+	}
+}
+
+/* 1 when the pass was skipped because the vault was busy. */
 static int run_pass(struct ferry_vault *v, int do_gc, int64_t *last_gc_ns)
 {
 	/* Held during the pass only, so 'ferry failover' and 'ferry gc' get in
@@ -210,7 +327,7 @@ static int run_pass(struct ferry_vault *v, int do_gc, int64_t *last_gc_ns)
 	int r = maint_lock(ferry_vault_dir(v), "writer", &writer);
 	if (r == -EBUSY) {
 		log_debug("vault busy (ferry gc or failover at work); pass skipped");
-		return 0;
+		return 1;
 	}
 	if (r < 0)
 		return log_error_errno(r, "cannot lock vault %s", ferry_vault_dir(v));
@@ -257,7 +374,8 @@ int main(int argc, char **argv)
 {
 	enum {
 		OPT_VERSION = 0x100,
-		OPT_NO_GC
+		OPT_NO_GC,
+		OPT_POLL_INTERVAL,
 	};
 	/* Segments, their unpacked data and packs are buffers of several MiB,
 	 * allocated on one thread and freed on another, once per segment. With
@@ -271,6 +389,7 @@ int main(int argc, char **argv)
 		{ "vault", required_argument, NULL, 'V' },
 		{ "once", no_argument, NULL, 'o' },
 		{ "interval", required_argument, NULL, 'i' },
+		{ "poll-interval", required_argument, NULL, OPT_POLL_INTERVAL },
 		{ "no-gc", no_argument, NULL, OPT_NO_GC },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -279,7 +398,7 @@ int main(int argc, char **argv)
 	};
 	const char *vault_dir = NULL;
 	int once = 0, do_gc = 1;
-	long interval = 10;
+	long interval = 10, poll_interval = 1;
 
 	log_set_program("ferry-replicator");
 	env_blobs_setup();
@@ -300,6 +419,17 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			interval = (long)v;
+			break;
+		}
+		case OPT_POLL_INTERVAL: {
+			uint64_t v;
+			if (ferry_parse_u64(optarg, strlen(optarg), 3600, &v) < 0 || v < 1) {
+				log_error("--poll-interval wants seconds between 1 and 3600, not "
+					  "'%s'",
+					  optarg);
+				return 2;
+			}
+			poll_interval = (long)v;
 			break;
 		}
 		case OPT_NO_GC:
@@ -355,24 +485,53 @@ int main(int argc, char **argv)
 		}
 	}
 
+	if (!once) {
+		r = waiter_new((int64_t)poll_interval * 1000000000, &waiter);
+		if (r < 0) {
+			log_error_errno(r, "cannot set up waiting for segments");
+			lease_drop(&lease);
+			ferry_vault_free(v);
+			return 1;
+		}
+	}
+	/* No SA_RESTART: a signal also interrupts what blocks. The handler
+	 * wakes the waiter, so a signal that comes just before the wait is
+	 * not slept through. */
 	struct sigaction sa = { .sa_handler = on_signal };
+	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 
 	int64_t last_gc_ns = 0;
+	struct ferry_id tracked = { 0 };
 	for (;;) {
-		r = lease.lock ? lease_renew(&lease) : 0;
+		if (waiter)
+			track_vms(v, &tracked);
+		r = lease.lock ? lease_refresh(&lease) : 0;
 		if (r >= 0)
 			r = run_pass(v, do_gc, &last_gc_ns);
 		if (once || stop || lease_lost)
 			break;
-		struct timespec ts = { interval, 0 };
-		while (!stop && nanosleep(&ts, &ts) < 0 && errno == EINTR)
-			;
+		/* A pass skipped for a busy vault is retried soon: what
+		 * arrived before it will wake nobody. */
+		int64_t wait_ns = (r == 1 ? MIN(poll_interval, interval) : interval) * 1000000000LL;
+		if (wait_for_work(v, &tracked, ferry_mono_ns() + wait_ns) < 0) {
+			/* Not expected; never spin. */
+			struct timespec ts = { 1, 0 };
+			nanosleep(&ts, NULL);
+		}
 		if (stop)
 			break;
 	}
 	lease_drop(&lease);
+	/* The other threads are gone; with the signals held, no handler
+	 * can be waking the waiter as it goes. */
+	sigset_t ss;
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGTERM);
+	sigaddset(&ss, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &ss, NULL);
+	waiter = waiter_free(waiter);
 	ferry_vault_free(v);
 	return r < 0 || lease_lost ? 1 : 0;
 }

@@ -2,11 +2,14 @@
 /*
  * The cache: segments in flight between agent and replicator, and the
  * acknowledgements that travel back, on a blobs location. The agent only
- * ever makes outbound calls: it puts segments and reads acks; the replicator
- * reads and deletes segments and puts acks.
+ * ever makes outbound calls: it puts segments and its status, and reads
+ * acks; the replicator reads and deletes segments and puts acks; `ferry
+ * status` reads the agent's status, the only way the target hears how the
+ * source is doing.
  *
  * Names: segments/<vm>/<seq, 16 hex digits>.seg (created exclusively,
- * immutable) and acks/<vm>.ack (replaced whole). Format: docs/format/cache.md.
+ * immutable), acks/<vm>.ack and status/<vm>.status (both replaced whole).
+ * Format: docs/format/cache.md.
  */
 #pragma once
 
@@ -22,9 +25,48 @@ struct ferry_ack {
 	struct ferry_id digest; /* its digest */
 };
 
+/* Trackers, as the agent's status names them. */
+enum ferry_tracker {
+	FERRY_TRACKER_SCAN = 1,
+	FERRY_TRACKER_QEMU = 2,
+};
+
+/* A figure the agent does not know (the scan tracker cannot tell what
+ * waits at the source before it reads it). */
+#define FERRY_STATUS_UNKNOWN UINT64_MAX
+
+/*
+ * What the agent reports after every cycle. Times are the agent's clock
+ * (UTC ns since the epoch), as marker times are. The cycle fields describe
+ * the last completed cycle and are all zero before the first one.
+ */
+struct ferry_agent_status {
+	uint8_t tracker;     /* enum ferry_tracker; another nonzero value is a
+			      * tracker newer than this reader */
+	uint32_t interval_s; /* the agent's time between cycle starts */
+	int64_t written_ns;  /* when the agent wrote this status */
+	int error;           /* errno of the last cycle when it failed, else 0 */
+	uint64_t cycle;      /* number of the last completed cycle, as the
+			      * tracker counts; 0 = none */
+	uint64_t seq;        /* the segment holding its marker */
+	int64_t marker_ns;   /* that marker's time */
+	int64_t started_ns;  /* when the cycle started */
+	int64_t duration_ns;
+	uint64_t shipped_bytes; /* DATA bytes it shipped, before compression */
+	uint64_t segments;      /* segments it put */
+	uint64_t read_bytes;    /* disk bytes it read */
+	/* Bytes written at the source and not yet shipped, at the end of the
+	 * cycle (the qemu tracker: what its dirty bitmaps count);
+	 * FERRY_STATUS_UNKNOWN when the tracker cannot tell. */
+	uint64_t source_waiting_bytes;
+};
+
 int ferry_cache_open(const char *url, int create, struct ferry_cache **ret);
 struct ferry_cache *ferry_cache_free(struct ferry_cache *c);
 const char *ferry_cache_url(const struct ferry_cache *c);
+/* For a cache in a local directory, that directory (absolute); NULL for
+ * object storage. The replicator watches it for segments as they arrive. */
+const char *ferry_cache_local_dir(const struct ferry_cache *c);
 
 /* -EEXIST if a segment with that seq is already there. */
 int ferry_cache_put_segment(struct ferry_cache *c, const char *vm, uint64_t seq, const void *buf,
@@ -41,3 +83,12 @@ int ferry_cache_put_ack(struct ferry_cache *c, const char *vm, const struct ferr
 /* A missing ack is seq 0 (nothing applied yet), not an error;
  * -EBADMSG if the ack is damaged. */
 int ferry_cache_get_ack(struct ferry_cache *c, const char *vm, struct ferry_ack *ret);
+
+/* Replaces the VM's status whole. -EINVAL for a status that breaks the
+ * format's rules (no tracker, cycle 0 with figures). */
+int ferry_cache_put_status(struct ferry_cache *c, const char *vm,
+			   const struct ferry_agent_status *st);
+/* -ENOENT when the agent never reported (an older agent, or none yet);
+ * -EBADMSG if the status is damaged or names another VM;
+ * -EPROTONOSUPPORT for a major version this reader does not know. */
+int ferry_cache_get_status(struct ferry_cache *c, const char *vm, struct ferry_agent_status *ret);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The pure parts of the cache, exposed for the unit tests and the fuzz
- * targets: encoding and decoding of ack records and of segment names. No
+ * targets: encoding and decoding of acks, agent statuses and segment names. No
  * I/O here; cache.c does the blobs calls. Format: docs/format/cache.md.
  */
 #pragma once
@@ -23,6 +23,19 @@ int cache_ack_format(const char *vm, const struct ferry_ack *ack, void *buf, siz
 /* Decodes and verifies an ack. With vm set, an ack naming another VM is
  * damage. -EBADMSG on any damage, -EPROTONOSUPPORT for an unknown major. */
 int cache_ack_parse(const void *buf, size_t len, const char *vm, struct ferry_ack *ret);
+
+/* An encoded agent status is never longer than this. */
+#define CACHE_STATUS_MAX 4096u
+/* Length of a status this version writes for a VM name of n bytes. */
+#define CACHE_STATUS_LEN(n) (106u + (n) + 32u)
+
+/* Encodes st for vm into buf; -EINVAL on an invalid name or a status that
+ * breaks the format's rules, -ENOBUFS if buf is too small. */
+int cache_status_format(const char *vm, const struct ferry_agent_status *st, void *buf, size_t size,
+			size_t *ret_len);
+/* Decodes and verifies a status. With vm set, a status naming another VM
+ * is damage. -EBADMSG on any damage, -EPROTONOSUPPORT for an unknown major. */
+int cache_status_parse(const void *buf, size_t len, const char *vm, struct ferry_agent_status *ret);
 
 /* "segments/<vm>/<16 lowercase hex>.seg" into buf (at least 128 bytes). */
 int cache_segment_name(const char *vm, uint64_t seq, char *buf, size_t size);

@@ -3,7 +3,8 @@
  * The cache: segments travelling from agent to replicator and the acks
  * travelling back, as named blobs. Segments are created exclusively and
  * never rewritten, so a seq names exactly one segment for its whole life;
- * the ack is a small checksummed record replaced whole. The protocol both
+ * the ack, and the agent's status beside it, are small checksummed records
+ * replaced whole. The protocol both
  * sides follow around it (and after a crash at any step) is in
  * docs/format/cache.md.
  */
@@ -33,6 +34,33 @@
 #define A_VMLEN 56
 #define A_VM 57
 #define A_SUM_SIZE FERRY_ID_SIZE
+
+#define STATUS_MAGIC "FERRYSTA"
+#define STATUS_MAJOR 1
+#define STATUS_MINOR 0
+
+#define S_MAGIC 0
+#define S_MAJOR 8
+#define S_MINOR 10
+#define S_LEN 12
+#define S_WRITTEN 16
+#define S_CYCLE 24
+#define S_SEQ 32
+#define S_MARKER 40
+#define S_STARTED 48
+#define S_DURATION 56
+#define S_SHIPPED 64
+#define S_SEGMENTS 72
+#define S_READ 80
+#define S_WAITING 88
+#define S_INTERVAL 96
+#define S_ERROR 100
+#define S_TRACKER 104
+#define S_VMLEN 105
+#define S_VM 106
+#define S_SUM_SIZE FERRY_ID_SIZE
+/* errno values are small; anything larger is not one. */
+#define S_ERROR_MAX 4095
 
 struct ferry_cache {
 	struct ferry_blobs *blobs;
@@ -109,6 +137,108 @@ int cache_ack_parse(const void *buf, size_t len, const char *vm, struct ferry_ac
 	return 0;
 }
 
+/* The rules of docs/format/cache.md a status must keep, on both sides. */
+static int status_consistent(const struct ferry_agent_status *st)
+{
+	if (st->tracker == 0 || st->error < 0 || st->error > S_ERROR_MAX)
+		return 0;
+	if (st->written_ns < 0 || st->marker_ns < 0 || st->started_ns < 0 || st->duration_ns < 0)
+		return 0;
+	if (st->cycle == 0)
+		return st->seq == 0 && st->marker_ns == 0 && st->started_ns == 0 &&
+		       st->duration_ns == 0 && st->shipped_bytes == 0 && st->segments == 0 &&
+		       st->read_bytes == 0;
+	return st->seq > 0;
+}
+
+int cache_status_format(const char *vm, const struct ferry_agent_status *st, void *buf, size_t size,
+			size_t *ret_len)
+{
+	if (!ferry_name_valid(vm) || !status_consistent(st))
+		return -EINVAL;
+	size_t n = strlen(vm), len = CACHE_STATUS_LEN(n);
+	if (size < len)
+		return -ENOBUFS;
+	uint8_t *b = buf;
+	memset(b, 0, len);
+	memcpy(b + S_MAGIC, STATUS_MAGIC, 8);
+	put_le16(b + S_MAJOR, STATUS_MAJOR);
+	put_le16(b + S_MINOR, STATUS_MINOR);
+	put_le32(b + S_LEN, (uint32_t)len);
+	put_le64(b + S_WRITTEN, (uint64_t)st->written_ns);
+	put_le64(b + S_CYCLE, st->cycle);
+	put_le64(b + S_SEQ, st->seq);
+	put_le64(b + S_MARKER, (uint64_t)st->marker_ns);
+	put_le64(b + S_STARTED, (uint64_t)st->started_ns);
+	put_le64(b + S_DURATION, (uint64_t)st->duration_ns);
+	put_le64(b + S_SHIPPED, st->shipped_bytes);
+	put_le64(b + S_SEGMENTS, st->segments);
+	put_le64(b + S_READ, st->read_bytes);
+	put_le64(b + S_WAITING, st->source_waiting_bytes);
+	put_le32(b + S_INTERVAL, st->interval_s);
+	put_le32(b + S_ERROR, (uint32_t)st->error);
+	b[S_TRACKER] = st->tracker;
+	b[S_VMLEN] = (uint8_t)n;
+	memcpy(b + S_VM, vm, n);
+	struct ferry_id sum;
+	ferry_sha256(b, len - S_SUM_SIZE, &sum);
+	memcpy(b + len - S_SUM_SIZE, sum.b, S_SUM_SIZE);
+	*ret_len = len;
+	return 0;
+}
+
+int cache_status_parse(const void *buf, size_t len, const char *vm, struct ferry_agent_status *ret)
+{
+	const uint8_t *b = buf;
+	/* The envelope is the ack's: magic, major, length and the trailing
+	 * checksum stay where they are in every major version. */
+	if (!buf || len < CACHE_STATUS_LEN(1) || len > CACHE_STATUS_MAX)
+		return -EBADMSG;
+	if (memcmp(b + S_MAGIC, STATUS_MAGIC, 8) != 0 || get_le32(b + S_LEN) != len)
+		return -EBADMSG;
+	struct ferry_id sum;
+	ferry_sha256(b, len - S_SUM_SIZE, &sum);
+	if (memcmp(sum.b, b + len - S_SUM_SIZE, S_SUM_SIZE) != 0)
+		return -EBADMSG;
+	if (get_le16(b + S_MAJOR) != STATUS_MAJOR)
+		return -EPROTONOSUPPORT;
+
+	size_t n = b[S_VMLEN];
+	/* A later minor version may add fields between the name and the sum. */
+	if (n == 0 || n > 64 || S_VM + n > len - S_SUM_SIZE)
+		return -EBADMSG;
+	char name[65];
+	memcpy(name, b + S_VM, n);
+	name[n] = 0;
+	if (strlen(name) != n || !ferry_name_valid(name))
+		return -EBADMSG;
+	if (vm && strcmp(vm, name) != 0)
+		return -EBADMSG;
+
+	uint32_t error = get_le32(b + S_ERROR);
+	if (error > S_ERROR_MAX)
+		return -EBADMSG;
+	struct ferry_agent_status st = {
+		.tracker = b[S_TRACKER],
+		.interval_s = get_le32(b + S_INTERVAL),
+		.written_ns = (int64_t)get_le64(b + S_WRITTEN),
+		.error = (int)error,
+		.cycle = get_le64(b + S_CYCLE),
+		.seq = get_le64(b + S_SEQ),
+		.marker_ns = (int64_t)get_le64(b + S_MARKER),
+		.started_ns = (int64_t)get_le64(b + S_STARTED),
+		.duration_ns = (int64_t)get_le64(b + S_DURATION),
+		.shipped_bytes = get_le64(b + S_SHIPPED),
+		.segments = get_le64(b + S_SEGMENTS),
+		.read_bytes = get_le64(b + S_READ),
+		.source_waiting_bytes = get_le64(b + S_WAITING),
+	};
+	if (!status_consistent(&st))
+		return -EBADMSG;
+	*ret = st;
+	return 0;
+}
+
 int cache_segment_name(const char *vm, uint64_t seq, char *buf, size_t size)
 {
 	if (!ferry_name_valid(vm) || seq == 0)
@@ -160,6 +290,16 @@ static int ack_name(const char *vm, char *buf, size_t size)
 	return 0;
 }
 
+static int status_name(const char *vm, char *buf, size_t size)
+{
+	if (!ferry_name_valid(vm))
+		return -EINVAL;
+	int n = snprintf(buf, size, "status/%s.status", vm);
+	if (n < 0 || (size_t)n >= size)
+		return -ENOBUFS;
+	return 0;
+}
+
 int ferry_cache_open(const char *url, int create, struct ferry_cache **ret)
 {
 	_cleanup_(ferry_blobs_freep) struct ferry_blobs *b = NULL;
@@ -186,6 +326,11 @@ struct ferry_cache *ferry_cache_free(struct ferry_cache *c)
 const char *ferry_cache_url(const struct ferry_cache *c)
 {
 	return ferry_blobs_url(c->blobs);
+}
+
+const char *ferry_cache_local_dir(const struct ferry_cache *c)
+{
+	return ferry_blobs_local_dir(c->blobs);
 }
 
 int ferry_cache_put_segment(struct ferry_cache *c, const char *vm, uint64_t seq, const void *buf,
@@ -304,4 +449,40 @@ int ferry_cache_get_ack(struct ferry_cache *c, const char *vm, struct ferry_ack 
 	if (r < 0)
 		return r;
 	return cache_ack_parse(buf, len, vm, ret);
+}
+
+int ferry_cache_put_status(struct ferry_cache *c, const char *vm,
+			   const struct ferry_agent_status *st)
+{
+	char name[128];
+	int r = status_name(vm, name, sizeof(name));
+	if (r < 0)
+		return r;
+	uint8_t buf[CACHE_STATUS_MAX];
+	size_t len;
+	r = cache_status_format(vm, st, buf, sizeof(buf), &len);
+	if (r < 0)
+		return r;
+	return ferry_blobs_put(c->blobs, name, buf, len, 0);
+}
+
+int ferry_cache_get_status(struct ferry_cache *c, const char *vm, struct ferry_agent_status *ret)
+{
+	char name[128];
+	int r = status_name(vm, name, sizeof(name));
+	if (r < 0)
+		return r;
+	/* The size first: a blob of any size may sit under that name, and
+	 * only a small one can be a status. */
+	uint64_t size;
+	r = ferry_blobs_size(c->blobs, name, &size);
+	if (r < 0)
+		return r;
+	if (size < CACHE_STATUS_LEN(1) || size > CACHE_STATUS_MAX)
+		return -EBADMSG;
+	uint8_t buf[CACHE_STATUS_MAX];
+	r = ferry_blobs_get_range(c->blobs, name, 0, buf, (size_t)size);
+	if (r < 0)
+		return r;
+	return cache_status_parse(buf, (size_t)size, vm, ret);
 }

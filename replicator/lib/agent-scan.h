@@ -56,6 +56,11 @@ struct agent_scan_stats {
 	uint64_t resumed_from;        /* cycle bytes already covered when this run began */
 	int64_t marker_time_ns;       /* time of the consistency marker */
 	int64_t started_ns, finished_ns;
+	/* Bytes written at the source and not shipped yet, at the end of the
+	 * cycle: the qemu tracker counts its recording dirty bitmaps
+	 * (UINT64_MAX when it could not ask qemu); the scan tracker cannot
+	 * know before it reads, and leaves 0. */
+	uint64_t source_waiting_bytes;
 };
 
 /*

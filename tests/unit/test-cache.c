@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The cache on a local directory: segment put/list/get/delete, exclusive
- * puts, junk names ignored by listings, the ack round trip and its damage
- * handling (every flipped byte, every truncation), and the pure name and
- * ack codecs from cache-internal.h.
+ * puts, junk names ignored by listings, the ack and agent status round
+ * trips and their damage handling (every flipped byte, every truncation),
+ * and the pure name, ack and status codecs from cache-internal.h.
  */
 #include "ferry/cache.h"
 
@@ -131,6 +131,149 @@ static void test_ack_codec(void)
 	ok(cache_ack_format("vm-7", &a, buf, 10, &len) == -ENOBUFS, "small buffer refused");
 }
 
+static const struct ferry_agent_status sample_status = {
+	.tracker = FERRY_TRACKER_QEMU,
+	.interval_s = 2,
+	.written_ns = INT64_C(1795000000123456789),
+	.cycle = 17,
+	.seq = 40,
+	.marker_ns = INT64_C(1795000000000000000),
+	.started_ns = INT64_C(1794999999900000000),
+	.duration_ns = 223000000,
+	.shipped_bytes = 1u << 20,
+	.segments = 1,
+	.read_bytes = 1u << 20,
+	.source_waiting_bytes = 8192,
+};
+
+static int status_equal(const struct ferry_agent_status *a, const struct ferry_agent_status *b)
+{
+	return a->tracker == b->tracker && a->interval_s == b->interval_s &&
+	       a->written_ns == b->written_ns && a->error == b->error && a->cycle == b->cycle &&
+	       a->seq == b->seq && a->marker_ns == b->marker_ns && a->started_ns == b->started_ns &&
+	       a->duration_ns == b->duration_ns && a->shipped_bytes == b->shipped_bytes &&
+	       a->segments == b->segments && a->read_bytes == b->read_bytes &&
+	       a->source_waiting_bytes == b->source_waiting_bytes;
+}
+
+/* Rewrites the checksum after an edit, as a writer of another version would. */
+static void status_resum(uint8_t *buf, size_t len)
+{
+	struct ferry_id sum;
+	ferry_sha256(buf, len - 32, &sum);
+	memcpy(buf + len - 32, sum.b, 32);
+}
+
+static void test_status_codec(void)
+{
+	uint8_t buf[CACHE_STATUS_MAX];
+	size_t len;
+	struct ferry_agent_status a = sample_status, b;
+	ok_r(cache_status_format("vm-7", &a, buf, sizeof(buf), &len), "format status");
+	ok(len == CACHE_STATUS_LEN(4), "status length %zu", len);
+	ok(memcmp(buf, "FERRYSTA", 8) == 0 && get_le16(buf + 8) == 1 && get_le16(buf + 10) == 0,
+	   "status magic and version 1.0");
+	ok(cache_status_parse(buf, len, "vm-7", &b) == 0 && status_equal(&a, &b), "parse status");
+	ok(cache_status_parse(buf, len, NULL, &b) == 0, "parse status for any vm");
+	ok(cache_status_parse(buf, len, "vm-8", &b) == -EBADMSG,
+	   "status of another vm is -EBADMSG");
+
+	int bad = 0;
+	for (size_t i = 0; i < len; i++) {
+		buf[i] ^= 0x20;
+		struct ferry_agent_status x = { .cycle = 999 };
+		if (cache_status_parse(buf, len, "vm-7", &x) != -EBADMSG || x.cycle != 999)
+			bad++;
+		buf[i] ^= 0x20;
+	}
+	ok(bad == 0, "every flipped byte of the status is -EBADMSG (%d not)", bad);
+	bad = 0;
+	for (size_t n = 0; n < len; n++)
+		if (cache_status_parse(buf, n, "vm-7", &b) != -EBADMSG)
+			bad++;
+	ok(bad == 0, "every truncated status is -EBADMSG (%d not)", bad);
+
+	/* A later minor adds fields before the checksum: read, extras skipped. */
+	uint8_t big[CACHE_STATUS_MAX];
+	memcpy(big, buf, len - 32);
+	memset(big + len - 32, 0xab, 16);
+	put_le16(big + 10, 3);
+	put_le32(big + 12, (uint32_t)(len + 16));
+	status_resum(big, len + 16);
+	ok(cache_status_parse(big, len + 16, "vm-7", &b) == 0 && status_equal(&a, &b),
+	   "status minor 3 with more fields read");
+	ok(cache_status_parse(big, CACHE_STATUS_MAX + 1, "vm-7", &b) == -EBADMSG,
+	   "status over the size bound is -EBADMSG");
+
+	/* An unknown major with a good checksum is a version, not damage. */
+	memcpy(big, buf, len);
+	put_le16(big + 8, 2);
+	status_resum(big, len);
+	ok(cache_status_parse(big, len, "vm-7", &b) == -EPROTONOSUPPORT, "status major 2");
+
+	/* Fields that break the rules, under a good checksum. */
+	struct {
+		size_t off, size;
+		uint64_t v;
+		const char *what;
+	} breaks[] = {
+		{ 24, 8, 0, "cycle 0 with figures" },
+		{ 32, 8, 0, "a cycle without a seq" },
+		{ 56, 8, UINT64_MAX, "a negative duration" },
+		{ 100, 4, 5000, "an error that is no errno" },
+		{ 104, 1, 0, "no tracker" },
+		{ 105, 1, 65, "a name length over 64" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(breaks); i++) {
+		memcpy(big, buf, len);
+		if (breaks[i].size == 8)
+			put_le64(big + breaks[i].off, breaks[i].v);
+		else if (breaks[i].size == 4)
+			put_le32(big + breaks[i].off, (uint32_t)breaks[i].v);
+		else
+			big[breaks[i].off] = (uint8_t)breaks[i].v;
+		status_resum(big, len);
+		ok(cache_status_parse(big, len, "vm-7", &b) == -EBADMSG, "%s is -EBADMSG",
+		   breaks[i].what);
+	}
+
+	/* What the writer refuses to write. */
+	struct ferry_agent_status z = { .tracker = FERRY_TRACKER_SCAN,
+					.interval_s = 60,
+					.source_waiting_bytes = FERRY_STATUS_UNKNOWN,
+					.error = ECONNREFUSED };
+	ok_r(cache_status_format("vm-7", &z, buf, sizeof(buf), &len),
+	     "status before the first cycle, with an error, formats");
+	ok(cache_status_parse(buf, len, "vm-7", &b) == 0 && status_equal(&z, &b) &&
+		   b.source_waiting_bytes == FERRY_STATUS_UNKNOWN,
+	   "unknown waiting bytes round trip");
+	struct ferry_agent_status x = z;
+	x.read_bytes = 1;
+	ok(cache_status_format("vm-7", &x, buf, sizeof(buf), &len) == -EINVAL,
+	   "cycle 0 with figures refused");
+	x = z;
+	x.tracker = 0;
+	ok(cache_status_format("vm-7", &x, buf, sizeof(buf), &len) == -EINVAL,
+	   "no tracker refused");
+	x = sample_status;
+	x.seq = 0;
+	ok(cache_status_format("vm-7", &x, buf, sizeof(buf), &len) == -EINVAL,
+	   "cycle without a seq refused");
+	x = sample_status;
+	x.error = -5;
+	ok(cache_status_format("vm-7", &x, buf, sizeof(buf), &len) == -EINVAL,
+	   "negative error refused");
+	ok(cache_status_format("bad name", &z, buf, sizeof(buf), &len) == -EINVAL,
+	   "bad vm refused");
+	ok(cache_status_format("vm-7", &z, buf, 10, &len) == -ENOBUFS, "small buffer refused");
+	char name[65];
+	memset(name, 'n', 64);
+	name[64] = 0;
+	ok(cache_status_format(name, &z, buf, sizeof(buf), &len) == 0 &&
+		   len == CACHE_STATUS_LEN(64) && cache_status_parse(buf, len, name, &b) == 0,
+	   "64-byte vm name round trip");
+}
+
 static void test_cache(void)
 {
 	_cleanup_free_ char *url = NULL;
@@ -219,6 +362,41 @@ static void test_cache(void)
 		abort();
 	ok(system(cmd) == 0, "copy ack");
 	ok(ferry_cache_get_ack(c, "vm3", &a) == -EBADMSG, "another vm's ack is -EBADMSG");
+
+	/* The agent's status: missing, round trip, replaced whole, damage. */
+	struct ferry_agent_status st;
+	ok(ferry_cache_get_status(c, "vm1", &st) == -ENOENT, "missing status is -ENOENT");
+	ok_r(ferry_cache_put_status(c, "vm1", &sample_status), "put status");
+	ok(ferry_cache_get_status(c, "vm1", &st) == 0 && status_equal(&st, &sample_status),
+	   "status round trip");
+	struct ferry_agent_status next = sample_status;
+	next.cycle++;
+	next.seq++;
+	next.source_waiting_bytes = 0;
+	ok_r(ferry_cache_put_status(c, "vm1", &next), "status replaced whole");
+	ok(ferry_cache_get_status(c, "vm1", &st) == 0 && st.cycle == 18 &&
+		   st.source_waiting_bytes == 0,
+	   "newer status read");
+	ok(ferry_cache_put_status(c, "vm1", &(struct ferry_agent_status){ 0 }) == -EINVAL,
+	   "status without a tracker refused");
+	ok(ferry_cache_get_status(c, "vm1", &st) == 0 && st.cycle == 18,
+	   "a refused put left the status alone");
+	ok_r(ferry_cache_list_segments(c, "vm1", &seqs, &n, NULL), "list beside a status");
+	ok(n == 2, "a status is no segment");
+	free(seqs);
+	touch("status/vm2.status", "FERRYSTA but not really");
+	ok(ferry_cache_get_status(c, "vm2", &st) == -EBADMSG, "damaged status is -EBADMSG");
+	free(cmd);
+	if (asprintf(&cmd, "cp %s/c/status/vm1.status %s/c/status/vm3.status", tmpdir, tmpdir) < 0)
+		abort();
+	ok(system(cmd) == 0, "copy status");
+	ok(ferry_cache_get_status(c, "vm3", &st) == -EBADMSG, "another vm's status is -EBADMSG");
+	free(cmd);
+	if (asprintf(&cmd, "head -c 1000000 /dev/zero > %s/c/status/vm4.status", tmpdir) < 0)
+		abort();
+	ok(system(cmd) == 0, "a large blob under a status name");
+	ok(ferry_cache_get_status(c, "vm4", &st) == -EBADMSG, "a large status is -EBADMSG");
+	ok(ferry_cache_get_status(c, "../x", &st) == -EINVAL, "bad vm refused");
 }
 
 int main(void)
@@ -229,6 +407,7 @@ int main(void)
 	}
 	test_names();
 	test_ack_codec();
+	test_status_codec();
 	test_cache();
 	rm_rf(tmpdir);
 	return tap_done();

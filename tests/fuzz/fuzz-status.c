@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Fuzz target for the parser of the agent's status blob in the cache
+ * (docs/format/cache.md). Any input must be refused cleanly or decode to a
+ * status that keeps the format's rules and encodes back to the same bytes
+ * (a 1.0 status carries nothing a reader drops).
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache-internal.h"
+#include "ferry/util.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int same(const struct ferry_agent_status *a, const struct ferry_agent_status *b)
+{
+	return a->tracker == b->tracker && a->interval_s == b->interval_s &&
+	       a->written_ns == b->written_ns && a->error == b->error && a->cycle == b->cycle &&
+	       a->seq == b->seq && a->marker_ns == b->marker_ns && a->started_ns == b->started_ns &&
+	       a->duration_ns == b->duration_ns && a->shipped_bytes == b->shipped_bytes &&
+	       a->segments == b->segments && a->read_bytes == b->read_bytes &&
+	       a->source_waiting_bytes == b->source_waiting_bytes;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct ferry_agent_status a;
+	if (cache_status_parse(data, size, NULL, &a) != 0)
+		return 0;
+	/* The VM name sits at offset 106 with its length at 105. A status
+	 * accepted with a name longer than a VM's, or past the end of the
+	 * input, is itself a finding. */
+	char vm[65];
+	if (size < 106 || data[105] >= sizeof(vm) || size - 106 < data[105])
+		abort();
+	memcpy(vm, data + 106, data[105]);
+	vm[data[105]] = 0;
+	struct ferry_agent_status b;
+	if (cache_status_parse(data, size, vm, &b) != 0 || !same(&a, &b))
+		abort();
+	/* What a reader accepts, a writer can write. */
+	uint8_t out[CACHE_STATUS_MAX];
+	size_t len;
+	if (cache_status_format(vm, &a, out, sizeof(out), &len) < 0)
+		abort();
+	/* Equal unless the input was a later minor with extra fields. */
+	if (len == size && get_le16(data + 10) == 0 && memcmp(out, data, len) != 0)
+		abort();
+	return 0;
+}
