@@ -493,7 +493,8 @@ static int record(struct ferry_ingest *in, ferry_ingest_rows_t rows, void *userd
 			    ferry_catalog_object_put(c, &in->objects[i].id, &in->objects[i].loc);
 	/* A pack row goes only with all its object rows (GC's drop or
 	 * rewrite), so a pack still there still holds what was reused. */
-	qsort(in->reused, in->nreused, sizeof(*in->reused), cmp_u64);
+	if (in->nreused > 1)
+		qsort(in->reused, in->nreused, sizeof(*in->reused), cmp_u64);
 	for (size_t i = 0; r >= 0 && i < in->nreused; i++) {
 		if (i > 0 && in->reused[i] == in->reused[i - 1])
 			continue;

@@ -873,7 +873,10 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 {
 	const struct agent_qemu_params *p = aq->p;
 	uint64_t cycle = aq->st.cycle;
-	aq->st = (struct agent_scan_stats){ .cycle = cycle + 1, .started_ns = ferry_now_ns() };
+	uint64_t total = aq->st.total_shipped_bytes;
+	aq->st = (struct agent_scan_stats){ .cycle = cycle + 1,
+					    .total_shipped_bytes = total,
+					    .started_ns = ferry_now_ns() };
 	int r = connect_qemu(aq);
 	if (r >= 0)
 		r = chain_position(aq);
