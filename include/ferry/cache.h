@@ -84,6 +84,22 @@ int ferry_cache_put_ack(struct ferry_cache *c, const char *vm, const struct ferr
  * -EBADMSG if the ack is damaged. */
 int ferry_cache_get_ack(struct ferry_cache *c, const char *vm, struct ferry_ack *ret);
 
+/* Where an agent's segment chain stands in the cache: the acknowledgement
+ * and, when a segment newer than it waits there, that newest segment. */
+struct ferry_chain_head {
+	struct ferry_ack ack;
+	uint64_t top_seq; /* 0: nothing waits beyond the ack */
+	struct ferry_id top_digest;
+	int top_marker;        /* the newest segment holds a marker */
+	int64_t top_marker_ns; /* its time */
+};
+/* Reads the ack, lists the segments and parses the newest one beyond the
+ * ack, unless its seq is below from (a segment the caller knows already:
+ * top_seq is then 0). -EBADMSG when that segment (or the ack) is damaged,
+ * or names another VM or sequence number. */
+int ferry_cache_chain_head(struct ferry_cache *c, const char *vm, uint64_t from,
+			   struct ferry_chain_head *ret);
+
 /* Replaces the VM's status whole. -EINVAL for a status that breaks the
  * format's rules (no tracker, cycle 0 with figures). */
 int ferry_cache_put_status(struct ferry_cache *c, const char *vm,

@@ -18,6 +18,7 @@
 
 #include "cache-internal.h"
 #include "ferry/blobs.h"
+#include "ferry/changelog.h"
 #include "ferry/crypto.h"
 #include "ferry/util.h"
 
@@ -449,6 +450,49 @@ int ferry_cache_get_ack(struct ferry_cache *c, const char *vm, struct ferry_ack 
 	if (r < 0)
 		return r;
 	return cache_ack_parse(buf, len, vm, ret);
+}
+
+int ferry_cache_chain_head(struct ferry_cache *c, const char *vm, uint64_t from,
+			   struct ferry_chain_head *ret)
+{
+	struct ferry_chain_head h = { 0 };
+	int r = ferry_cache_get_ack(c, vm, &h.ack);
+	if (r < 0)
+		return r;
+	_cleanup_free_ uint64_t *seqs = NULL;
+	size_t n;
+	uint64_t bytes;
+	r = ferry_cache_list_segments(c, vm, &seqs, &n, &bytes);
+	if (r < 0)
+		return r;
+	if (n > 0 && seqs[n - 1] > h.ack.seq && seqs[n - 1] >= from) {
+		_cleanup_free_ void *buf = NULL;
+		size_t len;
+		struct ferry_segment *seg;
+		r = ferry_cache_get_segment(c, vm, seqs[n - 1], &buf, &len);
+		if (r >= 0)
+			r = ferry_segment_parse(buf, len, &seg);
+		if (r < 0)
+			return r;
+		const struct ferry_segment_info *info = ferry_segment_info(seg);
+		if (info->seq != seqs[n - 1] || strcmp(info->vm, vm) != 0) {
+			ferry_segment_free(seg);
+			return -EBADMSG;
+		}
+		h.top_seq = info->seq;
+		h.top_digest = info->digest;
+		for (uint32_t i = 0; i < info->nrecords; i++) {
+			struct ferry_record rec;
+			if (ferry_segment_record(seg, i, &rec) >= 0 &&
+			    rec.type == FERRY_REC_MARKER) {
+				h.top_marker = 1;
+				h.top_marker_ns = rec.time_ns;
+			}
+		}
+		ferry_segment_free(seg);
+	}
+	*ret = h;
+	return 0;
 }
 
 int ferry_cache_put_status(struct ferry_cache *c, const char *vm,

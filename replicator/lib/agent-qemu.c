@@ -598,46 +598,14 @@ static int segment_maybe_cut(struct agent_qemu *aq)
  * the segments waiting in the cache. */
 static int chain_position(struct agent_qemu *aq)
 {
-	struct ferry_ack ack;
-	int r = ferry_cache_get_ack(aq->p->cache, aq->p->vm, &ack);
+	struct ferry_chain_head h;
+	int r = ferry_cache_chain_head(aq->p->cache, aq->p->vm, 0, &h);
 	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot read the acknowledgement in %s", aq->p->vm,
-				       ferry_cache_url(aq->p->cache));
-	aq->next_seq = ack.seq + 1;
-	aq->prev = ack.digest;
-	_cleanup_free_ uint64_t *seqs = NULL;
-	size_t n;
-	uint64_t bytes;
-	r = ferry_cache_list_segments(aq->p->cache, aq->p->vm, &seqs, &n, &bytes);
-	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot list segments in %s", aq->p->vm,
-				       ferry_cache_url(aq->p->cache));
-	if (n == 0 || seqs[n - 1] <= ack.seq)
-		return 0;
-	uint64_t top = seqs[n - 1];
-	_cleanup_free_ void *buf = NULL;
-	size_t len;
-	r = ferry_cache_get_segment(aq->p->cache, aq->p->vm, top, &buf, &len);
-	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot get segment %" PRIu64 " from %s",
-				       aq->p->vm, top, ferry_cache_url(aq->p->cache));
-	struct ferry_segment *seg;
-	r = ferry_segment_parse(buf, len, &seg);
-	if (r < 0)
-		return log_error_errno(r, "VM %s: segment %" PRIu64 " in %s is unreadable",
-				       aq->p->vm, top, ferry_cache_url(aq->p->cache));
-	const struct ferry_segment_info *info = ferry_segment_info(seg);
-	if (info->seq != top || strcmp(info->vm, aq->p->vm) != 0)
-		r = log_error_errno(-EBADMSG,
-				    "VM %s: segment %" PRIu64 " in %s names another VM or "
-				    "sequence",
-				    aq->p->vm, top, ferry_cache_url(aq->p->cache));
-	else {
-		aq->next_seq = top + 1;
-		aq->prev = info->digest;
-	}
-	ferry_segment_free(seg);
-	return r;
+		return log_error_errno(r, "VM %s: cannot find where its segment chain stands in %s",
+				       aq->p->vm, ferry_cache_url(aq->p->cache));
+	aq->next_seq = (h.top_seq ?: h.ack.seq) + 1;
+	aq->prev = h.top_seq ? h.top_digest : h.ack.digest;
+	return 0;
 }
 
 /* ---- reading one view ---- */

@@ -1298,67 +1298,31 @@ static int scan_disk(struct scan *s, size_t di, uint64_t pos)
  * means the cycle was shipped whole and only needs committing. */
 static int reconcile(struct scan *s)
 {
-	struct ferry_ack ack;
-	int r = ferry_cache_get_ack(s->p->cache, s->p->vm, &ack);
+	struct ferry_chain_head h;
+	int r = ferry_cache_chain_head(s->p->cache, s->p->vm, s->pr.next_seq, &h);
 	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot read the acknowledgement in %s", s->p->vm,
-				       ferry_cache_url(s->p->cache));
-	_cleanup_free_ uint64_t *seqs = NULL;
-	size_t n;
-	uint64_t bytes;
-	r = ferry_cache_list_segments(s->p->cache, s->p->vm, &seqs, &n, &bytes);
-	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot list segments in %s", s->p->vm,
-				       ferry_cache_url(s->p->cache));
-
-	if (ack.seq + 1 > s->pr.next_seq) {
+		return log_error_errno(r, "VM %s: cannot find where its segment chain stands in %s",
+				       s->p->vm, ferry_cache_url(s->p->cache));
+	if (h.ack.seq + 1 > s->pr.next_seq) {
 		log_info("VM %s: the replicator acknowledged segment %" PRIu64
 			 " beyond the local state; continuing after it",
-			 s->p->vm, ack.seq);
-		s->pr.next_seq = ack.seq + 1;
-		s->pr.prev = ack.digest;
+			 s->p->vm, h.ack.seq);
+		s->pr.next_seq = h.ack.seq + 1;
+		s->pr.prev = h.ack.digest;
 	}
-	uint64_t top = n > 0 ? seqs[n - 1] : 0;
-	if (top + 1 <= s->pr.next_seq)
+	if (h.top_seq + 1 <= s->pr.next_seq)
 		return 0;
-
-	_cleanup_free_ void *buf = NULL;
-	size_t len;
-	r = ferry_cache_get_segment(s->p->cache, s->p->vm, top, &buf, &len);
-	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot get segment %" PRIu64 " from %s", s->p->vm,
-				       top, ferry_cache_url(s->p->cache));
-	struct ferry_segment *seg;
-	r = ferry_segment_parse(buf, len, &seg);
-	if (r < 0)
-		return log_error_errno(r, "VM %s: segment %" PRIu64 " in %s is unreadable",
-				       s->p->vm, top, ferry_cache_url(s->p->cache));
-	const struct ferry_segment_info *info = ferry_segment_info(seg);
-	if (info->seq != top || strcmp(info->vm, s->p->vm) != 0) {
-		ferry_segment_free(seg);
-		return log_error_errno(-EBADMSG,
-				       "VM %s: segment %" PRIu64 " in %s names "
-				       "another VM or sequence",
-				       s->p->vm, top, ferry_cache_url(s->p->cache));
-	}
 	log_info("VM %s: the cache holds segment %" PRIu64 " beyond the local state; "
 		 "continuing after it",
-		 s->p->vm, top);
-	s->pr.next_seq = top + 1;
-	s->pr.prev = info->digest;
-	if (s->pr.state == P_SCANNING) {
-		for (uint32_t i = 0; i < info->nrecords; i++) {
-			struct ferry_record rec;
-			if (ferry_segment_record(seg, i, &rec) >= 0 &&
-			    rec.type == FERRY_REC_MARKER) {
-				s->pr.state = P_COMMITTING;
-				s->pr.marker_time_ns = rec.time_ns;
-				s->pr.cycle_segments++;
-				s->st.seq = top;
-			}
-		}
+		 s->p->vm, h.top_seq);
+	s->pr.next_seq = h.top_seq + 1;
+	s->pr.prev = h.top_digest;
+	if (s->pr.state == P_SCANNING && h.top_marker) {
+		s->pr.state = P_COMMITTING;
+		s->pr.marker_time_ns = h.top_marker_ns;
+		s->pr.cycle_segments++;
+		s->st.seq = h.top_seq;
 	}
-	ferry_segment_free(seg);
 	return 0;
 }
 
