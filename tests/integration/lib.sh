@@ -108,3 +108,17 @@ seeded_bytes() { # COUNT SEED
 points_of() { # VAULT VM
 	"$FERRY" recovery-points --vault "$1" "$2" | awk '{print $1}'
 }
+
+# Waits up to 20 s for VM to have N recovery points while the replicator
+# daemon PID runs; prints the seconds it took. WHY says what a timeout
+# would mean.
+await_points() { # VAULT VM N PID LOG WHY
+	local start=$SECONDS
+	until [ "$(points_of "$1" "$2" | grep -c . || true)" -ge "$3" ]; do
+		[ $((SECONDS - start)) -lt 20 ] ||
+			fail "cycle $3's marker was not applied within 20 s ($6): $(tail -20 "$5")"
+		kill -0 "$4" 2>/dev/null || fail "the replicator died: $(tail -20 "$5")"
+		sleep 0.1
+	done
+	echo $((SECONDS - start))
+}

@@ -25,18 +25,11 @@ PIDS+=("$rpid")
 sleep 0.5
 kill -0 $rpid 2>/dev/null || fail "the replicator did not start: $(cat replicator.log)"
 
-npoints() { points_of vault vm | grep -c . || true; }
 for i in 1 2 3; do
 	[ "$i" -gt 1 ] && scatter_writes disk.img 20 $((71 + i))
 	"$AGENT" --config vault/agents/vm.conf --once 2>>agent.log || fail "agent cycle $i failed: $(cat agent.log)"
-	start=$(date +%s)
-	until [ "$(npoints)" -ge "$i" ]; do
-		[ $(($(date +%s) - start)) -lt 20 ] ||
-			fail "cycle $i's marker was not applied within 20 s (the replicator does not poll the cache): $(tail -20 replicator.log)"
-		kill -0 $rpid 2>/dev/null || fail "the replicator died: $(tail -20 replicator.log)"
-		sleep 0.2
-	done
-	note "cycle $i applied $(($(date +%s) - start)) s after the agent finished"
+	took=$(await_points vault vm "$i" "$rpid" replicator.log "the replicator does not poll the cache")
+	note "cycle $i applied $took s after the agent finished"
 done
 grep -q "waits in cache azblob://ferry-poll/site-a" replicator.log ||
 	fail "no pass was started by a poll: $(tail -20 replicator.log)"
