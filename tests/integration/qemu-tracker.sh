@@ -115,7 +115,8 @@ note "2,000 writes into $blocks distinct 4 KiB blocks grew the store by $growth 
 
 # SIGKILL while the agent reads: 32 MiB of fresh data to read makes the window.
 wr "write -P 0x5a 16M 32M"
-agent &
+# The agent itself, not a subshell running it, is what gets killed.
+"$AGENT" --config vault/agents/vm1.conf --once 2>>agent.log &
 apid=$!
 sleep 0.3
 kill -9 "$apid" 2>/dev/null || true
