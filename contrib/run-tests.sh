@@ -135,7 +135,9 @@ count_step "check-deps" $? "a meson dependency() that install-deps.sh does not i
 
 mkdir -p "$build_root"
 
-CC=gcc build_and_test gcc "$build_root/ci-gcc" "" --buildtype=debugoptimized -Dwerror=true
+# Test builds can inject faults (FERRY_FAULTS, docs/reliability.md).
+CC=gcc build_and_test gcc "$build_root/ci-gcc" "" --buildtype=debugoptimized -Dwerror=true \
+	-Dfault_injection=true
 
 section "layout check"
 contrib/check-layout.sh "$build_root/ci-gcc"
@@ -146,7 +148,8 @@ if [ "${FERRY_SKIP_ASAN:-0}" != 1 ]; then
 	export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:print_summary=1}
 	export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1}
 	CC=clang build_and_test asan "$build_root/ci-asan" "$asan_suites" \
-		--buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
+		--buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
+		-Dfault_injection=true
 else
 	section "ASan build skipped (FERRY_SKIP_ASAN=1)"
 fi

@@ -36,8 +36,11 @@ struct fs {
 	 * under their lock. */
 	struct snap *snap;
 	struct registry *reg; /* the open clones (registry.h) */
+	/* Every entry's owner, and the permission bits taken off every mode:
+	 * the mounting user and 077 unless -o uid=,gid=,umask= say otherwise. */
 	uid_t uid;
 	gid_t gid;
+	mode_t umask;
 	int64_t mounted_ns;
 	char *mnt;             /* absolute path of the mount point, for VM definitions */
 	const char *vault_dir; /* absolute */

@@ -62,9 +62,12 @@ static void help(void)
 	       "  --vault DIR          the vault to show (required)\n"
 	       "  -f, --foreground     stay in the foreground\n"
 	       "  -d, --debug          log every FUSE request (implies -f)\n"
-	       "  -o OPT[,OPT...]      mount options: allow_other, default_permissions,\n"
-	       "                       cache_size=MIB, threads=N, ro (clones read-only\n"
-	       "                       too), readahead=CHUNKS and readahead_threads=N\n"
+	       "  -o OPT[,OPT...]      mount options: allow_other, uid=N, gid=N and\n"
+	       "                       umask=OCTAL (every entry's owner, group and the\n"
+	       "                       permissions taken off; default: the mounting\n"
+	       "                       user's, 077), cache_size=MIB, threads=N,\n"
+	       "                       ro (clones read-only too),\n"
+	       "                       readahead=CHUNKS and readahead_threads=N\n"
 	       "                       (read-ahead for sequential readers; 0 turns it off),\n"
 	       "                       page_cache (serve live and point images through the\n"
 	       "                       kernel's page cache: faster for reads of a few KiB\n"
@@ -80,6 +83,8 @@ static void help(void)
 	       "                       ~/.cache/ferryfs/VAULT_ID); also -o disk_cache=DIR\n"
 	       "  --disk-cache-size MIB  its size limit (default %d MiB; 0 turns it off);\n"
 	       "                       also -o disk_cache_size=MIB\n"
+	       "  --insecure-http      allow a store over plain http:// beyond this\n"
+	       "                       machine (also -o insecure_http, FERRY_INSECURE_HTTP=1)\n"
 	       "  -h, --help           show this help\n"
 	       "  --version            show the version\n",
 	       READ_AHEAD_KB_DEFAULT, CACHE_MIB_DEFAULT, THREADS_DEFAULT, DISK_CACHE_MIB_DEFAULT);
@@ -101,7 +106,37 @@ struct options {
 	char *fuse_opts;        /* what remains of -o for libfuse */
 	char *disk_cache;       /* --disk-cache; NULL: the default place, for a remote store */
 	uint64_t disk_cache_mib;
+	/* -o uid=, gid=, umask=: who the entries belong to and what their
+	 * modes lose; -1 for uid and gid: the mounting user's. */
+	int64_t uid, gid;
+	mode_t umask;
 };
+
+/* -o uid=N and gid=N: numbers, as FUSE's own file systems take them. */
+static int parse_id(const char *key, const char *v, int64_t *ret)
+{
+	uint64_t id;
+
+	if (ferry_parse_u64(v, strlen(v), UINT32_MAX - 1, &id) < 0)
+		return log_error_errno(-EINVAL, "invalid %s: %s (a number)", key, v);
+	*ret = (int64_t)id;
+	return 0;
+}
+
+static int parse_umask(const char *v, mode_t *ret)
+{
+	size_t n = strlen(v);
+	mode_t m = 0;
+
+	if (n == 0 || n > 4 || strspn(v, "01234567") != n)
+		return log_error_errno(-EINVAL, "invalid umask: %s (octal, such as 077)", v);
+	for (size_t i = 0; i < n; i++)
+		m = (mode_t)(m << 3 | (mode_t)(v[i] - '0'));
+	if (m > 0777)
+		return log_error_errno(-EINVAL, "invalid umask: %s (at most 0777)", v);
+	*ret = m;
+	return 0;
+}
 
 /* Up to 64 TiB; anything more is a typo. */
 #define DISK_CACHE_MIB_MAX (64ul << 20)
@@ -184,6 +219,26 @@ static int take_mount_options(struct options *o, const char *list)
 			o->page_cache = 1;
 			continue;
 		}
+		if (strcmp(opt, "insecure_http") == 0) {
+			if (env_blobs_allow_insecure_http() < 0)
+				return -ENOMEM;
+			continue;
+		}
+		if (strncmp(opt, "uid=", 4) == 0) {
+			if (parse_id("uid", opt + 4, &o->uid) < 0)
+				return -EINVAL;
+			continue;
+		}
+		if (strncmp(opt, "gid=", 4) == 0) {
+			if (parse_id("gid", opt + 4, &o->gid) < 0)
+				return -EINVAL;
+			continue;
+		}
+		if (strncmp(opt, "umask=", 6) == 0) {
+			if (parse_umask(opt + 6, &o->umask) < 0)
+				return -EINVAL;
+			continue;
+		}
 		if (strcmp(opt, "ro") == 0 || strcmp(opt, "rw") == 0) {
 			/* Only clones are writable: ro is ours to enforce. */
 			o->readonly = strcmp(opt, "ro") == 0;
@@ -210,6 +265,7 @@ static int parse_argv(int argc, char *argv[], struct options *o)
 		ARG_VERSION,
 		ARG_DISK_CACHE,
 		ARG_DISK_CACHE_SIZE,
+		ARG_INSECURE_HTTP,
 	};
 	static const struct option longopts[] = {
 		{ "vault", required_argument, NULL, ARG_VAULT },
@@ -217,6 +273,7 @@ static int parse_argv(int argc, char *argv[], struct options *o)
 		{ "threads", required_argument, NULL, ARG_THREADS },
 		{ "disk-cache", required_argument, NULL, ARG_DISK_CACHE },
 		{ "disk-cache-size", required_argument, NULL, ARG_DISK_CACHE_SIZE },
+		{ "insecure-http", no_argument, NULL, ARG_INSECURE_HTTP },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "debug", no_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
@@ -248,6 +305,10 @@ static int parse_argv(int argc, char *argv[], struct options *o)
 			if (ferry_parse_u64(optarg, strlen(optarg), 1024, &o->threads) < 0 ||
 			    o->threads == 0)
 				return log_error_errno(-EINVAL, "invalid --threads: %s", optarg);
+			break;
+		case ARG_INSECURE_HTTP:
+			if (env_blobs_allow_insecure_http() < 0)
+				return log_error_errno(-ENOMEM, "out of memory");
 			break;
 		case 'f':
 			o->foreground = 1;
@@ -463,8 +524,11 @@ static int serve(struct fs *fs, const struct options *o, const char *mnt)
 	struct fuse_loop_config *cfg;
 	int r;
 
+	/* The kernel checks every access against the modes ns_stat gives:
+	 * with allow_other, the owner and umask decide who reads images and
+	 * writes clones, not whoever can reach the mount. */
 	if (fuse_opt_add_arg(&args, "ferryfs") < 0 || fuse_opt_add_arg(&args, "-o") < 0 ||
-	    fuse_opt_add_arg(&args, "fsname=ferry,subtype=ferryfs") < 0 ||
+	    fuse_opt_add_arg(&args, "fsname=ferry,subtype=ferryfs,default_permissions") < 0 ||
 	    (o->fuse_opts &&
 	     (fuse_opt_add_arg(&args, "-o") < 0 || fuse_opt_add_arg(&args, o->fuse_opts) < 0)) ||
 	    (o->debug && fuse_opt_add_arg(&args, "-d") < 0))
@@ -572,8 +636,9 @@ static int run(const struct options *o)
 {
 	_cleanup_free_ char *vault_dir = NULL, *mnt = NULL;
 	_cleanup_(fs_done) struct fs fs = {
-		.uid = getuid(),
-		.gid = getgid(),
+		.uid = o->uid >= 0 ? (uid_t)o->uid : getuid(),
+		.gid = o->gid >= 0 ? (gid_t)o->gid : getgid(),
+		.umask = o->umask,
 		.mounted_ns = ferry_now_ns(),
 		.ra_lock = PTHREAD_MUTEX_INITIALIZER,
 	};
@@ -620,6 +685,9 @@ int main(int argc, char *argv[])
 		.read_ahead_kb = READ_AHEAD_KB_DEFAULT,
 		.readahead = -1,
 		.readahead_threads = -1,
+		.uid = -1,
+		.gid = -1,
+		.umask = 077,
 	};
 	int r;
 
@@ -627,6 +695,8 @@ int main(int argc, char *argv[])
 	/* A vault whose store is remote reads packs with the credentials
 	 * the Azure and AWS tools use (AZURE_STORAGE_*, AWS_*), as every
 	 * program does. */
+	if (env_faults_setup() < 0)
+		return 2;
 	r = env_blobs_setup();
 	if (r < 0) {
 		log_error_errno(r, "cannot set up object-store options");

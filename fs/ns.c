@@ -30,6 +30,12 @@
  * open reads the live root of the catalog as it is then. */
 #define TIMEOUT_LIVE_IMAGE 0.1
 
+/* A failover's name can point at another failover from one command to
+ * the next (change-recovery-point, or a cleanup and a new test failover
+ * of the same name, make a new one with a new inode): the kernel must ask
+ * again at every lookup rather than keep the old entry for a second. */
+#define TIMEOUT_RENAMED 0.0
+
 /* The I/O size images served direct suggest to readers (st_blksize): the
  * largest FUSE request. cat and cp size their buffers by it. */
 #define DIRECT_IO_SIZE (1 << 20)
@@ -383,9 +389,10 @@ int ns_stat(struct fs *fs, const struct node *n, struct stat *st, double *timeou
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
 		when = n->fo->f.created_ns;
+		*timeout = TIMEOUT_RENAMED;
 		break;
 	case K_CLONE:
-		st->st_mode = S_IFREG | (fs->wvault ? 0644 : 0444);
+		st->st_mode = S_IFREG | (fs->wvault ? 0666 : 0444);
 		st->st_nlink = 1;
 		st->st_size = (off_t)n->cdisk->size;
 		/* The clone's last flush in this process, or its failover's
@@ -393,6 +400,7 @@ int ns_stat(struct fs *fs, const struct node *n, struct stat *st, double *timeou
 		when = registry_mtime(fs->reg, n->fo->f.id, n->cdisk->idx);
 		if (when <= 0)
 			when = n->fo->f.created_ns;
+		*timeout = TIMEOUT_RENAMED;
 		break;
 	case K_DOMXML:
 	case K_QEMUARGS: {
@@ -409,6 +417,8 @@ int ns_stat(struct fs *fs, const struct node *n, struct stat *st, double *timeou
 		break;
 	}
 	}
+	if (!S_ISLNK(st->st_mode))
+		st->st_mode &= ~fs->umask;
 	st->st_blocks = (st->st_size + 511) / 512;
 	/* How much of an image is allocated is not known without walking its
 	 * whole map. Claiming one block less than full makes cp, tar and rsync

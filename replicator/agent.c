@@ -14,15 +14,18 @@
 #include <inttypes.h>
 #include <malloc.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent-qemu.h"
 #include "agent-scan.h"
+#include "agent-sync.h"
 #include "agentconf.h"
 #include "env.h"
 #include "ferry/cache.h"
@@ -76,12 +79,16 @@ static int apply_credentials(const struct agentconf *c, uint64_t max_rate)
 /* ---- signals ---- */
 
 static volatile sig_atomic_t stop_requested;
+/* What the trackers watch: a stop request, or the lease lost to another
+ * agent (that ends the cycle, not the agent). */
+static volatile sig_atomic_t cycle_stop, lease_lost;
 static int wake_pipe[2] = { -1, -1 };
 
 static void on_signal(int sig)
 {
 	int saved = errno;
 	stop_requested = 1;
+	cycle_stop = 1;
 	if (wake_pipe[1] >= 0)
 		(void)!write(wake_pipe[1], "x", 1);
 	errno = saved;
@@ -232,6 +239,12 @@ static void put_status(struct ferry_cache *cache, const char *vm, struct ferry_a
 		};
 	}
 	last->error = r < 0 ? (-r <= 4095 ? -r : EIO) : 0;
+	/* What the cycle said when it failed (a disk that changed size, a
+	 * cache refusing us), so that the target sees more than an errno. */
+	if (r < 0)
+		log_last_error(last->message, sizeof(last->message));
+	else
+		last->message[0] = 0;
 	last->written_ns = ferry_now_ns();
 	int k = ferry_cache_put_status(cache, vm, last);
 	if (k < 0)
@@ -273,6 +286,10 @@ static void help(void)
 	       "  -i, --interval SECONDS   seconds between cycle starts (overrides the file)\n"
 	       "  -r, --max-rate RATE      cap uploads to an object-store cache, bytes/s\n"
 	       "                           (suffix k, M or G: 500k, 20M)\n"
+	       "  -k, --insecure-http      allow a cache over plain http:// beyond this\n"
+	       "                           machine (also FERRY_INSECURE_HTTP=1)\n"
+	       "  -L, --lease SECONDS      how long the VM's agent lease outlives this agent\n"
+	       "                           (default: 5 intervals, at least 30 s)\n"
 	       "  -v, --verbose            log debug messages\n"
 	       "  -h, --help               show this help\n"
 	       "  -V, --version            show the version\n"
@@ -285,7 +302,7 @@ static int lock_state(const char *state, int *ret_fd)
 	_cleanup_free_ char *path = NULL;
 	if (asprintf(&path, "%s/lock", state) < 0)
 		return -ENOMEM;
-	_cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	_cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, FERRY_FILE_MODE);
 	if (fd < 0)
 		return log_error_errno(-errno, "cannot open %s", path);
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -299,6 +316,145 @@ static int lock_state(const char *state, int *ret_fd)
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_cache *, ferry_cache_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct agent_qemu *, agent_qemu_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct agent_sync *, agent_sync_free);
+
+/* ---- the lease, renewed while the agent runs ---- */
+
+/* The lease outlives its last renewal by this much unless --lease says:
+ * a few cycles, so that an agent between two cycles keeps its VM. */
+#define LEASE_MIN_S 30u
+#define LEASE_CYCLES 5u
+#define LEASE_MAX_S (7u * 24 * 3600)
+
+/* A thread renews the lease every third of its time, during long cycles
+ * as between them, with a cache handle of its own. It ends when another
+ * agent took the lease: the cycle stops, and the next one is refused. */
+struct renewer {
+	struct agent_sync *sync;
+	const char *url, *vm;
+	unsigned every_s;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int started, ended, quit;
+};
+
+static void renewer_lost(struct renewer *rn)
+{
+	log_error("VM %s: another agent took over its lease; this agent stops shipping", rn->vm);
+	lease_lost = 1;
+	cycle_stop = 1;
+	if (wake_pipe[1] >= 0)
+		(void)!write(wake_pipe[1], "x", 1);
+}
+
+static void *renew_main(void *arg)
+{
+	struct renewer *rn = arg;
+	struct ferry_cache *c = NULL;
+	int r = ferry_cache_open(rn->url, 0, &c);
+	if (r < 0)
+		log_warning_errno(r,
+				  "VM %s: cannot open the cache to renew the agent lease; it is "
+				  "renewed once a cycle only",
+				  rn->vm);
+	pthread_mutex_lock(&rn->lock);
+	while (c && !rn->quit) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += rn->every_s;
+		while (!rn->quit && pthread_cond_timedwait(&rn->cond, &rn->lock, &ts) == 0)
+			;
+		if (rn->quit)
+			break;
+		pthread_mutex_unlock(&rn->lock);
+		r = agent_sync_renew(rn->sync, c);
+		if (r < 0 && r != -ENOLCK)
+			log_warning_errno(r, "VM %s: cannot renew the agent lease", rn->vm);
+		if (r == -ENOLCK)
+			renewer_lost(rn);
+		pthread_mutex_lock(&rn->lock);
+		if (r == -ENOLCK)
+			break;
+	}
+	rn->ended = 1;
+	pthread_mutex_unlock(&rn->lock);
+	ferry_cache_free(c);
+	return NULL;
+}
+
+static void renewer_stop(struct renewer *rn)
+{
+	if (!rn->started)
+		return;
+	pthread_mutex_lock(&rn->lock);
+	rn->quit = 1;
+	pthread_cond_broadcast(&rn->cond);
+	pthread_mutex_unlock(&rn->lock);
+	pthread_join(rn->thread, NULL);
+	rn->started = rn->ended = rn->quit = 0;
+}
+
+/* Runs the renewer once the lease is ours (again). */
+static void renewer_ensure(struct renewer *rn)
+{
+	pthread_mutex_lock(&rn->lock);
+	int ended = rn->ended;
+	pthread_mutex_unlock(&rn->lock);
+	if (rn->started && ended)
+		renewer_stop(rn);
+	if (rn->started)
+		return;
+	int r = -pthread_create(&rn->thread, NULL, renew_main, rn);
+	if (r < 0)
+		log_warning_errno(r,
+				  "VM %s: cannot start the lease renewal; it is renewed once a "
+				  "cycle only",
+				  rn->vm);
+	rn->started = r >= 0;
+}
+
+static int renewer_init(struct renewer *rn)
+{
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	int r = -pthread_cond_init(&rn->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	if (r >= 0)
+		r = -pthread_mutex_init(&rn->lock, NULL);
+	return r;
+}
+
+/*
+ * Before a cycle: the lease and the state's place in the chain
+ * (agent-sync.h). 0 or 1 to run the cycle; otherwise the cycle does not
+ * run. A refusal is logged once while it lasts, and writes nothing to the
+ * cache (the status there is the other agent's).
+ */
+static int begin_cycle(struct agent_sync *sync, struct renewer *rn, struct agent_qemu *aq,
+		       int *refused)
+{
+	struct agent_sync_base base;
+	char why[1024];
+	int r = agent_sync_begin(sync, &base, why, sizeof(why));
+	if (r == -EBUSY) {
+		log_internal(*refused ? LOG_DEBUG : LOG_ERR, 0, "%s", why);
+		*refused = 1;
+		return r;
+	}
+	*refused = 0;
+	if (r == -ESTALE)
+		log_error("%s", why);
+	if (r >= 0 || r == -ESTALE) {
+		lease_lost = 0;
+		cycle_stop = stop_requested;
+		renewer_ensure(rn);
+	}
+	if (r >= 0 && aq && base.epoch)
+		agent_qemu_resync(aq, base.base_seq, &base.base_digest, r == 1);
+	return r;
+}
 
 static int run(int argc, char **argv)
 {
@@ -307,6 +463,8 @@ static int run(int argc, char **argv)
 		{ "once", no_argument, NULL, '1' },
 		{ "interval", required_argument, NULL, 'i' },
 		{ "max-rate", required_argument, NULL, 'r' },
+		{ "insecure-http", no_argument, NULL, 'k' },
+		{ "lease", required_argument, NULL, 'L' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -316,9 +474,15 @@ static int run(int argc, char **argv)
 	int once = 0, verbose = 0;
 	int64_t interval_arg = -1;
 	int c;
-	uint64_t max_rate = 0;
-	while ((c = getopt_long(argc, argv, "c:1i:r:vhV", options, NULL)) >= 0) {
+	uint64_t max_rate = 0, lease_arg = 0;
+	while ((c = getopt_long(argc, argv, "c:1i:r:kL:vhV", options, NULL)) >= 0) {
 		switch (c) {
+		case 'L':
+			if (ferry_parse_u64(optarg, strlen(optarg), LEASE_MAX_S, &lease_arg) < 0 ||
+			    lease_arg == 0)
+				return config_error("invalid --lease '%s' (seconds, 1 to %u)",
+						    optarg, LEASE_MAX_S);
+			break;
 		case 'r': {
 			/* Bytes per second, with an optional k, M or G (powers of 1024). */
 			size_t n = strspn(optarg, "0123456789");
@@ -348,6 +512,9 @@ static int run(int argc, char **argv)
 			interval_arg = (int64_t)v;
 			break;
 		}
+		case 'k':
+			env_blobs_allow_insecure_http();
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -403,7 +570,7 @@ static int run(int argc, char **argv)
 		.disks = cfg.disks,
 		.ndisks = cfg.ndisks,
 		.cache = cache,
-		.stop = &stop_requested,
+		.stop = &cycle_stop,
 		.progress = isatty(STDERR_FILENO) ? show_progress : NULL,
 		.userdata = &disp,
 		/* Compression is most of the agent's CPU: use every core, up to 4. */
@@ -418,7 +585,7 @@ static int run(int argc, char **argv)
 		.disks = cfg.disks,
 		.ndisks = cfg.ndisks,
 		.cache = cache,
-		.stop = &stop_requested,
+		.stop = &cycle_stop,
 		.chunk_size = p.chunk_size,
 		.compress_workers = p.compress_workers,
 	};
@@ -432,6 +599,35 @@ static int run(int argc, char **argv)
 		  cfg.vm, cfg.ndisks, aq ? "qemu" : "scan", ferry_cache_url(cache), cfg.state,
 		  interval);
 
+	char host[256] = "";
+	(void)gethostname(host, sizeof(host) - 1);
+	const struct agent_sync_params sp = {
+		.vm = cfg.vm,
+		.state_dir = cfg.state,
+		.cache = cache,
+		.tracker = aq ? FERRY_TRACKER_QEMU : FERRY_TRACKER_SCAN,
+		.scan = aq ? NULL : &p,
+		.disks = cfg.disks,
+		.ndisks = cfg.ndisks,
+		.lease_s =
+			(unsigned)(lease_arg ?:
+					   MIN(MAX((uint64_t)LEASE_MIN_S, LEASE_CYCLES * interval),
+					       (uint64_t)LEASE_MAX_S)),
+		.host = host,
+		.pid = (uint32_t)getpid(),
+	};
+	_cleanup_(agent_sync_freep) struct agent_sync *sync = NULL;
+	r = agent_sync_new(&sp, &sync);
+	if (r < 0)
+		return r;
+	struct renewer rn = {
+		.sync = sync, .url = cfg.cache, .vm = cfg.vm, .every_s = MAX(sp.lease_s / 3, 1u)
+	};
+	r = renewer_init(&rn);
+	if (r < 0)
+		return log_error_errno(r, "cannot set up the lease renewal");
+	int refused = 0;
+
 	struct ferry_agent_status status = {
 		.tracker = aq ? FERRY_TRACKER_QEMU : FERRY_TRACKER_SCAN,
 		.interval_s = (uint32_t)MIN(interval, (uint64_t)UINT32_MAX),
@@ -439,23 +635,45 @@ static int run(int argc, char **argv)
 	for (;;) {
 		int64_t start = ferry_mono_ns();
 		struct agent_scan_stats st;
-		r = aq ? agent_qemu_cycle(aq, &st) : agent_scan_cycle(&p, &st);
+		log_clear_last_error();
+		r = begin_cycle(sync, &rn, aq, &refused);
+		if (r == -EBUSY) {
+			/* Another agent's VM: wait for its lease to run out. */
+			if (once)
+				break;
+			goto next;
+		}
+		if (r >= 0)
+			r = aq ? agent_qemu_cycle(aq, &st) : agent_scan_cycle(&p, &st);
 		clear_progress(&disp);
-		if (r != 0)
+		if (r <= 0 && lease_lost && !stop_requested)
+			r = -ENOLCK; /* stopped by the lease, not by the user */
+		if (r > 0) {
+			int k = agent_sync_end(sync, st.seq);
+			if (k < 0)
+				log_warning_errno(k,
+						  "VM %s: the state identity or lease could not "
+						  "record cycle %" PRIu64,
+						  cfg.vm, st.cycle);
+		}
+		/* Not once the lease is another agent's: so is the status. */
+		if (r != 0 && r != -ENOLCK)
 			put_status(cache, cfg.vm, &status, &st, !!aq, r);
 		if (r < 0) {
 			/* A qemu restarting, a monitor or cache away for a while: the
 			 * qemu tracker's bitmaps keep what it could not ship, so only
-			 * an error in the configuration ends it. */
-			if (once || !(transient(r) || (aq && r != -EINVAL && r != -ENOMEM)))
-				return r;
+			 * an error in the configuration ends it. Waiting for a resync
+			 * or for a lease, it asks again next time. */
+			if (once || !(transient(r) || r == -ESTALE || r == -ENOLCK ||
+				      (aq && r != -EINVAL && r != -ENOMEM)))
+				break;
 			log_warning("VM %s: cycle failed; retrying in %" PRIu64 " s", cfg.vm,
 				    interval);
 		} else if (r == 0) {
 			log_info("VM %s: stopped during cycle %" PRIu64 " after shipping %" PRIu64
 				 " bytes; the next run resumes it",
 				 cfg.vm, st.cycle, st.shipped_bytes);
-			return 0;
+			break;
 		} else {
 			log_summary(cfg.vm, &st);
 			int k = write_stats(cfg.state, &st);
@@ -463,14 +681,18 @@ static int run(int argc, char **argv)
 				log_warning_errno(k, "VM %s: cannot write %s/stats", cfg.vm,
 						  cfg.state);
 			if (once)
-				return 0;
+				break;
 		}
-		if (stop_requested)
-			return 0;
-		wait_until(start + (int64_t)interval * 1000000000);
-		if (stop_requested)
-			return 0;
+next:
+		if (!stop_requested)
+			wait_until(start + (int64_t)interval * 1000000000);
+		if (stop_requested) {
+			r = 0;
+			break;
+		}
 	}
+	renewer_stop(&rn);
+	return r < 0 ? r : 0;
 }
 
 int main(int argc, char **argv)
@@ -481,5 +703,7 @@ int main(int argc, char **argv)
 	 * heap fragments, so the agent's RSS grows with the disk size. */
 	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 	env_blobs_setup();
+	if (env_faults_setup() < 0)
+		return 2;
 	return run(argc, argv) < 0 ? 1 : 0;
 }

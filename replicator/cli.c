@@ -152,5 +152,5 @@ void undo_vault_dir(const char *dir, int existed)
 {
 	nftw(dir, undo_one, 16, FTW_DEPTH | FTW_PHYS);
 	if (existed)
-		mkdir(dir, 0750);
+		mkdir(dir, FERRY_DIR_MODE);
 }

@@ -55,6 +55,7 @@ int cmd_change_recovery_point(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
 int cmd_jobs(int argc, char **argv);
 int cmd_attach(int argc, char **argv);
+int cmd_resync(int argc, char **argv); /* ferry-resync.c */
 
 /* Records in the store (ferry-attach.c), each through an ingest of its own
  * (ingest.h): call with no transaction open. record_vault_init opens the

@@ -18,15 +18,17 @@
 #include "ferry/catalog.h"
 #include "ferry/changelog.h"
 #include "ferry/log.h"
-#include "maint.h"
+#include "fostate.h"
 #include "replicate.h"
 
 #define MAX_DISKS 64
 
-/* The disks a failover starts from. */
+/* The disks a failover starts from: a point's, or the live state at the
+ * newest applied marker (seq). */
 struct choice {
 	char name[48];
 	int64_t time_ns;
+	uint64_t seq;
 	struct ferry_clone_disk disks[MAX_DISKS];
 	size_t ndisks;
 };
@@ -74,6 +76,42 @@ static int add_live_disk(const struct ferry_disk *d, void *userdata)
 	return add_disk(userdata, d->idx, d->name, d->size, &d->live_root);
 }
 
+static int point_at_seq(const struct ferry_point *p, void *userdata)
+{
+	struct pick_ctx *pc = userdata;
+	if (p->seq == pc->found.seq && p->time_ns == pc->found.time_ns) {
+		pc->found = *p;
+		pc->have = 1;
+	}
+	return 0;
+}
+
+/*
+ * The newest applied marker, named as what it is: the recovery point cut
+ * at it where there is one, else "seq N at TIME". Never the keyword, so
+ * that the failover says which state it runs from.
+ */
+static int resolve_processed(struct ferry_catalog *c, const struct ferry_vm *vm, struct choice *ret)
+{
+	if (vm->marker_seq == 0)
+		return log_error("VM %s has no applied consistency marker yet", vm->name), -ENOENT;
+	struct pick_ctx pc = { .found = { .seq = vm->marker_seq, .time_ns = vm->marker_ns } };
+	int r = ferry_catalog_point_list(c, vm->id, point_at_seq, &pc);
+	if (r < 0)
+		return log_error_errno(r, "cannot list the points of VM %s", vm->name);
+	if (pc.have) {
+		snprintf(ret->name, sizeof(ret->name), "%s", pc.found.name);
+	} else {
+		char when[FERRY_TIME_STRING_SIZE];
+		ferry_format_time(vm->marker_ns, when, sizeof(when));
+		snprintf(ret->name, sizeof(ret->name), "seq %llu at %s",
+			 (unsigned long long)vm->marker_seq, when);
+	}
+	ret->time_ns = vm->marker_ns;
+	ret->seq = vm->marker_seq;
+	return ferry_catalog_disk_list(c, vm->id, add_live_disk, ret);
+}
+
 /*
  * spec: a point id, "latest", "latest-app-consistent", or "latest-processed"
  * (the newest applied consistency marker, which may be newer than any
@@ -84,14 +122,8 @@ static int resolve_point(struct ferry_vault *v, const struct ferry_vm *vm, const
 {
 	struct ferry_catalog *c = ferry_vault_catalog(v);
 	memset(ret, 0, sizeof(*ret));
-	if (strcmp(spec, "latest-processed") == 0) {
-		if (vm->marker_seq == 0)
-			return log_error("VM %s has no applied consistency marker yet", vm->name),
-			       -ENOENT;
-		snprintf(ret->name, sizeof(ret->name), "latest-processed");
-		ret->time_ns = vm->marker_ns;
-		return ferry_catalog_disk_list(c, vm->id, add_live_disk, ret);
-	}
+	if (strcmp(spec, "latest-processed") == 0)
+		return resolve_processed(c, vm, ret);
 	struct pick_ctx pc = { .spec = spec };
 	int r = ferry_catalog_point_list(c, vm->id, pick_point, &pc);
 	if (r < 0)
@@ -107,6 +139,7 @@ static int resolve_point(struct ferry_vault *v, const struct ferry_vm *vm, const
 	}
 	snprintf(ret->name, sizeof(ret->name), "%s", pc.found.name);
 	ret->time_ns = pc.found.time_ns;
+	ret->seq = pc.found.seq;
 	return ferry_catalog_point_disks(c, pc.found.id, add_point_disk, ret);
 }
 
@@ -179,45 +212,58 @@ static int parse_fo(int argc, char **argv, const char *help, struct fo_args *a)
 	return -1;
 }
 
-static int protected_or_explain(const struct ferry_vm *vm)
+/* Why a failover of that name cannot be added, if it cannot. */
+static int name_free_or_explain(struct ferry_vault *v, const struct ferry_vm *vm,
+				const struct ferry_failover *f, const char *vault)
 {
-	if (vm->state == FERRY_VM_PROTECTED || (vm->state == FERRY_VM_ERROR && vm->marker_seq > 0))
+	struct ferry_failover existing;
+	int r = ferry_catalog_failover_get(ferry_vault_catalog(v), vm->id, f->name, &existing);
+	if (r == -ENOENT)
 		return 0;
-	if (vm->state == FERRY_VM_INITIAL)
-		log_error("VM %s is not protected yet: initial replication has not finished",
-			  vm->name);
+	if (r < 0)
+		return log_error_errno(r, "cannot read the failovers of VM %s", vm->name);
+	if (existing.kind == FERRY_FAILOVER_TEST)
+		log_error("VM %s already has a failover named '%s', a test failover: run 'ferry "
+			  "test-failover-cleanup --vault %s %s --name %s' first, or choose "
+			  "another --name",
+			  vm->name, f->name, vault, vm->name, f->name);
 	else
-		log_error("VM %s is not protected (state: %s)", vm->name,
-			  ferry_vm_state_name(vm->state));
-	return -EINVAL;
+		log_error("VM %s already has a failover named '%s', its failover: choose another "
+			  "--name",
+			  vm->name, f->name);
+	return -EEXIST;
 }
 
 /*
  * Resolves spec (resolve_point) and adds the failover, its job and event,
  * all in one write transaction: the roots the clone starts from are read
  * where nobody can thin the point or collect its data before the clone
- * keeps them alive (GC's rules, docs/architecture.md). ch gets the point.
+ * keeps them alive (GC's rules, docs/architecture.md). The VM must still
+ * be in the state it was checked in; it goes to next. ch gets the point.
  */
 static int record_failover(struct ferry_vault *v, struct ferry_vm *vm, struct ferry_failover *f,
-			   const char *spec, struct choice *ch, const char *job, int set_state)
+			   const char *spec, struct choice *ch, const char *job,
+			   enum ferry_vm_state next)
 {
 	struct ferry_catalog *c = ferry_vault_catalog(v);
 	int r = ferry_catalog_begin(c);
 	if (r < 0)
 		return r;
-	r = resolve_point(v, vm, spec, ch);
+	r = fostate_recheck(c, vm, vm->state);
+	if (r >= 0)
+		r = resolve_point(v, vm, spec, ch);
 	if (r < 0) {
 		ferry_catalog_rollback(c);
-		return r;
+		return r == -ESTALE ? -ENOENT : r; /* said why */
 	}
 	snprintf(f->point_name, sizeof(f->point_name), "%s", ch->name);
 	f->point_time_ns = ch->time_ns;
 	char detail[320];
-	snprintf(detail, sizeof(detail), "%s from %s on network %s/%s", f->name, ch->name,
-		 f->network, f->subnet);
+	snprintf(detail, sizeof(detail), "%s from %s (seq %llu) on network %s/%s", f->name,
+		 ch->name, (unsigned long long)ch->seq, f->network, f->subnet);
 	r = ferry_catalog_failover_add(c, f, ch->disks, ch->ndisks);
-	if (r >= 0 && set_state) {
-		vm->state = (enum ferry_vm_state)set_state;
+	if (r >= 0 && next != vm->state) {
+		vm->state = next;
 		r = ferry_catalog_vm_update(c, vm);
 	}
 	if (r >= 0)
@@ -239,9 +285,10 @@ static void print_where(const struct ferry_vm *vm, const struct ferry_failover *
 {
 	printf("%s\n", f->name);
 	fprintf(stderr,
-		"Clone '%s' of VM %s from %s is ready on network %s/%s.\n"
+		"Clone '%s' of VM %s from %s (seq %llu) is ready on network %s/%s.\n"
 		"In any ferryfs mount of this vault: MOUNT/%s/failovers/%s/ holds",
-		f->name, vm->name, ch->name, f->network, f->subnet, vm->name, f->name);
+		f->name, vm->name, ch->name, (unsigned long long)ch->seq, f->network, f->subnet,
+		vm->name, f->name);
 	for (size_t i = 0; i < ch->ndisks; i++)
 		fprintf(stderr, " %s.img", ch->disks[i].name);
 	fprintf(stderr, " domain.xml qemu.args\n");
@@ -265,9 +312,9 @@ int cmd_test_failover(int argc, char **argv)
 		return r;
 	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
 	struct ferry_vm vm;
-	if (open_vault(a.o.vault, 0, &v) < 0 || get_vm(v, a.vm, &vm) < 0)
-		return 1;
-	if (protected_or_explain(&vm) < 0)
+	enum ferry_vm_state next;
+	if (open_vault(a.o.vault, 0, &v) < 0 || get_vm(v, a.vm, &vm) < 0 ||
+	    fostate_require(v, &vm, FOSTATE_TEST_FAILOVER, &next) < 0)
 		return 1;
 
 	struct ferry_catalog *c = ferry_vault_catalog(v);
@@ -277,13 +324,8 @@ int cmd_test_failover(int argc, char **argv)
 				    .created_ns = ferry_now_ns() };
 	snprintf(f.name, sizeof(f.name), "%s", a.name ?: "test");
 	snprintf(f.accel, sizeof(f.accel), "%s", a.accel ?: "kvm:tcg");
-	struct ferry_failover existing;
-	if (ferry_catalog_failover_get(c, vm.id, f.name, &existing) >= 0) {
-		log_error("VM %s already has a failover named '%s' (ferry test-failover-cleanup "
-			  "removes a test failover)",
-			  vm.name, f.name);
+	if (name_free_or_explain(v, &vm, &f, a.o.vault) < 0)
 		return 1;
-	}
 	char tn[FERRY_NAME_MAX + 1] = "", ts[FERRY_NAME_MAX + 1] = "";
 	ferry_catalog_resource_get(c, vm.id, "target-network", tn, sizeof(tn));
 	ferry_catalog_resource_get(c, vm.id, "target-subnet", ts, sizeof(ts));
@@ -294,7 +336,7 @@ int cmd_test_failover(int argc, char **argv)
 	snprintf(f.subnet, sizeof(f.subnet), "%s", ts);
 
 	struct choice ch;
-	r = record_failover(v, &vm, &f, a.point ?: "latest", &ch, "test-failover", 0);
+	r = record_failover(v, &vm, &f, a.point ?: "latest", &ch, "test-failover", next);
 	if (r == -ENOENT)
 		return 1; /* resolve_point said why */
 	if (r < 0)
@@ -304,17 +346,13 @@ int cmd_test_failover(int argc, char **argv)
 }
 
 static int drop_failover(struct ferry_vault *v, struct ferry_vm *vm, const struct ferry_failover *f,
-			 const char *job, int set_state)
+			 const char *job)
 {
 	struct ferry_catalog *c = ferry_vault_catalog(v);
 	int r = ferry_catalog_begin(c);
 	if (r < 0)
 		return r;
 	r = ferry_catalog_failover_delete(c, f->id);
-	if (r >= 0 && set_state) {
-		vm->state = (enum ferry_vm_state)set_state;
-		r = ferry_catalog_vm_update(c, vm);
-	}
 	if (r >= 0)
 		r = ferry_catalog_job_add(c, vm->id, job, "succeeded", f->name, NULL);
 	if (r < 0) {
@@ -337,36 +375,30 @@ int cmd_test_failover_cleanup(int argc, char **argv)
 		return r;
 	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
 	struct ferry_vm vm;
-	if (open_vault(a.o.vault, 0, &v) < 0 || get_vm(v, a.vm, &vm) < 0)
+	if (open_vault(a.o.vault, 0, &v) < 0 || get_vm(v, a.vm, &vm) < 0 ||
+	    fostate_require(v, &vm, FOSTATE_TEST_FAILOVER_CLEANUP, NULL) < 0)
 		return 1;
 	const char *name = a.name ?: "test";
 	struct ferry_failover f;
 	r = ferry_catalog_failover_get(ferry_vault_catalog(v), vm.id, name, &f);
-	if (r == -ENOENT || (r >= 0 && f.kind != FERRY_FAILOVER_TEST)) {
-		log_error("VM %s has no test failover named '%s'", vm.name, name);
+	if (r == -ENOENT) {
+		log_error("VM %s has no test failover named '%s' (ferry status --vault %s lists "
+			  "its failovers)",
+			  vm.name, name, a.o.vault);
+		return 1;
+	}
+	if (r >= 0 && f.kind != FERRY_FAILOVER_TEST) {
+		log_error("VM %s has no test failover named '%s': '%s' is its failover, which "
+			  "test-failover-cleanup never removes",
+			  vm.name, name, name);
 		return 1;
 	}
 	if (r >= 0)
-		r = drop_failover(v, &vm, &f, "test-failover-cleanup", 0);
+		r = drop_failover(v, &vm, &f, "test-failover-cleanup");
 	if (r < 0)
 		return log_error_errno(r, "cannot clean up test failover '%s'", name), 1;
 	fprintf(stderr, "Test failover '%s' of VM %s removed.\n", name, vm.name);
 	return 0;
-}
-
-/* The writer lock, waited for: the replicator holds it only during a pass. */
-static int lock_vault(const char *dir, int *ret_fd)
-{
-	for (int i = 0; i < 600; i++) {
-		int r = maint_lock(dir, "writer", ret_fd);
-		if (r != -EBUSY)
-			return r;
-		if (i == 0)
-			fprintf(stderr, "Waiting for the replicator to finish its pass...\n");
-		struct timespec ts = { 0, 100000000 };
-		nanosleep(&ts, NULL);
-	}
-	return -EBUSY;
 }
 
 struct active_ctx {
@@ -417,15 +449,28 @@ int cmd_failover(int argc, char **argv)
 		log_error("a failover uses the target network; --network is for test failovers");
 		return 2;
 	}
-	_cleanup_close_ int lock = -1;
-	r = lock_vault(a.o.vault, &lock);
-	if (r < 0)
-		return log_error_errno(r, "cannot lock vault %s", a.o.vault), 1;
+	/* Checked before the wait for the lock, and again once it is held. */
 	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
 	struct ferry_vm vm;
-	if (open_vault(a.o.vault, 0, &v) < 0 || get_vm(v, a.vm, &vm) < 0)
+	enum ferry_vm_state next;
+	if (open_vault(a.o.vault, 0, &v) < 0 || get_vm(v, a.vm, &vm) < 0 ||
+	    fostate_require(v, &vm, FOSTATE_FAILOVER, &next) < 0)
 		return 1;
-	if (protected_or_explain(&vm) < 0)
+	_cleanup_close_ int lock = -1;
+	r = fostate_writer_lock(a.o.vault, 60, &lock);
+	if (r < 0)
+		return log_error_errno(r, "cannot lock vault %s", a.o.vault), 1;
+	if (get_vm(v, a.vm, &vm) < 0 || fostate_require(v, &vm, FOSTATE_FAILOVER, &next) < 0)
+		return 1;
+
+	struct ferry_catalog *c = ferry_vault_catalog(v);
+	struct ferry_failover f = { .vm_id = vm.id,
+				    .kind = FERRY_FAILOVER_REAL,
+				    .state = FERRY_FAILOVER_ACTIVE,
+				    .created_ns = ferry_now_ns() };
+	snprintf(f.name, sizeof(f.name), "%s", a.name ?: "failover");
+	snprintf(f.accel, sizeof(f.accel), "%s", a.accel ?: "kvm:tcg");
+	if (name_free_or_explain(v, &vm, &f, a.o.vault) < 0)
 		return 1;
 
 	const char *spec = a.point ?: "latest-processed";
@@ -438,27 +483,16 @@ int cmd_failover(int argc, char **argv)
 				vm.name);
 		else if (r > 0)
 			fprintf(stderr, "Applied %d waiting segment(s) first.\n", r);
-		if (get_vm(v, a.vm, &vm) < 0)
+		/* A refused segment leaves it in error, still with its state. */
+		if (get_vm(v, a.vm, &vm) < 0 ||
+		    fostate_require(v, &vm, FOSTATE_FAILOVER, &next) < 0)
 			return 1;
-	}
-
-	struct ferry_catalog *c = ferry_vault_catalog(v);
-	struct ferry_failover f = { .vm_id = vm.id,
-				    .kind = FERRY_FAILOVER_REAL,
-				    .state = FERRY_FAILOVER_ACTIVE,
-				    .created_ns = ferry_now_ns() };
-	snprintf(f.name, sizeof(f.name), "%s", a.name ?: "failover");
-	snprintf(f.accel, sizeof(f.accel), "%s", a.accel ?: "kvm:tcg");
-	struct ferry_failover existing;
-	if (ferry_catalog_failover_get(c, vm.id, f.name, &existing) >= 0) {
-		log_error("VM %s already has a failover named '%s'", vm.name, f.name);
-		return 1;
 	}
 	ferry_catalog_resource_get(c, vm.id, "target-network", f.network, sizeof(f.network));
 	ferry_catalog_resource_get(c, vm.id, "target-subnet", f.subnet, sizeof(f.subnet));
 
 	struct choice ch;
-	r = record_failover(v, &vm, &f, spec, &ch, "failover", FERRY_VM_FAILED_OVER);
+	r = record_failover(v, &vm, &f, spec, &ch, "failover", next);
 	if (r == -ENOENT)
 		return 1; /* resolve_point said why */
 	if (r < 0)
@@ -470,19 +504,64 @@ int cmd_failover(int argc, char **argv)
 	return 0;
 }
 
-/* The VM's uncommitted failover, or an error saying why there is none. */
-static int open_failed_over(struct fo_args *a, struct ferry_vault **ret_v, struct ferry_vm *vm,
-			    struct ferry_failover *f)
+/* The VM's uncommitted failover, if verb may run on it, or an error
+ * saying why not. */
+static int open_failed_over(struct fo_args *a, enum fostate_verb verb, struct ferry_vault **ret_v,
+			    struct ferry_vm *vm, struct ferry_failover *f,
+			    enum ferry_vm_state *ret_next)
 {
 	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
-	if (open_vault(a->o.vault, 0, &v) < 0 || get_vm(v, a->vm, vm) < 0)
+	if (open_vault(a->o.vault, 0, &v) < 0 || get_vm(v, a->vm, vm) < 0 ||
+	    fostate_require(v, vm, verb, ret_next) < 0)
 		return -EINVAL;
-	if (vm->state != FERRY_VM_FAILED_OVER || real_failover(v, vm, f) < 0) {
-		log_error("VM %s is not failed over (state: %s)", vm->name,
-			  ferry_vm_state_name(vm->state));
+	int r = real_failover(v, vm, f);
+	if (r < 0) {
+		log_error("VM %s is failed over but its failover is missing from vault %s: "
+			  "run 'ferry status --vault %s' and 'ferry jobs' to see what happened",
+			  vm->name, a->o.vault, a->o.vault);
 		return -EINVAL;
 	}
 	*ret_v = TAKE_PTR(v);
+	return 0;
+}
+
+/*
+ * Replaces failover f by a clone of spec's point, in one transaction that
+ * also checks that the VM is still failed over. Logs why it fails.
+ */
+static int swap_point(struct ferry_vault *v, struct ferry_vm *vm, const struct ferry_failover *f,
+		      const char *spec, struct ferry_failover *nf, struct choice *ch)
+{
+	struct ferry_catalog *c = ferry_vault_catalog(v);
+	*nf = *f;
+	/* The point's roots are read in the transaction that clones them (see
+	 * record_failover). */
+	int r = ferry_catalog_begin(c);
+	if (r < 0)
+		return log_error_errno(r, "cannot change the recovery point of VM %s", vm->name);
+	r = fostate_recheck(c, vm, FERRY_VM_FAILED_OVER);
+	if (r >= 0)
+		r = resolve_point(v, vm, spec, ch);
+	if (r < 0) {
+		ferry_catalog_rollback(c);
+		return r; /* said why */
+	}
+	snprintf(nf->point_name, sizeof(nf->point_name), "%s", ch->name);
+	nf->point_time_ns = ch->time_ns;
+	char detail[96];
+	snprintf(detail, sizeof(detail), "%s (seq %llu)", ch->name, (unsigned long long)ch->seq);
+	r = ferry_catalog_failover_delete(c, f->id);
+	if (r >= 0)
+		r = ferry_catalog_failover_add(c, nf, ch->disks, ch->ndisks);
+	if (r >= 0)
+		r = ferry_catalog_job_add(c, vm->id, "change-recovery-point", "succeeded", detail,
+					  NULL);
+	if (r >= 0)
+		r = ferry_catalog_commit(c);
+	else
+		ferry_catalog_rollback(c);
+	if (r < 0)
+		return log_error_errno(r, "cannot change the recovery point of VM %s", vm->name);
 	return 0;
 }
 
@@ -503,36 +582,13 @@ int cmd_change_recovery_point(int argc, char **argv)
 	}
 	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
 	struct ferry_vm vm;
-	struct ferry_failover f;
-	if (open_failed_over(&a, &v, &vm, &f) < 0)
-		return 1;
+	struct ferry_failover f, nf;
 	struct choice ch;
-	struct ferry_catalog *c = ferry_vault_catalog(v);
-	struct ferry_failover nf = f;
-	/* The point's roots are read in the transaction that clones them (see
-	 * record_failover). */
-	r = ferry_catalog_begin(c);
-	if (r >= 0 && resolve_point(v, &vm, a.point, &ch) < 0) {
-		ferry_catalog_rollback(c);
+	if (open_failed_over(&a, FOSTATE_CHANGE_RECOVERY_POINT, &v, &vm, &f, NULL) < 0 ||
+	    swap_point(v, &vm, &f, a.point, &nf, &ch) < 0)
 		return 1;
-	}
-	if (r >= 0) {
-		snprintf(nf.point_name, sizeof(nf.point_name), "%s", ch.name);
-		nf.point_time_ns = ch.time_ns;
-		r = ferry_catalog_failover_delete(c, f.id);
-		if (r >= 0)
-			r = ferry_catalog_failover_add(c, &nf, ch.disks, ch.ndisks);
-		if (r >= 0)
-			r = ferry_catalog_job_add(c, vm.id, "change-recovery-point", "succeeded",
-						  ch.name, NULL);
-		if (r >= 0)
-			r = ferry_catalog_commit(c);
-		else
-			ferry_catalog_rollback(c);
-	}
-	if (r < 0)
-		return log_error_errno(r, "cannot change the recovery point of VM %s", vm.name), 1;
-	fprintf(stderr, "Failover '%s' of VM %s now runs from %s.\n", nf.name, vm.name, ch.name);
+	fprintf(stderr, "Failover '%s' of VM %s now runs from %s (seq %llu).\n", nf.name, vm.name,
+		ch.name, (unsigned long long)ch.seq);
 	return 0;
 }
 
@@ -548,24 +604,29 @@ int cmd_commit(int argc, char **argv)
 	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
 	struct ferry_vm vm;
 	struct ferry_failover f;
-	if (open_failed_over(&a, &v, &vm, &f) < 0)
+	enum ferry_vm_state next;
+	if (open_failed_over(&a, FOSTATE_COMMIT, &v, &vm, &f, &next) < 0)
 		return 1;
 	struct ferry_catalog *c = ferry_vault_catalog(v);
-	f.state = FERRY_FAILOVER_COMMITTED;
-	vm.state = FERRY_VM_COMMITTED;
 	r = ferry_catalog_begin(c);
-	if (r >= 0) {
-		r = ferry_catalog_failover_update(c, &f);
-		if (r >= 0)
-			r = ferry_catalog_vm_update(c, &vm);
-		if (r >= 0)
-			r = ferry_catalog_job_add(c, vm.id, "commit", "succeeded", f.point_name,
-						  NULL);
-		if (r >= 0)
-			r = ferry_catalog_commit(c);
-		else
-			ferry_catalog_rollback(c);
+	if (r < 0)
+		return log_error_errno(r, "cannot commit the failover of VM %s", vm.name), 1;
+	r = fostate_recheck(c, &vm, FERRY_VM_FAILED_OVER);
+	if (r < 0) {
+		ferry_catalog_rollback(c);
+		return 1;
 	}
+	f.state = FERRY_FAILOVER_COMMITTED;
+	vm.state = next;
+	r = ferry_catalog_failover_update(c, &f);
+	if (r >= 0)
+		r = ferry_catalog_vm_update(c, &vm);
+	if (r >= 0)
+		r = ferry_catalog_job_add(c, vm.id, "commit", "succeeded", f.point_name, NULL);
+	if (r >= 0)
+		r = ferry_catalog_commit(c);
+	else
+		ferry_catalog_rollback(c);
 	if (r < 0)
 		return log_error_errno(r, "cannot commit the failover of VM %s", vm.name), 1;
 	fprintf(stderr, "Failover of VM %s committed at %s.\n", vm.name, f.point_name);

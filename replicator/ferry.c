@@ -7,6 +7,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <json-c/json.h>
 #include <limits.h>
@@ -25,6 +26,7 @@
 #include "ferry/cache.h"
 #include "ferry/catalog.h"
 #include "ferry/changelog.h"
+#include "ferry/control.h"
 #include "ferry/log.h"
 #include "ferry/map.h"
 #include "ferry/store.h"
@@ -57,8 +59,12 @@ static void usage(FILE *f)
 		"  reprotect --vault DIR VM ...              at the target: replicate the clone back\n"
 		"  failback --vault DIR VM                   at the source: rewrite what differs\n"
 		"  resume-replication --vault DIR VM         at the target: protect forward again\n"
+		"  resync --vault DIR VM                     ship only what differs from the vault\n"
 		"\n"
 		"  ferry --help | --version\n"
+		"\n"
+		"  --insecure-http (with any command) allows object storage over plain\n"
+		"  http:// beyond this machine, as FERRY_INSECURE_HTTP=1 does.\n"
 		"\n"
 		"See ferry(1).\n");
 }
@@ -453,6 +459,38 @@ static int check_enable_args(const struct enable_args *a)
 	return 0;
 }
 
+/*
+ * A scan disk that is here already must be one the agent can replicate:
+ * not empty, not over FERRY_DISK_SIZE_MAX. One that is not here (the source
+ * is another machine) or cannot be opened is the agent's to judge.
+ */
+static int check_disk_size(const char *name, const char *path)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return 0;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+		return 0;
+	off_t size = lseek(fd, 0, SEEK_END);
+	if (size < 0)
+		return 0;
+	char p[4 * FERRY_PATH_MAX];
+	log_escape(path, p, sizeof(p));
+	if (size == 0) {
+		log_error("disk '%s' (%s) is empty: there is nothing to replicate; give the path "
+			  "of the image or device the VM uses",
+			  name, p);
+		return -EINVAL;
+	}
+	if ((uint64_t)size > FERRY_DISK_SIZE_MAX) {
+		log_error("disk '%s' (%s) is larger than the %llu bytes a replicated disk may be",
+			  name, p, (unsigned long long)FERRY_DISK_SIZE_MAX);
+		return -EFBIG;
+	}
+	return 0;
+}
+
 static void free_paths(char *(*paths)[MAX_CLI_DISKS])
 {
 	for (size_t i = 0; i < MAX_CLI_DISKS; i++)
@@ -464,6 +502,13 @@ int enable_replication(const struct enable_args *a)
 	int r = check_enable_args(a);
 	if (r < 0)
 		return r;
+	/* Before anything is made: a refusal changes nothing. */
+	int scan = !a->tracker || strcmp(a->tracker, "scan") == 0;
+	for (size_t i = 0; scan && i < a->ndisks; i++) {
+		r = check_disk_size(a->disk_names[i], a->disk_paths[i]);
+		if (r < 0)
+			return r;
+	}
 
 	/* Opened by its absolute path, so every path recorded is absolute. */
 	_cleanup_free_ char *vault_abs = realpath(a->vault, NULL);
@@ -525,6 +570,7 @@ int enable_replication(const struct enable_args *a)
 		    strlen(abs_paths[i]) >= FERRY_PATH_MAX)
 			return log_error("disk path of '%s' is unusable", a->disk_names[i]),
 			       -EINVAL;
+
 	_cleanup_free_ char *qmp = a->qmp ? absolute(a->qmp) : NULL,
 			    *nbd = a->nbd_socket ? absolute(a->nbd_socket) : NULL;
 	if ((a->qmp && !qmp) || (a->nbd_socket && !nbd))
@@ -691,8 +737,10 @@ static int res_json(const char *kind, const char *value, void *userdata)
 
 static int res_text(const char *kind, const char *value, void *userdata)
 {
+	char k[256], v[4 * FERRY_URL_MAX];
 	if (strcmp(kind, "agent-config") != 0)
-		printf("    %-24s %s\n", kind, value);
+		printf("    %-24s %s\n", log_escape(kind, k, sizeof(k)),
+		       log_escape(value, v, sizeof(v)));
 	return 0;
 }
 
@@ -781,6 +829,8 @@ static json_object *agent_json(const struct agent_report *a)
 	json_object_object_add(o, "silent", json_object_new_boolean(a->silent));
 	json_object_object_add(o, "error",
 			       st->error ? json_object_new_string(strerror(st->error)) : NULL);
+	json_object_object_add(o, "error_message",
+			       st->message[0] ? json_object_new_string(st->message) : NULL);
 	json_object_object_add(o, "cycle", json_object_new_int64((int64_t)st->cycle));
 	json_object_object_add(o, "last_marker", json_time(st->marker_ns));
 	json_object_object_add(o, "last_cycle_start", json_time(st->started_ns));
@@ -820,14 +870,107 @@ static void agent_text(const struct agent_report *a)
 		return;
 	ferry_format_time(st->written_ns, when, sizeof(when));
 	format_age(a->age_ns, age, sizeof(age));
+	/* What the agent said, not only its errno: a disk that changed size
+	 * must be read here, not in a log at the source. */
+	char msg[4 * sizeof(st->message)];
 	if (a->silent)
 		printf("  agent          silent since %s (%s; it reports every %us)\n", when, age,
 		       st->interval_s);
 	else if (st->error)
-		printf("  agent          last cycle failed %s ago: %s\n", age, strerror(st->error));
+		printf("  agent          last cycle failed %s ago: %s\n", age,
+		       st->message[0] ? log_escape(st->message, msg, sizeof(msg)) :
+					strerror(st->error));
 	else
 		printf("  agent          %s tracker, reported %s ago, cycles every %us\n",
 		       tracker_name(st->tracker), age, st->interval_s);
+}
+
+/* The VM's latest resync (catalog) and who holds its agent lease (cache). */
+struct resync_report {
+	int have; /* rs is valid */
+	struct ferry_vm_resync rs;
+	int lease; /* 1: l is valid; 0: none; <0: -errno reading it */
+	struct ferry_lease l;
+};
+
+static void resync_report_read(struct ferry_catalog *c, const struct ferry_vm *vm,
+			       struct ferry_cache *cache, struct resync_report *rr)
+{
+	rr->have = ferry_catalog_resync_get(c, vm->id, &rr->rs) >= 0;
+	if (cache) {
+		int r = ferry_control_get_lease(cache, vm->name, &rr->l);
+		rr->lease = r >= 0 ? 1 : r == -ENOENT ? 0 : r;
+	}
+}
+
+static void lease_id_hex(const struct ferry_lease *l, char buf[2 * FERRY_LEASE_ID_SIZE + 1])
+{
+	for (size_t i = 0; i < FERRY_LEASE_ID_SIZE; i++)
+		snprintf(buf + 2 * i, 3, "%02x", l->id[i]);
+}
+
+static void resync_json(json_object *o, const struct resync_report *rr, int64_t now)
+{
+	json_object *rj = NULL, *lj = NULL;
+	if (rr->have) {
+		rj = json_object_new_object();
+		json_object_object_add(rj, "epoch", json_object_new_int64((int64_t)rr->rs.epoch));
+		json_object_object_add(rj, "requested", json_time(rr->rs.requested_ns));
+		json_object_object_add(rj, "completed", json_time(rr->rs.done_ns));
+		json_object_object_add(rj, "base_seq",
+				       json_object_new_int64((int64_t)rr->rs.base_seq));
+		json_object_object_add(rj, "reason", json_object_new_string(rr->rs.reason));
+	}
+	if (rr->lease > 0) {
+		char id[2 * FERRY_LEASE_ID_SIZE + 1];
+		lease_id_hex(&rr->l, id);
+		lj = json_object_new_object();
+		json_object_object_add(lj, "identity", json_object_new_string(id));
+		json_object_object_add(lj, "host", json_object_new_string(rr->l.host));
+		json_object_object_add(lj, "pid", json_object_new_int64(rr->l.pid));
+		json_object_object_add(lj, "renewed", json_time(rr->l.written_ns));
+		json_object_object_add(lj, "expires", json_time(rr->l.expires_ns));
+		json_object_object_add(lj, "expired",
+				       json_object_new_boolean(rr->l.expires_ns <= now));
+	}
+	json_object_object_add(o, "resync", rj);
+	json_object_object_add(o, "agent_lease", lj);
+	if (rr->lease < 0)
+		json_object_object_add(o, "agent_lease_error",
+				       json_object_new_string(strerror(-rr->lease)));
+}
+
+static void resync_text(const struct ferry_vm *vm, const struct resync_report *rr, int64_t now)
+{
+	char when[32], age[32], reason[4 * sizeof(rr->rs.reason)];
+	if (rr->have &&
+	    (vm->state == FERRY_VM_RESYNC_REQUIRED || vm->state == FERRY_VM_RESYNCING)) {
+		ferry_format_time(rr->rs.requested_ns, when, sizeof(when));
+		format_age(now - rr->rs.requested_ns, age, sizeof(age));
+		printf("  resync         #%llu requested %s (%s ago)%s: %s\n",
+		       (unsigned long long)rr->rs.epoch, when, age,
+		       vm->state == FERRY_VM_RESYNCING ? ", the agent's chain resumed" :
+							 ", waiting for the agent",
+		       log_escape(rr->rs.reason, reason, sizeof(reason)));
+	}
+}
+
+static void lease_text(const struct resync_report *rr, int64_t now)
+{
+	char id[2 * FERRY_LEASE_ID_SIZE + 1], when[32], age[32];
+	if (rr->lease < 0) {
+		printf("  agent lease    unreadable: %s\n", strerror(-rr->lease));
+		return;
+	}
+	if (rr->lease == 0)
+		return;
+	lease_id_hex(&rr->l, id);
+	ferry_format_time(rr->l.expires_ns, when, sizeof(when));
+	format_age(rr->l.expires_ns > now ? rr->l.expires_ns - now : now - rr->l.expires_ns, age,
+		   sizeof(age));
+	printf("  agent lease    host %s, pid %u, state %.8s, %s %s (%s %s)\n", rr->l.host,
+	       (unsigned)rr->l.pid, id, rr->l.expires_ns > now ? "until" : "expired", when, age,
+	       rr->l.expires_ns > now ? "left" : "ago");
 }
 
 static int status_vm(const struct ferry_vm *vm, void *userdata)
@@ -848,6 +991,7 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 	size_t nseg = 0;
 	int cache_ok = 0;
 	struct agent_report agent = { 0 };
+	struct resync_report rr = { 0 };
 	struct ferry_cache *cache;
 	if (ferry_cache_open(vm->cache_url, 0, &cache) >= 0) {
 		uint64_t *seqs = NULL;
@@ -855,8 +999,10 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 		free(seqs);
 		r = ferry_cache_get_status(cache, vm->name, &agent.st);
 		agent.have = r >= 0 ? 1 : r == -ENOENT ? 0 : r;
+		resync_report_read(c, vm, cache, &rr);
 		ferry_cache_free(cache);
-	}
+	} else
+		resync_report_read(c, vm, NULL, &rr);
 	agent_report_judge(&agent, s->now);
 	double pct = vm->initial_total_bytes ? 100.0 * (double)vm->initial_done_bytes /
 						       (double)vm->initial_total_bytes :
@@ -904,6 +1050,7 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 			o, "last_cycle_segments",
 			cycle_known ? json_object_new_int64((int64_t)agent.st.segments) : NULL);
 		json_object_object_add(o, "agent", agent.have > 0 ? agent_json(&agent) : NULL);
+		resync_json(o, &rr, s->now);
 		if (agent.have < 0)
 			json_object_object_add(o, "agent_status_error",
 					       json_object_new_string(strerror(-agent.have)));
@@ -918,14 +1065,16 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 		return r;
 	}
 
-	char when[32], age[32], bytes[32];
+	char when[32], age[32], bytes[32], error[4 * sizeof(vm->error)];
+	char url[4 * sizeof(vm->cache_url)];
 	printf("%s\n", vm->name);
 	if (vm->state == FERRY_VM_INITIAL)
 		printf("  state          initial replication, %.1f%%\n", pct);
 	else
 		printf("  state          %s\n", ferry_vm_state_name(vm->state));
 	if (vm->error[0])
-		printf("  error          %s\n", vm->error);
+		printf("  error          %s\n", log_escape(vm->error, error, sizeof(error)));
+	resync_text(vm, &rr, s->now);
 	printf("  tracker        %s\n", tracker);
 	if (lp.have) {
 		ferry_format_time(lp.last.time_ns, when, sizeof(when));
@@ -945,10 +1094,12 @@ static int status_vm(const struct ferry_vm *vm, void *userdata)
 	if (cache_ok) {
 		format_bytes(pending, bytes, sizeof(bytes));
 		printf("  pending        %zu segment%s, %s in cache %s\n", nseg,
-		       nseg == 1 ? "" : "s", bytes, vm->cache_url);
+		       nseg == 1 ? "" : "s", bytes, log_escape(vm->cache_url, url, sizeof(url)));
 	} else
-		printf("  pending        unknown: cache %s unreachable\n", vm->cache_url);
+		printf("  pending        unknown: cache %s unreachable\n",
+		       log_escape(vm->cache_url, url, sizeof(url)));
 	agent_text(&agent);
+	lease_text(&rr, s->now);
 	r = ferry_catalog_failover_list(c, vm->id, failover_text, NULL);
 	if (r < 0)
 		return r;
@@ -1029,28 +1180,109 @@ static int cmd_points(int argc, char **argv)
 
 static int print_disk(const struct ferry_disk *d, void *userdata)
 {
-	char size[32];
+	char size[32], path[4 * sizeof(d->source_path)];
 	format_bytes(d->size, size, sizeof(size));
-	printf("    %-12s %10s  %s\n", d->name, d->size ? size : "unknown", d->source_path);
+	printf("    %-12s %10s  %s\n", d->name, d->size ? size : "unknown",
+	       log_escape(d->source_path, path, sizeof(path)));
 	return 0;
 }
 
+/* The events `ferry show` prints: the newest `want` of them, oldest first.
+ * One more is asked for, so that the listing can say whether there are
+ * older ones; that one (the first to come) is not printed. */
+struct event_page {
+	unsigned want, seen;
+	int more;
+};
+
 static int print_event(int64_t time_ns, const char *level, const char *message, void *userdata)
 {
-	char when[32];
+	struct event_page *pg = userdata;
+	if (pg->want && pg->seen++ == 0 && pg->more) /* the extra one */
+		return 0;
+	char when[32], msg[4096], lvl[64];
 	ferry_format_time(time_ns, when, sizeof(when));
-	printf("    %s %-7s %s\n", when, level, message);
+	printf("    %s %-7s %s\n", when, log_escape(level, lvl, sizeof(lvl)),
+	       log_escape(message, msg, sizeof(msg)));
 	return 0;
+}
+
+static int count_event(int64_t time_ns, const char *level, const char *message, void *userdata)
+{
+	(*(unsigned *)userdata)++;
+	return 0;
+}
+
+/* The newest n events of the VM (n = 0: all of them), and a line saying
+ * how to see older ones when there are. */
+static int show_events(struct ferry_catalog *c, int64_t vm_id, unsigned n)
+{
+	struct event_page pg = { .want = n };
+	unsigned got = 0;
+	unsigned ask = n && n < UINT_MAX ? n + 1 : UINT_MAX;
+	int r = ferry_catalog_event_list(c, vm_id, ask, count_event, &got);
+	if (r < 0)
+		return r;
+	pg.more = n && got > n;
+	printf("  %s\n", n ? "recent events" : "events");
+	r = ferry_catalog_event_list(c, vm_id, ask, print_event, &pg);
+	if (r >= 0 && pg.more)
+		printf("    (older events not shown: --events %u shows more, --events 0 all)\n",
+		       n < UINT_MAX / 10 ? n * 10 : UINT_MAX);
+	return r;
+}
+
+static const char show_help[] =
+	"Usage: ferry show --vault DIR [--events N] VM\n\n"
+	"A VM's state, policy, disks, target resources and recent events.\n\n"
+	"  --events N   the newest N events (default 10; 0: all of them)\n";
+
+/* -1 to go on, or an exit status. */
+static int parse_show(int argc, char **argv, struct opts *o, unsigned *events, const char **ret_vm)
+{
+	static const struct option longopts[] = {
+		{ "vault", required_argument, NULL, 'V' },
+		{ "events", required_argument, NULL, 'e' },
+		{ "help", no_argument, NULL, 'h' },
+		{},
+	};
+	optind = 1;
+	int c;
+	uint64_t n;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
+		switch (c) {
+		case 'V':
+			o->vault = optarg;
+			break;
+		case 'e':
+			if (ferry_parse_u64(optarg, strlen(optarg), UINT_MAX - 1, &n) < 0) {
+				log_error("--events wants a number of events (0: all), not '%s'",
+					  optarg);
+				return 2;
+			}
+			*events = (unsigned)n;
+			break;
+		case 'h':
+			fputs(show_help, stdout);
+			return 0;
+		default:
+			return 2;
+		}
+	}
+	if (optind + 1 != argc) {
+		log_error("expected exactly one VM name (see --help)");
+		return 2;
+	}
+	*ret_vm = argv[optind];
+	return -1;
 }
 
 static int cmd_show(int argc, char **argv)
 {
 	struct opts o = { 0 };
 	const char *name;
-	int r = one_vm_args(argc, argv,
-			    "Usage: ferry show --vault DIR VM\n\n"
-			    "A VM's state, policy, disks, target resources and recent events.\n",
-			    &o, &name);
+	unsigned events = 10;
+	int r = parse_show(argc, argv, &o, &events, &name);
 	if (r >= 0)
 		return r;
 	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
@@ -1061,11 +1293,11 @@ static int cmd_show(int argc, char **argv)
 	struct last_points lp = { 0 };
 	r = ferry_catalog_point_list(c, vm.id, note_last, &lp);
 
-	char created[32];
+	char created[32], error[4 * sizeof(vm.error)];
 	ferry_format_time(vm.created_ns, created, sizeof(created));
 	printf("VM %s\n", vm.name);
 	printf("  state              %s%s%s\n", ferry_vm_state_name(vm.state),
-	       vm.error[0] ? ": " : "", vm.error);
+	       vm.error[0] ? ": " : "", log_escape(vm.error, error, sizeof(error)));
 	printf("  enabled            %s\n", created);
 	printf("  crash interval     %llds%s\n", (long long)vm.crash_interval_s,
 	       vm.crash_interval_s ? "" : " (a point at every consistency marker)");
@@ -1074,7 +1306,8 @@ static int cmd_show(int argc, char **argv)
 	else
 		printf("  app interval       off\n");
 	printf("  retention          %llds\n", (long long)vm.retention_s);
-	printf("  cache              %s\n", vm.cache_url);
+	char url[4 * sizeof(vm.cache_url)];
+	printf("  cache              %s\n", log_escape(vm.cache_url, url, sizeof(url)));
 	printf("  applied segment    %llu\n", (unsigned long long)vm.applied_seq);
 	printf("  recovery points    %u%s%s\n", lp.count, lp.have ? ", latest " : "",
 	       lp.have ? lp.last.name : "");
@@ -1084,9 +1317,8 @@ static int cmd_show(int argc, char **argv)
 	printf("  target resources\n");
 	if (r >= 0)
 		r = ferry_catalog_resource_list(c, vm.id, res_text, NULL);
-	printf("  recent events\n");
 	if (r >= 0)
-		r = ferry_catalog_event_list(c, vm.id, 10, print_event, NULL);
+		r = show_events(c, vm.id, events);
 	if (r < 0)
 		return log_error_errno(r, "cannot read VM %s", name), 1;
 	return 0;
@@ -1115,13 +1347,34 @@ static const struct {
 	{ "reprotect", cmd_reprotect },
 	{ "failback", cmd_failback },
 	{ "resume-replication", cmd_resume_replication },
+	{ "resync", cmd_resync },
 	/* clang-format on */
 };
+
+/* --insecure-http goes with every command, before it or among its options
+ * (up to "--"): taken out here rather than taught to each command. Returns
+ * the new argc. */
+static int take_insecure_http(int argc, char **argv)
+{
+	int n = 1, i = 1;
+	for (; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--insecure-http") == 0)
+			env_blobs_allow_insecure_http();
+		else
+			argv[n++] = argv[i];
+	for (; i < argc; i++)
+		argv[n++] = argv[i];
+	argv[n] = NULL;
+	return n;
+}
 
 int main(int argc, char **argv)
 {
 	log_set_program("ferry");
 	env_blobs_setup();
+	if (env_faults_setup() < 0)
+		return 2;
+	argc = take_insecure_http(argc, argv);
 	if (argc < 2) {
 		usage(stderr);
 		return 2;

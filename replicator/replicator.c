@@ -36,6 +36,7 @@
 #include "ferry/store.h"
 #include "ferry/util.h"
 #include "ferry/vault.h"
+#include "fostate.h"
 #include "maint.h"
 #include "replicate.h"
 #include "wait.h"
@@ -218,6 +219,8 @@ static void help(void)
 	       "                            for new segments (default 1: one LIST per VM\n"
 	       "                            a second)\n"
 	       "  --no-gc                   skip garbage collection\n"
+	       "  --insecure-http           allow caches and stores over plain http://\n"
+	       "                            beyond this machine (FERRY_INSECURE_HTTP=1)\n"
 	       "  -v, --verbose             log each segment\n"
 	       "  -h, --help                show this help\n"
 	       "      --version             show the version\n"
@@ -231,8 +234,12 @@ static void help(void)
 	       "(renewed every 20 s, expiring 60 s after a crash): a second replicator on\n"
 	       "the same store refuses to start, and one that loses the lease stops.\n"
 	       "\n"
-	       "Exit status: 0 when every segment seen was applied, 1 on an error\n"
-	       "(a refused segment stays in the cache for inspection).\n");
+	       "A lost or damaged segment, or an agent whose state is behind, ends in a\n"
+	       "resync: the VM's image fingerprints go into its cache and the agent ships\n"
+	       "only what differs.\n"
+	       "\n"
+	       "Exit status: 0 when every segment seen was applied (or a resync started\n"
+	       "in its place), 1 on an error.\n");
 }
 
 /* Garbage is collected when thinning removed points, and at least hourly
@@ -242,7 +249,8 @@ static void help(void)
 /* Whether the replicator applies segments of a VM in this state. */
 static int replicating(enum ferry_vm_state s)
 {
-	return s == FERRY_VM_INITIAL || s == FERRY_VM_PROTECTED || s == FERRY_VM_ERROR;
+	return s == FERRY_VM_INITIAL || s == FERRY_VM_PROTECTED || s == FERRY_VM_ERROR ||
+	       s == FERRY_VM_RESYNC_REQUIRED || s == FERRY_VM_RESYNCING;
 }
 
 /* The VMs being replicated, and where their caches are, in a digest:
@@ -376,6 +384,7 @@ int main(int argc, char **argv)
 		OPT_VERSION = 0x100,
 		OPT_NO_GC,
 		OPT_POLL_INTERVAL,
+		OPT_INSECURE_HTTP,
 	};
 	/* Segments, their unpacked data and packs are buffers of several MiB,
 	 * allocated on one thread and freed on another, once per segment. With
@@ -391,6 +400,7 @@ int main(int argc, char **argv)
 		{ "interval", required_argument, NULL, 'i' },
 		{ "poll-interval", required_argument, NULL, OPT_POLL_INTERVAL },
 		{ "no-gc", no_argument, NULL, OPT_NO_GC },
+		{ "insecure-http", no_argument, NULL, OPT_INSECURE_HTTP },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, OPT_VERSION },
@@ -402,6 +412,8 @@ int main(int argc, char **argv)
 
 	log_set_program("ferry-replicator");
 	env_blobs_setup();
+	if (env_faults_setup() < 0)
+		return 2;
 	int c;
 	while ((c = getopt_long(argc, argv, "vh", opts, NULL)) >= 0) {
 		switch (c) {
@@ -435,6 +447,9 @@ int main(int argc, char **argv)
 		case OPT_NO_GC:
 			do_gc = 0;
 			break;
+		case OPT_INSECURE_HTTP:
+			env_blobs_allow_insecure_http();
+			break;
 		case 'v':
 			log_set_max_level(LOG_DEBUG);
 			break;
@@ -454,7 +469,7 @@ int main(int argc, char **argv)
 	}
 
 	_cleanup_close_ int lock_fd = -1;
-	int r = maint_lock(vault_dir, "replicator", &lock_fd);
+	int r = fostate_replicator_lock(vault_dir, &lock_fd);
 	if (r == -EBUSY) {
 		log_error("another replicator holds vault %s", vault_dir);
 		return 1;

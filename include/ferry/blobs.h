@@ -16,7 +16,9 @@ struct ferry_blobs;
 
 /* Open (and with create, make) the location. -EINVAL on a malformed URL,
  * -ENOENT where it does not exist and create is 0, -EPROTONOSUPPORT for a
- * scheme this build does not speak. */
+ * scheme this build does not speak, -ENOPROTOOPT for an object store reached
+ * over plain http:// (see insecure_http below). A local directory is made
+ * and kept private: FERRY_DIR_MODE, its blobs FERRY_FILE_MODE. */
 int ferry_blobs_open(const char *url, int create, struct ferry_blobs **ret);
 struct ferry_blobs *ferry_blobs_free(struct ferry_blobs *b);
 
@@ -33,9 +35,19 @@ int ferry_blobs_get_range(struct ferry_blobs *b, const char *name, uint64_t off,
 			  size_t len);
 /* Reads a whole blob into a new buffer. */
 int ferry_blobs_get(struct ferry_blobs *b, const char *name, void **ret_buf, size_t *ret_len);
+/* The same for a blob the caller knows to be at most max bytes (a segment,
+ * an ack): -EFBIG for a larger one, before anything is allocated for it or
+ * read from it. */
+int ferry_blobs_get_max(struct ferry_blobs *b, const char *name, uint64_t max, void **ret_buf,
+			size_t *ret_len);
 int ferry_blobs_size(struct ferry_blobs *b, const char *name, uint64_t *ret);
 /* Missing names are not an error: delete is idempotent. */
 int ferry_blobs_delete(struct ferry_blobs *b, const char *name);
+/* The most blobs one listing takes in, ours or not: a location holding
+ * more under the prefix fails the listing with -E2BIG rather than take the
+ * memory. (4 Mi packs of 32 MiB are 128 TiB of store.) */
+#define FERRY_BLOBS_LIST_MAX (4u * 1024u * 1024u)
+
 /* Calls cb for every blob whose name starts with prefix, in byte order of
  * names. A negative return from cb stops the walk and is returned. */
 int ferry_blobs_list(struct ferry_blobs *b, const char *prefix,
@@ -77,6 +89,10 @@ struct ferry_blobs_options {
 	const char *aws_region;       /* default us-east-1 */
 	const char *aws_endpoint_url; /* e.g. http://127.0.0.1:5000; NULL = AWS */
 	int s3_path_style;            /* 1 = path-style addressing, forced for endpoint URLs */
+	/* Plain http:// endpoints other than loopback (127.0.0.0/8, ::1,
+	 * localhost) are refused with -ENOPROTOOPT unless this is set:
+	 * credentials and data would travel in the clear. */
+	int insecure_http;
 	/* HTTP policy (see http.h) */
 	const char *ca_bundle;
 	unsigned max_retries;
@@ -92,8 +108,8 @@ int ferry_blobs_set_options(const struct ferry_blobs_options *opts);
  * AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with
  * AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN; AWS_ACCESS_KEY_ID,
  * AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION (or
- * AWS_DEFAULT_REGION), AWS_ENDPOINT_URL; FERRY_CA_BUNDLE. Empty values count
- * as unset. The strings point wherever lookup's results point. A default
+ * AWS_DEFAULT_REGION), AWS_ENDPOINT_URL; FERRY_CA_BUNDLE; FERRY_INSECURE_HTTP
+ * (any value but 0 sets insecure_http). Empty values count as unset. The strings point wherever lookup's results point. A default
  * retry budget is filled in, but sleep stays NULL (no retries) until the
  * program supplies its own: sleeping is policy. Returns 0.
  */

@@ -34,6 +34,8 @@ enum ferry_tracker {
 /* A figure the agent does not know (the scan tracker cannot tell what
  * waits at the source before it reads it). */
 #define FERRY_STATUS_UNKNOWN UINT64_MAX
+/* The longest message a status carries (bytes, without the NUL). */
+#define FERRY_STATUS_MESSAGE_MAX 1024
 
 /*
  * What the agent reports after every cycle. Times are the agent's clock
@@ -46,11 +48,16 @@ struct ferry_agent_status {
 	uint32_t interval_s; /* the agent's time between cycle starts */
 	int64_t written_ns;  /* when the agent wrote this status */
 	int error;           /* errno of the last cycle when it failed, else 0 */
-	uint64_t cycle;      /* number of the last completed cycle, as the
+	/* With an error: what the agent said about it (its error message, a
+	 * disk that changed size, a clock outside the marker times), or ""
+	 * when it said nothing; always "" without an error. No NUL inside;
+	 * may hold anything else, so escape it before printing (log_escape). */
+	char message[FERRY_STATUS_MESSAGE_MAX + 1];
+	uint64_t cycle;     /* number of the last completed cycle, as the
 			      * tracker counts; 0 = none */
-	uint64_t seq;        /* the segment holding its marker */
-	int64_t marker_ns;   /* that marker's time */
-	int64_t started_ns;  /* when the cycle started */
+	uint64_t seq;       /* the segment holding its marker */
+	int64_t marker_ns;  /* that marker's time */
+	int64_t started_ns; /* when the cycle started */
 	int64_t duration_ns;
 	uint64_t shipped_bytes; /* DATA bytes it shipped, before compression */
 	uint64_t segments;      /* segments it put */
@@ -71,6 +78,8 @@ const char *ferry_cache_local_dir(const struct ferry_cache *c);
 /* -EEXIST if a segment with that seq is already there. */
 int ferry_cache_put_segment(struct ferry_cache *c, const char *vm, uint64_t seq, const void *buf,
 			    size_t len);
+/* -EFBIG, before anything is allocated for it, for a blob larger than
+ * FERRY_SEGMENT_MAX_SIZE: no segment is, so it is junk or damage. */
 int ferry_cache_get_segment(struct ferry_cache *c, const char *vm, uint64_t seq, void **ret_buf,
 			    size_t *ret_len);
 int ferry_cache_delete_segment(struct ferry_cache *c, const char *vm, uint64_t seq);
@@ -101,7 +110,8 @@ int ferry_cache_chain_head(struct ferry_cache *c, const char *vm, uint64_t from,
 			   struct ferry_chain_head *ret);
 
 /* Replaces the VM's status whole. -EINVAL for a status that breaks the
- * format's rules (no tracker, cycle 0 with figures). */
+ * format's rules (no tracker, cycle 0 with figures, a message without an
+ * error). */
 int ferry_cache_put_status(struct ferry_cache *c, const char *vm,
 			   const struct ferry_agent_status *st);
 /* -ENOENT when the agent never reported (an older agent, or none yet);

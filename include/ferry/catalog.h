@@ -17,7 +17,7 @@
 #include "ferry/crypto.h"
 #include "ferry/store.h"
 
-#define FERRY_CATALOG_SCHEMA_VERSION 2
+#define FERRY_CATALOG_SCHEMA_VERSION 3
 #define FERRY_NAME_MAX 64
 #define FERRY_URL_MAX 1024
 #define FERRY_PATH_MAX 4096
@@ -60,6 +60,12 @@ enum ferry_vm_state {
 	FERRY_VM_COMMITTED = 5,    /* failover made final */
 	FERRY_VM_REPROTECTING = 6, /* replicating back to the source site */
 	FERRY_VM_FAILED_BACK = 7,  /* back at the source; protection resumes */
+	/* The agent's chain and the vault disagree (lost or damaged segments,
+	 * a restored or foreign agent state): the vault published its image's
+	 * fingerprints and waits for the agent's first segment chained to
+	 * them (struct ferry_vm_resync). */
+	FERRY_VM_RESYNC_REQUIRED = 8,
+	FERRY_VM_RESYNCING = 9, /* that segment applied; the cycle's marker is not yet */
 };
 
 /* A short name for the state, as the CLI and ferryfs show it. */
@@ -101,8 +107,10 @@ int ferry_catalog_vm_list(struct ferry_catalog *c,
 /* Target resources and source settings, as kind -> value pairs:
  * source-group, source-network, source-subnet, target-group, target-network,
  * target-subnet, availability-set, cache, target-storage, network-mapping
- * (value "SRC->DST"), reverse-network-mapping, agent-config; and the VM's
- * description: vm-cpus, vm-memory-mib, nic.N ("mac=..[,ip=A/P],model=.."). */
+ * (value "SRC->DST"), reverse-network-mapping, agent-config; the VM's
+ * description: vm-cpus, vm-memory-mib, nic.N ("mac=..[,ip=A/P],model=..");
+ * and its failover bookkeeping: role ("back" in a vault that re-protect
+ * seeded, absent = forward; replicator/lib/fostate.h) and reverse-cache. */
 int ferry_catalog_resource_set(struct ferry_catalog *c, int64_t vm_id, const char *kind,
 			       const char *value);
 int ferry_catalog_resource_get(struct ferry_catalog *c, int64_t vm_id, const char *kind, char *buf,
@@ -138,7 +146,7 @@ int ferry_catalog_disk_list(struct ferry_catalog *c, int64_t vm_id,
 struct ferry_point {
 	int64_t id;
 	int64_t vm_id;
-	char name[40]; /* 20261127T053000Z, with -N suffix when a second repeats */
+	char name[40]; /* 20261127T053000Z, with -0002... when a second repeats */
 	int64_t time_ns;
 	int consistency;        /* enum ferry_consistency */
 	uint64_t seq;           /* segment holding the marker */
@@ -243,7 +251,7 @@ struct ferry_failover {
 	char name[FERRY_NAME_MAX + 1];
 	enum ferry_failover_kind kind;
 	enum ferry_failover_state state;
-	char point_name[48]; /* the recovery point, or "latest-processed" */
+	char point_name[48]; /* the recovery point used (or "seq N at TIME") */
 	int64_t point_time_ns;
 	char network[FERRY_NAME_MAX + 1];
 	char subnet[FERRY_NAME_MAX + 1];
@@ -319,3 +327,28 @@ int ferry_catalog_event_list(struct ferry_catalog *c, int64_t vm_id, unsigned li
 /* A number that changes whenever any writer commits (PRAGMA data_version
  * combined with local commits): readers use it to refresh cached views. */
 int ferry_catalog_generation(struct ferry_catalog *c, uint64_t *ret);
+
+/* ---- resyncs (schema version 3) ---- */
+
+/*
+ * The VM's latest resync: the vault published its image's fingerprints and
+ * the chain base the agent continues from (docs/format/cache.md, "Resync").
+ * While the VM is FERRY_VM_RESYNC_REQUIRED the next segment applied must
+ * be base_seq + 1 with prev base_digest; every waiting segment up to
+ * base_seq belongs to the chain the resync replaced.
+ */
+struct ferry_vm_resync {
+	int64_t vm_id;
+	uint64_t epoch;              /* 1, 2, ... per VM */
+	uint64_t base_seq;           /* beyond every seq of the replaced chain */
+	struct ferry_id base_digest; /* random: proves the agent read the request */
+	int64_t requested_ns;
+	int64_t done_ns; /* when a marker of the resync applied; 0 before */
+	char reason[512];
+};
+
+/* -ENOENT when the VM never had one (or a reader's catalog predates
+ * version 3). */
+int ferry_catalog_resync_get(struct ferry_catalog *c, int64_t vm_id, struct ferry_vm_resync *ret);
+/* Inserts or replaces the VM's row. */
+int ferry_catalog_resync_set(struct ferry_catalog *c, const struct ferry_vm_resync *r);

@@ -13,7 +13,27 @@
 
 #include "ferry/crypto.h"
 
+/* Writers cut segments at well under this much plain payload (the agent at
+ * about 16 MiB); records that would push the payload past
+ * FERRY_SEGMENT_MAX_PAYLOAD are refused with -E2BIG. */
 #define FERRY_SEGMENT_MAX_PLAIN (64u * 1024u * 1024u)
+/* The payload bound both sides keep: the data plus room for record headers. */
+#define FERRY_SEGMENT_MAX_PAYLOAD (FERRY_SEGMENT_MAX_PLAIN + 1024u * 1024u)
+/* The largest header a reader accepts (a later minor version may grow it). */
+#define FERRY_SEGMENT_MAX_HEADER 4096u
+/* The largest segment file there can be: the largest header, the largest
+ * payload (stored raw, or compressed into fewer bytes) and the 40-byte
+ * trailer. Readers check a segment's size against this before they
+ * allocate for it: anything larger is not a segment. */
+#define FERRY_SEGMENT_MAX_SIZE (FERRY_SEGMENT_MAX_HEADER + FERRY_SEGMENT_MAX_PAYLOAD + 40u)
+/* A disk a segment may declare: 1 PiB at most. */
+#define FERRY_DISK_SIZE_MAX (UINT64_C(1) << 50)
+/* The times a MARKER may carry, ns since the epoch: 2000-01-01T00:00:00Z
+ * up to (not including) 2200-01-01T00:00:00Z. A clock outside them is
+ * wrong; inside them, differences of marker times never overflow and
+ * recovery-point ids (the time, YYYYMMDDTHHMMSSZ) sort as strings. */
+#define FERRY_MARKER_TIME_MIN_NS (INT64_C(946684800) * 1000000000)
+#define FERRY_MARKER_TIME_MAX_NS (INT64_C(7258118400) * 1000000000)
 
 enum ferry_rec_type {
 	FERRY_REC_DISK = 1,   /* declares disk index -> name, size */
@@ -64,6 +84,7 @@ struct ferry_segment_writer *ferry_segment_writer_free(struct ferry_segment_writ
  * Same rules for seq and prev as ferry_segment_writer_new. */
 int ferry_segment_writer_reset(struct ferry_segment_writer *w, uint64_t seq,
 			       const struct ferry_id *prev);
+/* -EFBIG for a size over FERRY_DISK_SIZE_MAX. */
 int ferry_segment_writer_add_disk(struct ferry_segment_writer *w, uint16_t disk, const char *name,
 				  uint64_t size);
 int ferry_segment_writer_add_data(struct ferry_segment_writer *w, uint16_t disk, uint64_t offset,
@@ -72,6 +93,8 @@ int ferry_segment_writer_add_zero(struct ferry_segment_writer *w, uint16_t disk,
 				  uint64_t len);
 int ferry_segment_writer_add_trim(struct ferry_segment_writer *w, uint16_t disk, uint64_t offset,
 				  uint64_t len);
+/* -ERANGE for a time outside FERRY_MARKER_TIME_MIN_NS..MAX_NS (the
+ * writer's clock is wrong). */
 int ferry_segment_writer_add_marker(struct ferry_segment_writer *w,
 				    enum ferry_consistency consistency, int64_t time_ns);
 /* Sets prev after the fact (for writers that learn the digest of the
@@ -97,9 +120,10 @@ int ferry_segment_writer_finish(struct ferry_segment_writer *w, void **ret_buf, 
 
 struct ferry_segment;
 
-/* Parses and verifies a whole segment (checksum first, then structure):
- * -EBADMSG with nothing returned on any damage, -EPROTONOSUPPORT for an
- * unknown major version. The segment keeps its own copy of the records. */
+/* Parses and verifies a whole segment (size, checksum, then structure):
+ * -EBADMSG with nothing returned on any damage (a len over
+ * FERRY_SEGMENT_MAX_SIZE among it), -EPROTONOSUPPORT for an unknown major
+ * version. The segment keeps its own copy of the records. */
 int ferry_segment_parse(const void *buf, size_t len, struct ferry_segment **ret);
 struct ferry_segment *ferry_segment_free(struct ferry_segment *s);
 const struct ferry_segment_info *ferry_segment_info(const struct ferry_segment *s);

@@ -17,6 +17,11 @@
 
 struct ferry_http;
 
+/* The most a response body may hold when the request sets no body_max: a
+ * listing page (5000 names at most) fits many times over. A server that
+ * sends more gets -EFBIG, before more than this is allocated. */
+#define FERRY_HTTP_BODY_MAX (32u * 1024u * 1024u)
+
 struct ferry_http_options {
 	const char *ca_bundle;      /* PEM file for private endpoints; NULL = system store */
 	unsigned connect_timeout_s; /* 0 = 10 */
@@ -55,6 +60,12 @@ struct ferry_http_request {
 	 * reads), or NULL to get a new allocation in the response. */
 	void *into;
 	size_t into_cap;
+	/* Without into: the most bytes a successful response's body may hold
+	 * (0 = FERRY_HTTP_BODY_MAX). A larger Content-Length, or more bytes
+	 * than that, fails the request with -EFBIG before the body is
+	 * allocated. Error bodies are cut short instead (they are for
+	 * messages only). */
+	size_t body_max;
 };
 
 struct ferry_http_response {

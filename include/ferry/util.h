@@ -89,12 +89,26 @@ static inline uint64_t get_le64(const void *p) { uint64_t v; memcpy(&v, p, 8); r
 int ferry_pwrite_all(int fd, const void *buf, size_t len, off_t off);
 /* Reads exactly len bytes at off; -EBADMSG if the file ends early. */
 int ferry_pread_all(int fd, void *buf, size_t len, off_t off);
-/* Writes a whole file atomically: temp file, fsync, rename, fsync of dir. */
+/* Private by default: what ferry creates is its user's alone, whatever the
+ * umask (docs/architecture.md, "Permissions"). */
+#define FERRY_FILE_MODE 0600
+#define FERRY_DIR_MODE 0700
+
+/* Writes a whole file atomically: temp file, fsync, rename, fsync of dir.
+ * The file is FERRY_FILE_MODE. */
 int ferry_write_file_atomic(const char *path, const void *buf, size_t len);
 /* Reads a whole file into a new buffer (NUL-terminated for convenience). */
 int ferry_read_file(const char *path, void **ret_buf, size_t *ret_len);
-/* mkdir -p; existing directories are fine. */
+/* mkdir -p, missing directories made with mode; existing ones are fine,
+ * but the last one is restricted to mode as ferry_dir_restrict does. */
 int ferry_mkdir_p(const char *path, mode_t mode);
+/* Takes the permission bits outside mode off the directory dfd, where this
+ * process may (it owns the directory, or is root) and the directory is not
+ * a shared one (sticky, as /tmp is: what ferry makes inside is private
+ * anyway). 1 if it changed the mode, 0 if there was nothing to do. */
+int ferry_dir_restrict(int dfd, mode_t mode);
+/* fsync(2), -errno; the fault-injection seam of every fsync (fault.h). */
+int ferry_fsync(int fd);
 /* fsync of the directory that holds path. */
 int ferry_fsync_parent(const char *path);
 /* Current time, seconds and nanoseconds since the epoch (CLOCK_REALTIME). */

@@ -398,6 +398,7 @@ struct call {
 	size_t body_len;
 	void *into;
 	size_t into_cap;
+	size_t body_max; /* see ferry_http_request */
 };
 
 static int azure_call(const struct azure *a, const struct call *c, struct ferry_http_response *resp)
@@ -418,6 +419,7 @@ static int azure_call(const struct azure *a, const struct call *c, struct ferry_
 		.nheaders = c->nheaders,
 		.into = c->into,
 		.into_cap = c->into_cap,
+		.body_max = c->body_max,
 	};
 	r = ferry_http_do(a->http, &req, resp);
 	free(s.auth);
@@ -441,7 +443,7 @@ static int same_content(struct ferry_blobs *b, const char *name, const void *buf
 {
 	void *got = NULL;
 	size_t glen = 0;
-	int r = blobs_azure_ops.get(b, name, &got, &glen);
+	int r = blobs_azure_ops.get(b, name, len, &got, &glen);
 	if (r < 0)
 		return 0;
 	int same = glen == len && (len == 0 || memcmp(got, buf, len) == 0);
@@ -647,11 +649,15 @@ static int azure_get_range(struct ferry_blobs *b, const char *name, uint64_t off
 	return r;
 }
 
-static int azure_get(struct ferry_blobs *b, const char *name, void **ret_buf, size_t *ret_len)
+static int azure_get(struct ferry_blobs *b, const char *name, uint64_t max, void **ret_buf,
+		     size_t *ret_len)
 {
 	struct ferry_http_response resp;
-	struct call c = { .method = "GET", .name = name };
+	/* An empty blob still needs a body_max: 0 would mean the default. */
+	struct call c = { .method = "GET", .name = name, .body_max = (size_t)MAX(max, 1) };
 	int r = azure_call(A(b), &c, &resp);
+	if (r >= 0 && resp.body_len > max)
+		r = -EFBIG;
 	if (r >= 0 && resp.body_len != resp.content_length)
 		r = -EBADMSG;
 	if (r < 0) {
@@ -741,6 +747,8 @@ int azure_list_parse(const char *prefix, const char *xml, size_t len, struct blo
 		return r;
 	if (!marker)
 		return -ENOMEM;
+	if (strlen(marker) > BLOBS_LIST_MARKER_MAX)
+		return -EBADMSG;
 
 	/* An empty page may have no <Blobs> at all. */
 	xmlNode *blobs = NULL;
@@ -775,8 +783,10 @@ static int azure_list(struct ferry_blobs *b, const char *prefix, struct blob_lis
 		if (asprintf(&q, "restype=container&comp=list&prefix=%s&maxresults=%u%s%s", eprefix,
 			     a->max_results, emarker ? "&marker=" : "", emarker ?: "") < 0)
 			return -ENOMEM;
+		if (page >= BLOBS_LIST_MAX_PAGES)
+			return -E2BIG;
 		struct ferry_http_response resp;
-		struct call c = { .method = "GET", .query = q };
+		struct call c = { .method = "GET", .query = q, .body_max = BLOBS_XML_MAX };
 		r = azure_call(a, &c, &resp);
 		_cleanup_free_ char *next = NULL;
 		if (r >= 0)
@@ -1031,10 +1041,11 @@ static int azure_open(struct ferry_blobs *b, const char *where, int create)
 	size_t elen = strlen(a->endpoint);
 	while (elen > 0 && a->endpoint[elen - 1] == '/')
 		a->endpoint[--elen] = 0;
-	if (strncmp(a->endpoint, "http://", 7) != 0 && strncmp(a->endpoint, "https://", 8) != 0)
-		return -EINVAL;
-
 	const struct ferry_blobs_options *o = blobs_options();
+	r = blobs_endpoint_allowed(a->endpoint, o->insecure_http);
+	if (r < 0)
+		return r;
+
 	a->max_results = LIST_PAGE;
 	a->parallel = o->parallel ? MIN(o->parallel, 64u) : 4;
 	struct ferry_http_options ho;

@@ -24,10 +24,19 @@ struct blob_entry {
 struct blob_list {
 	struct blob_entry *v;
 	size_t n, cap;
+	size_t max; /* entries it takes; 0 = FERRY_BLOBS_LIST_MAX (tests set less) */
 };
 
-/* Takes ownership of name. */
+/* Takes ownership of name (only on success). -E2BIG once the list holds
+ * its max entries. */
 int blob_list_add(struct blob_list *l, char *name, uint64_t size);
+
+/* Pages one object-store listing may take: a server that keeps handing
+ * out continuation markers (empty pages, a cycle of markers) ends the
+ * listing with -E2BIG instead of keeping it going for ever. */
+#define BLOBS_LIST_MAX_PAGES 65536u
+/* A continuation marker longer than this is not one a server made. */
+#define BLOBS_LIST_MARKER_MAX 4096u
 
 /* Frees the entries from n on: a listing page that fails adds nothing. */
 static inline void blob_list_truncate(struct blob_list *l, size_t n)
@@ -45,8 +54,10 @@ struct blobs_ops {
 		   int exclusive);
 	int (*get_range)(struct ferry_blobs *b, const char *name, uint64_t off, void *buf,
 			 size_t len);
-	/* Optional: whole-blob read; NULL means size + get_range. */
-	int (*get)(struct ferry_blobs *b, const char *name, void **ret_buf, size_t *ret_len);
+	/* Optional: whole-blob read, -EFBIG for a blob over max bytes before
+	 * anything is allocated for it; NULL means size + get_range. */
+	int (*get)(struct ferry_blobs *b, const char *name, uint64_t max, void **ret_buf,
+		   size_t *ret_len);
 	int (*size)(struct ferry_blobs *b, const char *name, uint64_t *ret);
 	int (*del)(struct ferry_blobs *b, const char *name);
 	/* Adds every blob whose name starts with prefix (any string). */
@@ -76,6 +87,14 @@ const struct ferry_blobs_options *blobs_options(void);
 /* 1 when s is a valid blob name (is_prefix 0) or listing prefix (1): the
  * rule blobs.h states, checked once in the generic layer. */
 int blobs_name_valid(const char *s, int is_prefix);
+
+/* 0 when requests may go to the endpoint url ("http[s]://authority..."):
+ * https, or plain http to this machine (127.0.0.0/8, ::1, localhost: an
+ * emulator such as Azurite or moto) or with insecure_http set; otherwise
+ * -ENOPROTOOPT (plain http elsewhere would carry keys and data in the
+ * clear), or -EINVAL for another scheme or no host. Checked before any
+ * connection is made. */
+int blobs_endpoint_allowed(const char *url, int insecure_http);
 
 /* The HTTP policy of the options (timeouts, retries, CA bundle, rate). */
 void blobs_http_options(struct ferry_http_options *ret);

@@ -36,7 +36,7 @@ static struct local *L(const struct ferry_blobs *b)
 
 static int fsync_fd(int fd)
 {
-	return fsync(fd) < 0 ? -errno : 0;
+	return ferry_fsync(fd);
 }
 
 /* mkdir -p relative to dfd; a directory we create is made durable in its
@@ -51,7 +51,7 @@ static int mkdirs_at(int dfd, const char *path)
 			continue;
 		char saved = *s;
 		*s = 0;
-		if (mkdirat(dfd, p, 0755) == 0) {
+		if (mkdirat(dfd, p, FERRY_DIR_MODE) == 0) {
 			char *last = strrchr(p, '/');
 			_cleanup_close_ int parent = -1;
 			if (last) {
@@ -89,7 +89,7 @@ static int local_open(struct ferry_blobs *b, const char *where, int create)
 	if (!*where)
 		return -EINVAL;
 	if (create) {
-		int r = ferry_mkdir_p(where, 0755);
+		int r = ferry_mkdir_p(where, FERRY_DIR_MODE);
 		if (r < 0)
 			return r;
 	}
@@ -103,6 +103,14 @@ static int local_open(struct ferry_blobs *b, const char *where, int create)
 		l->dir = realpath(where, NULL);
 	if (l->dirfd < 0 || !l->dir) {
 		int r = -errno;
+		local_close(b);
+		return r;
+	}
+	/* Blobs are private whatever made the root (an older ferry, a umask,
+	 * mkdir by hand): the root is tightened on every open. Best effort
+	 * where not asked to create: a read-only medium still opens. */
+	int r = ferry_dir_restrict(l->dirfd, FERRY_DIR_MODE);
+	if (r < 0 && create) {
 		local_close(b);
 		return r;
 	}
@@ -153,7 +161,7 @@ static int local_put(struct ferry_blobs *b, const char *name, const void *buf, s
 		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
 			return -errno ?: -EIO;
 		snprintf(tmp, sizeof(tmp), TMP_PREFIX "%016llx", (unsigned long long)rnd);
-		fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, FERRY_FILE_MODE);
 		if (fd < 0 && (errno != EEXIST || tries > 8))
 			return -errno;
 	}
@@ -195,7 +203,8 @@ static int local_get_range(struct ferry_blobs *b, const char *name, uint64_t off
 	return ferry_pread_all(fd, buf, len, (off_t)off);
 }
 
-static int local_get(struct ferry_blobs *b, const char *name, void **ret_buf, size_t *ret_len)
+static int local_get(struct ferry_blobs *b, const char *name, uint64_t max, void **ret_buf,
+		     size_t *ret_len)
 {
 	_cleanup_close_ int fd = openat(L(b)->dirfd, name, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -205,7 +214,9 @@ static int local_get(struct ferry_blobs *b, const char *name, void **ret_buf, si
 		return -errno;
 	if (!S_ISREG(st.st_mode))
 		return -ENOENT;
-	if ((uint64_t)st.st_size >= SIZE_MAX)
+	/* The size first: a 3 GiB file where a segment should be is refused
+	 * before a byte of it is allocated. */
+	if ((uint64_t)st.st_size > max)
 		return -EFBIG;
 	size_t len = (size_t)st.st_size;
 	_cleanup_free_ void *buf = malloc(len ? len : 1);
@@ -313,7 +324,8 @@ static int local_lock_acquire(struct ferry_blobs *b, const char *name, unsigned 
 	int r = local_parent(b, name, 1, &pfd, &base);
 	if (r < 0)
 		return r;
-	int fd = openat(pfd >= 0 ? pfd : L(b)->dirfd, base, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	int fd = openat(pfd >= 0 ? pfd : L(b)->dirfd, base, O_RDWR | O_CREAT | O_CLOEXEC,
+			FERRY_FILE_MODE);
 	if (fd < 0)
 		return -errno;
 	/* flock belongs to the open file description: a second acquire in

@@ -29,7 +29,6 @@
 
 #define LOCK_MAGIC "ferry-s3-lock 1\n"
 #define LOCK_MAX_SIZE 4096
-#define MAX_LIST_PAGES 1000000 /* 10^9 objects: beyond that a server is looping */
 
 struct s3 {
 	struct ferry_http *http;
@@ -126,6 +125,7 @@ struct s3_req {
 	size_t body_len;
 	void *into;
 	size_t into_cap;
+	size_t body_max; /* see ferry_http_request */
 };
 
 static int build_url(const struct s3 *s, const struct s3_req *r, int keep_slash, char **ret_url,
@@ -232,6 +232,7 @@ static int s3_do_once(struct s3 *s, const struct s3_req *r, int keep_slash,
 		.nheaders = r->nheaders,
 		.into = r->into,
 		.into_cap = r->into_cap,
+		.body_max = r->body_max,
 	};
 	k = ferry_http_do(s->http, &hreq, resp);
 	sigv4_signed_done(&ctx.sig);
@@ -445,6 +446,8 @@ static int s3_open(struct ferry_blobs *b, const char *where, int create)
 		return -EINVAL;
 
 	r = setup_endpoint(s, o);
+	if (r >= 0)
+		r = blobs_endpoint_allowed(s->origin, o->insecure_http);
 	if (r < 0)
 		return r;
 
@@ -560,7 +563,8 @@ static int s3_get_range(struct ferry_blobs *b, const char *name, uint64_t off, v
 	return 0;
 }
 
-static int s3_get(struct ferry_blobs *b, const char *name, void **ret_buf, size_t *ret_len)
+static int s3_get(struct ferry_blobs *b, const char *name, uint64_t max, void **ret_buf,
+		  size_t *ret_len)
 {
 	struct s3 *s = b->priv;
 	_cleanup_free_ char *key = NULL;
@@ -568,7 +572,12 @@ static int s3_get(struct ferry_blobs *b, const char *name, void **ret_buf, size_
 	if (r < 0)
 		return r;
 	_cleanup_response_ struct ferry_http_response resp = { 0 };
-	r = s3_do(s, &(struct s3_req){ .method = "GET", .key = key }, &resp);
+	/* An empty blob still needs a body_max: 0 would mean the default. */
+	r = s3_do(s,
+		  &(struct s3_req){ .method = "GET", .key = key, .body_max = (size_t)MAX(max, 1) },
+		  &resp);
+	if (r >= 0 && resp.body_len > max)
+		r = -EFBIG;
 	if (r < 0)
 		return r;
 	void *body = resp.body;
@@ -671,7 +680,7 @@ int s3_list_parse(const char *prefix, const char *body, size_t body_len, struct 
 		r = blobs_xml_child_text(root, "NextContinuationToken", &next);
 		if (r < 0)
 			return r == -ENOMEM ? r : -EBADMSG;
-		if (!*next)
+		if (!*next || strlen(next) > BLOBS_LIST_MARKER_MAX)
 			return -EBADMSG;
 	}
 
@@ -698,8 +707,8 @@ static int s3_list(struct ferry_blobs *b, const char *prefix, struct blob_list *
 	snprintf(max_keys, sizeof(max_keys), "%u", s->max_keys);
 
 	for (unsigned page = 0;; page++) {
-		if (page >= MAX_LIST_PAGES)
-			return -EBADMSG;
+		if (page >= BLOBS_LIST_MAX_PAGES)
+			return -E2BIG;
 		struct sigv4_param q[4] = {
 			{ "list-type", "2" },
 			{ "prefix", full },
@@ -710,7 +719,12 @@ static int s3_list(struct ferry_blobs *b, const char *prefix, struct blob_list *
 		if (s->max_keys)
 			q[nq++] = (struct sigv4_param){ "max-keys", max_keys };
 		_cleanup_response_ struct ferry_http_response resp = { 0 };
-		r = s3_do(s, &(struct s3_req){ .method = "GET", .query = q, .nquery = nq }, &resp);
+		r = s3_do(s,
+			  &(struct s3_req){ .method = "GET",
+					    .query = q,
+					    .nquery = nq,
+					    .body_max = BLOBS_XML_MAX },
+			  &resp);
 		if (r < 0)
 			return r;
 		char *next = NULL;

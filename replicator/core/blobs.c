@@ -9,13 +9,16 @@
  */
 #include "ferry/blobs.h"
 
+#include <arpa/inet.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "blobs-internal.h"
+#include "ferry/fault.h"
 #include "ferry/util.h"
 
 #define TMP_PREFIX ".tmp-"
@@ -38,6 +41,8 @@ static void blob_list_done(struct blob_list *l)
 
 int blob_list_add(struct blob_list *l, char *name, uint64_t size)
 {
+	if (l->n >= (l->max ? l->max : FERRY_BLOBS_LIST_MAX))
+		return -E2BIG;
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 64;
 		struct blob_entry *v = realloc(l->v, cap * sizeof(*v));
@@ -102,8 +107,25 @@ int blobs_name_valid(const char *s, int is_prefix)
 	}
 }
 
+/* Where a blobs operation counts in a fault plan (fault.h). */
+static enum ferry_fault_site fault_site(const char *op)
+{
+	if (strcmp(op, "put") == 0 || strcmp(op, "lock_acquire") == 0)
+		return FERRY_FAULT_PUT;
+	if (strcmp(op, "delete") == 0)
+		return FERRY_FAULT_DELETE;
+	if (strcmp(op, "list") == 0)
+		return FERRY_FAULT_LIST;
+	return FERRY_FAULT_GET;
+}
+
+/* The two seams: the process-wide plan (fault.h), and a callback set on
+ * this handle (ferry_blobs_set_fault, unit tests). */
 static int fault_check(struct ferry_blobs *b, const char *op, const char *name)
 {
+	int f = ferry_fault_before(fault_site(op), name);
+	if (f < 0)
+		return f;
 	if (!b->fault)
 		return 0;
 	int r = b->fault(op, name, b->fault_ud);
@@ -218,6 +240,8 @@ int ferry_blobs_options_from(const char *(*lookup)(const char *name),
 		.ca_bundle = L("FERRY_CA_BUNDLE"),
 		.max_retries = DEFAULT_MAX_RETRIES,
 	};
+	const char *insecure = L("FERRY_INSECURE_HTTP");
+	ret->insecure_http = insecure && strcmp(insecure, "0") != 0;
 #undef L
 	/* Custom endpoints (moto, MinIO, private clouds) rarely have
 	 * wildcard DNS for virtual-host buckets. */
@@ -228,6 +252,58 @@ int ferry_blobs_options_from(const char *(*lookup)(const char *name),
 const struct ferry_blobs_options *blobs_options(void)
 {
 	return &options;
+}
+
+/* Whether host (no brackets, no port) is this machine: 127.0.0.0/8, ::1
+ * (also as ::ffff:127.x.y.z) or localhost, which curl never looks up. */
+static int host_is_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (strcasecmp(host, "localhost") == 0 || strcasecmp(host, "localhost.") == 0)
+		return 1;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6) ||
+		       (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+	return 0;
+}
+
+int blobs_endpoint_allowed(const char *url, int insecure_http)
+{
+	if (strncasecmp(url, "https://", 8) == 0)
+		return 0;
+	if (strncasecmp(url, "http://", 7) != 0)
+		return -EINVAL;
+	if (insecure_http)
+		return 0;
+
+	const char *auth = url + 7;
+	size_t alen = strcspn(auth, "/?#");
+	const char *at = memrchr(auth, '@', alen);
+	if (at) {
+		alen -= (size_t)(at + 1 - auth);
+		auth = at + 1;
+	}
+	size_t hlen;
+	if (alen > 0 && auth[0] == '[') {
+		const char *close = memchr(auth, ']', alen);
+		if (!close)
+			return -EINVAL;
+		auth++;
+		hlen = (size_t)(close - auth);
+	} else {
+		const char *colon = memchr(auth, ':', alen);
+		hlen = colon ? (size_t)(colon - auth) : alen;
+	}
+	char host[256];
+	if (hlen == 0 || hlen >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, auth, hlen);
+	host[hlen] = 0;
+	return host_is_loopback(host) ? 0 : -ENOPROTOOPT;
 }
 
 void blobs_http_options(struct ferry_http_options *ret)
@@ -352,7 +428,10 @@ int ferry_blobs_put(struct ferry_blobs *b, const char *name, const void *buf, si
 	int r = fault_check(b, "put", name);
 	if (r < 0)
 		return r;
-	return b->ops->put(b, name, buf, len, exclusive);
+	r = b->ops->put(b, name, buf, len, exclusive);
+	if (r >= 0)
+		ferry_fault_after(FERRY_FAULT_PUT);
+	return r;
 }
 
 int ferry_blobs_get_range(struct ferry_blobs *b, const char *name, uint64_t off, void *buf,
@@ -368,19 +447,26 @@ int ferry_blobs_get_range(struct ferry_blobs *b, const char *name, uint64_t off,
 
 int ferry_blobs_get(struct ferry_blobs *b, const char *name, void **ret_buf, size_t *ret_len)
 {
+	return ferry_blobs_get_max(b, name, SIZE_MAX / 2, ret_buf, ret_len);
+}
+
+int ferry_blobs_get_max(struct ferry_blobs *b, const char *name, uint64_t max, void **ret_buf,
+			size_t *ret_len)
+{
 	if (!blobs_name_valid(name, 0))
 		return -EINVAL;
 	int r = fault_check(b, "get", name);
 	if (r < 0)
 		return r;
+	max = MIN(max, (uint64_t)SIZE_MAX / 2);
 	if (b->ops->get)
-		return b->ops->get(b, name, ret_buf, ret_len);
+		return b->ops->get(b, name, max, ret_buf, ret_len);
 
 	uint64_t size;
 	r = b->ops->size(b, name, &size);
 	if (r < 0)
 		return r;
-	if (size >= SIZE_MAX)
+	if (size > max)
 		return -EFBIG;
 	_cleanup_free_ void *buf = malloc(size ? (size_t)size : 1);
 	if (!buf)

@@ -26,8 +26,11 @@ int cache_ack_parse(const void *buf, size_t len, const char *vm, struct ferry_ac
 
 /* An encoded agent status is never longer than this. */
 #define CACHE_STATUS_MAX 4096u
-/* Length of a status this version writes for a VM name of n bytes. */
+/* Length of a 1.0 status for a VM name of n bytes: the least any is. */
 #define CACHE_STATUS_LEN(n) (106u + (n) + 32u)
+/* Length of a status this version (1.1) writes for a VM name of n bytes
+ * and a message of m. */
+#define CACHE_STATUS_LEN_MSG(n, m) (106u + (n) + 2u + (m) + 32u)
 
 /* Encodes st for vm into buf; -EINVAL on an invalid name or a status that
  * breaks the format's rules, -ENOBUFS if buf is too small. */
@@ -42,3 +45,8 @@ int cache_segment_name(const char *vm, uint64_t seq, char *buf, size_t size);
 /* The seq of a well-formed segment name of vm; -EINVAL for anything else
  * (other VMs, upper-case or short hex, seq 0, extra characters). */
 int cache_segment_name_parse(const char *name, const char *vm, uint64_t *ret_seq);
+
+/* The location under the cache, for the core's other cache records
+ * (control.c: leases and resyncs). */
+struct ferry_blobs;
+struct ferry_blobs *cache_blobs(struct ferry_cache *c);

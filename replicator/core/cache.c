@@ -38,7 +38,8 @@
 
 #define STATUS_MAGIC "FERRYSTA"
 #define STATUS_MAJOR 1
-#define STATUS_MINOR 0
+/* 1.1 adds the message after the VM name. */
+#define STATUS_MINOR 1
 
 #define S_MAGIC 0
 #define S_MAJOR 8
@@ -143,6 +144,9 @@ static int status_consistent(const struct ferry_agent_status *st)
 {
 	if (st->tracker == 0 || st->error < 0 || st->error > S_ERROR_MAX)
 		return 0;
+	size_t m = strnlen(st->message, sizeof(st->message));
+	if (m > FERRY_STATUS_MESSAGE_MAX || (m > 0 && st->error == 0))
+		return 0;
 	if (st->written_ns < 0 || st->marker_ns < 0 || st->started_ns < 0 || st->duration_ns < 0)
 		return 0;
 	if (st->cycle == 0)
@@ -157,7 +161,7 @@ int cache_status_format(const char *vm, const struct ferry_agent_status *st, voi
 {
 	if (!ferry_name_valid(vm) || !status_consistent(st))
 		return -EINVAL;
-	size_t n = strlen(vm), len = CACHE_STATUS_LEN(n);
+	size_t n = strlen(vm), m = strlen(st->message), len = CACHE_STATUS_LEN_MSG(n, m);
 	if (size < len)
 		return -ENOBUFS;
 	uint8_t *b = buf;
@@ -181,10 +185,30 @@ int cache_status_format(const char *vm, const struct ferry_agent_status *st, voi
 	b[S_TRACKER] = st->tracker;
 	b[S_VMLEN] = (uint8_t)n;
 	memcpy(b + S_VM, vm, n);
+	put_le16(b + S_VM + n, (uint16_t)m);
+	memcpy(b + S_VM + n + 2, st->message, m);
 	struct ferry_id sum;
 	ferry_sha256(b, len - S_SUM_SIZE, &sum);
 	memcpy(b + len - S_SUM_SIZE, sum.b, S_SUM_SIZE);
 	*ret_len = len;
+	return 0;
+}
+
+/* The message of a 1.1 status (u16 length, bytes, after the name) into
+ * ret, "" for 1.0; -EBADMSG when it does not fit or holds a NUL. */
+static int status_message_parse(const uint8_t *b, size_t len, size_t name_end, char *ret)
+{
+	ret[0] = 0;
+	if (get_le16(b + S_MINOR) < 1)
+		return 0;
+	size_t room = len - S_SUM_SIZE - name_end;
+	if (room < 2)
+		return -EBADMSG;
+	size_t m = get_le16(b + name_end);
+	if (m > FERRY_STATUS_MESSAGE_MAX || m > room - 2 || memchr(b + name_end + 2, 0, m))
+		return -EBADMSG;
+	memcpy(ret, b + name_end + 2, m);
+	ret[m] = 0;
 	return 0;
 }
 
@@ -234,7 +258,7 @@ int cache_status_parse(const void *buf, size_t len, const char *vm, struct ferry
 		.read_bytes = get_le64(b + S_READ),
 		.source_waiting_bytes = get_le64(b + S_WAITING),
 	};
-	if (!status_consistent(&st))
+	if (status_message_parse(b, len, S_VM + n, st.message) < 0 || !status_consistent(&st))
 		return -EBADMSG;
 	*ret = st;
 	return 0;
@@ -324,6 +348,11 @@ struct ferry_cache *ferry_cache_free(struct ferry_cache *c)
 	return NULL;
 }
 
+struct ferry_blobs *cache_blobs(struct ferry_cache *c)
+{
+	return c->blobs;
+}
+
 const char *ferry_cache_url(const struct ferry_cache *c)
 {
 	return ferry_blobs_url(c->blobs);
@@ -352,7 +381,8 @@ int ferry_cache_get_segment(struct ferry_cache *c, const char *vm, uint64_t seq,
 	int r = cache_segment_name(vm, seq, name, sizeof(name));
 	if (r < 0)
 		return r;
-	return ferry_blobs_get(c->blobs, name, ret_buf, ret_len);
+	/* No segment is larger: a bigger blob is refused before it is read. */
+	return ferry_blobs_get_max(c->blobs, name, FERRY_SEGMENT_MAX_SIZE, ret_buf, ret_len);
 }
 
 int ferry_cache_delete_segment(struct ferry_cache *c, const char *vm, uint64_t seq)
@@ -442,11 +472,13 @@ int ferry_cache_get_ack(struct ferry_cache *c, const char *vm, struct ferry_ack 
 		return r;
 	_cleanup_free_ void *buf = NULL;
 	size_t len;
-	r = ferry_blobs_get(c->blobs, name, &buf, &len);
+	r = ferry_blobs_get_max(c->blobs, name, CACHE_ACK_MAX, &buf, &len);
 	if (r == -ENOENT) {
 		*ret = (struct ferry_ack){ 0 };
 		return 0;
 	}
+	if (r == -EFBIG) /* no ack is that large: damage, as any other */
+		return -EBADMSG;
 	if (r < 0)
 		return r;
 	return cache_ack_parse(buf, len, vm, ret);
@@ -473,7 +505,7 @@ int ferry_cache_chain_head(struct ferry_cache *c, const char *vm, uint64_t from,
 		if (r >= 0)
 			r = ferry_segment_parse(buf, len, &seg);
 		if (r < 0)
-			return r;
+			return r == -EFBIG ? -EBADMSG : r; /* too large: not a segment */
 		const struct ferry_segment_info *info = ferry_segment_info(seg);
 		if (info->seq != seqs[n - 1] || strcmp(info->vm, vm) != 0) {
 			ferry_segment_free(seg);

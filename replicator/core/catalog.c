@@ -8,12 +8,14 @@
 #include "ferry/catalog.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "ferry/fault.h"
 #include "ferry/util.h"
 
 #define STMT_CACHE_SIZE 64
@@ -315,6 +317,16 @@ static const char *const migrations[] = {
 	"INSERT INTO counters (name, value) VALUES ('gen', 0);\n"
 	"ALTER TABLE pack_intents ADD COLUMN owner TEXT NOT NULL DEFAULT '';\n"
 	"PRAGMA user_version = 2;\n",
+	/* 2 -> 3: each VM's latest resync (ferry_vm_resync). */
+	"CREATE TABLE resyncs (\n"
+	"  vm_id INTEGER PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,\n"
+	"  epoch INTEGER NOT NULL,\n"
+	"  base_seq INTEGER NOT NULL,\n"
+	"  base_digest BLOB NOT NULL,\n"
+	"  requested_ns INTEGER NOT NULL,\n"
+	"  done_ns INTEGER NOT NULL DEFAULT 0,\n"
+	"  reason TEXT NOT NULL DEFAULT '');\n"
+	"PRAGMA user_version = 3;\n",
 };
 
 static int migrate(struct ferry_catalog *c, int from)
@@ -335,13 +347,24 @@ static int migrate(struct ferry_catalog *c, int from)
 	return 0;
 }
 
+/* SQLite would make the file 0644 less the umask, and its -wal, -shm and
+ * journal files copy the database's mode: an empty file made first with
+ * ours (SQLite takes it for a new database) keeps all of them private. */
+static int create_private(const char *path)
+{
+	_cleanup_close_ int fd =
+		open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, FERRY_FILE_MODE);
+	return fd < 0 ? -errno : 0;
+}
+
 int ferry_catalog_create(const char *path, uint32_t chunk_size, const char *store_url)
 {
-	if (access(path, F_OK) == 0)
-		return -EEXIST;
+	int r = create_private(path);
+	if (r < 0)
+		return r;
 
 	_cleanup_(ferry_catalog_freep) struct ferry_catalog *c = NULL;
-	int r = catalog_connect(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &c);
+	r = catalog_connect(path, SQLITE_OPEN_READWRITE, &c);
 	if (r < 0)
 		return r;
 	r = exec(c, "PRAGMA journal_mode = WAL;");
@@ -451,7 +474,9 @@ static void end_unsynced(struct ferry_catalog *c)
 
 int ferry_catalog_commit(struct ferry_catalog *c)
 {
-	int r = exec(c, "COMMIT;");
+	int r = ferry_fault_before(FERRY_FAULT_COMMIT, NULL);
+	if (r >= 0)
+		r = exec(c, "COMMIT;");
 	if (r < 0) {
 		ferry_catalog_rollback(c);
 		return r;
@@ -459,6 +484,7 @@ int ferry_catalog_commit(struct ferry_catalog *c)
 	c->in_tx = 0;
 	c->local_commits++;
 	end_unsynced(c);
+	ferry_fault_after(FERRY_FAULT_COMMIT);
 	return 0;
 }
 
@@ -536,6 +562,10 @@ const char *ferry_vm_state_name(enum ferry_vm_state s)
 		return "re-protecting";
 	case FERRY_VM_FAILED_BACK:
 		return "failed-back";
+	case FERRY_VM_RESYNC_REQUIRED:
+		return "resync-required";
+	case FERRY_VM_RESYNCING:
+		return "resyncing";
 	}
 	return "unknown";
 }
@@ -905,7 +935,7 @@ int ferry_catalog_point_pick_name(struct ferry_catalog *c, int64_t vm_id, int64_
 			return r;
 		if (r == 0)
 			break;
-		snprintf(buf, sizeof(buf), "%s-%u", base, n);
+		snprintf(buf, sizeof(buf), "%s-%04u", base, n); /* sorts as it counts */
 	}
 	memcpy(name, buf, sizeof(buf));
 	return 0;
@@ -1623,4 +1653,60 @@ int ferry_catalog_job_list(struct ferry_catalog *c,
 			    "ended_ns, detail FROM jobs LEFT JOIN vms ON vms.id = jobs.vm_id "
 			    "ORDER BY jobs.id",
 			    0, job_row, &ctx);
+}
+
+/* ---- resyncs ---- */
+
+int ferry_catalog_resync_get(struct ferry_catalog *c, int64_t vm_id, struct ferry_vm_resync *ret)
+{
+	/* A read-only opener of an older catalog has no such table (and no
+	 * resync ever happened in it). */
+	int version;
+	int r = user_version(c, &version);
+	if (r < 0)
+		return r;
+	if (version < 3)
+		return -ENOENT;
+	sqlite3_stmt *s = NULL;
+	r = prepare(c,
+		    "SELECT epoch, base_seq, base_digest, requested_ns, done_ns, reason "
+		    "FROM resyncs WHERE vm_id = ?",
+		    &s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, vm_id);
+	r = step_row(s);
+	if (r == 1) {
+		struct ferry_vm_resync rs = { .vm_id = vm_id };
+		rs.epoch = (uint64_t)sqlite3_column_int64(s, 0);
+		rs.base_seq = (uint64_t)sqlite3_column_int64(s, 1);
+		r = column_id(s, 2, &rs.base_digest);
+		rs.requested_ns = sqlite3_column_int64(s, 3);
+		rs.done_ns = sqlite3_column_int64(s, 4);
+		column_text(s, 5, rs.reason, sizeof(rs.reason));
+		if (r >= 0)
+			*ret = rs;
+		r = r < 0 ? r : 1;
+	}
+	sqlite3_reset(s);
+	return r < 0 ? r : r == 0 ? -ENOENT : 0;
+}
+
+int ferry_catalog_resync_set(struct ferry_catalog *c, const struct ferry_vm_resync *rs)
+{
+	sqlite3_stmt *s = NULL;
+	int r = prepare(c,
+			"INSERT OR REPLACE INTO resyncs (vm_id, epoch, base_seq, base_digest, "
+			"requested_ns, done_ns, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+			&s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(s, 1, rs->vm_id);
+	sqlite3_bind_int64(s, 2, (int64_t)rs->epoch);
+	sqlite3_bind_int64(s, 3, (int64_t)rs->base_seq);
+	sqlite3_bind_blob(s, 4, rs->base_digest.b, FERRY_ID_SIZE, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(s, 5, rs->requested_ns);
+	sqlite3_bind_int64(s, 6, rs->done_ns);
+	sqlite3_bind_text(s, 7, rs->reason, -1, SQLITE_STATIC);
+	return step_done(s);
 }

@@ -46,7 +46,7 @@
 #define H_VM 90
 #define H_FIXED 90
 /* A header is never more than this: bounds what a damaged length can claim. */
-#define H_MAX 4096u
+#define H_MAX FERRY_SEGMENT_MAX_HEADER
 
 #define TRAILER_SIZE (FERRY_ID_SIZE + 8)
 
@@ -57,7 +57,7 @@
 
 /* Room for record headers around FERRY_SEGMENT_MAX_PLAIN bytes of data;
  * writer and parser share the bound, so whatever is written can be read. */
-#define PLAIN_LIMIT ((uint64_t)FERRY_SEGMENT_MAX_PLAIN + 1024u * 1024u)
+#define PLAIN_LIMIT ((uint64_t)FERRY_SEGMENT_MAX_PAYLOAD)
 
 /* Record layout: u8 type, u16 disk, u64 offset, u64 length, then per type. */
 #define R_COMMON 19
@@ -68,8 +68,8 @@
 #define DATAZ_MAX_PLAIN (4u * 1024u * 1024u)
 /* Distinct disks one segment may declare; a linear table stays cheap. */
 #define MAX_DISKS 256
-/* Disk sizes stay below 2^62 so that rounding up and adding never wraps. */
-#define MAX_DISK_SIZE (UINT64_C(1) << 62)
+/* Small enough that rounding up and adding never wraps. */
+#define MAX_DISK_SIZE FERRY_DISK_SIZE_MAX
 
 struct disk_decl {
 	uint16_t index;
@@ -144,6 +144,11 @@ static int range_valid(const struct disk_table *t, uint16_t disk, uint64_t offse
 static int consistency_valid(unsigned c)
 {
 	return c == FERRY_CONSISTENCY_CRASH || c == FERRY_CONSISTENCY_APP;
+}
+
+static int marker_time_valid(int64_t t)
+{
+	return t >= FERRY_MARKER_TIME_MIN_NS && t < FERRY_MARKER_TIME_MAX_NS;
 }
 
 /* ---- writer ---- */
@@ -254,6 +259,8 @@ int ferry_segment_writer_add_disk(struct ferry_segment_writer *w, uint16_t disk,
 {
 	if (!ferry_name_valid(name))
 		return -EINVAL;
+	if (size > MAX_DISK_SIZE)
+		return -EFBIG;
 	size_t n = strlen(name);
 	uint8_t *p;
 	int r = reserve(w, R_COMMON + R_DISK_EXTRA + n, &p);
@@ -316,6 +323,8 @@ int ferry_segment_writer_add_marker(struct ferry_segment_writer *w,
 {
 	if (!consistency_valid((unsigned)consistency))
 		return -EINVAL;
+	if (!marker_time_valid(time_ns))
+		return -ERANGE;
 	uint8_t *p;
 	int r = reserve(w, R_COMMON + R_MARKER_EXTRA, &p);
 	if (r < 0)
@@ -722,7 +731,8 @@ static int validate_records(struct ferry_segment *s, unsigned major)
 		case FERRY_REC_MARKER:
 			if (disk != 0 || offset != 0 || length != 0 || rest < R_MARKER_EXTRA)
 				return -EBADMSG;
-			if (!consistency_valid(r[R_COMMON]))
+			if (!consistency_valid(r[R_COMMON]) ||
+			    !marker_time_valid((int64_t)get_le64(r + R_COMMON + 1)))
 				return -EBADMSG;
 			pos += R_COMMON + R_MARKER_EXTRA;
 			break;
@@ -742,7 +752,7 @@ int ferry_segment_parse(const void *buf, size_t len, struct ferry_segment **ret)
 	/* The envelope (magic, major version field, trailer) is the same in
 	 * every major version, which is what lets damage (-EBADMSG) be told
 	 * apart from a version this reader does not know. */
-	if (!buf || len < H_FIXED + 1 + TRAILER_SIZE)
+	if (!buf || len < H_FIXED + 1 + TRAILER_SIZE || len > FERRY_SEGMENT_MAX_SIZE)
 		return -EBADMSG;
 	if (memcmp(b + H_MAGIC, SEG_MAGIC, 8) != 0 || memcmp(b + len - 8, SEG_END_MAGIC, 8) != 0)
 		return -EBADMSG;
@@ -763,7 +773,7 @@ int ferry_segment_parse(const void *buf, size_t len, struct ferry_segment **ret)
 		return -EBADMSG;
 	if (stored != len - TRAILER_SIZE - hlen)
 		return -EBADMSG;
-	if (get_le32(b + H_FLAGS) != 0 || plain_len > PLAIN_LIMIT)
+	if (get_le32(b + H_FLAGS) != 0 || plain_len > PLAIN_LIMIT || stored > PLAIN_LIMIT)
 		return -EBADMSG;
 	if (comp == COMP_NONE) {
 		if (stored != plain_len)

@@ -267,14 +267,15 @@ int ferry_diskcache_open(const char *dir, uint64_t max_bytes, struct ferry_diskc
 		return -ENOMEM;
 	}
 
-	r = ferry_mkdir_p(dir, 0700);
+	r = ferry_mkdir_p(dir, FERRY_DIR_MODE);
 	_cleanup_free_ char *lock = NULL, *tag = NULL, *layout = NULL;
 	if (r >= 0 &&
 	    (asprintf(&lock, "%s/lock", dir) < 0 || asprintf(&tag, "%s/CACHEDIR.TAG", dir) < 0 ||
 	     asprintf(&layout, "%s/" LAYOUT_DIR, dir) < 0))
 		r = -ENOMEM;
 	if (r >= 0) {
-		dc->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		dc->lock_fd =
+			open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, FERRY_FILE_MODE);
 		if (dc->lock_fd < 0)
 			r = -errno;
 		else if (flock(dc->lock_fd, LOCK_EX | LOCK_NB) < 0)
@@ -283,7 +284,7 @@ int ferry_diskcache_open(const char *dir, uint64_t max_bytes, struct ferry_diskc
 	/* Lets backup tools skip the directory; not worth failing over. */
 	if (r >= 0 && access(tag, F_OK) < 0)
 		(void)ferry_write_file_atomic(tag, cachedir_tag, sizeof(cachedir_tag) - 1);
-	if (r >= 0 && mkdir(layout, 0700) < 0 && errno != EEXIST)
+	if (r >= 0 && mkdir(layout, FERRY_DIR_MODE) < 0 && errno != EEXIST)
 		r = -errno;
 	if (r >= 0) {
 		dc->dfd = open(layout, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
@@ -407,10 +408,10 @@ static int write_tmp(struct ferry_diskcache *dc, const char *name, const void *b
 	_cleanup_close_ int fd = -1;
 	for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
 		fd = openat(dc->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-			    0600);
+			    FERRY_FILE_MODE);
 		if (fd < 0 && errno == ENOENT && attempt == 0) {
 			char sub[3] = { name[0], name[1], 0 };
-			if (mkdirat(dc->dfd, sub, 0700) < 0 && errno != EEXIST)
+			if (mkdirat(dc->dfd, sub, FERRY_DIR_MODE) < 0 && errno != EEXIST)
 				return -errno;
 		} else if (fd < 0)
 			return -errno;

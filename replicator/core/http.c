@@ -48,6 +48,7 @@ struct xfer {
 	size_t len, cap;
 	size_t into_len;
 	int overflow;
+	int too_big; /* the body is over the request's body_max */
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -221,13 +222,37 @@ static int append(struct xfer *x, const char *src, size_t n, size_t limit)
 	return 0;
 }
 
+/* What a successful response's allocated body may hold. */
+static size_t body_limit(const struct ferry_http_request *req)
+{
+	return req->body_max ? req->body_max : FERRY_HTTP_BODY_MAX;
+}
+
+static long status_of(CURL *c)
+{
+	long status = 0;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	return status;
+}
+
+static int status_ok(CURL *c)
+{
+	long status = status_of(c);
+	return status >= 200 && status < 300;
+}
+
+int http_body_refused(const struct ferry_http_request *req, long status,
+		      const struct ferry_http_response *r)
+{
+	return status >= 200 && status < 300 && !req->into && strcmp(req->method, "HEAD") != 0 &&
+	       r->content_length > body_limit(req);
+}
+
 static size_t write_cb(char *src, size_t size, size_t nmemb, void *ud)
 {
 	struct xfer *x = ud;
 	size_t n = size * nmemb;
-	long status = 0;
-	curl_easy_getinfo(x->c, CURLINFO_RESPONSE_CODE, &status);
-	int ok = status >= 200 && status < 300;
+	int ok = status_ok(x->c);
 
 	if (ok && x->req->into) {
 		/* A caller buffer: more than it holds is a protocol error
@@ -240,9 +265,10 @@ static size_t write_cb(char *src, size_t size, size_t nmemb, void *ud)
 		x->into_len += n;
 		return n;
 	}
-	if (append(x, src, n, ok ? SIZE_MAX / 2 : ERROR_BODY_MAX) < 0) {
+	if (append(x, src, n, ok ? body_limit(x->req) : ERROR_BODY_MAX) < 0) {
 		if (!ok) /* truncating an error message is fine */
 			return n;
+		x->too_big = x->overflow;
 		return 0;
 	}
 	return n;
@@ -303,6 +329,12 @@ static size_t header_cb(char *line, size_t size, size_t nmemb, void *ud)
 	struct xfer *x = ud;
 	size_t n = size * nmemb;
 	http_header_line(x->resp, line, n);
+	/* A body announced larger than the caller takes is refused before a
+	 * byte of it arrives. */
+	if (http_body_refused(x->req, status_of(x->c), x->resp)) {
+		x->too_big = 1;
+		return 0;
+	}
 	return n;
 }
 
@@ -491,7 +523,9 @@ static int attempt(struct ferry_http *h, CURL *c, const struct ferry_http_reques
 	curl_slist_free_all(hl);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
 
-	if (rc == CURLE_WRITE_ERROR && x.overflow)
+	if (x.too_big)
+		r = -EFBIG;
+	else if (rc == CURLE_WRITE_ERROR && x.overflow)
 		r = -EBADMSG;
 	else if (rc != CURLE_OK)
 		r = classify_curl(rc);

@@ -516,7 +516,10 @@ int ferry_store_pack_index(struct ferry_store *s, uint64_t pack, int read_data,
 		return r;
 	if (size < PACK_HEADER_SIZE + PACK_FOOTER_SIZE)
 		return -EBADMSG;
-	if (size > SIZE_MAX / 2)
+	/* The writer stops at PACK_HARD_LIMIT stored bytes; its index adds
+	 * less than as much again. A larger file is not one of ours, and is
+	 * not read whole into memory. */
+	if (size > 2 * PACK_HARD_LIMIT || size > SIZE_MAX / 2)
 		return -EFBIG;
 
 	if (read_data) {

@@ -3,6 +3,7 @@
  * File helpers with the durability rules every format relies on: whole
  * writes, exact reads, and atomic replacement (temp file, fsync, rename,
  * fsync of the directory) so a crash leaves the old file or the new one;
+ * directories made and kept private (FERRY_DIR_MODE, whatever the umask);
  * and the small helpers every module shares rather than copies: clocks,
  * threads, names, and the one parser of decimal numbers and the one form
  * of a printed time.
@@ -18,12 +19,21 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "ferry/fault.h"
+
 /* Threads ferry_run_parallel starts at most, the caller's included. */
 #define PARALLEL_MAX 64u
 
 int ferry_pwrite_all(int fd, const void *buf, size_t len, off_t off)
 {
 	const uint8_t *p = buf;
+	int fault = ferry_fault_before(FERRY_FAULT_WRITE, NULL);
+	if (fault < 0)
+		return fault;
+	if (fault == FERRY_FAULT_SHORT) {
+		int r = ferry_pwrite_all(fd, buf, len / 2, off);
+		return r < 0 ? r : -ENOSPC;
+	}
 	while (len > 0) {
 		ssize_t n = pwrite(fd, p, len, off);
 		if (n < 0) {
@@ -37,6 +47,7 @@ int ferry_pwrite_all(int fd, const void *buf, size_t len, off_t off)
 		len -= (size_t)n;
 		off += n;
 	}
+	ferry_fault_after(FERRY_FAULT_WRITE);
 	return 0;
 }
 
@@ -59,6 +70,17 @@ int ferry_pread_all(int fd, void *buf, size_t len, off_t off)
 	return 0;
 }
 
+int ferry_fsync(int fd)
+{
+	int r = ferry_fault_before(FERRY_FAULT_FSYNC, NULL);
+	if (r < 0)
+		return r;
+	if (fsync(fd) < 0)
+		return -errno;
+	ferry_fault_after(FERRY_FAULT_FSYNC);
+	return 0;
+}
+
 int ferry_fsync_parent(const char *path)
 {
 	_cleanup_free_ char *copy = strdup(path);
@@ -67,9 +89,7 @@ int ferry_fsync_parent(const char *path)
 	_cleanup_close_ int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (fsync(fd) < 0)
-		return -errno;
-	return 0;
+	return ferry_fsync(fd);
 }
 
 int ferry_write_file_atomic(const char *path, const void *buf, size_t len)
@@ -78,12 +98,17 @@ int ferry_write_file_atomic(const char *path, const void *buf, size_t len)
 	if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
 		return -ENOMEM;
 
-	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* A temp file left by a crash keeps its mode through O_TRUNC: start
+	 * afresh so the file is FERRY_FILE_MODE whoever made the old one. */
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		return -errno;
+	_cleanup_close_ int fd =
+		open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, FERRY_FILE_MODE);
 	if (fd < 0)
 		return -errno;
 	int r = ferry_pwrite_all(fd, buf, len, 0);
-	if (r >= 0 && fsync(fd) < 0)
-		r = -errno;
+	if (r >= 0)
+		r = ferry_fsync(fd);
 	if (r >= 0 && rename(tmp, path) < 0)
 		r = -errno;
 	if (r < 0) {
@@ -116,6 +141,22 @@ int ferry_read_file(const char *path, void **ret_buf, size_t *ret_len)
 	return 0;
 }
 
+int ferry_dir_restrict(int dfd, mode_t mode)
+{
+	struct stat st;
+	if (fstat(dfd, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	if (!(st.st_mode & 0777 & ~mode) || (st.st_mode & S_ISVTX))
+		return 0;
+	if (st.st_uid != geteuid() && geteuid() != 0)
+		return 0;
+	if (fchmod(dfd, st.st_mode & 07777 & ~(0777 & ~mode)) < 0)
+		return -errno;
+	return 1;
+}
+
 int ferry_mkdir_p(const char *path, mode_t mode)
 {
 	_cleanup_free_ char *p = strdup(path);
@@ -129,9 +170,17 @@ int ferry_mkdir_p(const char *path, mode_t mode)
 			return -errno;
 		*s = '/';
 	}
-	if (mkdir(p, mode) < 0 && errno != EEXIST)
+	if (mkdir(p, mode) == 0)
+		return 0;
+	if (errno != EEXIST)
 		return -errno;
-	return 0;
+	/* An existing directory is tightened too: one that an older ferry or
+	 * the umask left open to others would show what we put inside. */
+	_cleanup_close_ int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = ferry_dir_restrict(fd, mode);
+	return r < 0 ? r : 0;
 }
 
 int64_t ferry_now_ns(void)

@@ -57,7 +57,7 @@ int ferry_vault_create(const char *dir, uint32_t chunk_size, const char *store_u
 		return r;
 	if (r == 0)
 		return -ENOTEMPTY;
-	r = ferry_mkdir_p(dir, 0750);
+	r = ferry_mkdir_p(dir, FERRY_DIR_MODE);
 	if (r < 0)
 		return r;
 
@@ -70,9 +70,9 @@ int ferry_vault_create(const char *dir, uint32_t chunk_size, const char *store_u
 	if (r < 0)
 		return r;
 	ferry_store_free(s);
-	r = ferry_mkdir_p(cache_dir, 0750);
+	r = ferry_mkdir_p(cache_dir, FERRY_DIR_MODE);
 	if (r >= 0)
-		r = ferry_mkdir_p(agents, 0750);
+		r = ferry_mkdir_p(agents, FERRY_DIR_MODE);
 	if (r < 0)
 		return r;
 	/* The catalog comes last: its presence marks a finished vault. */
@@ -120,6 +120,9 @@ int ferry_vault_open(const char *dir, int readonly, struct ferry_vault **ret)
 	int r = ferry_catalog_open(db, readonly, &v->catalog);
 	if (r < 0)
 		return r;
+	/* Older vaults were 0750 and held files of the umask's mode: tighten
+	 * the root, best effort (not ours to change, read-only media). */
+	(void)ferry_mkdir_p(dir, FERRY_DIR_MODE);
 
 	char buf[FERRY_URL_MAX];
 	r = ferry_catalog_get_setting(v->catalog, "chunk_size", buf, sizeof(buf));

@@ -94,6 +94,10 @@ struct agent_qemu {
 	uint64_t next_seq;
 	uint64_t first_seq; /* next_seq when the cycle began */
 	struct ferry_id prev;
+	/* A resync's base (agent_qemu_resync): the chain goes on after it
+	 * until the cache holds something newer. */
+	uint64_t base_seq;
+	struct ferry_id base_prev;
 	int declared;
 	uint8_t *buf;
 };
@@ -605,6 +609,10 @@ static int chain_position(struct agent_qemu *aq)
 				       aq->p->vm, ferry_cache_url(aq->p->cache));
 	aq->next_seq = (h.top_seq ?: h.ack.seq) + 1;
 	aq->prev = h.top_seq ? h.top_digest : h.ack.digest;
+	if (aq->base_seq >= aq->next_seq) {
+		aq->next_seq = aq->base_seq + 1;
+		aq->prev = aq->base_prev;
+	}
 	return 0;
 }
 
@@ -766,12 +774,20 @@ static int open_fingerprints(struct agent_qemu *aq, struct qdisk *d)
 					       d->name, d->fp_path);
 		d->fp_size = d->size;
 	}
-	int baseline = fpfile_has_baseline(d->fp);
+	int baseline = fpfile_has_baseline(d->fp), due = fpfile_full_due(d->fp);
 	/* The baseline also says that a full cycle of the disk completed: an
 	 * agent killed in the first one reads it whole again, whatever bitmap
-	 * it finds, or what it had not read yet would never be shipped. */
-	if (!baseline)
+	 * it finds, or what it had not read yet would never be shipped. A
+	 * resync's fingerprints (due) are compared with every block. */
+	if (!baseline || due)
 		d->full = 1;
+	if (due) {
+		log_info("VM %s: disk %s: resync: this cycle reads it whole and ships what differs "
+			 "from the vault's image",
+			 aq->p->vm, d->name);
+		d->compare = 1;
+		return 0;
+	}
 	d->compare = d->full && baseline;
 	if (d->full && aq->next_seq > 1)
 		log_warning("VM %s: disk %s %s: this cycle reads it whole%s", aq->p->vm, d->name,
@@ -899,7 +915,7 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 		struct qdisk *d = &aq->disks[i];
 		/* A full cycle, in the cache: every fingerprint now says what the
 		 * chain holds. */
-		if (d->full && !fpfile_has_baseline(d->fp)) {
+		if (d->full && (!fpfile_has_baseline(d->fp) || fpfile_full_due(d->fp))) {
 			int k = fpfile_set_baseline(d->fp);
 			if (k < 0)
 				log_warning_errno(
@@ -1006,4 +1022,14 @@ struct agent_qemu *agent_qemu_free(struct agent_qemu *aq)
 	ferry_segment_writer_free(aq->w);
 	free(aq);
 	return NULL;
+}
+
+void agent_qemu_resync(struct agent_qemu *aq, uint64_t base_seq, const struct ferry_id *prev,
+		       int adopted)
+{
+	aq->base_seq = base_seq;
+	aq->base_prev = *prev;
+	/* The files were replaced: open the new ones. */
+	for (size_t i = 0; adopted && i < aq->p->ndisks; i++)
+		aq->disks[i].fp = fpfile_free(aq->disks[i].fp);
 }

@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "agent-scan.h"
+#include "ferry/crypto.h"
 
 struct ferry_cache;
 
@@ -73,3 +74,13 @@ struct agent_qemu *agent_qemu_free(struct agent_qemu *aq);
  * ret->scanned_bytes counts bytes read over NBD.
  */
 int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret);
+
+/*
+ * A resync the agent adopted (agent-sync.h): the chain goes on after
+ * base_seq, with prev, until the cache holds a newer segment or ack. With
+ * adopted, the state directory's fingerprint files were just replaced by
+ * the vault's: they are opened again, and the next cycle reads every disk
+ * whole and ships what differs from them.
+ */
+void agent_qemu_resync(struct agent_qemu *aq, uint64_t base_seq, const struct ferry_id *prev,
+		       int adopted);

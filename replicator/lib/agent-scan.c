@@ -410,7 +410,7 @@ static int progress_load(struct scan *s)
 	if (r < 0)
 		return log_error_errno(r,
 				       "VM %s: %s is damaged; remove the state directory to "
-				       "start over with a full resynchronization",
+				       "start over with a resync from the vault",
 				       s->p->vm, s->progress_path);
 	return 0;
 }
@@ -488,6 +488,61 @@ int agent_fp_header_read(int fd, uint64_t *ret_size, uint32_t *ret_flags, uint8_
 	return 0;
 }
 
+int agent_fp_create(int fd, uint64_t size)
+{
+	uint8_t h[FP_HDR_SIZE];
+	uint64_t nblocks = DIV_ROUND_UP(size, BLOCK);
+	fp_header_build(h, size, nblocks, 0, NULL);
+	int r = ferry_pwrite_all(fd, h, sizeof(h), 0);
+	if (r >= 0 && ftruncate(fd, fp_pos(nblocks)) < 0)
+		r = -errno;
+	return r;
+}
+
+int agent_fp_seal(int fd)
+{
+	uint64_t size;
+	uint32_t flags;
+	uint8_t sum[16];
+	int r = agent_fp_header_read(fd, &size, &flags, NULL);
+	if (r >= 0)
+		r = fp_body_sum(fd, DIV_ROUND_UP(size, BLOCK), sum);
+	if (r < 0)
+		return r;
+	uint8_t h[FP_HDR_SIZE];
+	fp_header_build(h, size, DIV_ROUND_UP(size, BLOCK), FP_FLAG_COMPLETE, sum);
+	return ferry_pwrite_all(fd, h, sizeof(h), 0);
+}
+
+int agent_fp_check(int fd, uint64_t *ret_size)
+{
+	uint64_t size;
+	uint32_t flags;
+	uint8_t want[16], have[16];
+	int r = agent_fp_header_read(fd, &size, &flags, want);
+	if (r >= 0 && !(flags & FP_FLAG_COMPLETE))
+		r = -EBADMSG;
+	if (r >= 0)
+		r = fp_body_sum(fd, DIV_ROUND_UP(size, BLOCK), have);
+	if (r >= 0 && memcmp(want, have, 16) != 0)
+		r = -EBADMSG;
+	if (r >= 0)
+		*ret_size = size;
+	return r;
+}
+
+void agent_fp_entry(const void *block, uint8_t entry[16])
+{
+	struct ferry_fp fp = { 0, 0 };
+	if (!block_is_zero(block)) {
+		ferry_fingerprint(block, BLOCK, &fp);
+		/* The all-zero value means "zero block"; keep data off it. */
+		if (fp.lo == 0 && fp.hi == 0)
+			fp.lo = 1;
+	}
+	put_fp(entry, &fp);
+}
+
 /* Opens the committed fingerprints of a disk. A damaged file is not fatal:
  * the disk is then treated as unknown and resynchronized whole. */
 static int fp_open_old(struct scan *s, struct disk *d, uint64_t *ret_size)
@@ -502,15 +557,7 @@ static int fp_open_old(struct scan *s, struct disk *d, uint64_t *ret_size)
 				       d->fp_path);
 	}
 	uint64_t size;
-	uint32_t flags;
-	uint8_t want[16], have[16];
-	int r = agent_fp_header_read(fd, &size, &flags, want);
-	if (r >= 0 && !(flags & FP_FLAG_COMPLETE))
-		r = -EBADMSG;
-	if (r >= 0)
-		r = fp_body_sum(fd, DIV_ROUND_UP(size, BLOCK), have);
-	if (r >= 0 && memcmp(want, have, 16) != 0)
-		r = -EBADMSG;
+	int r = agent_fp_check(fd, &size);
 	if (r == -EBADMSG || r == -EPROTONOSUPPORT) {
 		log_warning_errno(r,
 				  "VM %s, disk %s: %s is unusable; the disk will be "
@@ -535,7 +582,8 @@ static int fp_create_new(struct scan *s, struct disk *d)
 		close(d->new_fd);
 		d->new_fd = -1;
 	}
-	_cleanup_close_ int fd = open(d->new_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	_cleanup_close_ int fd =
+		open(d->new_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, FERRY_FILE_MODE);
 	if (fd < 0)
 		return log_error_errno(-errno, "VM %s, disk %s: cannot create %s", s->p->vm,
 				       d->name, d->new_path);
@@ -615,17 +663,7 @@ static int fp_commit(struct scan *s, struct disk *d)
 		return log_error_errno(-errno, "VM %s, disk %s: cannot open %s", s->p->vm, d->name,
 				       d->new_path);
 	}
-	uint64_t size;
-	uint32_t flags;
-	uint8_t sum[16];
-	int r = agent_fp_header_read(fd, &size, &flags, NULL);
-	if (r >= 0)
-		r = fp_body_sum(fd, DIV_ROUND_UP(size, BLOCK), sum);
-	if (r >= 0) {
-		uint8_t h[FP_HDR_SIZE];
-		fp_header_build(h, size, DIV_ROUND_UP(size, BLOCK), FP_FLAG_COMPLETE, sum);
-		r = ferry_pwrite_all(fd, h, sizeof(h), 0);
-	}
+	int r = agent_fp_seal(fd);
 	if (r >= 0 && fsync(fd) < 0)
 		r = -errno;
 	if (r >= 0 && rename(d->new_path, d->fp_path) < 0)
@@ -665,9 +703,11 @@ static int disk_open(struct scan *s, struct disk *d)
 	if (d->size == 0)
 		return log_error_errno(-EINVAL, "VM %s: disk %s (%s) is empty", s->p->vm, d->name,
 				       d->path);
-	if (d->size > (UINT64_C(1) << 62))
-		return log_error_errno(-EFBIG, "VM %s: disk %s (%s) is too large", s->p->vm,
-				       d->name, d->path);
+	if (d->size > FERRY_DISK_SIZE_MAX)
+		return log_error_errno(-EFBIG,
+				       "VM %s: disk %s (%s) is larger than the %" PRIu64
+				       " bytes a replicated disk may be",
+				       s->p->vm, d->name, d->path, FERRY_DISK_SIZE_MAX);
 	d->aligned = round_up_block(d->size);
 	d->nblocks = d->aligned / BLOCK;
 	/* Advice only; a failure changes nothing. */
@@ -1462,20 +1502,36 @@ static void scan_done(struct scan *s)
 	free(s->disks_list);
 }
 
-static int scan_init(struct scan *s, const struct agent_scan_params *p)
+/* What the progress file is checked against: its path and the disk list. */
+static int state_names(struct scan *s, const struct agent_scan_params *p)
 {
 	s->p = p;
 	if (p->ndisks == 0 || p->ndisks > 256)
 		return log_error_errno(-EINVAL, "VM %s: a VM has 1 to 256 disks", p->vm);
 	if (asprintf(&s->progress_path, "%s/progress", p->state_dir) < 0)
 		return log_error_errno(-ENOMEM, "out of memory");
-	s->buf = aligned_alloc(BLOCK, READ_SIZE);
-	s->disks = calloc(p->ndisks, sizeof(*s->disks));
 	size_t listlen = 1;
 	for (size_t i = 0; i < p->ndisks; i++)
 		listlen += strlen(p->disks[i].name) + 1;
 	s->disks_list = calloc(1, listlen);
-	if (!s->buf || !s->disks || !s->disks_list)
+	if (!s->disks_list)
+		return log_error_errno(-ENOMEM, "out of memory");
+	for (size_t i = 0; i < p->ndisks; i++) {
+		if (i > 0)
+			strcat(s->disks_list, ",");
+		strcat(s->disks_list, p->disks[i].name);
+	}
+	return 0;
+}
+
+static int scan_init(struct scan *s, const struct agent_scan_params *p)
+{
+	int r = state_names(s, p);
+	if (r < 0)
+		return r;
+	s->buf = aligned_alloc(BLOCK, READ_SIZE);
+	s->disks = calloc(p->ndisks, sizeof(*s->disks));
+	if (!s->buf || !s->disks)
 		return log_error_errno(-ENOMEM, "out of memory");
 	s->ndisks = p->ndisks;
 	for (size_t i = 0; i < p->ndisks; i++) {
@@ -1483,9 +1539,6 @@ static int scan_init(struct scan *s, const struct agent_scan_params *p)
 		d->name = p->disks[i].name;
 		d->path = p->disks[i].path;
 		d->fd = d->old_fd = d->new_fd = -1;
-		if (i > 0)
-			strcat(s->disks_list, ",");
-		strcat(s->disks_list, d->name);
 		if (asprintf(&d->fp_path, "%s/%s.fp", p->state_dir, d->name) < 0 ||
 		    asprintf(&d->new_path, "%s/%s.fp.new", p->state_dir, d->name) < 0)
 			return log_error_errno(-ENOMEM, "out of memory");
@@ -1578,5 +1631,42 @@ int agent_scan_cycle(const struct agent_scan_params *p, struct agent_scan_stats 
 		*ret = s.st;
 	}
 	scan_done(&s);
+	return r;
+}
+
+int agent_scan_head(const struct agent_scan_params *p, uint64_t *ret)
+{
+	struct scan s = { 0 };
+	int r = state_names(&s, p);
+	if (r >= 0 && access(s.progress_path, F_OK) < 0)
+		r = -errno;
+	if (r >= 0)
+		r = progress_load(&s);
+	if (r >= 0)
+		*ret = s.pr.next_seq - 1;
+	free(s.progress_path);
+	free(s.disks_list);
+	return r;
+}
+
+int agent_scan_rebase(const struct agent_scan_params *p, uint64_t next_seq,
+		      const struct ferry_id *prev)
+{
+	struct scan s = { 0 };
+	int r = state_names(&s, p);
+	/* A damaged progress file is replaced: the resync is the fresh start
+	 * its message asks for. */
+	if (r >= 0 && progress_load(&s) < 0)
+		s.pr = (struct progress){ .cycle = 1 };
+	if (r >= 0) {
+		s.pr.state = P_IDLE;
+		s.pr.next_seq = next_seq;
+		s.pr.prev = *prev;
+		s.pr.disk = s.pr.offset = 0;
+		s.pr.cycle_shipped = s.pr.cycle_segments = 0;
+		r = progress_write(&s, &s.pr);
+	}
+	free(s.progress_path);
+	free(s.disks_list);
 	return r;
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 struct ferry_cache;
+struct ferry_id;
 
 struct agent_disk {
 	char *name;
@@ -70,3 +71,33 @@ struct agent_scan_stats {
  * (already logged, naming the VM and disk).
  */
 int agent_scan_cycle(const struct agent_scan_params *p, struct agent_scan_stats *ret);
+
+/*
+ * Where the state directory's chain stands: the last segment its progress
+ * file records as in the cache (0 before the first). -ENOENT without a
+ * progress file (a new or lost state directory).
+ */
+int agent_scan_head(const struct agent_scan_params *p, uint64_t *ret);
+/*
+ * A resync: the caller has installed the vault's fingerprints as the
+ * committed <disk>.fp files; the progress file now says idle, next segment
+ * next_seq after prev, so the next cycle ships what differs from them and
+ * chains it where the vault expects. Keeps cycle numbers and totals.
+ */
+int agent_scan_rebase(const struct agent_scan_params *p, uint64_t next_seq,
+		      const struct ferry_id *prev);
+
+/*
+ * Fingerprint files (FERRY-FP, docs/format/agent-state.md), for who makes
+ * or checks one outside a cycle (a resync's fingerprints of a vault image).
+ * agent_fp_create writes the header of an incomplete file for a disk of
+ * size bytes at fd and sizes the file (every entry zero, sparse);
+ * agent_fp_seal computes the body checksum and marks it complete (no sync);
+ * agent_fp_check verifies a complete one (-EBADMSG, -EPROTONOSUPPORT) and
+ * gives the disk size it describes. agent_fp_entry is the entry of one
+ * 4 KiB block: all zero for a zero block.
+ */
+int agent_fp_create(int fd, uint64_t size);
+int agent_fp_seal(int fd);
+int agent_fp_check(int fd, uint64_t *ret_size);
+void agent_fp_entry(const void *block, uint8_t entry[16]);

@@ -376,18 +376,25 @@ __attribute__((format(printf, 2, 3))) static int put_comment(struct writer *w, c
 	return 0;
 }
 
-/* Why inih would not hand back value as it is from "key = value", or NULL:
- * it strips blanks at either end and takes ';' after a blank (the one
- * after '=' too) for a comment. */
-static const char *value_trouble(const char *value)
+/* Why inih would not hand back value as it is from "key = value", or NULL
+ * (and then what it would do instead): it strips blanks at either end and
+ * takes ';' after a blank (the one after '=' too) for a comment. '#', '='
+ * and any other byte, UTF-8 among them, come back as they are. */
+static const char *value_trouble(const char *value, const char **ret_effect)
 {
 	size_t n = value ? strlen(value) : 0;
+	*ret_effect = "read something else";
 	if (n == 0)
 		return "is empty";
-	if (strchr(value, '\n'))
+	if (strchr(value, '\n')) {
+		*ret_effect = "read it as more than one line";
 		return "holds a line break";
-	if (isspace((unsigned char)value[0]) || isspace((unsigned char)value[n - 1]))
+	}
+	if (isspace((unsigned char)value[0]) || isspace((unsigned char)value[n - 1])) {
+		*ret_effect = "drop those blanks";
 		return "starts or ends with a blank";
+	}
+	*ret_effect = "take the rest of the line for a comment";
 	if (value[0] == ';')
 		return "starts with ';'";
 	for (size_t i = 0; i + 1 < n; i++)
@@ -400,11 +407,12 @@ static const char *value_trouble(const char *value)
  * "path of disk os"). */
 static int put_value(struct writer *w, const char *what, const char *key, const char *value)
 {
-	const char *trouble = value_trouble(value);
+	const char *effect, *trouble = value_trouble(value, &effect);
 	if (trouble) {
-		log_error("agent configuration %s: the %s of VM %s %s: ferry-agent would not "
-			  "read it as it is",
-			  w->path, what, w->vm, trouble);
+		log_error("agent configuration %s: the %s of VM %s %s, and ferry-agent would %s "
+			  "(it would replicate or write another file than meant): rename or move "
+			  "it, or use another path",
+			  w->path, what, w->vm, trouble, effect);
 		return -EINVAL;
 	}
 	size_t n = strlen(key) + 3 + strlen(value);

@@ -46,6 +46,10 @@ struct applier {
 	struct ferry_vm vm;
 	struct ferry_ingest *ingest;
 	struct ferry_id seg_digest;
+	/* The segment the chain takes next: after the last applied one, or
+	 * after a resync's base (resync.h). */
+	uint64_t want_seq;
+	struct ferry_id want_prev;
 
 	struct disk_state disks[MAX_DISKS];
 	size_t ndisks;
@@ -147,8 +151,10 @@ static int name_taken_here(const struct applier *a, const struct new_point *np)
 	return 0;
 }
 
-/* The point's time as its name, with the first suffix (-2, -3, ...) that
- * neither the catalog nor an earlier marker of this segment holds. */
+/* The point's time as its name, with the first suffix (-0002, -0003, ...)
+ * that neither the catalog nor an earlier marker of this segment holds.
+ * The suffix is zero padded so that ids sort by time as strings (…Z-0010
+ * after …Z-0009); older vaults' ids (…Z-2) stay as they are. */
 static int pick_name(struct applier *a, struct new_point *np)
 {
 	char base[sizeof(np->point.name)];
@@ -162,7 +168,7 @@ static int pick_name(struct applier *a, struct new_point *np)
 			    ferry_catalog_point_name_taken(a->cat, a->vm.id, np->point.name);
 		if (r <= 0)
 			return r;
-		snprintf(np->point.name, sizeof(np->point.name), "%.24s-%u", base, n);
+		snprintf(np->point.name, sizeof(np->point.name), "%.24s-%04u", base, n);
 	}
 }
 
@@ -208,9 +214,14 @@ static int add_state(struct applier *a, const struct ferry_segment_info *info)
 		return -ENOMEM;
 	for (size_t i = 0; i < a->ndisks; i++)
 		disks[i] = a->disks[i].disk;
+	/* A resync in progress is recorded as the state it ends in: what
+	 * attach restores continues the chain, whatever resync it was. */
+	enum ferry_vm_state st = a->vm.state;
+	if (st == FERRY_VM_RESYNCING)
+		st = a->vm.marker_seq ? FERRY_VM_PROTECTED : FERRY_VM_INITIAL;
 	struct ferry_record_state sr = {
 		.vm_created_ns = a->vm.created_ns,
-		.state = (int)a->vm.state,
+		.state = (int)st,
 		.applied_seq = a->vm.applied_seq,
 		.applied_digest = a->vm.applied_digest,
 		.marker_seq = a->vm.marker_seq,
@@ -231,6 +242,24 @@ static int add_state(struct applier *a, const struct ferry_segment_info *info)
 	return r < 0 ? fail(a, r, "cannot record the state of VM '%s'", a->vm.name) : 0;
 }
 
+/* now - then, saturated: the times come from segments and from records
+ * in the store, and an interval from the catalog; none may overflow. */
+static int64_t since(int64_t now, int64_t then)
+{
+	int64_t d;
+	if (__builtin_sub_overflow(now, then, &d))
+		return now > then ? INT64_MAX : INT64_MIN;
+	return d;
+}
+
+static int64_t seconds_ns(int64_t s)
+{
+	int64_t ns;
+	if (__builtin_mul_overflow(s, INT64_C(1000000000), &ns))
+		return s > 0 ? INT64_MAX : INT64_MIN;
+	return ns;
+}
+
 static int apply_marker(struct applier *a, const struct ferry_record *rec, uint64_t seq)
 {
 	int r = commit_maps(a);
@@ -249,11 +278,10 @@ static int apply_marker(struct applier *a, const struct ferry_record *rec, uint6
 	a->vm.initial_done_bytes = a->vm.initial_total_bytes;
 	a->result.markers++;
 
-	const int64_t s = 1000000000;
 	int cut = a->vm.crash_interval_s == 0 ||
-		  rec->time_ns - a->last_point_ns >= a->vm.crash_interval_s * s ||
+		  since(rec->time_ns, a->last_point_ns) >= seconds_ns(a->vm.crash_interval_s) ||
 		  (rec->consistency == FERRY_CONSISTENCY_APP && a->vm.app_interval_s > 0 &&
-		   rec->time_ns - a->last_app_point_ns >= a->vm.app_interval_s * s);
+		   since(rec->time_ns, a->last_app_point_ns) >= seconds_ns(a->vm.app_interval_s));
 	if (!cut)
 		return 0;
 
@@ -295,9 +323,11 @@ static int declare_disk(struct applier *a, const struct ferry_record *rec)
 			    "supported yet",
 			    ds->disk.name, (unsigned long long)ds->disk.size,
 			    (unsigned long long)rec->length);
-	if (rec->length == 0 || rec->length > (UINT64_C(1) << 50))
-		return fail(a, -EINVAL, "disk '%s' declares an unusable size %llu", ds->disk.name,
-			    (unsigned long long)rec->length);
+	if (rec->length == 0 || rec->length > FERRY_DISK_SIZE_MAX)
+		return fail(a, -EINVAL,
+			    "disk '%s' declares a size of %llu bytes; a disk has 1 to %llu bytes",
+			    ds->disk.name, (unsigned long long)rec->length,
+			    (unsigned long long)FERRY_DISK_SIZE_MAX);
 	ds->disk.size = rec->length;
 	ds->declared = 1;
 	if (!ds->map) {
@@ -484,6 +514,24 @@ static int commit_rows(struct ferry_catalog *c, void *userdata)
 	return r;
 }
 
+/* Where the chain goes on; a resync-required VM takes only the first
+ * segment of the agent's resync, which becomes resyncing with it. */
+static int chain_start(struct applier *a)
+{
+	a->want_seq = a->vm.applied_seq + 1;
+	a->want_prev = a->vm.applied_digest;
+	if (a->vm.state != FERRY_VM_RESYNC_REQUIRED)
+		return 0;
+	struct ferry_vm_resync rs;
+	int r = ferry_catalog_resync_get(a->cat, a->vm.id, &rs);
+	if (r < 0)
+		return r;
+	a->want_seq = rs.base_seq + 1;
+	a->want_prev = rs.base_digest;
+	a->vm.state = FERRY_VM_RESYNCING;
+	return 0;
+}
+
 static int check_chain(struct applier *a, uint64_t seq, const struct ferry_segment_info *info)
 {
 	if (info->seq != seq)
@@ -496,17 +544,16 @@ static int check_chain(struct applier *a, uint64_t seq, const struct ferry_segme
 		a->result.already_applied = 1;
 		return 0;
 	}
-	if (info->seq != a->vm.applied_seq + 1)
+	if (info->seq != a->want_seq)
 		return fail(a, -ESTALE, "out of sequence: expected segment %llu, got %llu",
-			    (unsigned long long)a->vm.applied_seq + 1,
-			    (unsigned long long)info->seq);
-	if (!ferry_id_equal(&info->prev, &a->vm.applied_digest)) {
+			    (unsigned long long)a->want_seq, (unsigned long long)info->seq);
+	if (!ferry_id_equal(&info->prev, &a->want_prev)) {
 		char want[FERRY_ID_HEX_SIZE], got[FERRY_ID_HEX_SIZE];
 		return fail(a, -ESTALE,
 			    "segment %llu does not follow the last applied one (prev %.16s, "
 			    "expected %.16s)",
 			    (unsigned long long)info->seq, ferry_id_to_hex(&info->prev, got),
-			    ferry_id_to_hex(&a->vm.applied_digest, want));
+			    ferry_id_to_hex(&a->want_prev, want));
 	}
 	return 0;
 }
@@ -541,6 +588,11 @@ int apply_prepared(struct ferry_vault *v, const char *vm_name, uint64_t seq,
 	struct commit_ctx cc = { &a, ferry_segment_info(seg), a.vm.applied_seq, a.vm.state };
 	if (a.vm.state == FERRY_VM_ERROR)
 		a.vm.state = a.vm.marker_seq ? FERRY_VM_PROTECTED : FERRY_VM_INITIAL;
+	r = chain_start(&a);
+	if (r < 0) {
+		ferry_catalog_rollback(a.cat);
+		return fail(&a, r, "cannot read the resync of VM '%s' from the catalog", vm_name);
+	}
 	a.result.seq = ferry_segment_info(seg)->seq;
 	r = check_chain(&a, seq, ferry_segment_info(seg));
 	if (r < 0 || a.result.already_applied) {

@@ -3,7 +3,7 @@
  * The qemu tracker's fingerprint file (fpfile.h). A 64-byte header, then
  * 16 bytes per block, little-endian:
  *   0  magic "FERRY-QF"     8  major (u16) = 1, minor (u16) = 0
- *   12 flags (u32): bit 0 = baseline
+ *   12 flags (u32): bit 0 = baseline, bit 1 = a full compare is due
  *   16 disk size (u64)     24 blocks (u64)
  *   32 XXH3-128 of bytes 0..31, low then high half
  *   48 reserved, zero
@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,6 +28,7 @@
 #define HDR 64u
 #define ENTRY 16u
 #define FLAG_BASELINE 1u
+#define FLAG_FULL_DUE 2u
 
 struct fpfile {
 	int fd;
@@ -120,11 +122,17 @@ int fpfile_has_baseline(const struct fpfile *f)
 	return (f->flags & FLAG_BASELINE) != 0;
 }
 
+int fpfile_full_due(const struct fpfile *f)
+{
+	return (f->flags & FLAG_FULL_DUE) != 0;
+}
+
 int fpfile_set_baseline(struct fpfile *f)
 {
 	if (fdatasync(f->fd) < 0)
 		return -errno;
 	f->flags |= FLAG_BASELINE;
+	f->flags &= ~FLAG_FULL_DUE;
 	int r = header_write(f);
 	return r < 0 ? r : fdatasync(f->fd) < 0 ? -errno : 0;
 }
@@ -198,4 +206,58 @@ int fpfile_zero(struct fpfile *f, uint64_t block, uint64_t n)
 		len -= (off_t)k;
 	}
 	return 0;
+}
+
+/* Copies the entries of src (from src_off on) into f, leaving holes where
+ * they are zero. */
+static int copy_entries(struct fpfile *f, int src, off_t src_off)
+{
+	const size_t piece = 4096 * ENTRY;
+	_cleanup_free_ uint8_t *buf = malloc(piece);
+	if (!buf)
+		return -ENOMEM;
+	static const uint8_t zero[ENTRY];
+	for (uint64_t b = 0; b < f->nblocks;) {
+		size_t n = (size_t)MIN((uint64_t)4096, f->nblocks - b);
+		int r = ferry_pread_all(src, buf, n * ENTRY, src_off + (off_t)(b * ENTRY));
+		if (r < 0)
+			return r;
+		int any = 0;
+		for (size_t i = 0; i < n && !any; i++)
+			any = memcmp(buf + i * ENTRY, zero, ENTRY) != 0;
+		if (any) {
+			r = ferry_pwrite_all(f->fd, buf, n * ENTRY, pos(b));
+			if (r < 0)
+				return r;
+		}
+		b += n;
+	}
+	return 0;
+}
+
+int fpfile_install(const char *path, uint64_t size, int src, off_t src_off)
+{
+	_cleanup_free_ char *tmp = NULL;
+	if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+		return -ENOMEM;
+	struct fpfile f = { .size = size, .nblocks = DIV_ROUND_UP(size, FERRY_BLOCK_SIZE) };
+	f.flags = FLAG_BASELINE | FLAG_FULL_DUE;
+	f.fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (f.fd < 0)
+		return -errno;
+	int r = ftruncate(f.fd, pos(f.nblocks)) < 0 ? -errno : 0;
+	if (r >= 0)
+		r = copy_entries(&f, src, src_off);
+	if (r >= 0)
+		r = header_write(&f);
+	if (r >= 0 && fsync(f.fd) < 0)
+		r = -errno;
+	close(f.fd);
+	if (r >= 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r >= 0)
+		r = ferry_fsync_parent(path);
+	if (r < 0)
+		(void)unlink(tmp);
+	return r;
 }

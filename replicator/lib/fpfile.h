@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ferry/crypto.h"
 
@@ -29,8 +30,18 @@ struct fpfile *fpfile_free(struct fpfile *f);
 /* Whether the file has a baseline (above). */
 int fpfile_has_baseline(const struct fpfile *f);
 /* Records the baseline: call when a full cycle's marker is in the cache.
- * Syncs the file first. */
+ * Syncs the file first. Clears a due full compare (below). */
 int fpfile_set_baseline(struct fpfile *f);
+/* Whether a full compare is due: the file holds fingerprints the target
+ * published (a resync), which the next cycle compares every block with. */
+int fpfile_full_due(const struct fpfile *f);
+/*
+ * A resync: replaces the file at path (atomically, durably) with one for
+ * a disk of size bytes whose entries are those of src from src_off on
+ * (16 bytes per block, as FERRY-FP files hold them: the vault's image),
+ * with a baseline and a full compare due.
+ */
+int fpfile_install(const char *path, uint64_t size, int src, off_t src_off);
 
 /* The fingerprint of one 4 KiB block (all zero for a zero block). */
 void fpfile_block(const void *data, struct ferry_fp *ret);

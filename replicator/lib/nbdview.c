@@ -25,8 +25,10 @@
 #include "ferry/util.h"
 
 #define BITMAP_CONTEXT_PREFIX "qemu:dirty-bitmap:"
-#define DEFAULT_MAX_REQUEST (UINT64_C(1) << 30)
-#define MAX_REQUEST_LIMIT (UINT64_C(1) << 31)
+/* A block-status request's length is 32 bits on the wire; the default
+ * keeps requests on 4 KiB boundaries. */
+#define DEFAULT_MAX_REQUEST (UINT64_C(0x100000000) - FERRY_BLOCK_SIZE)
+#define MAX_REQUEST_LIMIT UINT64_C(0xffffffff)
 /* qemu advertises 32 MiB as its maximum payload; libnbd refuses over 64. */
 #define READ_CHUNK_DEFAULT (32u << 20)
 #define ERROR_MAX 512

@@ -42,10 +42,13 @@ struct nbdview *nbdview_free(struct nbdview *v);
  * multiple of 4 KiB). */
 uint64_t nbdview_size(const struct nbdview *v);
 
-/* Limits each block-status request to bytes (1 to 2^31; the default is
- * 1 GiB), for servers with smaller limits, and for tests: a limit that is
- * no multiple of 4 KiB makes requests end inside blocks. -EINVAL outside
- * that range. */
+/* Limits each block-status request to bytes (1 to 2^32 - 1, the most the
+ * protocol's 32-bit length can ask), for servers with smaller limits, and
+ * for tests: a limit that is no multiple of 4 KiB makes requests end inside
+ * blocks. -EINVAL outside that range. The default, 4 GiB - 4 KiB, is the
+ * largest multiple of 4 KiB in it: every request costs a round trip to the
+ * server, and the clean, unallocated stretches of a large sparse disk then
+ * cost one per 4 GiB, not one per GiB. */
 int nbdview_set_max_request(struct nbdview *v, uint64_t bytes);
 
 /* Walks [offset, offset+len) in order and calls cb with maximal runs of one

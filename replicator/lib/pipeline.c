@@ -7,8 +7,10 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
+#include "ferry/changelog.h"
 #include "ferry/log.h"
 
 /* What both have: a thread, its own cache handle, and a lock and condition
@@ -67,7 +69,12 @@ struct fetched fetch_segment(struct ferry_vault *v, struct ferry_cache *cache, c
 	void *buf;
 	size_t len;
 	it.r = ferry_cache_get_segment(cache, vm, seq, &buf, &len);
-	if (it.r < 0) {
+	if (it.r == -EFBIG) {
+		/* Refused like a damaged segment, and recorded on the VM. */
+		snprintf(it.msg, sizeof(it.msg),
+			 "larger than any segment can be (%u bytes): not a segment, or damaged",
+			 FERRY_SEGMENT_MAX_SIZE);
+	} else if (it.r < 0) {
 		it.read_failed = 1;
 	} else {
 		it.r = apply_prepare(v, buf, len, &it.p, it.msg, sizeof(it.msg));

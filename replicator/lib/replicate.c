@@ -24,6 +24,7 @@
 #include "ferry/log.h"
 #include "ferry/util.h"
 #include "pipeline.h"
+#include "resync.h"
 
 /* Records a refused segment on the VM so 'ferry status' shows it. */
 static void mark_error(struct ferry_vault *v, const char *vm_name, const char *what)
@@ -34,7 +35,9 @@ static void mark_error(struct ferry_vault *v, const char *vm_name, const char *w
 		return;
 	if (vm.state == FERRY_VM_ERROR && strcmp(vm.error, what) == 0)
 		return;
-	vm.state = FERRY_VM_ERROR;
+	/* A resync waits on: the error is shown beside it. */
+	if (vm.state != FERRY_VM_RESYNC_REQUIRED && vm.state != FERRY_VM_RESYNCING)
+		vm.state = FERRY_VM_ERROR;
 	snprintf(vm.error, sizeof(vm.error), "%s", what);
 	if (ferry_catalog_begin(c) < 0)
 		return;
@@ -70,6 +73,18 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 					  vm->cache_url);
 	}
 
+	/* An agent's want, or a resync a crash left unpublished. */
+	struct ferry_vm cur = *vm;
+	r = resync_pass(v, vm, cache);
+	if (r < 0)
+		log_warning_errno(r, "VM %s: cannot answer the agent's resync want", vm->name);
+	if (r > 0 || cur.state == FERRY_VM_RESYNC_REQUIRED)
+		(void)ferry_catalog_vm_get(ferry_vault_catalog(v), vm->name, &cur);
+	/* Segments of a chain that a resync replaced are removed unapplied. */
+	uint64_t replaced = resync_replaced_up_to(v, &cur);
+	enum ferry_vm_state state = cur.state;
+	char resync_why[FERRY_URL_MAX + 128 + 512 + 32] = "";
+
 	uint64_t *seqs = NULL, bytes;
 	size_t n = 0;
 	r = ferry_cache_list_segments(cache, vm->name, &seqs, &n, &bytes);
@@ -80,7 +95,7 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 
 	/* Segments come sorted: the ones to apply follow those applied before. */
 	size_t first = 0;
-	while (first < n && seqs[first] <= vm->applied_seq)
+	while (first < n && seqs[first] <= MAX(vm->applied_seq, replaced))
 		first++;
 	/* Helper threads; without them (they could not start) the same work
 	 * is done in line. */
@@ -110,6 +125,18 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 				 vm->name, (unsigned long long)seqs[i]);
 			continue;
 		}
+		if (seqs[i] <= replaced) {
+			r = ferry_cache_delete_segment(cache, vm->name, seqs[i]);
+			if (r < 0) {
+				log_error_errno(r, "VM %s: cannot delete replaced segment %s",
+						vm->name, label);
+				break;
+			}
+			log_info("VM %s: segment %llu belongs to the chain a resync replaced; "
+				 "removed from the cache",
+				 vm->name, (unsigned long long)seqs[i]);
+			continue;
+		}
 
 		struct fetched it = pf ? prefetcher_take(pf) :
 					 fetch_segment(v, cache, vm->name, seqs[i]);
@@ -133,7 +160,14 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 			char what[sizeof(label) + sizeof(msg) + 32];
 			snprintf(what, sizeof(what), "segment %s refused: %s", label, msg);
 			log_error_errno(r, "VM %s: %s", vm->name, what);
-			mark_error(v, vm->name, what);
+			/* Damage, or a chain that does not follow: a resync repairs
+			 * it, once the helpers are done with the cache. A segment
+			 * from a newer agent, or one that does not fit the VM,
+			 * would be refused again after one. */
+			if (r == -ESTALE || r == -EBADMSG || r == -EFBIG)
+				snprintf(resync_why, sizeof(resync_why), "%s", what);
+			else
+				mark_error(v, vm->name, what);
 			break;
 		}
 
@@ -142,6 +176,8 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 		struct ferry_vm now;
 		r = ferry_catalog_vm_get(ferry_vault_catalog(v), vm->name, &now);
 		if (r >= 0) {
+			resync_applied(v, state, &now, cache);
+			state = now.state;
 			ack = (struct ferry_ack){ now.applied_seq, now.applied_digest };
 			if (ak) {
 				r = acker_push(ak, &ack, seqs[i]);
@@ -175,6 +211,13 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 		int k = acker_finish(ak);
 		if (k < 0 && r >= 0)
 			r = k;
+	}
+	if (resync_why[0]) {
+		r = resync_start(v, vm->name, cache, resync_why, NULL);
+		if (r < 0) {
+			mark_error(v, vm->name, resync_why);
+			log_error_errno(r, "VM %s: a resync could not be started", vm->name);
+		}
 	}
 	if (r >= 0)
 		r = applied;

@@ -6,7 +6,9 @@
  * Each input is parsed twice, under the empty prefix and under "a/": the
  * two must agree on the outcome and on the next marker, and the second
  * listing must be exactly the "a/" entries of the first, stripped, in the
- * same order with the same sizes. The corpus holds XML edge cases too:
+ * same order with the same sizes; the next marker is at most
+ * BLOBS_LIST_MARKER_MAX bytes, and a listing bounded below the page's
+ * entries refuses the page whole (-E2BIG). The corpus holds XML edge cases too:
  * entities (internal, external, exponential), CDATA, deep nesting, huge
  * names, other encodings.
  */
@@ -29,6 +31,19 @@ static void list_done(struct blob_list *l)
 	*l = (struct blob_list){ 0 };
 }
 
+/* The same page into a listing that takes at most 2 entries: the same
+ * result when the page holds that few of ours, else -E2BIG and nothing. */
+static void check_bounded(const char *xml, size_t size, const struct blob_list *all)
+{
+	_cleanup_(list_done) struct blob_list two = { .max = 2 };
+	_cleanup_free_ char *m = NULL;
+	int r = azure_list_parse("", xml, size, &two, &m);
+	if (r == -ENOMEM)
+		return;
+	if (all->n > 2 ? r != -E2BIG || two.n || m : r != 0 || two.n != all->n)
+		abort();
+}
+
 static void check(const char *xml, size_t size)
 {
 	_cleanup_(list_done) struct blob_list all = { 0 }, sub = { 0 };
@@ -42,8 +57,9 @@ static void check(const char *xml, size_t size)
 			abort();
 		return;
 	}
-	if (!m_all || !m_sub || strcmp(m_all, m_sub) != 0)
+	if (!m_all || !m_sub || strcmp(m_all, m_sub) != 0 || strlen(m_all) > BLOBS_LIST_MARKER_MAX)
 		abort();
+	check_bounded(xml, size, &all);
 	size_t j = 0;
 	for (size_t i = 0; i < all.n; i++) {
 		const struct blob_entry *e = &all.v[i];

@@ -5,7 +5,10 @@
  * after each '\n', as libcurl hands them over, and each line is fed in its
  * own exact-size buffer. After every line the selected headers must be
  * NUL-terminated within their fields, and Content-Length must be what the
- * last such header said when it was a plain decimal of at most 19 digits.
+ * last such header said when it was a plain decimal of at most 19 digits;
+ * a GET whose body is allocated refuses exactly the lengths over its
+ * body_max (and the default bound without one), a HEAD or a ranged read
+ * never.
  */
 #include <ctype.h>
 #include <stddef.h>
@@ -56,6 +59,22 @@ static int64_t expected_length(const char *line, size_t n, uint64_t *ret)
 	return 0;
 }
 
+/* The body bound over whatever length the headers announced. */
+static void check_bound(const struct ferry_http_response *r)
+{
+	char buf[8];
+	struct ferry_http_request get = { .method = "GET", .url = "x", .body_max = 4096 };
+	struct ferry_http_request dflt = { .method = "GET", .url = "x" };
+	struct ferry_http_request head = { .method = "HEAD", .url = "x", .body_max = 1 };
+	struct ferry_http_request into = { .method = "GET", .url = "x", .into = buf, .into_cap = 1 };
+	if (http_body_refused(&get, 200, r) != (r->content_length > 4096) ||
+	    http_body_refused(&get, 206, r) != (r->content_length > 4096) ||
+	    http_body_refused(&dflt, 200, r) != (r->content_length > FERRY_HTTP_BODY_MAX) ||
+	    http_body_refused(&get, 404, r) || http_body_refused(&head, 200, r) ||
+	    http_body_refused(&into, 200, r))
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct ferry_http_response r = { 0 };
@@ -71,6 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint64_t want;
 		if (expected_length(line, n, &want) == 0 && r.content_length != want)
 			abort();
+		check_bound(&r);
 		off += n;
 	}
 	return 0;

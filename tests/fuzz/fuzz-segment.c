@@ -3,9 +3,12 @@
  * Fuzz target for the segment parser. Any input must either be refused
  * cleanly or parse into records that are all readable; a parsed segment
  * must also be writable again by the writer (the writer accepts whatever
- * the parser accepts) and parse back to the same records. Each input is
- * tried twice: as it is, and with its trailer recomputed, so that mutations
- * reach the header and record checks behind the digest.
+ * the parser accepts) and parse back to the same records. Every parsed
+ * segment keeps the format's bounds: at most FERRY_SEGMENT_MAX_SIZE bytes,
+ * disks of at most FERRY_DISK_SIZE_MAX, marker times within
+ * FERRY_MARKER_TIME_MIN_NS..MAX_NS. Each input is tried twice: as it is,
+ * and with its trailer recomputed, so that mutations reach the header and
+ * record checks behind the digest.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -71,12 +74,18 @@ static void one(const uint8_t *data, size_t size)
 		return;
 
 	const struct ferry_segment_info *info = ferry_segment_info(s);
+	if (size > FERRY_SEGMENT_MAX_SIZE)
+		abort();
 	_cleanup_(ferry_segment_writer_freep) struct ferry_segment_writer *w = NULL;
 	if (ferry_segment_writer_new(info->vm, info->seq, &info->prev, &w) < 0)
 		abort();
 	struct ferry_record r;
 	for (uint32_t i = 0; i < info->nrecords; i++) {
 		if (ferry_segment_record(s, i, &r) < 0)
+			abort();
+		if ((r.type == FERRY_REC_DISK && r.length > FERRY_DISK_SIZE_MAX) ||
+		    (r.type == FERRY_REC_MARKER && (r.time_ns < FERRY_MARKER_TIME_MIN_NS ||
+						    r.time_ns >= FERRY_MARKER_TIME_MAX_NS)))
 			abort();
 		int k = add(w, &r);
 		if (k > 0)

@@ -2,8 +2,10 @@
 /*
  * Fuzz target for the parser of the agent's status blob in the cache
  * (docs/format/cache.md). Any input must be refused cleanly or decode to a
- * status that keeps the format's rules and encodes back to the same bytes
- * (a 1.0 status carries nothing a reader drops).
+ * status that keeps the format's rules (a message only with an error, at
+ * most FERRY_STATUS_MESSAGE_MAX bytes, no NUL) and encodes back to the same
+ * bytes (a 1.1 status carries nothing a reader drops; a 1.0 one gains an
+ * empty message).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -22,7 +24,8 @@ static int same(const struct ferry_agent_status *a, const struct ferry_agent_sta
 	       a->seq == b->seq && a->marker_ns == b->marker_ns && a->started_ns == b->started_ns &&
 	       a->duration_ns == b->duration_ns && a->shipped_bytes == b->shipped_bytes &&
 	       a->segments == b->segments && a->read_bytes == b->read_bytes &&
-	       a->source_waiting_bytes == b->source_waiting_bytes;
+	       a->source_waiting_bytes == b->source_waiting_bytes &&
+	       strcmp(a->message, b->message) == 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -30,6 +33,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct ferry_agent_status a;
 	if (cache_status_parse(data, size, NULL, &a) != 0)
 		return 0;
+	size_t m = strnlen(a.message, sizeof(a.message));
+	if (size > CACHE_STATUS_MAX || m > FERRY_STATUS_MESSAGE_MAX || (m && !a.error))
+		abort();
 	/* The VM name sits at offset 106 with its length at 105. A status
 	 * accepted with a name longer than a VM's, or past the end of the
 	 * input, is itself a finding. */
@@ -46,8 +52,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t len;
 	if (cache_status_format(vm, &a, out, sizeof(out), &len) < 0)
 		abort();
-	/* Equal unless the input was a later minor with extra fields. */
-	if (len == size && get_le16(data + 10) == 0 && memcmp(out, data, len) != 0)
+	/* Equal unless the input was another minor (1.0 has no message
+	 * field, a later one may have extra fields). */
+	if (len == size && get_le16(data + 10) == 1 && memcmp(out, data, len) != 0)
+		abort();
+	if (get_le16(data + 10) == 1 && len > size)
 		abort();
 	return 0;
 }

@@ -43,7 +43,7 @@ if command -v virt-xml-validate >/dev/null; then
 	virt-xml-validate "$C/domain.xml" domain >/dev/null || fail "virt-xml-validate rejects domain.xml"
 fi
 [ "$(stat -c %s "$C/small.img")" -eq 1000000 ] || fail "clone size is not the disk's"
-[ "$(stat -c %a "$C/data.img")" = 644 ] || fail "clone image mode is not 0644"
+[ "$(stat -c %a "$C/data.img")" = 600 ] || fail "clone image mode is not 0600 (the mounting user's alone)"
 cmp "$C/data.img" data.p1 || fail "clone data.img does not start as its point"
 cmp "$C/small.img" small.p1 || fail "clone small.img does not start as its point"
 note "clone starts byte-identical to point $p1"

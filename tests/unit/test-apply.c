@@ -1172,6 +1172,114 @@ static void gc_beside_writer(void)
 	ferry_vault_free(v);
 }
 
+/* ---- point ids and marker times ---- */
+
+struct names {
+	char v[16][40];
+	int64_t t[16];
+	size_t n;
+};
+
+static int note_name(const struct ferry_point *p, void *userdata)
+{
+	struct names *nm = userdata;
+	if (nm->n < ARRAY_SIZE(nm->v)) {
+		memcpy(nm->v[nm->n], p->name, sizeof(nm->v[0]));
+		nm->t[nm->n++] = p->time_ns;
+	}
+	return 0;
+}
+
+/* Segment seq of VM with both disks declared and a marker at each time. */
+static int marker_seg(uint64_t seq, const struct ferry_id *prev, const int64_t *times, size_t n,
+		      struct seg *ret)
+{
+	struct ferry_segment_writer *w;
+	int r = ferry_segment_writer_new(VM, seq, prev, &w);
+	for (uint16_t d = 0; r >= 0 && d < NDISKS; d++)
+		r = ferry_segment_writer_add_disk(w, d, disk_names[d], disk_sizes[d]);
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, times[i]);
+	if (r >= 0)
+		r = ferry_segment_writer_finish(w, &ret->buf, &ret->len, &ret->info);
+	ferry_segment_writer_free(w);
+	return r;
+}
+
+/* Twelve points in one second get ids that sort in time order as strings
+ * (…Z-0009 before …Z-0010); a point from the store with an absurd time
+ * makes no marker arithmetic overflow. */
+static void point_ids(void)
+{
+	char dir[512];
+	struct ferry_vault *v;
+	snprintf(dir, sizeof(dir), "%s/ids", tmpdir);
+	int r = make_vault(dir, &v);
+	ok_r(r, "a vault for point ids");
+	if (r < 0)
+		return;
+	struct ferry_catalog *c = ferry_vault_catalog(v);
+	int64_t times[12];
+	for (size_t i = 0; i < ARRAY_SIZE(times); i++)
+		times[i] = T0 + (int64_t)i * 1000; /* the same second */
+	struct seg s1 = { 0 }, s2 = { 0 };
+	r = marker_seg(1, NULL, times, ARRAY_SIZE(times), &s1);
+	if (r >= 0)
+		r = apply(v, 1, s1.buf, s1.len, NULL);
+	ok_r(r, "a segment with 12 markers in one second applies");
+	struct names nm = { 0 };
+	struct ferry_vm vm;
+	ferry_catalog_vm_get(c, VM, &vm);
+	ferry_catalog_point_list(c, vm.id, note_name, &nm);
+	int sorted = nm.n == ARRAY_SIZE(times);
+	for (size_t i = 1; sorted && i < nm.n; i++)
+		sorted = strcmp(nm.v[i - 1], nm.v[i]) < 0 && nm.t[i - 1] < nm.t[i];
+	ok(sorted, "12 ids in one second sort as strings in time order (%s ... %s)", nm.v[0],
+	   nm.n ? nm.v[nm.n - 1] : "");
+	ok(nm.n == 12 && strlen(nm.v[1]) == 16 + 5 && strcmp(nm.v[1] + 16, "-0002") == 0 &&
+		   strcmp(nm.v[11] + 16, "-0012") == 0,
+	   "suffixes are zero padded: %s, %s", nm.v[1], nm.n == 12 ? nm.v[11] : "");
+
+	free(s1.buf);
+	ferry_vault_free(v);
+
+	/* The only point (as ferry attach could bring from a store) at the
+	 * far end of time, and a policy of one point per 5 minutes: the next
+	 * marker's distance to it saturates instead of wrapping round. */
+	snprintf(dir, sizeof(dir), "%s/ids-far", tmpdir);
+	r = make_vault(dir, &v);
+	ok_r(r, "a vault for a point at the end of time");
+	if (r < 0)
+		return;
+	c = ferry_vault_catalog(v);
+	ferry_catalog_vm_get(c, VM, &vm);
+	vm.crash_interval_s = 300;
+	struct ferry_point old = { .vm_id = vm.id,
+				   .time_ns = INT64_MIN + 1,
+				   .seq = 1,
+				   .consistency = FERRY_CONSISTENCY_CRASH };
+	snprintf(old.name, sizeof(old.name), "ancient");
+	struct ferry_point_disk pd = { .idx = 0, .size = disk_sizes[0] };
+	snprintf(pd.name, sizeof(pd.name), "%s", disk_names[0]);
+	r = ferry_catalog_begin(c);
+	if (r >= 0)
+		r = ferry_catalog_vm_update(c, &vm);
+	if (r >= 0)
+		r = ferry_catalog_point_add(c, &old, &pd, 1);
+	r = r >= 0 ? ferry_catalog_commit(c) : (ferry_catalog_rollback(c), r);
+	ok_r(r, "a point at INT64_MIN and a 300 s interval");
+	struct apply_result res = { 0 };
+	r = marker_seg(1, NULL, times, 1, &s2);
+	if (r >= 0)
+		r = apply(v, 1, s2.buf, s2.len, &res);
+	ok(r >= 0 && res.points == 1,
+	   "a marker centuries after the only point is a point (%u), not a wrapped-round "
+	   "negative distance",
+	   res.points);
+	free(s2.buf);
+	ferry_vault_free(v);
+}
+
 int main(void)
 {
 	char tmpl[] = "/tmp/ferry-test-apply-XXXXXX";
@@ -1210,6 +1318,7 @@ int main(void)
 
 	gc_fault_runs();
 	gc_beside_writer();
+	point_ids();
 
 	for (int d = 0; d < NDISKS; d++) {
 		free(cur[d]);

@@ -206,8 +206,27 @@ static void test_azure_list_parse(void)
 		   strlen(l.v[3].name) == 1024 * 1024,
 	   "azure: a 1 MiB name is read whole");
 	free(m);
+	m = NULL;
 	free(deep);
 	free(huge);
+	list_done(&l);
+
+	/* Bounds: a listing takes at most max entries, a marker is short. */
+	l.max = 1;
+	ok(az(page, &l, &m) == -E2BIG && l.n == 0 && !m,
+	   "azure: a page beyond the listing's bound -> E2BIG, nothing added");
+	l.max = 0;
+	char *long_marker = NULL;
+	size_t lmlen = 0;
+	f = open_memstream(&long_marker, &lmlen);
+	fputs(AZ_HEAD AZ_BLOB("p/x", "1") "</Blobs><NextMarker>", f);
+	for (unsigned i = 0; i <= BLOBS_LIST_MARKER_MAX; i++)
+		fputc('m', f);
+	fputs("</NextMarker></EnumerationResults>", f);
+	fclose(f);
+	ok(azure_list_parse("p/", long_marker, lmlen, &l, &m) == -EBADMSG && l.n == 0 && !m,
+	   "azure: a marker over %u bytes -> EBADMSG", BLOBS_LIST_MARKER_MAX);
+	free(long_marker);
 	list_done(&l);
 }
 
@@ -275,10 +294,93 @@ static void test_s3_list_parse(void)
 	}
 	ok(s3_list_parse("p/", NULL, 0, &l, &t) == -EBADMSG, "s3: no body -> EBADMSG");
 	list_done(&l);
+
+	/* Bounds: a listing takes at most max entries, a token is short. */
+	l.max = 1;
+	ok(s3(page, &l, &t) == -E2BIG && l.n == 0 && !t,
+	   "s3: a page beyond the listing's bound -> E2BIG, nothing added");
+	l.max = 2;
+	ok(s3(page, &l, &t) == 0 && l.n == 2, "s3: a page of exactly the bound");
+	free(t);
+	t = NULL;
+	list_done(&l);
+	char *long_token = NULL;
+	size_t ltlen = 0;
+	FILE *f = open_memstream(&long_token, &ltlen);
+	fputs(S3_HEAD "<IsTruncated>true</IsTruncated><NextContinuationToken>", f);
+	for (unsigned i = 0; i <= BLOBS_LIST_MARKER_MAX; i++)
+		fputc('t', f);
+	fputs("</NextContinuationToken>" S3_OBJ("p/x", "1") "</ListBucketResult>", f);
+	fclose(f);
+	ok(s3_list_parse("p/", long_token, ltlen, &l, &t) == -EBADMSG && l.n == 0 && !t,
+	   "s3: a token over %u bytes -> EBADMSG", BLOBS_LIST_MARKER_MAX);
+	free(long_token);
+	list_done(&l);
+}
+
+static const char *insecure_env;
+
+static const char *lookup_insecure(const char *name)
+{
+	return strcmp(name, "FERRY_INSECURE_HTTP") == 0 ? insecure_env : NULL;
+}
+
+/* Plain http:// only to this machine unless insecure_http; refused before
+ * any connection, so these need no network. */
+static void test_insecure_http(void)
+{
+	static const char *const allowed[] = {
+		"https://example.com", "https://10.0.0.1:9000/x",      "http://127.0.0.1:10000/dev",
+		"http://127.9.8.7",    "http://localhost:5000",        "http://LOCALHOST/x",
+		"http://[::1]:9000",   "http://[::ffff:127.0.0.1]:1/", "http://u:p@127.0.0.1:1",
+	};
+	static const char *const refused[] = {
+		"http://example.com",         "http://10.0.0.1:9000/x",
+		"http://128.0.0.1",           "http://[::2]:9000",
+		"http://localhost.evil.com",  "http://127.0.0.1.nip.io",
+		"http://127.0.0.1@evil.com/", "http://[::ffff:10.0.0.1]",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(allowed); i++)
+		ok(blobs_endpoint_allowed(allowed[i], 0) == 0, "%s allowed", allowed[i]);
+	for (size_t i = 0; i < ARRAY_SIZE(refused); i++) {
+		ok(blobs_endpoint_allowed(refused[i], 0) == -ENOPROTOOPT, "%s refused", refused[i]);
+		ok(blobs_endpoint_allowed(refused[i], 1) == 0, "%s allowed when insecure",
+		   refused[i]);
+	}
+	ok(blobs_endpoint_allowed("ftp://127.0.0.1", 1) == -EINVAL, "another scheme -> EINVAL");
+	ok(blobs_endpoint_allowed("http://:80/x", 0) == -EINVAL, "no host -> EINVAL");
+
+	/* Through the backends: options as a program sets them. */
+	struct ferry_blobs *x = NULL;
+	struct ferry_blobs_options o = {
+		.azure_connection_string = "AccountName=a;AccountKey=a2V5;"
+					   "BlobEndpoint=http://192.0.2.1:10000/a",
+		.aws_access_key_id = "k",
+		.aws_secret_access_key = "s",
+		.aws_endpoint_url = "http://192.0.2.1:5000",
+	};
+	ok_r(ferry_blobs_set_options(&o), "set options with http:// endpoints");
+	ok(ferry_blobs_open("azblob://cont", 0, &x) == -ENOPROTOOPT, "azblob over http:// refused");
+	ok(ferry_blobs_open("s3://bucket", 0, &x) == -ENOPROTOOPT, "s3 over http:// refused");
+	ok(x == NULL, "no object on refusal");
+	ok_r(ferry_blobs_set_options(NULL), "options reset");
+
+	static const struct {
+		const char *v;
+		int want;
+	} env[] = { { NULL, 0 }, { "", 0 }, { "0", 0 }, { "1", 1 }, { "yes", 1 } };
+	for (size_t i = 0; i < ARRAY_SIZE(env); i++) {
+		insecure_env = env[i].v;
+		ok(ferry_blobs_options_from(lookup_insecure, &o) == 0 &&
+			   o.insecure_http == env[i].want,
+		   "FERRY_INSECURE_HTTP=%s -> %d", env[i].v ? env[i].v : "(unset)", env[i].want);
+	}
 }
 
 int main(void)
 {
+	test_insecure_http();
+
 	char tmpl[] = "/tmp/ferry-test-blobs-XXXXXX";
 	char *dir = mkdtemp(tmpl);
 	ok(dir != NULL, "mkdtemp");
@@ -326,6 +428,19 @@ int main(void)
 	ok_r(ferry_blobs_put(b, "empty", "", 0, 1), "put empty blob");
 	ok(ferry_blobs_get(b, "empty", &got, &glen) >= 0 && glen == 0, "get empty blob");
 	free(got);
+
+	/* bounded reads: the size is checked before anything is read */
+	got = NULL;
+	ok(ferry_blobs_get_max(b, "a", sizeof(hello), &got, &glen) == 0 && glen == sizeof(hello),
+	   "get_max of exactly the blob's size");
+	free(got);
+	got = NULL;
+	ok(ferry_blobs_get_max(b, "a", sizeof(hello) - 1, &got, &glen) == -EFBIG && !got,
+	   "get_max one byte short -> EFBIG, nothing returned");
+	ok(ferry_blobs_get_max(b, "empty", 0, &got, &glen) == 0 && glen == 0,
+	   "get_max 0 of an empty blob");
+	free(got);
+	ok(ferry_blobs_get_max(b, "nope", 10, &got, &glen) == -ENOENT, "get_max missing -> ENOENT");
 
 	/* replace and exclusive */
 	ok_r(ferry_blobs_put(b, "a", "xyz", 3, 0), "non-exclusive put replaces");

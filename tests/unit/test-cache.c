@@ -8,13 +8,18 @@
 #include "ferry/cache.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cache-internal.h"
+#include "ferry/changelog.h"
 #include "ferry/crypto.h"
 #include "ferry/util.h"
 #include "tap.h"
@@ -153,7 +158,8 @@ static int status_equal(const struct ferry_agent_status *a, const struct ferry_a
 	       a->seq == b->seq && a->marker_ns == b->marker_ns && a->started_ns == b->started_ns &&
 	       a->duration_ns == b->duration_ns && a->shipped_bytes == b->shipped_bytes &&
 	       a->segments == b->segments && a->read_bytes == b->read_bytes &&
-	       a->source_waiting_bytes == b->source_waiting_bytes;
+	       a->source_waiting_bytes == b->source_waiting_bytes &&
+	       strcmp(a->message, b->message) == 0;
 }
 
 /* Rewrites the checksum after an edit, as a writer of another version would. */
@@ -170,9 +176,9 @@ static void test_status_codec(void)
 	size_t len;
 	struct ferry_agent_status a = sample_status, b;
 	ok_r(cache_status_format("vm-7", &a, buf, sizeof(buf), &len), "format status");
-	ok(len == CACHE_STATUS_LEN(4), "status length %zu", len);
-	ok(memcmp(buf, "FERRYSTA", 8) == 0 && get_le16(buf + 8) == 1 && get_le16(buf + 10) == 0,
-	   "status magic and version 1.0");
+	ok(len == CACHE_STATUS_LEN_MSG(4, 0), "status length %zu", len);
+	ok(memcmp(buf, "FERRYSTA", 8) == 0 && get_le16(buf + 8) == 1 && get_le16(buf + 10) == 1,
+	   "status magic and version 1.1");
 	ok(cache_status_parse(buf, len, "vm-7", &b) == 0 && status_equal(&a, &b), "parse status");
 	ok(cache_status_parse(buf, len, NULL, &b) == 0, "parse status for any vm");
 	ok(cache_status_parse(buf, len, "vm-8", &b) == -EBADMSG,
@@ -270,8 +276,79 @@ static void test_status_codec(void)
 	memset(name, 'n', 64);
 	name[64] = 0;
 	ok(cache_status_format(name, &z, buf, sizeof(buf), &len) == 0 &&
-		   len == CACHE_STATUS_LEN(64) && cache_status_parse(buf, len, name, &b) == 0,
+		   len == CACHE_STATUS_LEN_MSG(64, 0) &&
+		   cache_status_parse(buf, len, name, &b) == 0,
 	   "64-byte vm name round trip");
+}
+
+/* 1.1: the message of a failed cycle, after the name. */
+static void test_status_message(void)
+{
+	uint8_t buf[CACHE_STATUS_MAX], big[CACHE_STATUS_MAX];
+	size_t len;
+	struct ferry_agent_status a = sample_status, b;
+	a.error = EINVAL;
+	snprintf(a.message, sizeof(a.message),
+		 "VM vm-7: disk vda (/srv/\xe2 d.img) changed size from 1 to 2 bytes");
+	size_t m = strlen(a.message);
+	ok_r(cache_status_format("vm-7", &a, buf, sizeof(buf), &len), "format with a message");
+	ok(len == CACHE_STATUS_LEN_MSG(4, m), "its length (%zu)", len);
+	ok(cache_status_parse(buf, len, "vm-7", &b) == 0 && status_equal(&a, &b),
+	   "the message round trips");
+	int bad = 0;
+	for (size_t i = 0; i < len; i++) {
+		buf[i] ^= 0x01;
+		if (cache_status_parse(buf, len, "vm-7", &b) != -EBADMSG)
+			bad++;
+		buf[i] ^= 0x01;
+	}
+	ok(bad == 0, "every flipped byte of a status with a message is -EBADMSG (%d not)", bad);
+
+	/* Forged under good checksums. */
+	size_t at = 106 + 4; /* the message length, after the name */
+	memcpy(big, buf, len);
+	big[at + 2 + 5] = 0;
+	status_resum(big, len);
+	ok(cache_status_parse(big, len, "vm-7", &b) == -EBADMSG, "a NUL in the message");
+	memcpy(big, buf, len);
+	put_le16(big + at, (uint16_t)(m + 1));
+	status_resum(big, len);
+	ok(cache_status_parse(big, len, "vm-7", &b) == -EBADMSG, "a message past the checksum");
+	memcpy(big, buf, len);
+	put_le32(big + 100, 0);
+	status_resum(big, len);
+	ok(cache_status_parse(big, len, "vm-7", &b) == -EBADMSG, "a message without an error");
+	/* 1.0: no message field at all. */
+	struct ferry_agent_status old = sample_status;
+	ok_r(cache_status_format("vm-7", &old, big, sizeof(big), &len), "format without message");
+	memmove(big + at, big + at + 2, len - at - 2);
+	len -= 2;
+	put_le16(big + 10, 0);
+	put_le32(big + 12, (uint32_t)len);
+	status_resum(big, len);
+	ok(len == CACHE_STATUS_LEN(4) && cache_status_parse(big, len, "vm-7", &b) == 0 &&
+		   status_equal(&old, &b) && b.message[0] == 0,
+	   "a 1.0 status reads, with no message");
+	put_le16(big + 10, 1);
+	status_resum(big, len);
+	ok(cache_status_parse(big, len, "vm-7", &b) == -EBADMSG,
+	   "a 1.1 status without room for its message length is -EBADMSG");
+
+	/* The writer's rules. */
+	struct ferry_agent_status x = sample_status;
+	snprintf(x.message, sizeof(x.message), "said something");
+	ok(cache_status_format("vm-7", &x, buf, sizeof(buf), &len) == -EINVAL,
+	   "a message without an error refused");
+	x.error = EIO;
+	memset(x.message, 'm', FERRY_STATUS_MESSAGE_MAX);
+	x.message[FERRY_STATUS_MESSAGE_MAX] = 0;
+	ok(cache_status_format("vm-7", &x, buf, sizeof(buf), &len) == 0 &&
+		   cache_status_parse(buf, len, "vm-7", &b) == 0 &&
+		   strlen(b.message) == FERRY_STATUS_MESSAGE_MAX,
+	   "a message of FERRY_STATUS_MESSAGE_MAX bytes round trips");
+	x.message[FERRY_STATUS_MESSAGE_MAX] = 'm'; /* no NUL in the field */
+	ok(cache_status_format("vm-7", &x, buf, sizeof(buf), &len) == -EINVAL,
+	   "a message without a NUL in its field refused");
 }
 
 static void test_cache(void)
@@ -399,6 +476,91 @@ static void test_cache(void)
 	ok(ferry_cache_get_status(c, "../x", &st) == -EINVAL, "bad vm refused");
 }
 
+/* A sparse file of size bytes at rel in the cache: costs no disk. */
+static int sparse(const char *rel, uint64_t size)
+{
+	_cleanup_free_ char *p = NULL;
+	if (asprintf(&p, "%s/c/%s", tmpdir, rel) < 0)
+		abort();
+	_cleanup_close_ int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	return fd >= 0 && ftruncate(fd, (off_t)size) == 0 ? 0 : -errno;
+}
+
+/* Runs get_segment for seq in a child limited to 512 MiB of address space:
+ * its result, or 1000 + the signal that ended it. */
+static int get_segment_limited(struct ferry_cache *c, const char *vm, uint64_t seq)
+{
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct rlimit rl = { 512u << 20, 512u << 20 };
+		if (setrlimit(RLIMIT_AS, &rl) < 0)
+			_exit(100);
+		void *buf = NULL;
+		size_t len = 0;
+		int r = ferry_cache_get_segment(c, vm, seq, &buf, &len);
+		free(buf);
+		_exit(r == -EFBIG ? 0 : r == 0 ? 1 : r == -ENOMEM ? 2 : 3);
+	}
+	int status;
+	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+		return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);
+}
+
+/* Sizes read from the cache are bounded before anything is allocated: a
+ * 3 GiB junk segment and a 1 MiB junk ack. */
+static void test_bounds(void)
+{
+	_cleanup_free_ char *url = NULL;
+	if (asprintf(&url, "%s/c", tmpdir) < 0)
+		abort();
+	_cleanup_(ferry_cache_freep) struct ferry_cache *c = NULL;
+	ok_r(ferry_cache_open(url, 1, &c), "open cache");
+	if (!c)
+		return;
+	ok_r(ferry_cache_put_segment(c, "big", 1, "x", 1), "put a small segment");
+	ok(sparse("segments/big/0000000000000002.seg", UINT64_C(3) << 30) == 0,
+	   "a 3 GiB junk segment beside it");
+	int r = get_segment_limited(c, "big", 2);
+	ok(r == 0, "the 3 GiB segment is -EFBIG in 512 MiB of address space (child: %d)", r);
+	ok(sparse("segments/big/0000000000000003.seg", FERRY_SEGMENT_MAX_SIZE + 1) == 0,
+	   "a segment one byte over FERRY_SEGMENT_MAX_SIZE");
+	void *buf = NULL;
+	size_t len = 0;
+	ok(ferry_cache_get_segment(c, "big", 3, &buf, &len) == -EFBIG && !buf,
+	   "one byte over the bound is -EFBIG");
+	ok(sparse("segments/big/0000000000000004.seg", FERRY_SEGMENT_MAX_SIZE) == 0,
+	   "a segment of exactly FERRY_SEGMENT_MAX_SIZE");
+	ok(ferry_cache_get_segment(c, "big", 4, &buf, &len) == 0 && len == FERRY_SEGMENT_MAX_SIZE,
+	   "is read (the parser then judges it)");
+	free(buf);
+	ok(ferry_cache_get_segment(c, "big", 1, &buf, &len) == 0 && len == 1,
+	   "the small segment beside them reads");
+	free(buf);
+	uint64_t *seqs = NULL, bytes = 0;
+	size_t n = 0;
+	ok(ferry_cache_list_segments(c, "big", &seqs, &n, &bytes) == 0 && n == 4,
+	   "the junk still lists (the replicator refuses it by name)");
+	free(seqs);
+
+	ok(sparse("acks/big.ack", 1u << 20) == 0, "a 1 MiB blob under an ack name");
+	struct ferry_ack a;
+	ok(ferry_cache_get_ack(c, "big", &a) == -EBADMSG, "an ack over CACHE_ACK_MAX is -EBADMSG");
+	struct ferry_chain_head h;
+	ok(ferry_cache_chain_head(c, "big", 0, &h) == -EBADMSG,
+	   "the chain head behind an oversized ack is -EBADMSG");
+	_cleanup_free_ char *ackpath = NULL;
+	if (asprintf(&ackpath, "%s/c/acks/big.ack", tmpdir) < 0)
+		abort();
+	ok(unlink(ackpath) == 0 && ferry_cache_get_ack(c, "big", &a) == 0 && a.seq == 0,
+	   "the ack removed");
+	ok(sparse("segments/big/0000000000000005.seg", FERRY_SEGMENT_MAX_SIZE + 1) == 0,
+	   "the newest segment oversized");
+	ok(ferry_cache_chain_head(c, "big", 0, &h) == -EBADMSG,
+	   "a chain head whose newest segment is oversized is -EBADMSG, not -EFBIG");
+}
+
 int main(void)
 {
 	if (!mkdtemp(tmpdir)) {
@@ -408,7 +570,9 @@ int main(void)
 	test_names();
 	test_ack_codec();
 	test_status_codec();
+	test_status_message();
 	test_cache();
+	test_bounds();
 	rm_rf(tmpdir);
 	return tap_done();
 }

@@ -96,7 +96,8 @@ int main(void)
 	ok_r(ferry_catalog_point_add(c, &p2, &pd, 1), "point add same second");
 	ok_r(ferry_catalog_commit(c), "commit");
 	ok(strcmp(p1.name, "20261127T053000Z") == 0, "point name is ISO 8601 basic (%s)", p1.name);
-	ok(strcmp(p2.name, "20261127T053000Z-2") == 0, "second point gets a suffix (%s)", p2.name);
+	ok(strcmp(p2.name, "20261127T053000Z-0002") == 0, "second point gets a suffix (%s)",
+	   p2.name);
 	ferry_catalog_begin(c);
 	ok_r(ferry_catalog_point_add(c, &p3, &pd, 1), "point add inside rolled back tx");
 	ferry_catalog_rollback(c);
@@ -138,6 +139,44 @@ int main(void)
 	ferry_catalog_commit(c);
 	ferry_catalog_generation(c, &g2);
 	ok(g1 != g2, "generation moves on commit");
+
+	/* Resyncs (schema 3): one row per VM, replaced by the next. */
+	struct ferry_vm_resync rs = { .vm_id = vm.id,
+				      .epoch = 1,
+				      .base_seq = 16777223,
+				      .requested_ns = 5 },
+			       grs;
+	memset(rs.base_digest.b, 7, sizeof(rs.base_digest.b));
+	snprintf(rs.reason, sizeof(rs.reason), "segment 8 refused");
+	ok(ferry_catalog_resync_get(c, vm.id, &grs) == -ENOENT, "no resync yet");
+	ok_r(ferry_catalog_resync_set(c, &rs), "resync set");
+	ok(ferry_catalog_resync_get(c, vm.id, &grs) == 0 && grs.epoch == 1 &&
+		   grs.base_seq == 16777223 && ferry_id_equal(&grs.base_digest, &rs.base_digest) &&
+		   grs.requested_ns == 5 && grs.done_ns == 0 &&
+		   strcmp(grs.reason, "segment 8 refused") == 0,
+	   "resync round trip");
+	rs.epoch = 2;
+	rs.done_ns = 9;
+	ok(ferry_catalog_resync_set(c, &rs) == 0 && ferry_catalog_resync_get(c, vm.id, &grs) == 0 &&
+		   grs.epoch == 2 && grs.done_ns == 9,
+	   "the next resync replaces it");
+	ok(strcmp(ferry_vm_state_name(FERRY_VM_RESYNC_REQUIRED), "resync-required") == 0 &&
+		   strcmp(ferry_vm_state_name(FERRY_VM_RESYNCING), "resyncing") == 0,
+	   "resync state names");
+	ferry_catalog_free(c);
+
+	/* A version 2 catalog: read as it is, migrated by a writer. */
+	sqlite3 *db2;
+	sqlite3_open(path, &db2);
+	sqlite3_exec(db2, "DROP TABLE resyncs; PRAGMA user_version = 2", NULL, NULL, NULL);
+	sqlite3_close(db2);
+	ok_r(ferry_catalog_open(path, 1, &c), "a version 2 catalog opens read-only");
+	ok(c && ferry_catalog_resync_get(c, vm.id, &grs) == -ENOENT, "it has no resync");
+	ferry_catalog_free(c);
+	ok_r(ferry_catalog_open(path, 0, &c), "a writer migrates it");
+	ok(c && ferry_catalog_resync_get(c, vm.id, &grs) == -ENOENT &&
+		   ferry_catalog_resync_set(c, &rs) == 0,
+	   "to version 3, with a resyncs table");
 	ferry_catalog_free(c);
 
 	/* A newer schema is refused, not misread. */

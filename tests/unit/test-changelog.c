@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "ferry/crypto.h"
 #include "ferry/util.h"
@@ -23,6 +26,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_segment_writer *, ferry_segment_writer_
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_segment *, ferry_segment_free);
 
 #define MiB (1024u * 1024u)
+/* A marker time the format accepts (2023-11-14). */
+#define T0 (INT64_C(1700000000) * 1000000000)
 
 static void fill(uint8_t *b, size_t n, uint32_t seed)
 {
@@ -67,12 +72,12 @@ static void test_round_trip(void)
 	/* The last, partial block of a disk whose size is not a block multiple. */
 	ok_r(ferry_segment_writer_add_data(w, 3, 10 * MiB, d1, sizeof(d1)),
 	     "add partial last block");
-	ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, 1234567890123LL),
+	ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, T0 + 123),
 	     "add crash marker");
 	ok_r(ferry_segment_writer_add_disk(w, 0, "vda", 2 * MiB), "redeclare disk 0 grown");
 	ok_r(ferry_segment_writer_add_data(w, 0, 2 * MiB - 4096, d1, sizeof(d1)),
 	     "data in grown area");
-	ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_APP, -5), "add app marker");
+	ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_APP, T0 - 5), "add app marker");
 	ok(ferry_segment_writer_size(w) > sizeof(d0) + sizeof(d1) * 2, "size counts payload");
 
 	_cleanup_free_ void *buf = NULL;
@@ -115,12 +120,13 @@ static void test_round_trip(void)
 	   "partial block record");
 	ok_r(ferry_segment_record(s, 6, &r), "record 6");
 	ok(r.type == FERRY_REC_MARKER && r.consistency == FERRY_CONSISTENCY_CRASH &&
-		   r.time_ns == 1234567890123LL,
+		   r.time_ns == T0 + 123,
 	   "crash marker record");
 	ok_r(ferry_segment_record(s, 7, &r), "record 7");
 	ok(r.type == FERRY_REC_DISK && r.length == 2 * MiB, "redeclared disk record");
 	ok_r(ferry_segment_record(s, 9, &r), "record 9");
-	ok(r.type == FERRY_REC_MARKER && r.consistency == FERRY_CONSISTENCY_APP && r.time_ns == -5,
+	ok(r.type == FERRY_REC_MARKER && r.consistency == FERRY_CONSISTENCY_APP &&
+		   r.time_ns == T0 - 5,
 	   "app marker record");
 	ok(ferry_segment_record(s, 10, &r) == -ERANGE, "past the last record is -ERANGE");
 	ok(ferry_segment_record(s, UINT32_MAX, &r) == -ERANGE, "far past the last is -ERANGE");
@@ -156,7 +162,7 @@ static void test_big(void)
 		ok_r(ferry_segment_writer_add_disk(w, 1, "disk", 1ull << 40), "big disk");
 		ok_r(ferry_segment_writer_add_data(w, 1, (1ull << 40) - n, data, n),
 		     "8 MiB data record");
-		ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, 1), "marker");
+		ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, T0), "marker");
 		_cleanup_free_ void *buf = NULL;
 		size_t len;
 		ok_r(ferry_segment_writer_finish(w, &buf, &len, NULL), "finish big");
@@ -222,7 +228,7 @@ static void test_chunked(void)
 		ok_r(ferry_segment_writer_add_disk(w, 0, "vda", 64 * MiB), "disk");
 		ok_r(ferry_segment_writer_add_data(w, 0, at, d, n), "data");
 		ok_r(ferry_segment_writer_add_zero(w, 0, 32 * MiB, 65536), "zero");
-		ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_APP, 42), "marker");
+		ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_APP, T0 + 42), "marker");
 		ok_r(ferry_segment_writer_finish(w, seg[t], &len[t], NULL), "finish chunked %d", t);
 	}
 	/* created_ns differs; everything after the header must not. */
@@ -308,7 +314,9 @@ static void test_writer_refuses(void)
 	ok(ferry_segment_writer_add_disk(v, 0, "vdb", 4096) == -EINVAL,
 	   "redeclare with another name");
 	ok(ferry_segment_writer_add_disk(v, 1, "vda", 4096) == -EINVAL, "second index, same name");
-	ok(ferry_segment_writer_add_disk(v, 1, "vdb", 1ull << 63) == -EINVAL, "absurd disk size");
+	ok(ferry_segment_writer_add_disk(v, 1, "vdb", 1ull << 63) == -EFBIG, "absurd disk size");
+	ok(ferry_segment_writer_add_disk(v, 1, "vdb", FERRY_DISK_SIZE_MAX + 1) == -EFBIG,
+	   "a disk one byte over FERRY_DISK_SIZE_MAX is -EFBIG");
 	ok(ferry_segment_writer_add_data(v, 0, 512, blk, 4096) == -EINVAL, "misaligned offset");
 	ok(ferry_segment_writer_add_data(v, 0, 4096, blk, 512) == -EINVAL, "misaligned length");
 	ok(ferry_segment_writer_add_data(v, 0, 4096, blk, 0) == -EINVAL, "zero length");
@@ -321,8 +329,24 @@ static void test_writer_refuses(void)
 	ok(ferry_segment_writer_add_zero(v, 0, 4096, UINT64_MAX - 4095) == -EINVAL,
 	   "length overflow");
 	ok(ferry_segment_writer_add_marker(v, 0, 1) == -EINVAL, "unknown consistency 0");
-	ok(ferry_segment_writer_add_marker(v, 3, 1) == -EINVAL, "unknown consistency 3");
+	ok(ferry_segment_writer_add_marker(v, 3, T0) == -EINVAL, "unknown consistency 3");
+	/* Marker times: a clock outside 2000..2200 is wrong, and its markers
+	 * would overflow differences and break the sort order of point ids. */
+	const int64_t bad_times[] = {
+		INT64_MIN, -5, 0, 1, FERRY_MARKER_TIME_MIN_NS - 1, FERRY_MARKER_TIME_MAX_NS,
+		INT64_MAX
+	};
+	int refused = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(bad_times); i++)
+		refused += ferry_segment_writer_add_marker(v, FERRY_CONSISTENCY_CRASH,
+							   bad_times[i]) == -ERANGE;
+	ok(refused == (int)ARRAY_SIZE(bad_times), "marker times outside 2000..2200 are -ERANGE");
 	ok(ferry_segment_writer_size(v) == size, "refusals add nothing");
+	ok_r(ferry_segment_writer_add_marker(v, FERRY_CONSISTENCY_CRASH, FERRY_MARKER_TIME_MIN_NS),
+	     "the first time of 2000 is a marker time");
+	ok_r(ferry_segment_writer_add_marker(v, FERRY_CONSISTENCY_CRASH,
+					     FERRY_MARKER_TIME_MAX_NS - 1),
+	     "the last time before 2200 is a marker time");
 
 	/* The size bound: refused before the buffer is read. */
 	ok_r(ferry_segment_writer_add_disk(v, 2, "huge", 1ull << 40), "huge disk");
@@ -334,7 +358,7 @@ static void test_writer_refuses(void)
 	ok_r(ferry_segment_writer_finish(v, &buf, &len, NULL), "finish after refusals");
 	_cleanup_(ferry_segment_freep) struct ferry_segment *s = NULL;
 	ok_r(ferry_segment_parse(buf, len, &s), "and it parses");
-	ok(s && ferry_segment_info(s)->nrecords == 2, "only the accepted records");
+	ok(s && ferry_segment_info(s)->nrecords == 4, "only the accepted records");
 }
 
 static void test_damage(int compressible)
@@ -349,7 +373,7 @@ static void test_damage(int compressible)
 	ferry_segment_writer_add_disk(w, 0, "d", 8192);
 	ferry_segment_writer_add_data(w, 0, 4096, blk, 4096);
 	ferry_segment_writer_add_zero(w, 0, 0, 4096);
-	ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_APP, 99);
+	ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_APP, T0 + 99);
 	_cleanup_free_ uint8_t *buf = NULL;
 	size_t len;
 	ok_r(ferry_segment_writer_finish(w, (void **)&buf, &len, NULL), "small segment");
@@ -469,12 +493,17 @@ static void pl_data(struct pl *p, uint16_t disk, uint64_t off, uint64_t len, siz
 	p->n += actual;
 }
 
-static void pl_marker(struct pl *p, uint8_t c)
+static void pl_marker_at(struct pl *p, uint8_t c, int64_t time_ns)
 {
 	pl_common(p, 5, 0, 0, 0);
 	p->b[p->n] = c;
-	put_le64(p->b + p->n + 1, 7);
+	put_le64(p->b + p->n + 1, (uint64_t)time_ns);
 	p->n += 9;
+}
+
+static void pl_marker(struct pl *p, uint8_t c)
+{
+	pl_marker_at(p, c, T0);
 }
 
 /* Builds a forged raw segment from f and p and checks the parse result. */
@@ -584,6 +613,22 @@ static const char *bad_case(int i, struct pl *q)
 		q->b[q->n++] = 3;
 		q->count++;
 		return "truncated record header";
+	case 23:
+		pl_marker_at(q, 1, FERRY_MARKER_TIME_MIN_NS - 1);
+		return "marker time before 2000";
+	case 24:
+		pl_marker_at(q, 1, FERRY_MARKER_TIME_MAX_NS);
+		return "marker time in 2200";
+	case 25:
+		pl_marker_at(q, 2, INT64_MIN);
+		return "marker time INT64_MIN";
+	case 26:
+		pl_disk(q, 0, "d", FERRY_DISK_SIZE_MAX + 4096);
+		return "disk larger than FERRY_DISK_SIZE_MAX";
+	case 27:
+		pl_disk(q, 0, "d", MiB);
+		pl_disk(q, 0, "d", UINT64_MAX);
+		return "disk redeclared with an absurd size";
 	default:
 		return NULL;
 	}
@@ -779,6 +824,30 @@ static void test_golden(void)
 	}
 }
 
+/* A length over FERRY_SEGMENT_MAX_SIZE is refused before a single byte is
+ * read: the buffer here is memory that faults on any access, in a child so
+ * that a read shows as a failed check rather than a crashed test. */
+static void test_oversize(void)
+{
+	size_t len = FERRY_SEGMENT_MAX_SIZE + 1;
+	void *map = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	ok(map != MAP_FAILED, "map %zu bytes no one may read", len);
+	if (map == MAP_FAILED)
+		return;
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct ferry_segment *s = NULL;
+		_exit(ferry_segment_parse(map, len, &s) == -EBADMSG && !s ? 0 : 1);
+	}
+	int status = 0;
+	ok(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+		   WEXITSTATUS(status) == 0,
+	   "a segment over FERRY_SEGMENT_MAX_SIZE is -EBADMSG before any byte is read");
+	munmap(map, len);
+	ok(FERRY_SEGMENT_MAX_SIZE < 70u * MiB,
+	   "the largest segment is a few tens of MiB (%u bytes)", FERRY_SEGMENT_MAX_SIZE);
+}
+
 int main(void)
 {
 	test_round_trip();
@@ -788,6 +857,7 @@ int main(void)
 	test_damage(0);
 	test_damage(1);
 	test_forged();
+	test_oversize();
 	test_golden();
 	return tap_done();
 }

@@ -72,6 +72,26 @@ static void serve_one(int c)
 	} else if (strcmp(path, "/echo") == 0) {
 		status = 201;
 		body = "";
+	} else if (strcmp(path, "/huge") == 0) {
+		/* Announces 3 GiB, sends a few bytes: a client that believed it
+		 * would allocate, then fail on the short body. */
+		static const char huge[] = "HTTP/1.1 200 X\r\nContent-Length: 3221225472\r\n"
+					   "Connection: close\r\n\r\n0123456789";
+		if (strcmp(method, "HEAD") == 0)
+			(void)!write(c, huge, strlen(huge) - 10);
+		else
+			(void)!write(c, huge, strlen(huge));
+		return;
+	} else if (strcmp(path, "/chunked") == 0) {
+		/* No length up front: 1200 bytes in two chunks. */
+		char r[2048];
+		int k = snprintf(r, sizeof(r),
+				 "HTTP/1.1 200 X\r\nTransfer-Encoding: chunked\r\n"
+				 "Connection: close\r\n\r\n258\r\n%0600d\r\n258\r\n%0600d\r\n"
+				 "0\r\n\r\n",
+				 0, 0);
+		(void)!write(c, r, (size_t)k);
+		return;
 	}
 	char resp[1024];
 	int len = snprintf(resp, sizeof(resp),
@@ -209,6 +229,39 @@ int main(void)
 	snprintf(url, sizeof(url), "%s/s/404", base);
 	rq.into_cap = 3;
 	ok(ferry_http_do(h, &rq, &resp) == -ENOENT && resp.body, "error body not into buffer");
+	ferry_http_response_clear(&resp);
+
+	/* bounded bodies */
+	snprintf(url, sizeof(url), "%s/huge", base);
+	struct ferry_http_request bq = { .method = "GET", .url = url };
+	ok(ferry_http_do(h, &bq, &resp) == -EFBIG && resp.body_len == 0,
+	   "a 3 GiB Content-Length is -EFBIG before any of the body is kept");
+	ferry_http_response_clear(&resp);
+	bq.body_max = (size_t)4 << 30;
+	ok(ferry_http_do(h, &bq, &resp) != -EFBIG,
+	   "with a body_max above it, the same answer is not refused for its size");
+	ferry_http_response_clear(&resp);
+	bq.method = "HEAD";
+	bq.body_max = 0;
+	ok(ferry_http_do(h, &bq, &resp) == 0 && resp.content_length == 3221225472u,
+	   "HEAD of a 3 GiB blob is fine: it has no body");
+	ferry_http_response_clear(&resp);
+	bq.method = "GET";
+	snprintf(url, sizeof(url), "%s/ok", base);
+	bq.body_max = 5;
+	ok(ferry_http_do(h, &bq, &resp) == 0 && resp.body_len == 5, "a body of exactly body_max");
+	ferry_http_response_clear(&resp);
+	bq.body_max = 4;
+	ok(ferry_http_do(h, &bq, &resp) == -EFBIG && !resp.body, "one byte over body_max");
+	ferry_http_response_clear(&resp);
+	snprintf(url, sizeof(url), "%s/chunked", base);
+	bq.body_max = 1000;
+	ok(ferry_http_do(h, &bq, &resp) == -EFBIG,
+	   "a chunked body without a length is cut off at body_max");
+	ferry_http_response_clear(&resp);
+	bq.body_max = 1200;
+	ok(ferry_http_do(h, &bq, &resp) == 0 && resp.body_len == 1200,
+	   "a chunked body within body_max");
 	ferry_http_response_clear(&resp);
 
 	/* upload, signed */

@@ -18,6 +18,11 @@
  * the written bytes. Without a bitmap the walk reports the allocated blocks
  * as DATA and the holes as SKIP. Errors: a missing export, bitmap or
  * socket, a socket nobody listens on, bad ranges, a callback that stops.
+ * Large sparse exports, where the number of block-status requests is what
+ * a cycle pays for the disk's size: a scripted 64 GiB one, whose requests
+ * must be back to back and as long as the protocol allows (4 GiB - 4 KiB,
+ * 17 of them), and a 12 GiB image in qemu, written across the end of the
+ * first request, which qemu must answer in requests that long.
  */
 #include "nbdview.h"
 
@@ -224,7 +229,15 @@ enum fake_mode {
 };
 
 struct seg {
-	uint32_t end, flags;
+	uint64_t end;
+	uint32_t flags;
+};
+
+/* What a fake server serves: its size and the extents of both contexts. */
+struct fake_disk {
+	uint64_t size;
+	const struct seg *alloc, *bitmap;
+	size_t nalloc, nbitmap;
 };
 
 /* Unaligned and of different granularities on purpose. Blocks: 0 DATA
@@ -234,6 +247,8 @@ static const struct seg fake_alloc[] = { { 5000, 0 }, { FAKE_SIZE, 3 } };
 static const struct seg fake_bitmap[] = {
 	{ 100, 0 }, { 200, 1 }, { 8192, 0 }, { 8193, 1 }, { FAKE_SIZE, 0 }
 };
+static const struct fake_disk fake_small = { FAKE_SIZE, fake_alloc, fake_bitmap,
+					     ARRAY_SIZE(fake_alloc), ARRAY_SIZE(fake_bitmap) };
 
 static void put_be16(uint8_t *p, uint16_t v)
 {
@@ -281,9 +296,10 @@ static int opt_reply(int fd, uint32_t opt, uint32_t type, const void *data, uint
 	return len ? write_all(fd, data, len) : 0;
 }
 
-/* Extents of one context for [off, off+len), shaped by mode. */
-static size_t fake_extents(const struct seg *segs, size_t nsegs, uint64_t off, uint64_t len,
-			   enum fake_mode mode, uint32_t *out)
+/* Extents of one context of an export of size bytes for [off, off+len),
+ * shaped by mode. */
+static size_t fake_extents(const struct seg *segs, size_t nsegs, uint64_t size, uint64_t off,
+			   uint64_t len, enum fake_mode mode, uint32_t *out)
 {
 	size_t n = 0;
 	uint64_t pos = off, end = off + len;
@@ -299,7 +315,7 @@ static size_t fake_extents(const struct seg *segs, size_t nsegs, uint64_t off, u
 		if (last && mode != FAKE_OVERRUN && mode != FAKE_PAST_END)
 			e = end;
 		if (last && mode == FAKE_PAST_END)
-			e = FAKE_SIZE + BS;
+			e = size + BS;
 		out[n++] = (uint32_t)(e - pos);
 		out[n++] = segs[i].flags;
 		pos = e;
@@ -324,7 +340,9 @@ static int send_status(int fd, uint64_t handle, uint32_t ctx_id, const uint32_t 
 	return write_all(fd, buf, 24 + 8 * n);
 }
 
-static void fake_serve(int fd, enum fake_mode mode)
+/* Serves disk on fd; writes the offset and length of each block-status
+ * request to logfd (unless -1) before it answers. */
+static void fake_serve(int fd, enum fake_mode mode, const struct fake_disk *disk, int logfd)
 {
 	uint8_t g[18];
 	memcpy(g, "NBDMAGICIHAVEOPT", 16);
@@ -374,7 +392,7 @@ static void fake_serve(int fd, enum fake_mode mode)
 		} else if (opt == NBD_OPT_GO) {
 			uint8_t info[12];
 			put_be16(info, 0); /* NBD_INFO_EXPORT */
-			put_be64(info + 2, FAKE_SIZE);
+			put_be64(info + 2, disk->size);
 			put_be16(info + 10, 1 | 2); /* HAS_FLAGS | READ_ONLY */
 			r = opt_reply(fd, opt, NBD_REP_INFO, info, sizeof(info));
 			if (r == 0)
@@ -408,9 +426,13 @@ static void fake_serve(int fd, enum fake_mode mode)
 				return;
 			continue;
 		}
+		uint64_t req[2] = { off, len };
+		if (logfd >= 0 && write_all(logfd, req, sizeof(req)) < 0)
+			return;
 		uint32_t ea[32], eb[32];
-		size_t na = fake_extents(fake_alloc, ARRAY_SIZE(fake_alloc), off, len, mode, ea);
-		size_t nb = fake_extents(fake_bitmap, ARRAY_SIZE(fake_bitmap), off, len, mode, eb);
+		size_t na = fake_extents(disk->alloc, disk->nalloc, disk->size, off, len, mode, ea);
+		size_t nb =
+			fake_extents(disk->bitmap, disk->nbitmap, disk->size, off, len, mode, eb);
 		bool with_bitmap = bitmap_on && mode != FAKE_NO_BITMAP;
 		if (send_status(fd, handle, 1, ea, na, !with_bitmap && mode != FAKE_DUP) < 0 ||
 		    (mode == FAKE_DUP && send_status(fd, handle, 1, ea, na, !with_bitmap) < 0) ||
@@ -420,7 +442,8 @@ static void fake_serve(int fd, enum fake_mode mode)
 }
 
 /* Serves one connection in a child; returns its pid. */
-static pid_t fake_start(const char *sock, enum fake_mode mode)
+static pid_t fake_start(const char *sock, enum fake_mode mode, const struct fake_disk *disk,
+			int logfd)
 {
 	int lfd = unix_listen(sock);
 	if (lfd < 0)
@@ -429,7 +452,7 @@ static pid_t fake_start(const char *sock, enum fake_mode mode)
 	if (pid == 0) {
 		int fd = accept(lfd, NULL, NULL);
 		if (fd >= 0)
-			fake_serve(fd, mode);
+			fake_serve(fd, mode, disk, logfd);
 		_exit(0);
 	}
 	close(lfd);
@@ -450,7 +473,7 @@ static int fake_walk(enum fake_mode mode, const char *bitmap, uint64_t max_req, 
 {
 	char sock[256];
 	path_in_tmp(sock, sizeof(sock), "fake.sock");
-	pid_t pid = fake_start(sock, mode);
+	pid_t pid = fake_start(sock, mode, &fake_small, -1);
 	if (pid < 0)
 		return -errno;
 	struct nbdview *v = NULL;
@@ -524,6 +547,145 @@ static void test_fake(void)
 	ok(r == -ENOENT, "fake server without the bitmap's context: -ENOENT (got %d)", r);
 	ok(strstr(nbdview_last_error(NULL), "'other'") != NULL, "... and the message names it: %s",
 	   nbdview_last_error(NULL));
+}
+
+/* ---- a large sparse export ---- */
+
+#define GIB (UINT64_C(1) << 30)
+#define BIG_SIZE (64 * GIB + 1536) /* the last block is partial */
+#define BIG_REQ (4 * GIB - BS)     /* the default request limit */
+
+/* Zeros but for data at the start, at 40 GiB and at the end; dirty: two
+ * bytes either side of where the first request ends, one byte at 40 GiB,
+ * the last byte. */
+static const struct seg big_alloc[] = { { 5000, 0 },
+					{ 40 * GIB, 3 },
+					{ 40 * GIB + 8192, 0 },
+					{ BIG_SIZE - 1536 - BS, 3 },
+					{ BIG_SIZE, 0 } };
+static const struct seg big_bitmap[] = { { BIG_REQ - 100, 0 }, { BIG_REQ + 100, 1 },
+					 { 40 * GIB + 1, 0 },  { 40 * GIB + 2, 1 },
+					 { BIG_SIZE - 1, 0 },  { BIG_SIZE, 1 } };
+static const struct fake_disk fake_big = { BIG_SIZE, big_alloc, big_bitmap, ARRAY_SIZE(big_alloc),
+					   ARRAY_SIZE(big_bitmap) };
+
+static bool runs_equal(const struct runs *rs, const struct run *want, size_t n)
+{
+	bool same = rs->n == n;
+	for (size_t i = 0; i < MAX(rs->n, n); i++) {
+		const struct run *g = i < rs->n ? &rs->r[i] : NULL, *w = i < n ? &want[i] : NULL;
+		if (g && w && g->off == w->off && g->len == w->len && g->kind == w->kind)
+			continue;
+		same = false;
+		printf("# run %zu: got %" PRIu64 "+%" PRIu64 " %s, want %" PRIu64 "+%" PRIu64
+		       " %s\n",
+		       i, g ? g->off : 0, g ? g->len : 0, g ? kind_name(g->kind) : "-",
+		       w ? w->off : 0, w ? w->len : 0, w ? kind_name(w->kind) : "-");
+	}
+	return same;
+}
+
+/* Reads the requests a fake server logged (until it exited) and checks
+ * that they ask for [0, size) back to back in pieces of max_req; returns
+ * how many there were, or -1. */
+static int requests_check(int fd, uint64_t size, uint64_t max_req)
+{
+	uint64_t req[2], pos = 0;
+	int n = 0;
+	ssize_t k;
+	while ((k = read(fd, req, sizeof(req))) == (ssize_t)sizeof(req)) {
+		if (req[0] != pos || req[1] != MIN(max_req, size - pos)) {
+			printf("# request %d: %" PRIu64 "+%" PRIu64 ", want %" PRIu64 "+%" PRIu64
+			       "\n",
+			       n, req[0], req[1], pos, MIN(max_req, size - pos));
+			return -1;
+		}
+		pos += req[1];
+		n++;
+	}
+	return k == 0 && pos == size ? n : -1;
+}
+
+/* Walks fake_big with bitmap (or without) and request limit max_req (0:
+ * default), compares the runs with want; returns the number of requests
+ * (requests_check), or -1 when anything differs. */
+static int big_walk(const char *bitmap, uint64_t max_req, const struct run *want, size_t nwant)
+{
+	char sock[256];
+	path_in_tmp(sock, sizeof(sock), "fake.sock");
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	pid_t pid = fake_start(sock, FAKE_EXACT, &fake_big, p[1]);
+	close(p[1]);
+	_cleanup_close_ int log_fd = p[0];
+	if (pid < 0)
+		return -1;
+	struct nbdview *v = NULL;
+	int r = nbdview_open(sock, FAKE_EXPORT, bitmap, &v);
+	if (r == 0 && max_req)
+		r = nbdview_set_max_request(v, max_req);
+	static struct runs rs;
+	rs.n = 0;
+	rs.stop_at = 0;
+	if (r == 0)
+		r = nbdview_extents(v, 0, BIG_SIZE, collect, &rs);
+	if (r < 0)
+		printf("# %s\n", nbdview_last_error(v));
+	bool same = r == 0 && runs_equal(&rs, want, nwant);
+	nbdview_free(v);
+	fake_stop(pid);
+	int n = requests_check(log_fd, BIG_SIZE, max_req ? max_req : BIG_REQ);
+	return same ? n : -1;
+}
+
+static void test_fake_big(void)
+{
+	static const struct run want_bitmap[] = {
+		{ 0, BIG_REQ - BS, NBDVIEW_SKIP },
+		{ BIG_REQ - BS, 2 * BS, NBDVIEW_ZERO },
+		{ BIG_REQ + BS, 40 * GIB - BIG_REQ - BS, NBDVIEW_SKIP },
+		{ 40 * GIB, BS, NBDVIEW_DATA },
+		{ 40 * GIB + BS, 24 * GIB - BS, NBDVIEW_SKIP },
+		{ 64 * GIB, 1536, NBDVIEW_DATA },
+	};
+	static const struct run want_alloc[] = {
+		{ 0, 2 * BS, NBDVIEW_DATA },
+		{ 2 * BS, 40 * GIB - 2 * BS, NBDVIEW_SKIP },
+		{ 40 * GIB, 2 * BS, NBDVIEW_DATA },
+		{ 40 * GIB + 2 * BS, 24 * GIB - 3 * BS, NBDVIEW_SKIP },
+		{ 64 * GIB - BS, BS + 1536, NBDVIEW_DATA },
+	};
+	int n = big_walk(FAKE_BITMAP, 0, want_bitmap, ARRAY_SIZE(want_bitmap));
+	ok(n == 17,
+	   "64 GiB export, bitmap: the dirty blocks, in 17 requests of at most 4 GiB - "
+	   "4 KiB back to back (got %d)",
+	   n);
+	n = big_walk(NULL, 0, want_alloc, ARRAY_SIZE(want_alloc));
+	ok(n == 17, "64 GiB export, no bitmap: the data blocks, in 17 requests (got %d)", n);
+	n = big_walk(FAKE_BITMAP, UINT32_MAX, want_bitmap, ARRAY_SIZE(want_bitmap));
+	ok(n == 17,
+	   "64 GiB export, requests of 2^32 - 1, ending inside blocks: the same runs (got "
+	   "%d)",
+	   n);
+	n = big_walk(FAKE_BITMAP, GIB, want_bitmap, ARRAY_SIZE(want_bitmap));
+	ok(n == 65, "64 GiB export, requests of 1 GiB: the same runs in 65 requests (got %d)", n);
+
+	char sock[256];
+	path_in_tmp(sock, sizeof(sock), "fake.sock");
+	pid_t pid = fake_start(sock, FAKE_EXACT, &fake_small, -1);
+	struct nbdview *v = NULL;
+	int r = pid > 0 ? nbdview_open(sock, FAKE_EXPORT, NULL, &v) : -ECHILD;
+	ok_r(r, "open a fake export %s", r < 0 ? nbdview_last_error(NULL) : "");
+	if (r == 0) {
+		ok(nbdview_set_max_request(v, 0) == -EINVAL &&
+			   nbdview_set_max_request(v, UINT64_C(1) << 32) == -EINVAL &&
+			   nbdview_set_max_request(v, UINT32_MAX) == 0 &&
+			   nbdview_set_max_request(v, 1) == 0,
+		   "request limits: 1 to 2^32 - 1");
+		nbdview_free(v);
+	}
+	fake_stop(pid);
 }
 
 /* ---- qemu-storage-daemon ---- */
@@ -842,6 +1004,170 @@ static int dump_cb(void *userdata, const char *context, uint64_t offset, uint32_
 	return 0;
 }
 
+/* ---- qemu, a large sparse disk ---- */
+
+#define QBIG_SIZE (12 * GIB + 1536)
+#define QBIG_BLOCKS DIV_ROUND_UP(QBIG_SIZE, BS)
+
+struct qbig_write {
+	uint64_t off, len;
+	bool zero; /* nbd_zero, else a pattern */
+};
+
+/* Around where the first default request ends, beyond 8 GiB, zeros into
+ * old data at 6 GiB, the partial last block. */
+static const struct qbig_write qbig_writes[] = {
+	{ BIG_REQ - 100, 200, false },      { 8 * GIB + 5, 10, false },
+	{ 6 * GIB + 2 * BS, 2 * BS, true }, { 6 * GIB + 8 * BS + 100, 5000, false },
+	{ QBIG_SIZE - 512, 512, false },
+};
+
+/* Blocks that hold data in the file (SEEK_DATA / SEEK_HOLE), into is_data. */
+static bool file_data_map(const char *path, uint64_t size, uint8_t *is_data)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	for (off_t pos = 0;;) {
+		off_t d = lseek(fd, pos, SEEK_DATA);
+		if (d < 0)
+			return errno == ENXIO;
+		off_t h = lseek(fd, d, SEEK_HOLE);
+		if (h < 0)
+			return false;
+		for (uint64_t b = (uint64_t)d / BS; b < DIV_ROUND_UP(MIN((uint64_t)h, size), BS);
+		     b++)
+			is_data[b] = 1;
+		pos = h;
+	}
+}
+
+/* The image, old data in it, a node, a bitmap and a writable export for it
+ * in the running daemon, the writes, then a read-only export "bro" with the
+ * disabled bitmap. */
+static int qbig_setup(const char *path)
+{
+	_cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	static uint8_t buf[65536];
+	fill(buf, 0, sizeof(buf), 9);
+	if (fd < 0 || ftruncate(fd, (off_t)QBIG_SIZE) < 0 || pwrite(fd, buf, 8192, 0) != 8192 ||
+	    pwrite(fd, buf, sizeof(buf), (off_t)(6 * GIB)) != (ssize_t)sizeof(buf))
+		return -EIO;
+	char cmd[1024], reply[4096];
+	snprintf(cmd, sizeof(cmd),
+		 "{\"execute\": \"blockdev-add\", \"arguments\": {\"driver\": \"file\", "
+		 "\"node-name\": \"file1\", \"filename\": \"%s\", \"discard\": \"unmap\"}}",
+		 path);
+	static const char *const cmds[] = {
+		"{\"execute\": \"blockdev-add\", \"arguments\": {\"driver\": \"raw\", \"node-name\": "
+		"\"disk1\", \"file\": \"file1\", \"discard\": \"unmap\"}}",
+		"{\"execute\": \"block-dirty-bitmap-add\", \"arguments\": {\"node\": \"disk1\", "
+		"\"name\": \"" BITMAP "\", \"granularity\": 4096}}",
+		"{\"execute\": \"block-export-add\", \"arguments\": {\"type\": \"nbd\", \"id\": "
+		"\"brw\", \"node-name\": \"disk1\", \"name\": \"brw\", \"writable\": true}}",
+	};
+	int r = qmp(cmd, reply, sizeof(reply));
+	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(cmds); i++)
+		r = qmp(cmds[i], reply, sizeof(reply));
+	if (r < 0) {
+		printf("# qmp: %s\n", reply);
+		return r;
+	}
+
+	char uri[300];
+	snprintf(uri, sizeof(uri), "nbd+unix:///brw?socket=%s", nbd_path);
+	struct nbd_handle *h = nbd_create();
+	if (!h)
+		return -ENOMEM;
+	r = nbd_connect_uri(h, uri);
+	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(qbig_writes); i++) {
+		const struct qbig_write *w = &qbig_writes[i];
+		fill(buf, w->off, w->len, 50 + (unsigned)i);
+		r = w->zero ? nbd_zero(h, w->len, w->off, 0) :
+			      nbd_pwrite(h, buf, w->len, w->off, 0);
+	}
+	if (r < 0)
+		printf("# nbd: %s\n", nbd_get_error());
+	nbd_shutdown(h, 0);
+	nbd_close(h);
+	if (r < 0)
+		return -EIO;
+	r = qmp("{\"execute\": \"block-dirty-bitmap-disable\", \"arguments\": {\"node\": "
+		"\"disk1\", \"name\": \"" BITMAP "\"}}",
+		reply, sizeof(reply));
+	if (r == 0)
+		r = qmp("{\"execute\": \"block-export-add\", \"arguments\": {\"type\": \"nbd\", "
+			"\"id\": \"bro\", \"node-name\": \"disk1\", \"name\": \"bro\", \"writable\": "
+			"false, \"bitmaps\": [\"" BITMAP "\"]}}",
+			reply, sizeof(reply));
+	if (r < 0)
+		printf("# qmp: %s\n", reply);
+	return r;
+}
+
+/* Walks the export "bro" with or without the bitmap in default requests;
+ * compares every block's kind with want. */
+static bool qbig_walk(const char *bitmap, const uint8_t *want, uint8_t *got, size_t *nruns)
+{
+	struct nbdview *v = NULL;
+	int r = nbdview_open(nbd_path, "bro", bitmap, &v);
+	static struct runs rs;
+	rs.n = 0;
+	rs.stop_at = 0;
+	if (r == 0)
+		r = nbdview_extents(v, 0, QBIG_SIZE, collect, &rs);
+	if (r < 0)
+		printf("# %s\n", nbdview_last_error(v));
+	memset(got, 0xff, QBIG_BLOCKS);
+	bool same = r == 0 && runs_tile(&rs, 0, QBIG_SIZE, got) &&
+		    kinds_equal(got, want, QBIG_BLOCKS);
+	/* The bytes written across the end of the first request read back. */
+	uint8_t buf[200], want_buf[200];
+	fill(want_buf, BIG_REQ - 100, sizeof(want_buf), 50);
+	if (same && (nbdview_read(v, buf, sizeof(buf), BIG_REQ - 100) < 0 ||
+		     memcmp(buf, want_buf, sizeof(buf)) != 0)) {
+		printf("# read across %" PRIu64 " differs\n", (uint64_t)BIG_REQ);
+		same = false;
+	}
+	*nruns = rs.n;
+	nbdview_free(v);
+	return same;
+}
+
+/* The default requests against qemu itself: a 12 GiB sparse disk, written
+ * across the end of the first request and beyond 8 GiB. */
+static void test_qemu_big(void)
+{
+	char path[256];
+	path_in_tmp(path, sizeof(path), "big.img");
+	int r = qbig_setup(path);
+	ok_r(r, "12 GiB sparse disk in the daemon, bitmap, writes, read-only export");
+	_cleanup_free_ uint8_t *is_data = calloc(1, QBIG_BLOCKS);
+	_cleanup_free_ uint8_t *want_bm = calloc(1, QBIG_BLOCKS);
+	_cleanup_free_ uint8_t *want_alloc = calloc(1, QBIG_BLOCKS);
+	_cleanup_free_ uint8_t *got = calloc(1, QBIG_BLOCKS);
+	if (r < 0 || !is_data || !want_bm || !want_alloc || !got) {
+		unlink(path);
+		return;
+	}
+	ok(file_data_map(path, QBIG_SIZE, is_data), "the image's data map");
+	for (uint64_t b = 0; b < QBIG_BLOCKS; b++)
+		want_alloc[b] = is_data[b] ? NBDVIEW_DATA : NBDVIEW_SKIP;
+	for (size_t i = 0; i < ARRAY_SIZE(qbig_writes); i++) {
+		const struct qbig_write *w = &qbig_writes[i];
+		for (uint64_t b = w->off / BS; b < DIV_ROUND_UP(w->off + w->len, BS); b++)
+			want_bm[b] = is_data[b] ? NBDVIEW_DATA : NBDVIEW_ZERO;
+	}
+	ok(want_bm[(6 * GIB) / BS + 2] == NBDVIEW_ZERO && want_bm[BIG_REQ / BS] == NBDVIEW_DATA,
+	   "the zeroed blocks are holes, the written ones data");
+	size_t n;
+	ok(qbig_walk(BITMAP, want_bm, got, &n),
+	   "12 GiB, bitmap, requests of 4 GiB - 4 KiB: exactly the dirty blocks (%zu runs)", n);
+	ok(qbig_walk(NULL, want_alloc, got, &n),
+	   "12 GiB, no bitmap, requests of 4 GiB - 4 KiB: the data blocks (%zu runs)", n);
+	unlink(path);
+}
+
 static void test_qemu(const char *qsd)
 {
 	path_in_tmp(img_path, sizeof(img_path), "disk.img");
@@ -928,7 +1254,7 @@ static void test_qemu(const char *qsd)
 		bool tiled = r == 0 && runs_tile(cur, 0, IMG_SIZE, got);
 		ok(tiled && kinds_equal(got, want_bm, NBLOCKS),
 		   "bitmap walk, requests of %" PRIu64 ": exactly the dirty blocks (%zu runs)",
-		   limits[i] ? limits[i] : (uint64_t)1 << 30, cur->n);
+		   limits[i] ? limits[i] : (uint64_t)4 * 1024 * 1024 * 1024 - BS, cur->n);
 		if (i > 0)
 			ok(rs2.n == rs.n && memcmp(rs2.r, rs.r, rs.n * sizeof(rs.r[0])) == 0,
 			   "... the same maximal runs");
@@ -1005,6 +1331,7 @@ static void test_qemu(const char *qsd)
 	ok(r == -ENOENT && strstr(nbdview_last_error(NULL), "no-such-export"),
 	   "unknown export: -ENOENT: %s", nbdview_last_error(NULL));
 
+	test_qemu_big();
 	qsd_stop();
 	free(mirror);
 }
@@ -1029,8 +1356,8 @@ static void test_sockets(void)
 
 static void remove_tmpdir(void)
 {
-	static const char *const names[] = { "disk.img", "nbd.sock",  "qmp.sock",
-					     "qsd.log",  "fake.sock", "dead.sock" };
+	static const char *const names[] = { "disk.img",  "nbd.sock",  "qmp.sock", "qsd.log",
+					     "fake.sock", "dead.sock", "big.img" };
 	char p[256];
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
 		path_in_tmp(p, sizeof(p), names[i]);
@@ -1048,6 +1375,7 @@ int main(void)
 		return 0;
 	}
 	test_fake();
+	test_fake_big();
 	test_sockets();
 	_cleanup_free_ char *qsd = which("qemu-storage-daemon");
 	if (qsd)

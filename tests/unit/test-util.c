@@ -84,10 +84,69 @@ static void test_format_time(void)
 	ok(strcmp(small, "unknown") == 0, "too small a buffer says unknown");
 }
 
+static mode_t mode_of(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? st.st_mode & 07777 : (mode_t)-1;
+}
+
+/* Private by default, whatever the umask: files 0600, directories 0700, an
+ * existing directory tightened, a sticky (shared) one left alone. */
+static void test_private_modes(void)
+{
+	char dir[] = "/tmp/ferry-test-modes-XXXXXX";
+	char file[64], stale[80], sub[64], deep[80], sticky[64];
+	mode_t old = umask(0);
+
+	if (!mkdtemp(dir)) {
+		ok(0, "mkdtemp");
+		umask(old);
+		return;
+	}
+	snprintf(file, sizeof(file), "%s/f", dir);
+	snprintf(stale, sizeof(stale), "%s/f.tmp.%ld", dir, (long)getpid());
+	snprintf(sub, sizeof(sub), "%s/d", dir);
+	snprintf(deep, sizeof(deep), "%s/d/e/f", dir);
+	snprintf(sticky, sizeof(sticky), "%s/t", dir);
+
+	ok_r(ferry_write_file_atomic(file, "x", 1), "atomic write under umask 0");
+	ok(mode_of(file) == FERRY_FILE_MODE, "written file is 0600, not 0666 or 0644");
+	close(open(stale, O_CREAT | O_WRONLY, 0666));
+	chmod(stale, 0666);
+	ok_r(ferry_write_file_atomic(file, "y", 1), "atomic write over a stale temp file");
+	ok(mode_of(file) == FERRY_FILE_MODE, "a stale 0666 temp file does not lend its mode");
+
+	ok_r(ferry_mkdir_p(deep, FERRY_DIR_MODE), "mkdir -p under umask 0");
+	ok(mode_of(sub) == FERRY_DIR_MODE && mode_of(deep) == FERRY_DIR_MODE,
+	   "made directories are 0700, parents too");
+	chmod(deep, 0777);
+	ok_r(ferry_mkdir_p(deep, FERRY_DIR_MODE), "mkdir -p of an existing 0777 directory");
+	ok(mode_of(deep) == FERRY_DIR_MODE, "an existing 0777 directory is tightened to 0700");
+	chmod(sub, 0755);
+	ok(mode_of(sub) == 0755, "an existing parent is not the one asked for: left");
+
+	int fd = open(deep, O_RDONLY | O_DIRECTORY);
+	chmod(deep, 02775);
+	ok(ferry_dir_restrict(fd, FERRY_DIR_MODE) == 1, "restrict reports a change");
+	ok(mode_of(deep) == 02700, "restrict keeps setgid, drops group and other");
+	ok(ferry_dir_restrict(fd, FERRY_DIR_MODE) == 0,
+	   "restrict of a private directory: no change");
+	close(fd);
+	ok(mkdir(sticky, 0) == 0 && chmod(sticky, 01777) == 0, "a sticky directory like /tmp");
+	ok_r(ferry_mkdir_p(sticky, FERRY_DIR_MODE), "mkdir -p of a sticky directory");
+	ok(mode_of(sticky) == 01777, "a sticky (shared) directory is left alone");
+
+	char cmd[80];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	ok(system(cmd) == 0, "cleanup");
+	umask(old);
+}
+
 int main(void)
 {
 	test_parse_u64();
 	test_format_time();
+	test_private_modes();
 
 	static const char *const good[] = { "web1", "a", "db-01.prod", "A_b-c.d", "0" };
 	static const char *const bad[] = {

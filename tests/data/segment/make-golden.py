@@ -154,3 +154,10 @@ write("corrupt/past-disk-end.seg", segment("web-1", 1, NULL, T0, [
     disk(0, "vda", 8192), trim(0, 8192, 4096)]))
 write("corrupt/seq-zero.seg", segment("web-1", 0, NULL, T0, []))
 write("corrupt/unknown-flag.seg", segment("web-1", 1, NULL, T0, [], flags=1))
+# Bounds: marker times from 2000-01-01 up to 2200-01-01, disks up to 1 PiB.
+write("corrupt/marker-time-1999.seg", segment("web-1", 1, NULL, T0, [
+    marker(1, 946684800 * 10**9 - 1)]))
+write("corrupt/marker-time-2200.seg", segment("web-1", 1, NULL, T0, [
+    marker(1, 7258118400 * 10**9)]))
+write("corrupt/disk-over-1pib.seg", segment("web-1", 1, NULL, T0, [
+    disk(0, "vda", 2**50 + 4096)]))
