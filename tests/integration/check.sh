@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # ferry check --read-data passes on a healthy vault and fails, naming the
 # pack, on one with a flipped byte in a pack, a truncated pack, or a missing
-# pack.
+# pack, and reports no false damage on a vault that is being written.
 . "$(dirname "$0")/lib.sh"
 cd "$T"
 
@@ -42,3 +42,33 @@ grep -q "DAMAGE" out.txt || fail "missing pack not reported"
 cp pack.orig "$pack"
 "$FERRY" check --vault vault --read-data >/dev/null || fail "restored pack still reported damaged"
 note "truncated and missing packs reported; restored pack passes"
+
+# ferry check beside a vault being written: cycles, thinning and GC run in
+# a loop while check runs again and again. Packs committed, rewritten or
+# dropped after a check took its snapshot are not damage.
+churn() {
+	local i=0
+	while [ ! -e stop ]; do
+		i=$((i + 1))
+		echo "$i" > churn.n
+		scatter_writes disk.img 50 $((300 + i))
+		"$AGENT" --config vault/agents/app.conf --once 2>>churn.log &&
+			"$REPLICATOR" --vault vault --once 2>>churn.log &&
+			"$FERRY" gc --vault vault >/dev/null 2>>churn.log || { echo "cycle $i failed" > churn.err; return; }
+	done
+	echo "$i" > churn.count
+}
+churn &
+PIDS+=($!)
+checks=0
+start=$SECONDS
+until [ "$(cat churn.n 2>/dev/null || echo 0)" -gt 15 ] || [ $((SECONDS - start)) -gt 120 ]; do
+	"$FERRY" check --vault vault > out.txt 2>&1 || { touch stop; fail "check beside writes reported damage: $(cat out.txt)"; }
+	"$FERRY" check --vault vault --read-data > out.txt 2>&1 ||
+		{ touch stop; fail "check --read-data beside writes reported damage: $(cat out.txt)"; }
+	checks=$((checks + 2))
+done
+touch stop
+wait "${PIDS[-1]}" || true
+[ ! -s churn.err ] || fail "the churn beside check failed: $(cat churn.err): $(tail -3 churn.log)"
+note "$checks checks beside $(cat churn.count) cycles with GC: no false damage"

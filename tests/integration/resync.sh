@@ -17,7 +17,9 @@
 #       first's lease is fresh; the first, killed with SIGKILL and started
 #       again, takes its lease back at once; once the lease has run out the
 #       second takes it, and its state (another chain) resyncs;
-#   e.  a segment with one flipped byte.
+#   e.  a segment with one flipped byte;
+#   f.  the whole vault restored from a copy two cycles old, the agent's
+#       state ahead of it.
 # With qemu-storage-daemon installed, also the qemu tracker: its state
 # directory lost, then a resync adopted into its fingerprint files (one full
 # compare cycle that ships only what differs).
@@ -192,6 +194,30 @@ s=$(shipped)
 [ "$s" -le $((40 * 4096)) ] || fail "e: the resync shipped $s bytes for 40 changed blocks"
 note "e: a damaged segment: resync shipped $s bytes"
 "$FERRY" check --vault vault --read-data >/dev/null || fail "the vault does not check"
+
+# ---- f: the vault restored from a lagging copy ----
+# A copy of the whole vault (catalog, store and the cache inside it) taken
+# two cycles ago comes back, as from a backup or a lagging replica of the
+# store; the agent's state, kept apart from it, is ahead of it.
+unmount_vault mnt
+cp -a vault lagging
+for i in 1 2; do
+	scatter_writes disk.img 20 $((40 + i))
+	cycle vault db 2>>agent.log
+done
+mv vault/agents/db.state db.state.now
+rm -rf vault
+mv lagging vault
+rm -rf vault/agents/db.state
+mv db.state.now vault/agents/db.state
+mount_vault vault mnt
+scatter_writes disk.img 10 43
+expect_waiting "f"
+replicate
+resync_cycle "f"
+s=$(shipped)
+[ "$s" -le $((50 * 4096)) ] || fail "f: the resync shipped $s bytes for 50 changed blocks"
+note "f: a vault restored from a two-cycle-old copy: resync shipped $s bytes; live image equal"
 
 # ---- the qemu tracker ----
 unmount_vault mnt
