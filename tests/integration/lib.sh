@@ -122,3 +122,34 @@ await_points() { # VAULT VM N PID LOG WHY
 	done
 	echo $((SECONDS - start))
 }
+
+# qsd_start FORMAT FILE: a qemu-storage-daemon serving $T/FILE (raw or
+# qcow2) as block node disk0, with two QMP monitors ($T/ferry.qmp for the
+# agent, $T/test.qmp for the test), its NBD server on $T/nbd.sock and a
+# writable NBD export "rw" of the disk, through which the test writes as a
+# guest would (qsd_write). Sets qsd_pid.
+qsd_start() {
+	rm -f "$T/nbd.sock" "$T/ferry.qmp" "$T/test.qmp"
+	qemu-storage-daemon \
+		--chardev socket,id=m0,path="$T/ferry.qmp",server=on,wait=off --monitor chardev=m0 \
+		--chardev socket,id=m1,path="$T/test.qmp",server=on,wait=off --monitor chardev=m1 \
+		--blockdev driver=file,node-name=file0,filename="$T/$2",discard=unmap \
+		--blockdev driver="$1",node-name=disk0,file=file0,discard=unmap \
+		--nbd-server addr.type=unix,addr.path="$T/nbd.sock" \
+		--export type=nbd,id=rw0,node-name=disk0,name=rw,writable=on 2>>"$T/qsd.log" &
+	qsd_pid=$!
+	PIDS+=("$qsd_pid")
+	local i
+	for i in $(seq 100); do
+		[ -S "$T/nbd.sock" ] && [ -S "$T/ferry.qmp" ] && return 0
+		sleep 0.05
+	done
+	fail "qemu-storage-daemon did not start: $(cat "$T/qsd.log")"
+}
+
+# The daemon's writable export, as a qemu URL; qsd_write QEMU-IO-COMMAND
+# makes one write through it.
+qsd_url() { echo "nbd+unix:///rw?socket=$T/nbd.sock"; }
+qsd_write() {
+	qemu-io -f raw "$(qsd_url)" -c "$1" >/dev/null || fail "qemu-io '$1' failed"
+}

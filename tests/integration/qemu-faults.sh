@@ -27,33 +27,11 @@ QMP="python3 $SOURCE/tests/integration/qmp.py"
 
 cd "$T"
 
-qsd_start() { # FORMAT FILE
-	rm -f "$T/nbd.sock" "$T/ferry.qmp" "$T/test.qmp"
-	qemu-storage-daemon \
-		--chardev socket,id=m0,path="$T/ferry.qmp",server=on,wait=off --monitor chardev=m0 \
-		--chardev socket,id=m1,path="$T/test.qmp",server=on,wait=off --monitor chardev=m1 \
-		--blockdev driver=file,node-name=file0,filename="$T/$2" \
-		--blockdev driver="$1",node-name=disk0,file=file0 \
-		--nbd-server addr.type=unix,addr.path="$T/nbd.sock" \
-		--export type=nbd,id=rw0,node-name=disk0,name=rw,writable=on 2>>qsd.log &
-	qsd_pid=$!
-	PIDS+=("$qsd_pid")
-	local i
-	for i in $(seq 100); do
-		[ -S "$T/nbd.sock" ] && [ -S "$T/ferry.qmp" ] && return 0
-		sleep 0.05
-	done
-	fail "qemu-storage-daemon did not start: $(cat qsd.log)"
-}
 qsd_stop() { # SIGNAL
 	kill "-$1" "$qsd_pid"
 	wait "$qsd_pid" 2>/dev/null || true
 }
 
-NBD_URL() { echo "nbd+unix:///rw?socket=$T/nbd.sock"; }
-wr() { # QEMU-IO-COMMAND: one write through the daemon's writable export
-	qemu-io -f raw "$(NBD_URL)" -c "$1" >/dev/null || fail "qemu-io '$1' failed"
-}
 agent() { "$AGENT" --config vault/agents/vm1.conf --once 2>>agent.log; }
 replicate() {
 	"$REPLICATOR" --vault vault --once 2>>replicator.log || fail "replicator pass failed: $(tail -5 replicator.log)"
@@ -68,7 +46,7 @@ npoints() { points_of vault vm1 | wc -l; }
 # and the live image.
 latest_equals() { # WHAT
 	rm -f now.img
-	qemu-img convert -f raw -O raw "$(NBD_URL)" now.img || fail "cannot read the disk through NBD"
+	qemu-img convert -f raw -O raw "$(qsd_url)" now.img || fail "cannot read the disk through NBD"
 	cmp mnt/vm1/recovery-points/latest/d0.img now.img || fail "latest point differs from the disk: $1"
 	cmp mnt/vm1/disks/d0.img now.img || fail "live image differs from the disk: $1"
 }
@@ -93,17 +71,17 @@ qsd_start qcow2 disk.qcow2
 qcycle
 mount_vault vault mnt
 latest_equals "qcow2, first (full) cycle"
-wr "write -P 0x31 20M 64k"
+qsd_write "write -P 0x31 20M 64k"
 qcycle
 latest_equals "qcow2, scattered writes"
 note "qcow2 disk: first and incremental cycles equal the disk"
 
 # A clean stop writes the bitmap into the qcow2; the next cycle goes on
 # from it and reads only the new write.
-wr "write -P 0x32 30M 4k"
+qsd_write "write -P 0x32 30M 4k"
 qsd_stop TERM
 qsd_start qcow2 disk.qcow2
-wr "write -P 0x33 40M 4k"
+qsd_write "write -P 0x33 40M 4k"
 : > agent.log
 qcycle
 ! grep -q "lost its dirty bitmap" agent.log || fail "a clean restart lost the persistent bitmap: $(cat agent.log)"
@@ -117,10 +95,10 @@ note "clean restart: the persistent bitmap carried on, the cycle read $scanned b
 # next qemu loads it as inconsistent. (A bitmap that a cycle made since the
 # load is in memory only and simply missing after a kill: the raw disk's
 # case, in qemu-tracker.sh.) Writes made before the kill must arrive.
-wr "write -P 0x34 50M 4k"
+qsd_write "write -P 0x34 50M 4k"
 qsd_stop TERM
 qsd_start qcow2 disk.qcow2
-wr "write -P 0x35 52M 4k"
+qsd_write "write -P 0x35 52M 4k"
 qsd_stop KILL
 qsd_start qcow2 disk.qcow2
 inconsistent=$($QMP test.qmp query-named-block-nodes '{"flat": true}' | python3 -c '
@@ -158,7 +136,7 @@ segdir=$(find vault -type d -path '*segments/vm1' | head -1)
 # 96 MiB of incompressible data: a cycle of several 16 MiB segments, the
 # marker in the last one. A watcher kills the agent once the first is in.
 seeded_bytes $((96 << 20)) 83 > big.bin
-wr "write -s big.bin 16M 96M"
+qsd_write "write -s big.bin 16M 96M"
 before_points=$(npoints)
 before_segs=$(ls "$segdir" | wc -l)
 # The agent itself, not a subshell running it, is what gets killed.
@@ -185,7 +163,7 @@ after_segs=$(ls "$segdir" | wc -l)
 replicate
 [ "$(npoints)" -eq "$before_points" ] || fail "a point was cut from a cycle whose marker never shipped"
 note "agent killed after $((after_segs - before_segs)) segment(s) of a cycle and before its marker: no point"
-wr "write -P 0x44 120M 4k"
+qsd_write "write -P 0x44 120M 4k"
 qcycle
 [ "$(npoints)" -eq $((before_points + 1)) ] || fail "the cycle after the kill made no point"
 latest_equals "after an agent killed between put and marker"
@@ -195,12 +173,12 @@ note "the next cycle shipped everything again: the point equals the disk"
 mount -t tmpfs -o size=2m ferry-full "$segdir" || skip "cannot mount a tmpfs (not root?)"
 LOOPS+=("$T/$segdir")
 seeded_bytes $((8 << 20)) 84 > fill.bin
-wr "write -s fill.bin 0 8M"
+qsd_write "write -s fill.bin 0 8M"
 agent && fail "an agent cycle into a full cache succeeded"
 grep -q "No space left on device" agent.log || fail "the agent's error does not say the cache is full: $(tail -3 agent.log)"
 [ -z "$(qemu_views)" ] || fail "a failed cycle left views in qemu: $(qemu_views)"
 sleep 2
-wr "write -P 0x45 100M 4k"
+qsd_write "write -P 0x45 100M 4k"
 agent && fail "the second agent cycle into a full cache succeeded"
 [ -z "$(qemu_views)" ] || fail "a failed cycle left views in qemu: $(qemu_views)"
 nb=$(qemu_bitmaps)

@@ -23,29 +23,6 @@ QMP="python3 $SOURCE/tests/integration/qmp.py"
 
 cd "$T"
 
-qsd_start() {
-	qemu-storage-daemon \
-		--chardev socket,id=m0,path="$T/ferry.qmp",server=on,wait=off --monitor chardev=m0 \
-		--chardev socket,id=m1,path="$T/test.qmp",server=on,wait=off --monitor chardev=m1 \
-		--blockdev driver=file,node-name=file0,filename="$T/disk.img",discard=unmap \
-		--blockdev driver=raw,node-name=disk0,file=file0,discard=unmap \
-		--nbd-server addr.type=unix,addr.path="$T/nbd.sock" \
-		--export type=nbd,id=rw0,node-name=disk0,name=rw,writable=on 2>>qsd.log &
-	qsd_pid=$!
-	PIDS+=("$qsd_pid")
-	local i
-	for i in $(seq 100); do
-		[ -S "$T/nbd.sock" ] && [ -S "$T/ferry.qmp" ] && return 0
-		sleep 0.05
-	done
-	fail "qemu-storage-daemon did not start: $(cat qsd.log)"
-}
-
-# wr QEMU-IO-COMMAND: one write through the daemon's writable export.
-wr() {
-	qemu-io -f raw "nbd+unix:///rw?socket=$T/nbd.sock" -c "$1" >/dev/null || fail "qemu-io '$1' failed"
-}
-
 agent() { "$AGENT" --config vault/agents/vm1.conf --once 2>>agent.log; }
 qcycle() {
 	agent || fail "agent cycle failed: $(tail -5 agent.log)"
@@ -60,7 +37,7 @@ npoints() { points_of vault vm1 | wc -l; }
 # ---- qemu-storage-daemon ----
 seeded_bytes 8388608 71 > disk.img
 truncate -s 64M disk.img
-qsd_start
+qsd_start raw disk.img
 
 "$FERRY" init --vault vault >/dev/null
 "$FERRY" enable-replication --vault vault --vm vm1 --tracker qemu --qmp "$T/ferry.qmp" \
@@ -71,14 +48,14 @@ mount_vault vault mnt
 latest_equals disk.img "first (full) cycle"
 note "first cycle: the point equals the disk"
 
-wr "write -P 0xab 1M 64k"
-wr "write -P 0x11 12345k 4k"
-wr "write -P 0x22 40M 8k"
+qsd_write "write -P 0xab 1M 64k"
+qsd_write "write -P 0x11 12345k 4k"
+qsd_write "write -P 0x22 40M 8k"
 qcycle
 latest_equals disk.img "scattered writes"
 note "scattered writes: the point equals the disk"
 
-wr "write -z 1M 64k"
+qsd_write "write -z 1M 64k"
 qcycle
 latest_equals disk.img "zeros written"
 note "a write of zeros"
@@ -105,7 +82,7 @@ PY
 before=$(store_bytes)
 cmds=()
 while read -r line; do cmds+=(-c "$line"); done < small.cmds
-qemu-io -f raw "nbd+unix:///rw?socket=$T/nbd.sock" "${cmds[@]}" >/dev/null || fail "qemu-io small writes"
+qemu-io -f raw "$(qsd_url)" "${cmds[@]}" >/dev/null || fail "qemu-io small writes"
 qcycle
 latest_equals disk.img "2,000 scattered 4 KiB writes"
 growth=$(($(store_bytes) - before))
@@ -114,14 +91,14 @@ note "2,000 writes into $blocks distinct 4 KiB blocks grew the store by $growth 
 [ "$growth" -le $((blocks * 4096 * 3 / 2)) ] || fail "store grew by $growth bytes, over 1.5 x $((blocks * 4096))"
 
 # SIGKILL while the agent reads: 32 MiB of fresh data to read makes the window.
-wr "write -P 0x5a 16M 32M"
+qsd_write "write -P 0x5a 16M 32M"
 # The agent itself, not a subshell running it, is what gets killed.
 "$AGENT" --config vault/agents/vm1.conf --once 2>>agent.log &
 apid=$!
 sleep 0.3
 kill -9 "$apid" 2>/dev/null || true
 wait "$apid" 2>/dev/null || true
-wr "write -P 0x6b 60M 4k"
+qsd_write "write -P 0x6b 60M 4k"
 qcycle
 latest_equals disk.img "after an agent killed mid-cycle"
 note "an agent killed mid-cycle: the next cycle loses nothing"
@@ -129,9 +106,8 @@ note "an agent killed mid-cycle: the next cycle loses nothing"
 # A daemon restart loses the bitmap (raw image: in memory only).
 kill "$qsd_pid"
 wait "$qsd_pid" 2>/dev/null || true
-rm -f "$T/nbd.sock" "$T/ferry.qmp" "$T/test.qmp"
-qsd_start
-wr "write -P 0x7c 33M 4k"
+qsd_start raw disk.img
+qsd_write "write -P 0x7c 33M 4k"
 qcycle
 grep -q "lost its dirty bitmap" agent.log || fail "the agent did not notice the lost bitmap"
 latest_equals disk.img "after a qemu restart"
