@@ -24,16 +24,8 @@
 /* Threads ferry_run_parallel starts at most, the caller's included. */
 #define PARALLEL_MAX 64u
 
-int ferry_pwrite_all(int fd, const void *buf, size_t len, off_t off)
+static int pwrite_loop(int fd, const uint8_t *p, size_t len, off_t off)
 {
-	const uint8_t *p = buf;
-	int fault = ferry_fault_before(FERRY_FAULT_WRITE, NULL);
-	if (fault < 0)
-		return fault;
-	if (fault == FERRY_FAULT_SHORT) {
-		int r = ferry_pwrite_all(fd, buf, len / 2, off);
-		return r < 0 ? r : -ENOSPC;
-	}
 	while (len > 0) {
 		ssize_t n = pwrite(fd, p, len, off);
 		if (n < 0) {
@@ -47,6 +39,22 @@ int ferry_pwrite_all(int fd, const void *buf, size_t len, off_t off)
 		len -= (size_t)n;
 		off += n;
 	}
+	return 0;
+}
+
+int ferry_pwrite_all(int fd, const void *buf, size_t len, off_t off)
+{
+	int r = ferry_fault_before(FERRY_FAULT_WRITE, NULL);
+	if (r == FERRY_FAULT_SHORT) {
+		/* A disk that filled up in the middle: half the bytes land. */
+		r = pwrite_loop(fd, buf, len / 2, off);
+		return r < 0 ? r : -ENOSPC;
+	}
+	if (r < 0)
+		return r;
+	r = pwrite_loop(fd, buf, len, off);
+	if (r < 0)
+		return r;
 	ferry_fault_after(FERRY_FAULT_WRITE);
 	return 0;
 }
