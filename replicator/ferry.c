@@ -497,6 +497,23 @@ static void free_paths(char *(*paths)[MAX_CLI_DISKS])
 		free((*paths)[i]);
 }
 
+/* Prints a path as one word to the shell, quoted where it has to be. */
+static void print_shell_word(const char *s)
+{
+	if (*s && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+			    "0123456789/._-+,:@%=") == strlen(s)) {
+		fputs(s, stdout);
+		return;
+	}
+	putchar('\'');
+	for (; *s; s++)
+		if (*s == '\'')
+			fputs("'\\''", stdout);
+		else
+			putchar(*s);
+	putchar('\'');
+}
+
 int enable_replication(const struct enable_args *a)
 {
 	int r = check_enable_args(a);
@@ -686,6 +703,14 @@ int enable_replication(const struct enable_args *a)
 	printf("  target storage         %s\n", store_url);
 	printf("  agent configuration    %s\n", conf);
 	printf("Start the agent at the source: ferry-agent --config %s\n", conf);
+	/* The units' instances are systemd-escaped paths (contrib/systemd/). */
+	printf("  or under systemd: systemctl enable --now \"ferry-agent@$(systemd-escape --path ");
+	print_shell_word(conf);
+	printf(").service\"\n");
+	printf("Start the replicator at the target under systemd: systemctl enable --now "
+	       "\"ferry-replicator@$(systemd-escape --path ");
+	print_shell_word(vault_abs ?: a->vault);
+	printf(").service\"\n");
 	return 0;
 }
 
