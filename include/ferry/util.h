@@ -115,6 +115,11 @@ int ferry_fsync_parent(const char *path);
 int64_t ferry_now_ns(void);
 /* Nanoseconds on CLOCK_MONOTONIC, for intervals and deadlines. */
 int64_t ferry_mono_ns(void);
+/* now - then and s seconds in nanoseconds, saturated at INT64_MIN and
+ * INT64_MAX: times come from segments, store records and the catalog,
+ * and no arithmetic on them may overflow. */
+int64_t ferry_time_since(int64_t now, int64_t then);
+int64_t ferry_seconds_ns(int64_t s);
 /* "2026-01-31T23:59:59Z" and its NUL. */
 #define FERRY_TIME_STRING_SIZE 21
 /*

@@ -198,6 +198,22 @@ int64_t ferry_now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t ferry_time_since(int64_t now, int64_t then)
+{
+	int64_t d;
+	if (__builtin_sub_overflow(now, then, &d))
+		return now > then ? INT64_MAX : INT64_MIN;
+	return d;
+}
+
+int64_t ferry_seconds_ns(int64_t s)
+{
+	int64_t ns;
+	if (__builtin_mul_overflow(s, INT64_C(1000000000), &ns))
+		return s > 0 ? INT64_MAX : INT64_MIN;
+	return ns;
+}
+
 int64_t ferry_mono_ns(void)
 {
 	struct timespec ts;

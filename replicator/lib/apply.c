@@ -242,24 +242,6 @@ static int add_state(struct applier *a, const struct ferry_segment_info *info)
 	return r < 0 ? fail(a, r, "cannot record the state of VM '%s'", a->vm.name) : 0;
 }
 
-/* now - then, saturated: the times come from segments and from records
- * in the store, and an interval from the catalog; none may overflow. */
-static int64_t since(int64_t now, int64_t then)
-{
-	int64_t d;
-	if (__builtin_sub_overflow(now, then, &d))
-		return now > then ? INT64_MAX : INT64_MIN;
-	return d;
-}
-
-static int64_t seconds_ns(int64_t s)
-{
-	int64_t ns;
-	if (__builtin_mul_overflow(s, INT64_C(1000000000), &ns))
-		return s > 0 ? INT64_MAX : INT64_MIN;
-	return ns;
-}
-
 static int apply_marker(struct applier *a, const struct ferry_record *rec, uint64_t seq)
 {
 	int r = commit_maps(a);
@@ -279,9 +261,11 @@ static int apply_marker(struct applier *a, const struct ferry_record *rec, uint6
 	a->result.markers++;
 
 	int cut = a->vm.crash_interval_s == 0 ||
-		  since(rec->time_ns, a->last_point_ns) >= seconds_ns(a->vm.crash_interval_s) ||
+		  ferry_time_since(rec->time_ns, a->last_point_ns) >=
+			  ferry_seconds_ns(a->vm.crash_interval_s) ||
 		  (rec->consistency == FERRY_CONSISTENCY_APP && a->vm.app_interval_s > 0 &&
-		   since(rec->time_ns, a->last_app_point_ns) >= seconds_ns(a->vm.app_interval_s));
+		   ferry_time_since(rec->time_ns, a->last_app_point_ns) >=
+			   ferry_seconds_ns(a->vm.app_interval_s));
 	if (!cut)
 		return 0;
 

@@ -85,23 +85,13 @@ int maint_list_vms(struct ferry_vault *v, struct ferry_vm **ret, size_t *ret_n)
 	return 0;
 }
 
-/* a - b without overflow: point times can come from a store's records
- * (ferry attach), which are checked but not trusted to be sane. */
-static int64_t saturated_sub(int64_t a, int64_t b)
-{
-	int64_t d;
-	if (__builtin_sub_overflow(a, b, &d))
-		return b < 0 ? INT64_MAX : INT64_MIN;
-	return d;
-}
-
 static int thin_vm(struct ferry_catalog *c, const struct ferry_vm *vm, int64_t now_ns,
 		   unsigned *deleted)
 {
 	const int64_t hour = 3600LL * 1000000000LL;
-	const int64_t retention_ns = vm->retention_s > INT64_MAX / 1000000000LL ?
-					     INT64_MAX :
-					     vm->retention_s * 1000000000LL;
+	/* Point times can come from a store's records (ferry attach), which
+	 * are checked but not trusted to be sane. */
+	const int64_t retention_ns = ferry_seconds_ns(vm->retention_s);
 	struct point_vec pv = { 0 };
 	int r = ferry_catalog_point_list(c, vm->id, collect_point, &pv);
 	if (r < 0 || pv.n < 2) {
@@ -113,7 +103,7 @@ static int thin_vm(struct ferry_catalog *c, const struct ferry_vm *vm, int64_t n
 	int64_t kept_hour = pv.p[pv.n - 1].time_ns / hour;
 	for (size_t i = pv.n - 1; i-- > 0;) {
 		const struct ferry_point *p = &pv.p[i];
-		int64_t age = saturated_sub(now_ns, p->time_ns);
+		int64_t age = ferry_time_since(now_ns, p->time_ns);
 		int64_t h = p->time_ns / hour;
 		int drop;
 		if (age > retention_ns)

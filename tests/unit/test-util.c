@@ -92,6 +92,16 @@ static mode_t mode_of(const char *path)
 
 /* Private by default, whatever the umask: files 0600, directories 0700, an
  * existing directory tightened, a sticky (shared) one left alone. */
+static void test_time_arithmetic(void)
+{
+	ok(ferry_time_since(10, 3) == 7 && ferry_time_since(3, 10) == -7, "since: plain");
+	ok(ferry_time_since(INT64_MAX, -1) == INT64_MAX, "since: saturates up");
+	ok(ferry_time_since(INT64_MIN, 1) == INT64_MIN, "since: saturates down");
+	ok(ferry_seconds_ns(3) == INT64_C(3000000000), "seconds: plain");
+	ok(ferry_seconds_ns(INT64_MAX / 1000) == INT64_MAX, "seconds: saturates up");
+	ok(ferry_seconds_ns(INT64_MIN / 1000) == INT64_MIN, "seconds: saturates down");
+}
+
 static void test_private_modes(void)
 {
 	char dir[] = "/tmp/ferry-test-modes-XXXXXX";
@@ -146,6 +156,7 @@ int main(void)
 {
 	test_parse_u64();
 	test_format_time();
+	test_time_arithmetic();
 	test_private_modes();
 
 	static const char *const good[] = { "web1", "a", "db-01.prod", "A_b-c.d", "0" };
