@@ -19,6 +19,7 @@
 #include "ferry/changelog.h"
 #include "ferry/log.h"
 #include "fostate.h"
+#include "maint.h"
 #include "replicate.h"
 
 #define MAX_DISKS 64
@@ -457,7 +458,7 @@ int cmd_failover(int argc, char **argv)
 	    fostate_require(v, &vm, FOSTATE_FAILOVER, &next) < 0)
 		return 1;
 	_cleanup_close_ int lock = -1;
-	r = fostate_writer_lock(a.o.vault, 60, &lock);
+	r = maint_writer_lock_wait(a.o.vault, 60, &lock);
 	if (r < 0)
 		return log_error_errno(r, "cannot lock vault %s", a.o.vault), 1;
 	if (get_vm(v, a.vm, &vm) < 0 || fostate_require(v, &vm, FOSTATE_FAILOVER, &next) < 0)

@@ -39,6 +39,7 @@
 #include "ferry/log.h"
 #include "ferry/records.h"
 #include "fostate.h"
+#include "maint.h"
 #include "replicate.h"
 #include "seed.h"
 
@@ -269,7 +270,7 @@ static int seed(const struct rp_args *a, const char *vault_abs, const char *seed
 		(unsigned long long)st.scanned_bytes);
 
 	_cleanup_close_ int lock = -1;
-	r = fostate_writer_lock(vault_abs, 60, &lock);
+	r = maint_writer_lock_wait(vault_abs, 60, &lock);
 	if (r < 0)
 		return log_error_errno(r, "cannot lock vault %s", vault_abs);
 	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
@@ -769,7 +770,7 @@ int cmd_failback(int argc, char **argv)
 	_cleanup_close_ int rlock = -1, wlock = -1;
 	if (exclude_replicator(a.vault, vm.name, &rlock) < 0)
 		return 1;
-	r = fostate_writer_lock(a.vault, 60, &wlock);
+	r = maint_writer_lock_wait(a.vault, 60, &wlock);
 	if (r < 0)
 		return log_error_errno(r, "cannot lock vault %s", a.vault), 1;
 	if (failback_allowed(v, a.vm, &vm, &next) < 0)

@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -22,20 +21,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_cache *, ferry_cache_free)
 
 /* A replicator holds the writer lock for one pass at a time. */
 #define LOCK_WAIT_S 60
-
-static int lock_writer(const char *vault, int *ret_fd)
-{
-	for (int i = 0; i < LOCK_WAIT_S * 10; i++) {
-		int r = maint_lock(vault, "writer", ret_fd);
-		if (r != -EBUSY)
-			return r;
-		if (i == 0)
-			log_info("vault %s is busy (a replicator pass, gc or failover); waiting",
-				 vault);
-		nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
-	}
-	return -EBUSY;
-}
 
 static int resyncable(enum ferry_vm_state s)
 {
@@ -64,7 +49,7 @@ int cmd_resync(int argc, char **argv)
 		return 2;
 	}
 	_cleanup_close_ int lock = -1;
-	r = lock_writer(o.vault, &lock);
+	r = maint_writer_lock_wait(o.vault, LOCK_WAIT_S, &lock);
 	if (r < 0)
 		return log_error_errno(r, "cannot lock vault %s", o.vault), 1;
 	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;

@@ -3,8 +3,8 @@
  * The failover state machine (fostate.h): one table of what each failover
  * verb may do in each state and role, the refusal messages for everything
  * else, and the pieces the verbs share around it: the replicator's
- * lifetime lock, the writer lock waited for, and the discarding of
- * segments an old source shipped after its VM failed over.
+ * lifetime lock, and the discarding of segments an old source shipped
+ * after its VM failed over.
  */
 #include "fostate.h"
 
@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ferry/cache.h"
@@ -391,20 +390,6 @@ int fostate_replicator_exclude(const char *vault_dir, int *ret_fd, pid_t *ret_pi
 	if (r == -EBUSY)
 		*ret_pid = holder_pid(vault_dir);
 	return r;
-}
-
-int fostate_writer_lock(const char *vault_dir, unsigned timeout_s, int *ret_fd)
-{
-	for (unsigned i = 0;; i++) {
-		int r = maint_lock(vault_dir, "writer", ret_fd);
-		if (r != -EBUSY || i >= timeout_s * 10)
-			return r;
-		if (i == 0)
-			log_info("vault %s is busy (a replicator pass or ferry gc): waiting for it",
-				 vault_dir);
-		struct timespec ts = { 0, 100000000 };
-		nanosleep(&ts, NULL);
-	}
 }
 
 /* ---- segments an old source shipped after failover ---- */

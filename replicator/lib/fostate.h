@@ -7,9 +7,10 @@
  * says why and what to do instead.
  *
  * Also what the verbs need around those rules: the replicator's lifetime
- * lock (which failback refuses to run beside), the vault's writer lock
- * waited for, and the segments an old source kept shipping after its VM
- * failed over, which resume-replication discards rather than apply.
+ * lock (which failback refuses to run beside), and the segments an old
+ * source kept shipping after its VM failed over, which resume-replication
+ * discards rather than apply. (The vault's writer lock, waited for, is
+ * maint_writer_lock_wait.)
  */
 #pragma once
 
@@ -88,13 +89,6 @@ int fostate_recheck(struct ferry_catalog *c, struct ferry_vm *vm, enum ferry_vm_
  */
 int fostate_replicator_lock(const char *vault_dir, int *ret_fd);
 int fostate_replicator_exclude(const char *vault_dir, int *ret_fd, pid_t *ret_pid);
-
-/*
- * The vault's writer lock (maint_lock "writer"), waited for up to
- * timeout_s: a replicator holds it only during a pass, ferry gc for its
- * run. Logs once that it waits. -EBUSY when the time ran out.
- */
-int fostate_writer_lock(const char *vault_dir, unsigned timeout_s, int *ret_fd);
 
 /*
  * Segments waiting in the VM's cache beyond what the vault applied: after

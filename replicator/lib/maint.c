@@ -17,9 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 
 #include "ferry/catalog.h"
 #include "ferry/ingest.h"
+#include "ferry/log.h"
 #include "ferry/map.h"
 #include "ferry/store.h"
 #include "ferry/util.h"
@@ -36,6 +38,21 @@ int maint_lock(const char *vault_dir, const char *name, int *ret_fd)
 		return errno == EWOULDBLOCK ? -EBUSY : -errno;
 	*ret_fd = TAKE_FD(fd);
 	return 0;
+}
+
+int maint_writer_lock_wait(const char *vault_dir, unsigned timeout_s, int *ret_fd)
+{
+	for (unsigned i = 0;; i++) {
+		int r = maint_lock(vault_dir, "writer", ret_fd);
+		if (r != -EBUSY || i >= timeout_s * 10)
+			return r;
+		if (i == 0)
+			log_info(
+				"vault %s is busy (a replicator pass, gc or failover): waiting for it",
+				vault_dir);
+		struct timespec ts = { 0, 100000000 };
+		nanosleep(&ts, NULL);
+	}
 }
 
 /* ---- thinning ---- */

@@ -18,6 +18,10 @@
  * the vault's data: the replicator during a pass, ferry gc, ferry failover.
  */
 int maint_lock(const char *vault_dir, const char *name, int *ret_fd);
+/* maint_lock of "writer", waited for up to timeout_s: a replicator holds
+ * it only during a pass, ferry gc for its run. Logs once that it waits.
+ * -EBUSY when the time ran out. */
+int maint_writer_lock_wait(const char *vault_dir, unsigned timeout_s, int *ret_fd);
 
 /* Every VM of the vault, in name order, in a new array (caller frees). */
 int maint_list_vms(struct ferry_vault *v, struct ferry_vm **ret, size_t *ret_n);
