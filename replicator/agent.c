@@ -314,7 +314,6 @@ static int lock_state(const char *state, int *ret_fd)
 	return 0;
 }
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_cache *, ferry_cache_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct agent_qemu *, agent_qemu_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct agent_sync *, agent_sync_free);
 

@@ -46,8 +46,6 @@
 #define MAX_DISKS 64
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_blobs *, ferry_blobs_free)
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_cache *, ferry_cache_free)
-
 struct rp_args {
 	const char *vault, *vm, *cache, *mount, *agent_config;
 	struct agent_disk disks[MAX_DISKS];

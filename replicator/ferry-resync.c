@@ -17,8 +17,6 @@
 #include "maint.h"
 #include "resync.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_cache *, ferry_cache_free)
-
 /* A replicator holds the writer lock for one pass at a time. */
 #define LOCK_WAIT_S 60
 

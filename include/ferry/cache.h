@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "ferry/crypto.h"
+#include "ferry/util.h"
 
 struct ferry_cache;
 
@@ -70,6 +71,7 @@ struct ferry_agent_status {
 
 int ferry_cache_open(const char *url, int create, struct ferry_cache **ret);
 struct ferry_cache *ferry_cache_free(struct ferry_cache *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_cache *, ferry_cache_free)
 const char *ferry_cache_url(const struct ferry_cache *c);
 /* For a cache in a local directory, that directory (absolute); NULL for
  * object storage. The replicator watches it for segments as they arrive. */

@@ -394,7 +394,6 @@ int fostate_replicator_exclude(const char *vault_dir, int *ret_fd, pid_t *ret_pi
 
 /* ---- segments an old source shipped after failover ---- */
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_cache *, ferry_cache_free)
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_segment *, ferry_segment_free)
 
 /* Segment seq of vm's cache, verified whole, linking onto *prev. */

@@ -24,8 +24,6 @@
 #include "ferry/util.h"
 #include "tap.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_cache *, ferry_cache_free);
-
 static char tmpdir[] = "/tmp/test-cache-XXXXXX";
 
 static void rm_rf(const char *path)

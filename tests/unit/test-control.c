@@ -23,8 +23,6 @@
 #include "ferry/util.h"
 #include "tap.h"
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct ferry_cache *, ferry_cache_free);
-
 static char tmpdir[] = "/tmp/test-control-XXXXXX";
 
 static struct ferry_lease a_lease(void)
