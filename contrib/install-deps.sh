@@ -5,7 +5,7 @@
 # missing, so that running it on a prepared machine costs nothing and needs
 # no network. Build packages always; --test adds what the test suites use
 # (sanitizer runtimes, clang-format, e2fsprogs, qemu, virt-xml-validate and
-# the boot fixture's tools); --demo what contrib/demo.sh uses; --bench the
+# the boot fixture's tools, qemu-ga for its guest); --demo what contrib/demo.sh uses; --bench the
 # peers and tools of contrib/bench/ (with qemu for rpo.sh). --list prints
 # the packages wanted, one a line, and installs nothing (check-deps.sh reads
 # the build list from it). Runs as root, or through sudo.
@@ -17,12 +17,12 @@ set -euo pipefail
 # contrib/check-deps.sh fails otherwise.
 build_pkgs=(build-essential meson ninja-build pkg-config libfuse3-dev fuse3 libsqlite3-dev
 	libzstd-dev libssl-dev libcurl4-openssl-dev libxxhash-dev libinih-dev libjson-c-dev
-	libxml2-dev libnbd-dev scdoc)
+	libxml2-dev libnbd-dev libvirt-dev scdoc)
 # libclang-rt-14-dev holds the ASan/UBSan/libFuzzer runtimes; clang only
 # recommends it, and we install without recommends.
 test_pkgs=(e2fsprogs util-linux xxd python3 clang libclang-rt-14-dev clang-format
-	libvirt-clients qemu-system-x86 qemu-utils busybox-static cpio fdisk syslinux syslinux-common
-	mtools dosfstools xz-utils binutils libnbd-bin)
+	libvirt-clients libvirt-daemon-system qemu-system-x86 qemu-utils busybox-static cpio fdisk syslinux syslinux-common
+	mtools dosfstools xz-utils binutils libnbd-bin qemu-guest-agent)
 # contrib/demo.sh: make and inspect an ext4 image, loop devices.
 demo_pkgs=(e2fsprogs util-linux)
 bench_pkgs=(restic borgbackup fio zstd openssl python3 python3-pyfuse3 e2fsprogs time curl

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * ferry-agent: runs where a VM's disks are, finds what changed with the
- * `scan` tracker (agent-scan.h) or the `qemu` tracker (agent-qemu.h) and
+ * `scan` tracker (agent-scan.h), the `qemu` tracker (agent-qemu.h) or the
+ * `libvirt` tracker (agent-libvirt.h) and
  * puts change-log segments into the cache, one cycle every `interval`
  * seconds (or once). This file owns the policy: options,
  * credentials over the environment, signals, the progress display,
@@ -23,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent-libvirt.h"
+#include "agent-metrics.h"
 #include "agent-qemu.h"
 #include "agent-scan.h"
 #include "agent-sync.h"
@@ -31,6 +34,8 @@
 #include "ferry/cache.h"
 #include "ferry/log.h"
 #include "ferry/util.h"
+#include "freeze.h"
+#include "groupcut.h"
 
 #ifndef FERRY_VERSION
 #define FERRY_VERSION "0.1.0"
@@ -120,6 +125,19 @@ static void wait_until(int64_t deadline_ns)
 	}
 }
 
+/* When the next cycle starts: interval after this one's start, or at the
+ * start of the group's next round if that comes first, so that every
+ * member comes to the round at once. */
+static int64_t next_cycle(int64_t start, uint64_t interval, const struct groupcut_params *g)
+{
+	int64_t next = start + (int64_t)interval * 1000000000;
+	if (!g)
+		return next;
+	int64_t now = ferry_now_ns();
+	int64_t round = groupcut_round_start_ns(g, groupcut_round(g, now) + 1);
+	return MIN(next, ferry_mono_ns() + (round - now));
+}
+
 /* ---- progress display ---- */
 
 struct display {
@@ -128,7 +146,35 @@ struct display {
 	int64_t first_ns, last_ns;
 	uint64_t first_done;
 	int shown;
+	/* Kept across cycles: whether stderr is a terminal, and where the
+	 * progress of a cycle goes into the status (a handle of the scanning
+	 * thread's own: the shipper uses the other one meanwhile). */
+	int tty;
+	struct ferry_cache *status_cache;
+	struct ferry_agent_status *status;
+	int64_t status_ns;
 };
+
+/* The status went out this long ago at most while a cycle reads whole
+ * disks (docs/format/cache.md, 1.2): ferry status shows how far it is. */
+#define PROGRESS_STATUS_NS (10LL * 1000000000LL)
+
+static void progress_status(struct display *d, int64_t now, uint64_t done, uint64_t total,
+			    double rate, double secs)
+{
+	if (!d->status_cache || !d->status || total == 0 ||
+	    (d->status_ns && now - d->status_ns < PROGRESS_STATUS_NS))
+		return;
+	d->status_ns = now;
+	struct ferry_agent_status *st = d->status;
+	st->progress_total_bytes = total;
+	st->progress_done_bytes = MIN(done, total);
+	st->progress_rate = secs >= 1 && rate >= 1 ? (uint64_t)rate : 0;
+	st->written_ns = ferry_now_ns();
+	int r = ferry_cache_put_status(d->status_cache, d->vm, st);
+	if (r < 0)
+		log_debug_errno(r, "VM %s: cannot put the cycle's progress into the cache", d->vm);
+}
 
 static void show_progress(void *userdata, uint64_t done, uint64_t total)
 {
@@ -138,16 +184,18 @@ static void show_progress(void *userdata, uint64_t done, uint64_t total)
 		d->active = 1;
 		d->first_ns = now;
 		d->first_done = done;
+		progress_status(d, now, done, total, 0, 0);
 		return;
 	}
-	if (now - d->last_ns < 250000000 && done < total)
+	double secs = (double)(now - d->first_ns) / 1e9;
+	double rate = secs > 0 ? (double)(done - d->first_done) / secs : 0;
+	progress_status(d, now, done, total, rate, secs);
+	if (!d->tty || (now - d->last_ns < 250000000 && done < total))
 		return;
 	d->last_ns = now;
 
-	double secs = (double)(now - d->first_ns) / 1e9;
-	double rate = secs > 0 ? (double)(done - d->first_done) / secs : 0;
 	double pct = total ? 100.0 * (double)done / (double)total : 100.0;
-	char eta[32] = "--:--";
+	char eta[32] = "unknown";
 	if (rate > 0) {
 		uint64_t left = (uint64_t)((double)(total - done) / rate);
 		snprintf(eta, sizeof(eta), "%" PRIu64 ":%02" PRIu64 ":%02" PRIu64, left / 3600,
@@ -165,7 +213,9 @@ static void clear_progress(struct display *d)
 		fprintf(stderr, "\r\033[K");
 		fflush(stderr);
 	}
-	*d = (struct display){ .vm = d->vm };
+	*d = (struct display){
+		.vm = d->vm, .tty = d->tty, .status_cache = d->status_cache, .status = d->status
+	};
 }
 
 /* ---- statistics ---- */
@@ -222,6 +272,12 @@ static void log_summary(const char *vm, const struct agent_scan_stats *st)
 static void put_status(struct ferry_cache *cache, const char *vm, struct ferry_agent_status *last,
 		       const struct agent_scan_stats *st, int qemu, int r)
 {
+	/* The app-consistent attempts carry over cycles that make none, and
+	 * a cycle that ended has no progress to show. */
+	const int app_error = last->app_error;
+	const int64_t app_attempt_ns = last->app_attempt_ns, app_ok_ns = last->app_ok_ns;
+	char app_message[sizeof(last->app_message)];
+	snprintf(app_message, sizeof(app_message), "%s", last->app_message);
 	if (r > 0) {
 		*last = (struct ferry_agent_status){
 			.tracker = last->tracker,
@@ -245,6 +301,20 @@ static void put_status(struct ferry_cache *cache, const char *vm, struct ferry_a
 		log_last_error(last->message, sizeof(last->message));
 	else
 		last->message[0] = 0;
+	if (st->app_attempt_ns > 0 && st->app_attempt_ns >= app_attempt_ns) {
+		/* An errno, or EIO for anything else a tracker might say. */
+		int e = st->app_error;
+		last->app_error = e > 0 && e <= 4095 ? e : e ? EIO : 0;
+		last->app_attempt_ns = st->app_attempt_ns;
+		snprintf(last->app_message, sizeof(last->app_message), "%s",
+			 last->app_error ? st->app_message : "");
+	} else {
+		last->app_error = app_error;
+		last->app_attempt_ns = app_attempt_ns;
+		snprintf(last->app_message, sizeof(last->app_message), "%s", app_message);
+	}
+	last->app_ok_ns = MAX(app_ok_ns, st->app_ok_ns);
+	last->progress_done_bytes = last->progress_total_bytes = last->progress_rate = 0;
 	last->written_ns = ferry_now_ns();
 	int k = ferry_cache_put_status(cache, vm, last);
 	if (k < 0)
@@ -271,6 +341,37 @@ static int transient(int r)
 	}
 }
 
+/* ---- app-consistent cuts: when one is due ---- */
+
+/* One every interval_s, the first at the first cycle. After a failed
+ * attempt one retry at the next cycle, then the interval again: a VM
+ * whose guest agent does not answer must not pay a freeze's timeout every
+ * cycle. */
+struct app_sched {
+	uint64_t interval_s;  /* 0: off */
+	int64_t last_ns;      /* monotonic start of the cycle of the last attempt */
+	int64_t last_attempt; /* the tracker's app_attempt_ns after it */
+	unsigned failures;    /* consecutive failed attempts */
+};
+
+static int app_due(const struct app_sched *a, int64_t now)
+{
+	if (!a->interval_s)
+		return 0;
+	if (!a->last_ns || a->failures == 1)
+		return 1;
+	return now - a->last_ns >= (int64_t)a->interval_s * 1000000000;
+}
+
+static void app_after(struct app_sched *a, const struct agent_scan_stats *st, int64_t start)
+{
+	if (!st->app_attempt_ns || st->app_attempt_ns == a->last_attempt)
+		return; /* no attempt in this cycle */
+	a->last_attempt = st->app_attempt_ns;
+	a->last_ns = start;
+	a->failures = st->app_error ? a->failures + 1 : 0;
+}
+
 /* ---- main ---- */
 
 static void help(void)
@@ -279,7 +380,8 @@ static void help(void)
 	       "\n"
 	       "Track the disks of a VM and ship their changes into the cache, one\n"
 	       "cycle every interval: the scan tracker reads the disk files, the qemu\n"
-	       "tracker a running qemu's dirty bitmaps (the configuration says which).\n"
+	       "tracker a running qemu's dirty bitmaps, the libvirt tracker a libvirt\n"
+	       "domain's checkpoints and backups (the configuration says which).\n"
 	       "\n"
 	       "  -c, --config FILE        agent configuration (ferry enable-replication)\n"
 	       "  -1, --once               run one cycle and exit\n"
@@ -290,6 +392,8 @@ static void help(void)
 	       "                           machine (also FERRY_INSECURE_HTTP=1)\n"
 	       "  -L, --lease SECONDS      how long the VM's agent lease outlives this agent\n"
 	       "                           (default: 5 intervals, at least 30 s)\n"
+	       "      --metrics-file FILE  write Prometheus metrics to FILE after every\n"
+	       "                           cycle (node-exporter's textfile format)\n"
 	       "  -v, --verbose            log debug messages\n"
 	       "  -h, --help               show this help\n"
 	       "  -V, --version            show the version\n"
@@ -315,6 +419,7 @@ static int lock_state(const char *state, int *ret_fd)
 }
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct agent_qemu *, agent_qemu_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct agent_libvirt *, agent_libvirt_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct agent_sync *, agent_sync_free);
 
 /* ---- the lease, renewed while the agent runs ---- */
@@ -432,7 +537,7 @@ static int renewer_init(struct renewer *rn)
  * cache (the status there is the other agent's).
  */
 static int begin_cycle(struct agent_sync *sync, struct renewer *rn, struct agent_qemu *aq,
-		       int *refused)
+		       struct agent_libvirt *al, int *refused)
 {
 	struct agent_sync_base base;
 	char why[1024];
@@ -452,6 +557,8 @@ static int begin_cycle(struct agent_sync *sync, struct renewer *rn, struct agent
 	}
 	if (r >= 0 && aq && base.epoch)
 		agent_qemu_resync(aq, base.base_seq, &base.base_digest, r == 1);
+	if (r >= 0 && al && base.epoch)
+		agent_libvirt_resync(al, base.base_seq, &base.base_digest, r == 1);
 	return r;
 }
 
@@ -464,12 +571,13 @@ static int run(int argc, char **argv)
 		{ "max-rate", required_argument, NULL, 'r' },
 		{ "insecure-http", no_argument, NULL, 'k' },
 		{ "lease", required_argument, NULL, 'L' },
+		{ "metrics-file", required_argument, NULL, 'M' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	const char *config_file = NULL;
+	const char *config_file = NULL, *metrics_file = NULL;
 	int once = 0, verbose = 0;
 	int64_t interval_arg = -1;
 	int c;
@@ -499,6 +607,9 @@ static int run(int argc, char **argv)
 		}
 		case 'c':
 			config_file = optarg;
+			break;
+		case 'M':
+			metrics_file = optarg;
 			break;
 		case '1':
 			once = 1;
@@ -562,7 +673,14 @@ static int run(int argc, char **argv)
 	if (r < 0)
 		return log_error_errno(r, "cannot set up signal handling");
 
-	struct display disp = { .vm = cfg.vm };
+	/* The progress of a cycle goes into the status through a handle of
+	 * its own; without one, it is only shown on a terminal. */
+	_cleanup_(ferry_cache_freep) struct ferry_cache *status_cache = NULL;
+	if (ferry_cache_open(cfg.cache, 0, &status_cache) < 0)
+		status_cache = NULL;
+	struct display disp = { .vm = cfg.vm,
+				.tty = isatty(STDERR_FILENO),
+				.status_cache = status_cache };
 	struct agent_scan_params p = {
 		.vm = cfg.vm,
 		.state_dir = cfg.state,
@@ -570,13 +688,13 @@ static int run(int argc, char **argv)
 		.ndisks = cfg.ndisks,
 		.cache = cache,
 		.stop = &cycle_stop,
-		.progress = isatty(STDERR_FILENO) ? show_progress : NULL,
+		.progress = show_progress,
 		.userdata = &disp,
 		/* Compression is most of the agent's CPU: use every core, up to 4. */
 		.compress_workers = (unsigned)MIN(MAX(sysconf(_SC_NPROCESSORS_ONLN), 1L), 4L),
 		.chunk_size = cfg.has_chunk_size ? cfg.chunk_size : DEFAULT_CHUNK_SIZE,
 	};
-	const struct agent_qemu_params qp = {
+	struct agent_qemu_params qp = {
 		.vm = cfg.vm,
 		.state_dir = cfg.state,
 		.qmp_path = cfg.qmp,
@@ -587,16 +705,75 @@ static int run(int argc, char **argv)
 		.stop = &cycle_stop,
 		.chunk_size = p.chunk_size,
 		.compress_workers = p.compress_workers,
+		.qga_path = cfg.qga,
+		.freeze_limit_ms = (int)(cfg.freeze_timeout * 1000),
 	};
+	const struct groupcut_params gp = {
+		.group = cfg.group,
+		.vm = cfg.vm,
+		.cache = cache,
+		.interval_s = cfg.group_interval,
+		.pause_limit_ms = (int)cfg.group_pause_limit_ms,
+		/* Members whose cycles are long may come late to the round. */
+		.prepare_timeout_ms = 10000,
+		.stop = &cycle_stop,
+	};
+	if (cfg.group) {
+		qp.group = &gp;
+		r = groupcut_join(&gp);
+		if (r < 0)
+			return r;
+	}
 	_cleanup_(agent_qemu_freep) struct agent_qemu *aq = NULL;
 	if (cfg.tracker == AGENTCONF_TRACKER_QEMU) {
 		r = agent_qemu_new(&qp, &aq);
 		if (r < 0)
 			return r;
 	}
+	const struct agent_libvirt_params lp = {
+		.vm = cfg.vm,
+		.state_dir = cfg.state,
+		.uri = cfg.connect,
+		.domain = cfg.domain,
+		.run_dir = cfg.run_dir,
+		.disks = cfg.disks,
+		.ndisks = cfg.ndisks,
+		.cache = cache,
+		.stop = &cycle_stop,
+		.chunk_size = p.chunk_size,
+		.compress_workers = p.compress_workers,
+		.freezes = cfg.app_interval > 0,
+	};
+	_cleanup_(agent_libvirt_freep) struct agent_libvirt *al = NULL;
+	if (cfg.tracker == AGENTCONF_TRACKER_LIBVIRT) {
+		r = agent_libvirt_new(&lp, &al);
+		if (r < 0)
+			return r;
+	}
+	/* The trackers that read views over NBD keep no progress file. */
+	const enum ferry_tracker tracker = aq ? FERRY_TRACKER_QEMU :
+					   al ? FERRY_TRACKER_LIBVIRT :
+						FERRY_TRACKER_SCAN;
+	/* A guest left frozen by an agent killed in a freeze (its freezer
+	 * thaws within the limit, unless it was killed too). */
+	if (aq && cfg.qga) {
+		char why[256];
+		int k = freeze_recover(cfg.qga, FREEZE_CONNECT_MS, why, sizeof(why));
+		if (k > 0)
+			log_warning("VM %s: its guest was frozen (an agent killed in a freeze?); "
+				    "thawed it",
+				    cfg.vm);
+		else if (k < 0)
+			log_warning("VM %s: cannot check whether its guest is frozen: %s", cfg.vm,
+				    why);
+	}
+	struct app_sched app = { .interval_s = (aq && cfg.qga) || al ? cfg.app_interval : 0 };
 	log_debug("VM %s: %zu disks, %s tracker, cache %s, state %s, interval %" PRIu64 " s",
-		  cfg.vm, cfg.ndisks, aq ? "qemu" : "scan", ferry_cache_url(cache), cfg.state,
-		  interval);
+		  cfg.vm, cfg.ndisks,
+		  aq ? "qemu" :
+		  al ? "libvirt" :
+		       "scan",
+		  ferry_cache_url(cache), cfg.state, interval);
 
 	char host[256] = "";
 	(void)gethostname(host, sizeof(host) - 1);
@@ -604,8 +781,8 @@ static int run(int argc, char **argv)
 		.vm = cfg.vm,
 		.state_dir = cfg.state,
 		.cache = cache,
-		.tracker = aq ? FERRY_TRACKER_QEMU : FERRY_TRACKER_SCAN,
-		.scan = aq ? NULL : &p,
+		.tracker = tracker,
+		.scan = aq || al ? NULL : &p,
 		.disks = cfg.disks,
 		.ndisks = cfg.ndisks,
 		.lease_s =
@@ -628,22 +805,35 @@ static int run(int argc, char **argv)
 	int refused = 0;
 
 	struct ferry_agent_status status = {
-		.tracker = aq ? FERRY_TRACKER_QEMU : FERRY_TRACKER_SCAN,
+		.tracker = tracker,
 		.interval_s = (uint32_t)MIN(interval, (uint64_t)UINT32_MAX),
+		/* Until a cycle tells: put before the first one completes. */
+		.source_waiting_bytes = FERRY_STATUS_UNKNOWN,
 	};
+	disp.status = &status;
+	struct agent_counters counters = { 0 };
 	for (;;) {
 		int64_t start = ferry_mono_ns();
-		struct agent_scan_stats st;
+		struct agent_scan_stats st = { 0 };
 		log_clear_last_error();
-		r = begin_cycle(sync, &rn, aq, &refused);
+		r = begin_cycle(sync, &rn, aq, al, &refused);
 		if (r == -EBUSY) {
 			/* Another agent's VM: wait for its lease to run out. */
 			if (once)
 				break;
 			goto next;
 		}
+		if (r >= 0 && aq && app_due(&app, start))
+			agent_qemu_want_app(aq);
+		if (r >= 0 && al && app_due(&app, start))
+			agent_libvirt_want_app(al);
+		int ran = r >= 0;
 		if (r >= 0)
-			r = aq ? agent_qemu_cycle(aq, &st) : agent_scan_cycle(&p, &st);
+			r = aq ? agent_qemu_cycle(aq, &st) :
+			    al ? agent_libvirt_cycle(al, &st) :
+				 agent_scan_cycle(&p, &st);
+		if (ran && (aq || al))
+			app_after(&app, &st, start);
 		clear_progress(&disp);
 		if (r <= 0 && lease_lost && !stop_requested)
 			r = -ENOLCK; /* stopped by the lease, not by the user */
@@ -657,14 +847,22 @@ static int run(int argc, char **argv)
 		}
 		/* Not once the lease is another agent's: so is the status. */
 		if (r != 0 && r != -ENOLCK)
-			put_status(cache, cfg.vm, &status, &st, !!aq, r);
+			put_status(cache, cfg.vm, &status, &st, aq || al, r);
+		agent_counters_add(&counters, r, &st);
+		if (metrics_file) {
+			int k = agent_metrics_write(metrics_file, cfg.vm, &counters,
+						    status.written_ns ? &status : NULL);
+			if (k < 0)
+				log_warning_errno(k, "VM %s: cannot write the metrics file %s",
+						  cfg.vm, metrics_file);
+		}
 		if (r < 0) {
 			/* A qemu restarting, a monitor or cache away for a while: the
 			 * qemu tracker's bitmaps keep what it could not ship, so only
 			 * an error in the configuration ends it. Waiting for a resync
 			 * or for a lease, it asks again next time. */
 			if (once || !(transient(r) || r == -ESTALE || r == -ENOLCK ||
-				      (aq && r != -EINVAL && r != -ENOMEM)))
+				      ((aq || al) && r != -EINVAL && r != -ENOMEM)))
 				break;
 			log_warning("VM %s: cycle failed; retrying in %" PRIu64 " s", cfg.vm,
 				    interval);
@@ -684,7 +882,7 @@ static int run(int argc, char **argv)
 		}
 next:
 		if (!stop_requested)
-			wait_until(start + (int64_t)interval * 1000000000);
+			wait_until(next_cycle(start, interval, qp.group));
 		if (stop_requested) {
 			r = 0;
 			break;

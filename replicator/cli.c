@@ -50,6 +50,30 @@ const char *consistency_name(int c)
 	return c == FERRY_CONSISTENCY_APP ? "app" : "crash";
 }
 
+int note_last(const struct ferry_point *p, void *userdata)
+{
+	struct last_points *lp = userdata;
+	lp->last = *p;
+	lp->have = 1;
+	lp->count++;
+	if (p->consistency == FERRY_CONSISTENCY_APP) {
+		lp->last_app = *p;
+		lp->have_app = 1;
+	}
+	return 0;
+}
+
+int res_text(const char *kind, const char *value, void *userdata)
+{
+	char k[256], v[4 * FERRY_URL_MAX];
+	(void)userdata;
+	/* The agent's path is the source's business; health has its own line. */
+	if (strcmp(kind, "agent-config") != 0 && strcmp(kind, "health") != 0)
+		printf("    %-24s %s\n", log_escape(kind, k, sizeof(k)),
+		       log_escape(value, v, sizeof(v)));
+	return 0;
+}
+
 int open_vault(const char *dir, int readonly, struct ferry_vault **ret)
 {
 	if (!dir) {

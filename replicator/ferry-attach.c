@@ -499,6 +499,7 @@ static int add_vm(struct ferry_catalog *c, struct vm_entry *e, unsigned *ret_poi
 			.consistency = rp->consistency,
 			.seq = rp->seq,
 			.record = pe->id,
+			.group_round = rp->group_round,
 		};
 		memcpy(p.name, rp->name, sizeof(p.name));
 		r = ferry_catalog_point_add(c, &p, rp->disks, rp->ndisks);

@@ -33,6 +33,8 @@
 #include "ferry/util.h"
 #include "ferry/vault.h"
 #include "ferry/vmdef.h"
+#include "health.h"
+#include "virtdom.h"
 
 static void usage(FILE *f)
 {
@@ -45,6 +47,7 @@ static void usage(FILE *f)
 		"                                            protect a VM (see 'ferry enable-replication --help')\n"
 		"  status --vault DIR [--json]               state, lag, backlog, agent's last cycle per VM\n"
 		"  recovery-points --vault DIR VM            list a VM's recovery points, oldest first\n"
+		"  recovery-points --vault DIR --group G     list a consistency group's group points\n"
 		"  show --vault DIR VM                       a VM's settings, disks, resources, events\n"
 		"  check --vault DIR [--read-data]           verify packs, index and maps\n"
 		"  gc --vault DIR                            thin points and collect garbage now\n"
@@ -53,6 +56,7 @@ static void usage(FILE *f)
 		"  failover --vault DIR VM [...]             fail over to the target; stops replication\n"
 		"  change-recovery-point --vault DIR VM ...  before commit, pick another point\n"
 		"  commit --vault DIR VM                     make the failover final\n"
+		"  (these five take --group G instead of VM: every VM of a consistency group)\n"
 		"  jobs --vault DIR                          history of failover operations\n"
 		"  attach --vault NEWDIR --store URL        rebuild a vault's catalog from its store\n"
 		"  reprotect-prepare --vault DIR --vm VM ... at the source: seed the way back\n"
@@ -209,7 +213,10 @@ static int cmd_init(int argc, char **argv)
 static const char enable_help[] =
 	"Usage: ferry enable-replication --vault DIR --vm NAME --disk NAME=PATH [--disk ...]\n"
 	"         [--tracker scan|qemu] [--qmp SOCKET] [--nbd-socket SOCKET] [--interval S]\n"
+	"         [--libvirt-domain NAME [--connect URI] [--run-dir DIR]]\n"
 	"         [--cache URL] [--crash-interval SECONDS] [--app-interval SECONDS]\n"
+	"         [--qga SOCKET] [--freeze-timeout SECONDS]\n"
+	"         [--group NAME] [--group-interval SECONDS] [--group-pause-limit MS]\n"
 	"         [--retention SECONDS] [--source-group G] [--source-network N]\n"
 	"         [--source-subnet S] [--target-group G] [--target-network N]\n"
 	"         [--target-subnet S] [--availability-set A] [--agent-config FILE]\n"
@@ -224,12 +231,29 @@ static const char enable_help[] =
 	"  --qmp SOCKET            qemu tracker: a QMP socket of the VM's qemu for Ferry alone\n"
 	"  --nbd-socket SOCKET     qemu tracker: the socket of an NBD server qemu already runs\n"
 	"                          (default: the agent runs qemu's NBD server itself)\n"
+	"  --libvirt-domain NAME   replicate libvirt domain NAME through libvirt's\n"
+	"                          checkpoints and backups (the libvirt tracker): its qcow2\n"
+	"                          disks (--disk NAME=TARGET to choose; default every disk,\n"
+	"                          named by its target), CPUs, memory and NICs come from it\n"
+	"  --connect URI           libvirt's URI (default qemu:///system)\n"
+	"  --run-dir DIR           where libvirt's qemu finds the backup's socket and scratch\n"
+	"                          files (default /var/lib/ferry/libvirt/VM)\n"
 	"  --interval S            seconds between the agent's cycles (default: the crash\n"
-	"                          interval, or 60, for scan; 2 for qemu)\n"
+	"                          interval, or 60, for scan; 2 for qemu; 5 for libvirt)\n"
 	"  --cache URL             where segments travel (default: DIR/cache)\n"
 	"  --crash-interval S      crash-consistent point frequency (default 300; 0 = every cycle)\n"
-	"  --app-interval S        app-consistent point frequency (default 0 = off)\n"
+	"  --app-interval S        app-consistent point frequency (default 0 = off); needs\n"
+	"                          --tracker qemu and --qga\n"
+	"  --qga SOCKET            qemu tracker: the VM's guest agent socket (its\n"
+	"                          org.qemu.guest_agent.0 port), to freeze the guest\n"
+	"  --freeze-timeout S      the longest a freeze holds the guest (default 10)\n"
+	"  --group NAME            qemu tracker (qemu-system): put the VM in consistency group\n"
+	"                          NAME, whose VMs are cut together (one cache for all)\n"
+	"  --group-interval S      seconds between the group's rounds (default 60)\n"
+	"  --group-pause-limit MS  the longest the VM stays paused for a round (default 2000)\n"
 	"  --retention S           how long points are kept (default 86400)\n"
+	"  --rpo-target S          lag above which ferry status warns, twice it critical\n"
+	"                          (default: three agent cycles, at least 60)\n"
 	"  --source-group G        source resource group (default 'default')\n"
 	"  --source-network N      source virtual network (default 'default')\n"
 	"  --source-subnet S       source subnet (default 'default')\n"
@@ -267,7 +291,16 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 		O_TRACKER,
 		O_QMP,
 		O_NBD,
-		O_INTERVAL
+		O_INTERVAL,
+		O_LIBVIRT,
+		O_CONNECT,
+		O_RUN_DIR,
+		O_QGA,
+		O_FREEZE_TIMEOUT,
+		O_RPO_TARGET,
+		O_GROUP,
+		O_GROUP_INTERVAL,
+		O_GROUP_PAUSE_LIMIT
 	};
 	static const struct option longopts[] = {
 		{ "vault", required_argument, NULL, O_VAULT },
@@ -292,6 +325,15 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 		{ "qmp", required_argument, NULL, O_QMP },
 		{ "nbd-socket", required_argument, NULL, O_NBD },
 		{ "interval", required_argument, NULL, O_INTERVAL },
+		{ "libvirt-domain", required_argument, NULL, O_LIBVIRT },
+		{ "connect", required_argument, NULL, O_CONNECT },
+		{ "run-dir", required_argument, NULL, O_RUN_DIR },
+		{ "qga", required_argument, NULL, O_QGA },
+		{ "freeze-timeout", required_argument, NULL, O_FREEZE_TIMEOUT },
+		{ "rpo-target", required_argument, NULL, O_RPO_TARGET },
+		{ "group", required_argument, NULL, O_GROUP },
+		{ "group-interval", required_argument, NULL, O_GROUP_INTERVAL },
+		{ "group-pause-limit", required_argument, NULL, O_GROUP_PAUSE_LIMIT },
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
@@ -321,6 +363,15 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 			{ O_QMP, &a->qmp, NULL },
 			{ O_NBD, &a->nbd_socket, NULL },
 			{ O_INTERVAL, NULL, &a->interval },
+			{ O_LIBVIRT, &a->libvirt_domain, NULL },
+			{ O_CONNECT, &a->connect, NULL },
+			{ O_RUN_DIR, &a->run_dir, NULL },
+			{ O_QGA, &a->qga, NULL },
+			{ O_FREEZE_TIMEOUT, NULL, &a->freeze_timeout },
+			{ O_RPO_TARGET, NULL, &a->rpo_target },
+			{ O_GROUP, &a->group, NULL },
+			{ O_GROUP_INTERVAL, NULL, &a->group_interval },
+			{ O_GROUP_PAUSE_LIMIT, NULL, &a->group_pause_limit },
 			{ O_CRASH, NULL, &a->crash },
 			{ O_APP, NULL, &a->app },
 			{ O_RET, NULL, &a->retention },
@@ -376,9 +427,44 @@ static int parse_enable(int argc, char **argv, struct enable_args *a)
 			return -EINVAL;
 		}
 	}
-	if (optind != argc || !a->vault || !a->vm || a->ndisks == 0) {
+	if (optind != argc || !a->vault || !a->vm || (a->ndisks == 0 && !a->libvirt_domain)) {
 		log_error("usage: ferry enable-replication --vault DIR --vm NAME --disk NAME=PATH "
 			  "... (see --help)");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* A group's VMs are paused together for its cuts: qemu-system under the
+ * qemu tracker (QMP stop), each with a round and pause limit in range. */
+static int check_group_args(const struct enable_args *a, int qemu)
+{
+	if (!a->group) {
+		if (a->group_interval || a->group_pause_limit) {
+			log_error("--group-interval and --group-pause-limit go with --group");
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (!ferry_name_valid(a->group)) {
+		log_error("group name '%s' is not valid: use 1-64 of [A-Za-z0-9._-], not starting "
+			  "with '.' or '-'",
+			  a->group);
+		return -EINVAL;
+	}
+	if (!qemu) {
+		log_error("--group needs --tracker qemu: the VMs of a group are paused together "
+			  "(QMP stop) for one cut across all of them, which the scan tracker "
+			  "cannot do");
+		return -EINVAL;
+	}
+	if (a->group_interval > AGENTCONF_MAX_INTERVAL) {
+		log_error("--group-interval wants 1 to %u seconds", AGENTCONF_MAX_INTERVAL);
+		return -EINVAL;
+	}
+	if (a->group_pause_limit > AGENTCONF_MAX_GROUP_PAUSE_LIMIT_MS) {
+		log_error("--group-pause-limit wants 1 to %u ms",
+			  AGENTCONF_MAX_GROUP_PAUSE_LIMIT_MS);
 		return -EINVAL;
 	}
 	return 0;
@@ -403,8 +489,21 @@ static int check_enable_args(const struct enable_args *a)
 		return -EINVAL;
 	}
 	int qemu = a->tracker && strcmp(a->tracker, "qemu") == 0;
-	if (a->tracker && !qemu && strcmp(a->tracker, "scan") != 0) {
-		log_error("--tracker wants scan or qemu, not '%s'", a->tracker);
+	int libvirt = a->tracker && strcmp(a->tracker, "libvirt") == 0;
+	if (a->tracker && !qemu && !libvirt && strcmp(a->tracker, "scan") != 0) {
+		log_error("--tracker wants scan, qemu or libvirt, not '%s'", a->tracker);
+		return -EINVAL;
+	}
+	if (libvirt != !!a->libvirt_domain) {
+		log_error("the libvirt tracker goes with --libvirt-domain NAME, and only it");
+		return -EINVAL;
+	}
+	if (!libvirt && (a->connect || a->run_dir)) {
+		log_error("--connect and --run-dir go with --libvirt-domain");
+		return -EINVAL;
+	}
+	if (a->run_dir && a->run_dir[0] != '/') {
+		log_error("--run-dir wants an absolute path (libvirt's qemu opens it)");
 		return -EINVAL;
 	}
 	if (qemu && (!a->qmp || !*a->qmp)) {
@@ -416,10 +515,39 @@ static int check_enable_args(const struct enable_args *a)
 		log_error("--qmp and --nbd-socket go with --tracker qemu");
 		return -EINVAL;
 	}
+	/* A freeze holds the guest for the qemu tracker's instant cut; a scan
+	 * reads the disks for far longer than a guest may stay frozen. */
+	if (!qemu && (a->qga || (a->app && !libvirt))) {
+		log_error("--app-interval and --qga go with --tracker qemu: the scan tracker "
+			  "cannot freeze the guest, so it makes crash-consistent points only");
+		return -EINVAL;
+	}
+	if (a->app && !libvirt && (!a->qga || !*a->qga)) {
+		log_error("--app-interval wants --qga SOCKET: the socket of the VM's guest agent "
+			  "(qemu ... -chardev socket,id=qga0,path=SOCKET,server=on,wait=off "
+			  "-device virtio-serial -device virtserialport,chardev=qga0,"
+			  "name=org.qemu.guest_agent.0), through which the agent freezes the "
+			  "guest");
+		return -EINVAL;
+	}
+	if (a->freeze_timeout == 0 || a->freeze_timeout > AGENTCONF_MAX_FREEZE_TIMEOUT) {
+		log_error("--freeze-timeout wants 1 to %u seconds", AGENTCONF_MAX_FREEZE_TIMEOUT);
+		return -EINVAL;
+	}
+	if (a->app > AGENTCONF_MAX_INTERVAL) {
+		log_error("--app-interval wants 0 to %u seconds", AGENTCONF_MAX_INTERVAL);
+		return -EINVAL;
+	}
 	if (a->interval > AGENTCONF_MAX_INTERVAL) {
 		log_error("--interval wants 0 to %u seconds", AGENTCONF_MAX_INTERVAL);
 		return -EINVAL;
 	}
+	if (a->rpo_target > HEALTH_RPO_TARGET_MAX) {
+		log_error("--rpo-target wants 1 to %d seconds", HEALTH_RPO_TARGET_MAX);
+		return -EINVAL;
+	}
+	if (check_group_args(a, qemu) < 0)
+		return -EINVAL;
 	for (size_t i = 0; i < a->nnics; i++) {
 		struct ferry_vmdef_nic_spec nic;
 		if (ferry_vmdef_nic_parse(a->nics[i], &nic) < 0) {
@@ -514,6 +642,62 @@ static void print_shell_word(const char *s)
 	putchar('\'');
 }
 
+struct group_check {
+	struct ferry_catalog *c;
+	const char *group, *vm, *cache, *interval;
+	int r;
+};
+
+static int check_member(const struct ferry_vm *m, void *userdata)
+{
+	struct group_check *gc = userdata;
+	char interval[32];
+	/* Rounds are numbered by wall-clock time over the interval: members
+	 * with different intervals would never meet in one. */
+	int k = ferry_catalog_resource_get(gc->c, m->id, "group-interval", interval,
+					   sizeof(interval));
+	if (k < 0 && k != -ENOENT)
+		return k;
+	if (gc->r >= 0 && k >= 0 && strcmp(interval, gc->interval) != 0) {
+		log_error("VM '%s' cannot join group %s with a round every %s s: its member %s "
+			  "has one every %s s, and a group's rounds are the same for all (give "
+			  "--group-interval %s)",
+			  gc->vm, gc->group, gc->interval, m->name, interval, interval);
+		gc->r = -EINVAL;
+	}
+	if (gc->r >= 0 && strcmp(m->cache_url, gc->cache) != 0) {
+		char theirs[4 * FERRY_URL_MAX], ours[4 * FERRY_URL_MAX];
+		log_error("VM '%s' cannot join group %s: its member %s uses cache %s, not %s; a "
+			  "group's agents meet in one cache (give --cache %s)",
+			  gc->vm, gc->group, m->name,
+			  log_escape(m->cache_url, theirs, sizeof(theirs)),
+			  log_escape(gc->cache, ours, sizeof(ours)), theirs);
+		gc->r = -EINVAL;
+	}
+	return 0;
+}
+
+/* Puts VM vm_id into a->group, in the caller's transaction: every member
+ * must use the same cache, where their agents meet for each round, and the
+ * same interval between rounds (resource "group-interval"). */
+static int join_group(struct ferry_catalog *c, int64_t vm_id, const struct enable_args *a,
+		      const char *cache)
+{
+	char interval[32];
+	snprintf(interval, sizeof(interval), "%llu",
+		 (unsigned long long)(a->group_interval ?: AGENTCONF_DEFAULT_GROUP_INTERVAL));
+	struct group_check gc = { c, a->group, a->vm, cache, interval, 0 };
+	int r = ferry_catalog_vm_list_by_resource(c, "group", a->group, check_member, &gc);
+	if (r < 0)
+		return r;
+	if (gc.r < 0)
+		return gc.r;
+	r = ferry_catalog_resource_set(c, vm_id, "group", a->group);
+	if (r >= 0)
+		r = ferry_catalog_resource_set(c, vm_id, "group-interval", interval);
+	return r;
+}
+
 int enable_replication(const struct enable_args *a)
 {
 	int r = check_enable_args(a);
@@ -577,20 +761,22 @@ int enable_replication(const struct enable_args *a)
 	if (!conf || !state)
 		return log_error("out of memory"), -ENOMEM;
 
-	/* A qemu disk is a node name, recorded as it is; a scan disk a path,
-	 * made absolute. */
+	/* A qemu disk is a node name and a libvirt one a target, recorded as
+	 * they are; a scan disk a path, made absolute. */
 	int qemu = a->tracker && strcmp(a->tracker, "qemu") == 0;
+	int libvirt = a->tracker && strcmp(a->tracker, "libvirt") == 0;
 	_cleanup_(free_paths) char *abs_paths[MAX_CLI_DISKS] = { 0 };
 	for (size_t i = 0; i < a->ndisks; i++)
-		if (!(abs_paths[i] = qemu ? strdup(a->disk_paths[i]) :
-					    absolute(a->disk_paths[i])) ||
+		if (!(abs_paths[i] = qemu || libvirt ? strdup(a->disk_paths[i]) :
+						       absolute(a->disk_paths[i])) ||
 		    strlen(abs_paths[i]) >= FERRY_PATH_MAX)
 			return log_error("disk path of '%s' is unusable", a->disk_names[i]),
 			       -EINVAL;
 
 	_cleanup_free_ char *qmp = a->qmp ? absolute(a->qmp) : NULL,
-			    *nbd = a->nbd_socket ? absolute(a->nbd_socket) : NULL;
-	if ((a->qmp && !qmp) || (a->nbd_socket && !nbd))
+			    *nbd = a->nbd_socket ? absolute(a->nbd_socket) : NULL,
+			    *qga = a->qga ? absolute(a->qga) : NULL;
+	if ((a->qmp && !qmp) || (a->nbd_socket && !nbd) || (a->qga && !qga))
 		return log_error("out of memory"), -ENOMEM;
 
 	struct ferry_catalog *c = ferry_vault_catalog(v);
@@ -659,18 +845,49 @@ int enable_replication(const struct enable_args *a)
 			.state = state,
 			.interval = a->interval ? a->interval :
 				    qemu        ? 2 :
+				    libvirt     ? 5 :
 				    a->crash    ? a->crash :
 						  60,
 			.chunk_size = ferry_vault_chunk_size(v),
 			.has_chunk_size = 1,
-			.tracker = qemu ? AGENTCONF_TRACKER_QEMU : AGENTCONF_TRACKER_SCAN,
+			.tracker = qemu    ? AGENTCONF_TRACKER_QEMU :
+				   libvirt ? AGENTCONF_TRACKER_LIBVIRT :
+					     AGENTCONF_TRACKER_SCAN,
+			.domain = (char *)a->libvirt_domain,
+			.connect = (char *)a->connect,
+			.run_dir = (char *)a->run_dir,
 			.qmp = qmp,
 			.nbd_socket = nbd,
+			.qga = qga,
+			.app_interval = qga || libvirt ? a->app : 0,
+			.freeze_timeout = a->freeze_timeout,
+			.group = (char *)a->group,
+			.group_interval = a->group_interval ?: AGENTCONF_DEFAULT_GROUP_INTERVAL,
+			.group_pause_limit_ms = a->group_pause_limit ?:
+							AGENTCONF_DEFAULT_GROUP_PAUSE_LIMIT_MS,
 			.disks = disks,
 			.ndisks = a->ndisks,
 		};
+		if (r >= 0 && a->group)
+			r = join_group(c, vm.id, a, cache);
 		if (r >= 0)
-			r = ferry_catalog_resource_set(c, vm.id, "tracker", qemu ? "qemu" : "scan");
+			r = ferry_catalog_resource_set(c, vm.id, "tracker",
+						       qemu    ? "qemu" :
+						       libvirt ? "libvirt" :
+								 "scan");
+		/* Where the domain is: test-failover-cleanup undefines its
+		 * failovers' domains through libvirt. */
+		if (r >= 0 && libvirt)
+			r = ferry_catalog_resource_set(c, vm.id, "libvirt-domain",
+						       a->libvirt_domain);
+		if (r >= 0 && libvirt)
+			r = ferry_catalog_resource_set(c, vm.id, "libvirt-connect",
+						       a->connect ?: VIRTDOM_DEFAULT_URI);
+		if (r >= 0 && a->rpo_target) {
+			char rpo[24];
+			snprintf(rpo, sizeof(rpo), "%llu", (unsigned long long)a->rpo_target);
+			r = ferry_catalog_resource_set(c, vm.id, "rpo-target", rpo);
+		}
 		if (r >= 0)
 			r = agentconf_write(&ac, conf, "written by ferry enable-replication");
 		if (r >= 0)
@@ -700,6 +917,9 @@ int enable_replication(const struct enable_args *a)
 	printf("  target subnet          %s\n", ts);
 	printf("  availability set       %s\n", as);
 	printf("  cache                  %s\n", cache);
+	if (a->group)
+		printf("  consistency group      %s (a round every %llu s)\n", a->group,
+		       (unsigned long long)(a->group_interval ?: AGENTCONF_DEFAULT_GROUP_INTERVAL));
 	printf("  target storage         %s\n", store_url);
 	printf("  agent configuration    %s\n", conf);
 	printf("Start the agent at the source: ferry-agent --config %s\n", conf);
@@ -720,464 +940,30 @@ static int cmd_enable(int argc, char **argv)
 	int r = parse_enable(argc, argv, &a);
 	if (r != 0)
 		return r > 0 ? 0 : 2;
+	/* The disks, CPUs, memory and NICs of a libvirt domain come from it. */
+	struct libvirt_fill fill;
+	if (a.libvirt_domain) {
+		r = enable_from_libvirt(&a, &fill);
+		if (r < 0)
+			return r == -EINVAL ? 2 : 1;
+	}
 	/* Bad arguments are a usage error; enable_replication checks them too. */
 	if (check_enable_args(&a) < 0)
 		return 2;
 	return enable_replication(&a) < 0 ? 1 : 0;
 }
 
-/* ---- status ---- */
-
-struct status_ctx {
-	struct ferry_vault *v;
-	int json;
-	json_object *arr;
-	int64_t now;
-};
-
-struct last_points {
-	struct ferry_point last, last_app;
-	int have, have_app;
-	unsigned count;
-};
-
-static int note_last(const struct ferry_point *p, void *userdata)
-{
-	struct last_points *lp = userdata;
-	lp->last = *p;
-	lp->have = 1;
-	lp->count++;
-	if (p->consistency == FERRY_CONSISTENCY_APP) {
-		lp->last_app = *p;
-		lp->have_app = 1;
-	}
-	return 0;
-}
-
-static int res_json(const char *kind, const char *value, void *userdata)
-{
-	json_object_object_add(userdata, kind, json_object_new_string(value));
-	return 0;
-}
-
-static int res_text(const char *kind, const char *value, void *userdata)
-{
-	char k[256], v[4 * FERRY_URL_MAX];
-	if (strcmp(kind, "agent-config") != 0)
-		printf("    %-24s %s\n", log_escape(kind, k, sizeof(k)),
-		       log_escape(value, v, sizeof(v)));
-	return 0;
-}
-
-static const char *failover_kind(const struct ferry_failover *f)
-{
-	if (f->kind == FERRY_FAILOVER_TEST)
-		return "test failover";
-	return f->state == FERRY_FAILOVER_COMMITTED ? "failover (committed)" : "failover";
-}
-
-static int failover_text(const struct ferry_failover *f, void *userdata)
-{
-	printf("  %-14s %s from %s on network %s/%s\n", failover_kind(f), f->name, f->point_name,
-	       f->network, f->subnet);
-	return 0;
-}
-
-static int failover_json(const struct ferry_failover *f, void *userdata)
-{
-	json_object *o = json_object_new_object();
-	json_object_object_add(o, "name", json_object_new_string(f->name));
-	json_object_object_add(o, "kind", json_object_new_string(failover_kind(f)));
-	json_object_object_add(o, "recovery_point", json_object_new_string(f->point_name));
-	json_object_object_add(o, "network", json_object_new_string(f->network));
-	json_object_object_add(o, "subnet", json_object_new_string(f->subnet));
-	json_object_array_add(userdata, o);
-	return 0;
-}
-
-/* What the agent last said about itself (its status blob in the cache). */
-struct agent_report {
-	int have; /* 1: st is valid; 0: none; <0: -errno reading it */
-	struct ferry_agent_status st;
-	int64_t age_ns; /* now minus when it was written */
-	int silent;
-};
-
-/* An agent is silent once its status is older than a few of its cycles
- * (and their duration), and never sooner than half a minute: a status
- * is put once per cycle, and one put may be slow or fail. */
-static void agent_report_judge(struct agent_report *a, int64_t now)
-{
-	if (a->have <= 0)
-		return;
-	a->age_ns = MAX(now - a->st.written_ns, INT64_C(0));
-	/* In double: the figures come from the source and may be anything. */
-	double cycle_s = (double)a->st.interval_s + (double)a->st.duration_ns / 1e9;
-	a->silent = (double)a->age_ns / 1e9 > MAX(3 * cycle_s, 30.0);
-}
-
-static const char *tracker_name(uint8_t t)
-{
-	return t == FERRY_TRACKER_SCAN ? "scan" : t == FERRY_TRACKER_QEMU ? "qemu" : "unknown";
-}
-
-static json_object *json_time(int64_t ns)
-{
-	char buf[32];
-	if (ns <= 0)
-		return NULL;
-	ferry_format_time(ns, buf, sizeof(buf));
-	return json_object_new_string(buf);
-}
-
-/* Seconds with millisecond resolution, printed as such. */
-static json_object *json_seconds(int64_t ns)
-{
-	char buf[32];
-	snprintf(buf, sizeof(buf), "%.3f", (double)ns / 1e9);
-	return json_object_new_double_s((double)ns / 1e9, buf);
-}
-
-static json_object *json_u64(uint64_t v)
-{
-	return v == FERRY_STATUS_UNKNOWN ? NULL : json_object_new_int64((int64_t)v);
-}
-
-static json_object *agent_json(const struct agent_report *a)
-{
-	json_object *o = json_object_new_object();
-	const struct ferry_agent_status *st = &a->st;
-	json_object_object_add(o, "tracker", json_object_new_string(tracker_name(st->tracker)));
-	json_object_object_add(o, "updated", json_time(st->written_ns));
-	json_object_object_add(o, "updated_seconds_ago", json_seconds(a->age_ns));
-	json_object_object_add(o, "interval_seconds", json_object_new_int64(st->interval_s));
-	json_object_object_add(o, "silent", json_object_new_boolean(a->silent));
-	json_object_object_add(o, "error",
-			       st->error ? json_object_new_string(strerror(st->error)) : NULL);
-	json_object_object_add(o, "error_message",
-			       st->message[0] ? json_object_new_string(st->message) : NULL);
-	json_object_object_add(o, "cycle", json_object_new_int64((int64_t)st->cycle));
-	json_object_object_add(o, "last_marker", json_time(st->marker_ns));
-	json_object_object_add(o, "last_cycle_start", json_time(st->started_ns));
-	json_object_object_add(o, "last_cycle_read_bytes",
-			       st->cycle ? json_object_new_int64((int64_t)st->read_bytes) : NULL);
-	return o;
-}
-
-static void agent_text(const struct agent_report *a)
-{
-	char b1[32], b2[32], b3[32], when[32], age[32];
-	const struct ferry_agent_status *st = &a->st;
-	const char *none = a->have < 0 ? "unknown (the agent's status is unreadable)" :
-					 "unknown (no status from the agent yet)";
-
-	if (a->have <= 0)
-		printf("  at the source  %s\n", none);
-	else if (st->source_waiting_bytes == FERRY_STATUS_UNKNOWN)
-		printf("  at the source  unknown (the %s tracker cannot tell)\n",
-		       tracker_name(st->tracker));
-	else {
-		format_bytes(st->source_waiting_bytes, b1, sizeof(b1));
-		printf("  at the source  %s written and not shipped yet\n", b1);
-	}
-	if (a->have <= 0 || st->cycle == 0)
-		printf("  last cycle     %s\n", a->have > 0 ? "none completed yet" : none);
-	else {
-		format_bytes(st->shipped_bytes, b1, sizeof(b1));
-		format_bytes(st->read_bytes, b2, sizeof(b2));
-		ferry_format_time(st->started_ns, when, sizeof(when));
-		snprintf(b3, sizeof(b3), "%.1f s", (double)st->duration_ns / 1e9);
-		printf("  last cycle     #%llu at %s: %s, %s shipped in %llu segment%s, %s read\n",
-		       (unsigned long long)st->cycle, when, b3, b1,
-		       (unsigned long long)st->segments, st->segments == 1 ? "" : "s", b2);
-	}
-	if (a->have <= 0)
-		return;
-	ferry_format_time(st->written_ns, when, sizeof(when));
-	format_age(a->age_ns, age, sizeof(age));
-	/* What the agent said, not only its errno: a disk that changed size
-	 * must be read here, not in a log at the source. */
-	char msg[4 * sizeof(st->message)];
-	if (a->silent)
-		printf("  agent          silent since %s (%s; it reports every %us)\n", when, age,
-		       st->interval_s);
-	else if (st->error)
-		printf("  agent          last cycle failed %s ago: %s\n", age,
-		       st->message[0] ? log_escape(st->message, msg, sizeof(msg)) :
-					strerror(st->error));
-	else
-		printf("  agent          %s tracker, reported %s ago, cycles every %us\n",
-		       tracker_name(st->tracker), age, st->interval_s);
-}
-
-/* The VM's latest resync (catalog) and who holds its agent lease (cache). */
-struct resync_report {
-	int have; /* rs is valid */
-	struct ferry_vm_resync rs;
-	int lease; /* 1: l is valid; 0: none; <0: -errno reading it */
-	struct ferry_lease l;
-};
-
-static void resync_report_read(struct ferry_catalog *c, const struct ferry_vm *vm,
-			       struct ferry_cache *cache, struct resync_report *rr)
-{
-	rr->have = ferry_catalog_resync_get(c, vm->id, &rr->rs) >= 0;
-	if (cache) {
-		int r = ferry_control_get_lease(cache, vm->name, &rr->l);
-		rr->lease = r >= 0 ? 1 : r == -ENOENT ? 0 : r;
-	}
-}
-
-static void lease_id_hex(const struct ferry_lease *l, char buf[2 * FERRY_LEASE_ID_SIZE + 1])
-{
-	for (size_t i = 0; i < FERRY_LEASE_ID_SIZE; i++)
-		snprintf(buf + 2 * i, 3, "%02x", l->id[i]);
-}
-
-static void resync_json(json_object *o, const struct resync_report *rr, int64_t now)
-{
-	json_object *rj = NULL, *lj = NULL;
-	if (rr->have) {
-		rj = json_object_new_object();
-		json_object_object_add(rj, "epoch", json_object_new_int64((int64_t)rr->rs.epoch));
-		json_object_object_add(rj, "requested", json_time(rr->rs.requested_ns));
-		json_object_object_add(rj, "completed", json_time(rr->rs.done_ns));
-		json_object_object_add(rj, "base_seq",
-				       json_object_new_int64((int64_t)rr->rs.base_seq));
-		json_object_object_add(rj, "reason", json_object_new_string(rr->rs.reason));
-	}
-	if (rr->lease > 0) {
-		char id[2 * FERRY_LEASE_ID_SIZE + 1];
-		lease_id_hex(&rr->l, id);
-		lj = json_object_new_object();
-		json_object_object_add(lj, "identity", json_object_new_string(id));
-		json_object_object_add(lj, "host", json_object_new_string(rr->l.host));
-		json_object_object_add(lj, "pid", json_object_new_int64(rr->l.pid));
-		json_object_object_add(lj, "renewed", json_time(rr->l.written_ns));
-		json_object_object_add(lj, "expires", json_time(rr->l.expires_ns));
-		json_object_object_add(lj, "expired",
-				       json_object_new_boolean(rr->l.expires_ns <= now));
-	}
-	json_object_object_add(o, "resync", rj);
-	json_object_object_add(o, "agent_lease", lj);
-	if (rr->lease < 0)
-		json_object_object_add(o, "agent_lease_error",
-				       json_object_new_string(strerror(-rr->lease)));
-}
-
-static void resync_text(const struct ferry_vm *vm, const struct resync_report *rr, int64_t now)
-{
-	char when[32], age[32], reason[4 * sizeof(rr->rs.reason)];
-	if (rr->have &&
-	    (vm->state == FERRY_VM_RESYNC_REQUIRED || vm->state == FERRY_VM_RESYNCING)) {
-		ferry_format_time(rr->rs.requested_ns, when, sizeof(when));
-		format_age(now - rr->rs.requested_ns, age, sizeof(age));
-		printf("  resync         #%llu requested %s (%s ago)%s: %s\n",
-		       (unsigned long long)rr->rs.epoch, when, age,
-		       vm->state == FERRY_VM_RESYNCING ? ", the agent's chain resumed" :
-							 ", waiting for the agent",
-		       log_escape(rr->rs.reason, reason, sizeof(reason)));
-	}
-}
-
-static void lease_text(const struct resync_report *rr, int64_t now)
-{
-	char id[2 * FERRY_LEASE_ID_SIZE + 1], when[32], age[32];
-	if (rr->lease < 0) {
-		printf("  agent lease    unreadable: %s\n", strerror(-rr->lease));
-		return;
-	}
-	if (rr->lease == 0)
-		return;
-	lease_id_hex(&rr->l, id);
-	ferry_format_time(rr->l.expires_ns, when, sizeof(when));
-	format_age(rr->l.expires_ns > now ? rr->l.expires_ns - now : now - rr->l.expires_ns, age,
-		   sizeof(age));
-	printf("  agent lease    host %s, pid %u, state %.8s, %s %s (%s %s)\n", rr->l.host,
-	       (unsigned)rr->l.pid, id, rr->l.expires_ns > now ? "until" : "expired", when, age,
-	       rr->l.expires_ns > now ? "left" : "ago");
-}
-
-static int status_vm(const struct ferry_vm *vm, void *userdata)
-{
-	struct status_ctx *s = userdata;
-	struct ferry_catalog *c = ferry_vault_catalog(s->v);
-	struct last_points lp = { 0 };
-	int r = ferry_catalog_point_list(c, vm->id, note_last, &lp);
-	if (r < 0)
-		return r;
-
-	/* enable-replication records the tracker; VMs from before it scan. */
-	char tracker[32];
-	if (ferry_catalog_resource_get(c, vm->id, "tracker", tracker, sizeof(tracker)) < 0)
-		snprintf(tracker, sizeof(tracker), "scan");
-
-	uint64_t pending = 0;
-	size_t nseg = 0;
-	int cache_ok = 0;
-	struct agent_report agent = { 0 };
-	struct resync_report rr = { 0 };
-	struct ferry_cache *cache;
-	if (ferry_cache_open(vm->cache_url, 0, &cache) >= 0) {
-		uint64_t *seqs = NULL;
-		cache_ok = ferry_cache_list_segments(cache, vm->name, &seqs, &nseg, &pending) >= 0;
-		free(seqs);
-		r = ferry_cache_get_status(cache, vm->name, &agent.st);
-		agent.have = r >= 0 ? 1 : r == -ENOENT ? 0 : r;
-		resync_report_read(c, vm, cache, &rr);
-		ferry_cache_free(cache);
-	} else
-		resync_report_read(c, vm, NULL, &rr);
-	agent_report_judge(&agent, s->now);
-	double pct = vm->initial_total_bytes ? 100.0 * (double)vm->initial_done_bytes /
-						       (double)vm->initial_total_bytes :
-					       0.0;
-	int64_t rpo = vm->marker_ns ? s->now - vm->marker_ns : -1;
-	int cycle_known = agent.have > 0 && agent.st.cycle > 0;
-
-	if (s->json) {
-		json_object *o = json_object_new_object();
-		json_object_object_add(o, "vm", json_object_new_string(vm->name));
-		json_object_object_add(o, "state",
-				       json_object_new_string(ferry_vm_state_name(vm->state)));
-		if (vm->state == FERRY_VM_INITIAL)
-			json_object_object_add(o, "initial_replication_percent",
-					       json_object_new_double(pct));
-		if (vm->error[0])
-			json_object_object_add(o, "error", json_object_new_string(vm->error));
-		json_object_object_add(o, "recovery_points", json_object_new_int(lp.count));
-		json_object_object_add(o, "last_recovery_point",
-				       lp.have ? json_object_new_string(lp.last.name) : NULL);
-		json_object_object_add(o, "last_app_consistent_point",
-				       lp.have_app ? json_object_new_string(lp.last_app.name) :
-						     NULL);
-		json_object_object_add(o, "rpo_seconds",
-				       rpo >= 0 ? json_object_new_int64(rpo / 1000000000) : NULL);
-		json_object_object_add(o, "applied_seq",
-				       json_object_new_int64((int64_t)vm->applied_seq));
-		json_object_object_add(o, "pending_segments",
-				       cache_ok ? json_object_new_int64((int64_t)nseg) : NULL);
-		json_object_object_add(o, "pending_bytes",
-				       cache_ok ? json_object_new_int64((int64_t)pending) : NULL);
-		json_object_object_add(o, "tracker", json_object_new_string(tracker));
-		json_object_object_add(o, "lag_seconds",
-				       rpo >= 0 ? json_seconds(MAX(rpo, INT64_C(0))) : NULL);
-		json_object_object_add(o, "source_pending_bytes",
-				       agent.have > 0 ? json_u64(agent.st.source_waiting_bytes) :
-							NULL);
-		json_object_object_add(o, "last_cycle_seconds",
-				       cycle_known ? json_seconds(agent.st.duration_ns) : NULL);
-		json_object_object_add(
-			o, "last_cycle_bytes",
-			cycle_known ? json_object_new_int64((int64_t)agent.st.shipped_bytes) :
-				      NULL);
-		json_object_object_add(
-			o, "last_cycle_segments",
-			cycle_known ? json_object_new_int64((int64_t)agent.st.segments) : NULL);
-		json_object_object_add(o, "agent", agent.have > 0 ? agent_json(&agent) : NULL);
-		resync_json(o, &rr, s->now);
-		if (agent.have < 0)
-			json_object_object_add(o, "agent_status_error",
-					       json_object_new_string(strerror(-agent.have)));
-		json_object *res = json_object_new_object();
-		r = ferry_catalog_resource_list(c, vm->id, res_json, res);
-		json_object_object_add(o, "resources", res);
-		json_object *fo = json_object_new_array();
-		if (r >= 0)
-			r = ferry_catalog_failover_list(c, vm->id, failover_json, fo);
-		json_object_object_add(o, "failovers", fo);
-		json_object_array_add(s->arr, o);
-		return r;
-	}
-
-	char when[32], age[32], bytes[32], error[4 * sizeof(vm->error)];
-	char url[4 * sizeof(vm->cache_url)];
-	printf("%s\n", vm->name);
-	if (vm->state == FERRY_VM_INITIAL)
-		printf("  state          initial replication, %.1f%%\n", pct);
-	else
-		printf("  state          %s\n", ferry_vm_state_name(vm->state));
-	if (vm->error[0])
-		printf("  error          %s\n", log_escape(vm->error, error, sizeof(error)));
-	resync_text(vm, &rr, s->now);
-	printf("  tracker        %s\n", tracker);
-	if (lp.have) {
-		ferry_format_time(lp.last.time_ns, when, sizeof(when));
-		format_age(s->now - lp.last.time_ns, age, sizeof(age));
-		printf("  last point     %s (%s, %s, %s ago), %u in all\n", lp.last.name,
-		       consistency_name(lp.last.consistency), when, age, lp.count);
-	} else
-		printf("  last point     none yet\n");
-	if (rpo >= 0) {
-		if (rpo < INT64_C(120) * 1000000000)
-			snprintf(age, sizeof(age), "%.1f s", (double)MAX(rpo, INT64_C(0)) / 1e9);
-		else
-			format_age(rpo, age, sizeof(age));
-		printf("  lag (RPO)      %s since the newest applied consistency marker\n", age);
-	} else
-		printf("  lag (RPO)      n/a (no consistency marker applied yet)\n");
-	if (cache_ok) {
-		format_bytes(pending, bytes, sizeof(bytes));
-		printf("  pending        %zu segment%s, %s in cache %s\n", nseg,
-		       nseg == 1 ? "" : "s", bytes, log_escape(vm->cache_url, url, sizeof(url)));
-	} else
-		printf("  pending        unknown: cache %s unreachable\n",
-		       log_escape(vm->cache_url, url, sizeof(url)));
-	agent_text(&agent);
-	lease_text(&rr, s->now);
-	r = ferry_catalog_failover_list(c, vm->id, failover_text, NULL);
-	if (r < 0)
-		return r;
-	printf("  target resources\n");
-	return ferry_catalog_resource_list(c, vm->id, res_text, NULL);
-}
-
-static int cmd_status(int argc, char **argv)
-{
-	struct opts o = { 0 };
-	if (parse_common(argc, argv, &o,
-			 "Usage: ferry status --vault DIR [--json]\n\n"
-			 "Per VM: state (initial replication with %, protected, error), tracker,\n"
-			 "last recovery point, lag (RPO) now, segments and bytes waiting in the\n"
-			 "cache and at the source, the agent's last cycle (duration, size) and\n"
-			 "whether the agent has gone silent; target resources.\n") < 0)
-		return 2;
-	if (o.help)
-		return 0;
-	if (optind != argc) {
-		log_error("usage: ferry status --vault DIR [--json]");
-		return 2;
-	}
-	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;
-	if (open_vault(o.vault, 1, &v) < 0)
-		return 1;
-	struct status_ctx s = { v, o.json, json_object_new_array(), ferry_now_ns() };
-	int r = ferry_catalog_vm_list(ferry_vault_catalog(v), status_vm, &s);
-	if (r >= 0 && o.json) {
-		json_object *top = json_object_new_object();
-		uint64_t bytes = 0;
-		ferry_catalog_store_bytes(ferry_vault_catalog(v), &bytes);
-		json_object_object_add(top, "vault", json_object_new_string(o.vault));
-		json_object_object_add(top, "store_bytes", json_object_new_int64((int64_t)bytes));
-		json_object_object_add(top, "vms", json_object_get(s.arr));
-		puts(json_object_to_json_string_ext(top, JSON_C_TO_STRING_PRETTY |
-								 JSON_C_TO_STRING_NOSLASHESCAPE));
-		json_object_put(top);
-	}
-	json_object_put(s.arr);
-	if (r < 0)
-		return log_error_errno(r, "cannot read status"), 1;
-	return 0;
-}
-
 /* ---- recovery-points ---- */
 
 static int print_point(const struct ferry_point *p, void *userdata)
 {
-	char when[32];
+	char when[32], round[40] = "";
 	ferry_format_time(p->time_ns, when, sizeof(when));
-	printf("%-22s %-6s %s  seq %llu\n", p->name, consistency_name(p->consistency), when,
-	       (unsigned long long)p->seq);
+	if (p->group_round)
+		snprintf(round, sizeof(round), "  group round %llu",
+			 (unsigned long long)p->group_round);
+	printf("%-22s %-6s %s  seq %llu%s\n", p->name, consistency_name(p->consistency), when,
+	       (unsigned long long)p->seq, round);
 	return 0;
 }
 
@@ -1185,10 +971,17 @@ static int cmd_points(int argc, char **argv)
 {
 	struct opts o = { 0 };
 	const char *name;
-	int r = one_vm_args(argc, argv,
-			    "Usage: ferry recovery-points --vault DIR VM\n\n"
-			    "One line per point, oldest first: id, consistency, time, sequence.\n",
-			    &o, &name);
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--group") == 0 || strncmp(argv[i], "--group=", 8) == 0)
+			return cmd_group_points(argc, argv);
+	int r = one_vm_args(
+		argc, argv,
+		"Usage: ferry recovery-points --vault DIR VM\n"
+		"       ferry recovery-points --vault DIR --group GROUP [--all] [--json]\n\n"
+		"One line per point, oldest first: id, consistency, time, sequence, and\n"
+		"the consistency group's round the point was cut at, if any. With\n"
+		"--group, the group's group points (see --group G --help).\n",
+		&o, &name);
 	if (r >= 0)
 		return r;
 	_cleanup_(ferry_vault_freep) struct ferry_vault *v = NULL;

@@ -38,6 +38,7 @@
 #include "ferry/vault.h"
 #include "fostate.h"
 #include "maint.h"
+#include "monitor.h"
 #include "replicate.h"
 #include "wait.h"
 
@@ -207,7 +208,8 @@ static void on_signal(int sig)
 static void help(void)
 {
 	printf("Usage: ferry-replicator --vault DIR [--once] [--interval SECONDS]\n"
-	       "                        [--poll-interval SECONDS] [--verbose]\n"
+	       "                        [--poll-interval SECONDS] [--metrics-file FILE]\n"
+	       "                        [--verbose]\n"
 	       "\n"
 	       "Applies change-log segments from each VM's cache to the vault, cuts\n"
 	       "recovery points by policy, thins old points and collects garbage.\n"
@@ -221,6 +223,8 @@ static void help(void)
 	       "  --no-gc                   skip garbage collection\n"
 	       "  --insecure-http           allow caches and stores over plain http://\n"
 	       "                            beyond this machine (FERRY_INSECURE_HTTP=1)\n"
+	       "  --metrics-file FILE       write Prometheus metrics to FILE after every\n"
+	       "                            pass (node-exporter's textfile format)\n"
 	       "  -v, --verbose             log each segment\n"
 	       "  -h, --help                show this help\n"
 	       "      --version             show the version\n"
@@ -327,7 +331,7 @@ static int wait_for_work(struct ferry_vault *v, const struct ferry_id *tracked, 
 }
 
 /* 1 when the pass was skipped because the vault was busy. */
-static int run_pass(struct ferry_vault *v, int do_gc, int64_t *last_gc_ns)
+static int run_pass(struct ferry_vault *v, int do_gc, int64_t *last_gc_ns, struct monitor *mon)
 {
 	/* Held during the pass only, so 'ferry failover' and 'ferry gc' get in
 	 * between passes. */
@@ -347,13 +351,18 @@ static int run_pass(struct ferry_vault *v, int do_gc, int64_t *last_gc_ns)
 		return log_error_errno(r, "cannot list VMs");
 	int failed = 0;
 	for (size_t i = 0; i < n && !stop; i++)
-		if (replicating(vms[i].state) && replicate_vm(v, &vms[i], &stop) < 0)
+		if (replicating(vms[i].state) &&
+		    replicate_vm_counted(v, &vms[i], &stop, monitor_vm_stats(mon, vms[i].name)) < 0)
 			failed = 1;
 	free(vms);
 	/* Without the store lease, thinning and gc could delete what another
 	 * replicator just wrote. */
 	if (lease_lost)
 		return -ENOLCK;
+	/* Health and metrics after the segments, before thinning and gc: what
+	 * the pass changed is judged at once. */
+	if (!stop)
+		(void)monitor_pass(mon, v, ferry_now_ns());
 
 	unsigned thinned = 0;
 	r = maint_thin(v, ferry_now_ns(), &thinned);
@@ -385,6 +394,7 @@ int main(int argc, char **argv)
 		OPT_NO_GC,
 		OPT_POLL_INTERVAL,
 		OPT_INSECURE_HTTP,
+		OPT_METRICS_FILE,
 	};
 	/* Segments, their unpacked data and packs are buffers of several MiB,
 	 * allocated on one thread and freed on another, once per segment. With
@@ -401,12 +411,13 @@ int main(int argc, char **argv)
 		{ "poll-interval", required_argument, NULL, OPT_POLL_INTERVAL },
 		{ "no-gc", no_argument, NULL, OPT_NO_GC },
 		{ "insecure-http", no_argument, NULL, OPT_INSECURE_HTTP },
+		{ "metrics-file", required_argument, NULL, OPT_METRICS_FILE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{},
 	};
-	const char *vault_dir = NULL;
+	const char *vault_dir = NULL, *metrics_file = NULL;
 	int once = 0, do_gc = 1;
 	long interval = 10, poll_interval = 1;
 
@@ -449,6 +460,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_INSECURE_HTTP:
 			env_blobs_allow_insecure_http();
+			break;
+		case OPT_METRICS_FILE:
+			metrics_file = optarg;
 			break;
 		case 'v':
 			log_set_max_level(LOG_DEBUG);
@@ -517,6 +531,17 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 
+	/* Health is judged and recorded after every pass, with or without a
+	 * metrics file. */
+	struct monitor *mon = NULL;
+	r = monitor_new(metrics_file, &mon);
+	if (r < 0) {
+		log_error_errno(r, "cannot set up health and metrics");
+		lease_drop(&lease);
+		waiter = waiter_free(waiter);
+		ferry_vault_free(v);
+		return 1;
+	}
 	int64_t last_gc_ns = 0;
 	struct ferry_id tracked = { 0 };
 	for (;;) {
@@ -524,7 +549,7 @@ int main(int argc, char **argv)
 			track_vms(v, &tracked);
 		r = lease.lock ? lease_refresh(&lease) : 0;
 		if (r >= 0)
-			r = run_pass(v, do_gc, &last_gc_ns);
+			r = run_pass(v, do_gc, &last_gc_ns, mon);
 		if (once || stop || lease_lost)
 			break;
 		/* A pass skipped for a busy vault is retried soon: what
@@ -547,6 +572,7 @@ int main(int argc, char **argv)
 	sigaddset(&ss, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &ss, NULL);
 	waiter = waiter_free(waiter);
+	monitor_free(mon);
 	ferry_vault_free(v);
 	return r < 0 || lease_lost ? 1 : 0;
 }

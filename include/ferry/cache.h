@@ -30,6 +30,7 @@ struct ferry_ack {
 enum ferry_tracker {
 	FERRY_TRACKER_SCAN = 1,
 	FERRY_TRACKER_QEMU = 2,
+	FERRY_TRACKER_LIBVIRT = 3,
 };
 
 /* A figure the agent does not know (the scan tracker cannot tell what
@@ -67,6 +68,24 @@ struct ferry_agent_status {
 	 * cycle (the qemu tracker: what its dirty bitmaps count);
 	 * FERRY_STATUS_UNKNOWN when the tracker cannot tell. */
 	uint64_t source_waiting_bytes;
+	/* (1.2) The agent's app-consistent points: the errno of its last
+	 * attempt (0: it succeeded, or none yet), when that attempt was and
+	 * when the last one succeeded (0: never); with app_error, what the
+	 * agent said about it (a guest agent that did not answer, a freeze
+	 * that timed out), under the message's rules. The values carry over
+	 * cycles that make no attempt. */
+	int app_error;
+	int64_t app_attempt_ns;
+	int64_t app_ok_ns;
+	char app_message[FERRY_STATUS_MESSAGE_MAX + 1];
+	/* (1.2) The cycle in progress while it reads whole disks (the scan
+	 * tracker always does): bytes covered so far, including what an
+	 * interrupted run covered before, of progress_total_bytes, and the
+	 * agent's read rate over this run, bytes per second (0: unknown).
+	 * 0/0/0 between cycles, and for a tracker that reads only what
+	 * changed. */
+	uint64_t progress_done_bytes, progress_total_bytes;
+	uint64_t progress_rate;
 };
 
 int ferry_cache_open(const char *url, int create, struct ferry_cache **ret);
@@ -113,7 +132,7 @@ int ferry_cache_chain_head(struct ferry_cache *c, const char *vm, uint64_t from,
 
 /* Replaces the VM's status whole. -EINVAL for a status that breaks the
  * format's rules (no tracker, cycle 0 with figures, a message without an
- * error). */
+ * error, progress done beyond its total). */
 int ferry_cache_put_status(struct ferry_cache *c, const char *vm,
 			   const struct ferry_agent_status *st);
 /* -ENOENT when the agent never reported (an older agent, or none yet);

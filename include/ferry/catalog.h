@@ -17,7 +17,7 @@
 #include "ferry/crypto.h"
 #include "ferry/store.h"
 
-#define FERRY_CATALOG_SCHEMA_VERSION 3
+#define FERRY_CATALOG_SCHEMA_VERSION 4
 #define FERRY_NAME_MAX 64
 #define FERRY_URL_MAX 1024
 #define FERRY_PATH_MAX 4096
@@ -107,10 +107,13 @@ int ferry_catalog_vm_list(struct ferry_catalog *c,
 /* Target resources and source settings, as kind -> value pairs:
  * source-group, source-network, source-subnet, target-group, target-network,
  * target-subnet, availability-set, cache, target-storage, network-mapping
- * (value "SRC->DST"), reverse-network-mapping, agent-config; the VM's
+ * (value "SRC->DST"), reverse-network-mapping, agent-config, tracker,
+ * group (the VM's consistency group, a name); the VM's
  * description: vm-cpus, vm-memory-mib, nic.N ("mac=..[,ip=A/P],model=..");
- * and its failover bookkeeping: role ("back" in a vault that re-protect
- * seeded, absent = forward; replicator/lib/fostate.h) and reverse-cache. */
+ * its failover bookkeeping: role ("back" in a vault that re-protect
+ * seeded, absent = forward; replicator/lib/fostate.h) and reverse-cache;
+ * and its health (replicator/lib/health.h): rpo-target (decimal seconds)
+ * and health (the state ferry-replicator last recorded). */
 int ferry_catalog_resource_set(struct ferry_catalog *c, int64_t vm_id, const char *kind,
 			       const char *value);
 int ferry_catalog_resource_get(struct ferry_catalog *c, int64_t vm_id, const char *kind, char *buf,
@@ -119,6 +122,11 @@ int ferry_catalog_resource_get(struct ferry_catalog *c, int64_t vm_id, const cha
 int ferry_catalog_resource_list(struct ferry_catalog *c, int64_t vm_id,
 				int (*cb)(const char *kind, const char *value, void *userdata),
 				void *userdata);
+/* The VMs whose resource kind has exactly value, in name order: the
+ * members of a consistency group are the VMs with "group" = its name. */
+int ferry_catalog_vm_list_by_resource(struct ferry_catalog *c, const char *kind, const char *value,
+				      int (*cb)(const struct ferry_vm *vm, void *userdata),
+				      void *userdata);
 
 /* ---- disks and live maps ---- */
 
@@ -151,6 +159,9 @@ struct ferry_point {
 	int consistency;        /* enum ferry_consistency */
 	uint64_t seq;           /* segment holding the marker */
 	struct ferry_id record; /* its POINT record in the store, or null */
+	/* 0; or R when the marker was the VM's cut of round R of its
+	 * consistency group (schema version 4; 0 in older catalogs). */
+	uint64_t group_round;
 };
 
 struct ferry_point_disk {
@@ -208,6 +219,14 @@ int ferry_catalog_pack_list(struct ferry_catalog *c,
 			    void *userdata);
 /* Sum of stored bytes over all packs. */
 int ferry_catalog_store_bytes(struct ferry_catalog *c, uint64_t *ret);
+/* The store in figures, read in one snapshot: objects indexed, their plain
+ * bytes (unique content before compression), and the logical bytes the
+ * vault presents (disk sizes summed over every recovery point and live
+ * image). One scan of the object index: not for every segment. */
+struct ferry_catalog_store_stats {
+	uint64_t objects, unique_bytes, logical_bytes;
+};
+int ferry_catalog_store_stats(struct ferry_catalog *c, struct ferry_catalog_store_stats *ret);
 
 /*
  * Ingest generations (ingest.h, docs/architecture.md "Ingest and GC"): a

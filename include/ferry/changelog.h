@@ -34,6 +34,9 @@
  * recovery-point ids (the time, YYYYMMDDTHHMMSSZ) sort as strings. */
 #define FERRY_MARKER_TIME_MIN_NS (INT64_C(946684800) * 1000000000)
 #define FERRY_MARKER_TIME_MAX_NS (INT64_C(7258118400) * 1000000000)
+/* The largest group round a MARKER may carry: rounds are stored as the
+ * catalog's signed 64-bit integers. */
+#define FERRY_GROUP_ROUND_MAX ((uint64_t)INT64_MAX)
 
 enum ferry_rec_type {
 	FERRY_REC_DISK = 1,   /* declares disk index -> name, size */
@@ -61,6 +64,10 @@ struct ferry_record {
 	const char *name;                   /* DISK: disk name */
 	enum ferry_consistency consistency; /* MARKER */
 	int64_t time_ns;                    /* MARKER: when the cut was made */
+	/* MARKER: 0 for a cut of this VM alone; R > 0 when the marker is this
+	 * VM's cut of round R of its consistency group (format 3.0), which
+	 * every member's marker of the round carries with the same time_ns. */
+	uint64_t group_round;
 };
 
 /* Identity of one segment, read from its header. */
@@ -97,6 +104,14 @@ int ferry_segment_writer_add_trim(struct ferry_segment_writer *w, uint16_t disk,
  * writer's clock is wrong). */
 int ferry_segment_writer_add_marker(struct ferry_segment_writer *w,
 				    enum ferry_consistency consistency, int64_t time_ns);
+/* A marker that is this VM's cut of round (1 to FERRY_GROUP_ROUND_MAX,
+ * -EINVAL otherwise) of its consistency group: a segment holding one is
+ * written as format 3.0, which replicators older than it refuse as a
+ * version they do not know (docs/format/segment.md, "Compatibility").
+ * Same rules as add_marker otherwise. */
+int ferry_segment_writer_add_group_marker(struct ferry_segment_writer *w,
+					  enum ferry_consistency consistency, int64_t time_ns,
+					  uint64_t round);
 /* Sets prev after the fact (for writers that learn the digest of the
  * segment before only when it is finished, elsewhere); same rule as new. */
 int ferry_segment_writer_set_prev(struct ferry_segment_writer *w, const struct ferry_id *prev);

@@ -98,3 +98,48 @@ int ferry_control_get_fp_range(struct ferry_cache *c, const char *vm, uint64_t e
 			       const char *disk, uint64_t off, void *buf, size_t len);
 /* Deletes the fingerprint blobs of every epoch other than keep (0: all). */
 int ferry_control_delete_fps(struct ferry_cache *c, const char *vm, uint64_t keep);
+
+/*
+ * Consistency groups: the records through which the agents of a group's
+ * VMs agree on one cut (docs/architecture.md, "Consistency groups"). Each
+ * agent writes only records under its own VM's name, so no two writers
+ * ever race on a name:
+ *   groups/<group>/members/<vm>.member        the VM belongs to the group
+ *   groups/<group>/rounds/<round, 16 hex>/<vm>.<step>
+ *                                             ready, paused, abort, cut
+ */
+enum ferry_group_step {
+	FERRY_GROUP_MEMBER = 1,
+	FERRY_GROUP_READY = 2,  /* views made: can pause at once */
+	FERRY_GROUP_PAUSED = 3, /* the VM is stopped since time_ns */
+	FERRY_GROUP_ABORT = 4,  /* gave up this round; reason says why */
+	FERRY_GROUP_CUT = 5,    /* cut at the round's instant, VM resumed */
+};
+#define FERRY_GROUP_REASON_MAX 255
+
+struct ferry_group_record {
+	uint8_t step;                            /* enum ferry_group_step */
+	uint64_t round;                          /* 0 for MEMBER, else > 0 */
+	int64_t time_ns;                         /* when written; PAUSED: when the VM stopped */
+	char vm[65];                             /* the writer's VM */
+	char reason[FERRY_GROUP_REASON_MAX + 1]; /* ABORT: why; else "" */
+};
+
+/* Puts rec (replacing the writer's own record of that step and round).
+ * -EINVAL for an invalid group or VM name or a record that breaks the
+ * rules above. */
+int ferry_control_put_group(struct ferry_cache *c, const char *group,
+			    const struct ferry_group_record *rec);
+/* One record; -ENOENT when absent, -EBADMSG on damage (or a record whose
+ * fields disagree with its name). */
+int ferry_control_get_group(struct ferry_cache *c, const char *group, uint64_t round, uint8_t step,
+			    const char *vm, struct ferry_group_record *ret);
+/* Calls cb with the VM and step of every well-formed record name of round
+ * (0: the members), in name order; other names there are skipped. The
+ * records themselves are not read: a name is what a barrier polls for. */
+int ferry_control_list_group(struct ferry_cache *c, const char *group, uint64_t round,
+			     int (*cb)(const char *vm, uint8_t step, void *userdata),
+			     void *userdata);
+/* Deletes vm's own records of every round before `before`. */
+int ferry_control_delete_group_rounds(struct ferry_cache *c, const char *group, const char *vm,
+				      uint64_t before);

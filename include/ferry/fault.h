@@ -9,8 +9,9 @@
  *
  *   RULE[,RULE...]    RULE = SITE[~MATCH]:KIND[@N[+]]
  *
- * SITE is write, fsync, commit, put, get, delete, list or any; MATCH a
- * substring of the blob name (put, get, delete, list); KIND eio, enospc,
+ * SITE is write, fsync, commit, put, get, delete, list, freeze or any;
+ * MATCH a substring of the blob name (put, get, delete, list) or of the
+ * guest agent socket (freeze); KIND eio, enospc,
  * short (write: half the bytes reach the file, then ENOSPC), crash (the
  * process dies with SIGKILL before the operation) or crash-after (after
  * it); N the matching call that fires (1 by default), N+ that one and
@@ -29,6 +30,7 @@ enum ferry_fault_site {
 	FERRY_FAULT_GET,    /* ferry_blobs_get / _get_range / _size */
 	FERRY_FAULT_DELETE, /* ferry_blobs_delete */
 	FERRY_FAULT_LIST,   /* ferry_blobs_list */
+	FERRY_FAULT_FREEZE, /* freeze_begin: the guest freeze of an app-consistent cut */
 	FERRY_FAULT_SITES
 };
 

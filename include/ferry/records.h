@@ -25,7 +25,10 @@
 #include "ferry/store.h"
 
 #define FERRY_RECORD_MAJOR 1
-#define FERRY_RECORD_MINOR 0
+/* The newest minor version this codec knows: 1.1 adds the point's
+ * group-round. A record is written with the oldest minor that has every
+ * key it holds (1.0 when it holds none of 1.1's). */
+#define FERRY_RECORD_MINOR 1
 /* Limits a decoder enforces (and an encoder refuses past). */
 #define FERRY_RECORD_MAX_DISKS 256
 #define FERRY_RECORD_MAX_RESOURCES 256
@@ -76,6 +79,7 @@ struct ferry_record_point {
 	int consistency; /* enum ferry_consistency */
 	uint64_t seq;
 	struct ferry_id digest; /* of segment seq */
+	uint64_t group_round;   /* 0, or its consistency group's round (1.1) */
 	struct ferry_point_disk *disks;
 	size_t ndisks;
 };

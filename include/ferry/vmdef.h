@@ -14,7 +14,9 @@
  *
  * domain.xml: a <domain type='kvm'> (type 'qemu' when the accelerator list
  * starts with tcg) with name, uuid, memory, vcpus, machine type, SeaBIOS,
- * raw virtio disks vda, vdb, ... in source order with boot order 1, 2, ...,
+ * raw virtio disks vda, vdb, ... in source order with boot order 1, 2, ...
+ * (each with a <seclabel model='dac' relabel='no'/> on its source: libvirt
+ * leaves the owner of a clone image alone),
  * NICs (virtio unless the source had another model) of type 'network' on
  * the given network with the source MACs,
  * a serial console on a pty, and <metadata> in the namespace

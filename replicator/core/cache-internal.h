@@ -28,9 +28,11 @@ int cache_ack_parse(const void *buf, size_t len, const char *vm, struct ferry_ac
 #define CACHE_STATUS_MAX 4096u
 /* Length of a 1.0 status for a VM name of n bytes: the least any is. */
 #define CACHE_STATUS_LEN(n) (106u + (n) + 32u)
-/* Length of a status this version (1.1) writes for a VM name of n bytes
- * and a message of m. */
+/* Length of a 1.1 status for a VM name of n bytes and a message of m. */
 #define CACHE_STATUS_LEN_MSG(n, m) (106u + (n) + 2u + (m) + 32u)
+/* Length of a status this version (1.2) writes: name n, message m, app
+ * message am bytes. */
+#define CACHE_STATUS_LEN_12(n, m, am) (106u + (n) + 2u + (m) + 46u + (am) + 32u)
 
 /* Encodes st for vm into buf; -EINVAL on an invalid name or a status that
  * breaks the format's rules, -ENOBUFS if buf is too small. */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "cache-internal.h"
 #include "ferry/blobs.h"
@@ -38,8 +39,9 @@
 
 #define STATUS_MAGIC "FERRYSTA"
 #define STATUS_MAJOR 1
-/* 1.1 adds the message after the VM name. */
-#define STATUS_MINOR 1
+/* 1.1 adds the message after the VM name; 1.2 the app-consistent and
+ * progress fields after the message. */
+#define STATUS_MINOR 2
 
 #define S_MAGIC 0
 #define S_MAJOR 8
@@ -63,6 +65,15 @@
 #define S_SUM_SIZE FERRY_ID_SIZE
 /* errno values are small; anything larger is not one. */
 #define S_ERROR_MAX 4095
+/* 1.2, from the end of the message: fixed fields, then the app message. */
+#define S12_APP_ERROR 0
+#define S12_APP_ATTEMPT 4
+#define S12_APP_OK 12
+#define S12_DONE 20
+#define S12_TOTAL 28
+#define S12_RATE 36
+#define S12_APP_MSGLEN 44
+#define S12_FIXED 46
 
 struct ferry_cache {
 	struct ferry_blobs *blobs;
@@ -149,6 +160,15 @@ static int status_consistent(const struct ferry_agent_status *st)
 		return 0;
 	if (st->written_ns < 0 || st->marker_ns < 0 || st->started_ns < 0 || st->duration_ns < 0)
 		return 0;
+	if (st->app_error < 0 || st->app_error > S_ERROR_MAX || st->app_attempt_ns < 0 ||
+	    st->app_ok_ns < 0)
+		return 0;
+	size_t am = strnlen(st->app_message, sizeof(st->app_message));
+	if (am > FERRY_STATUS_MESSAGE_MAX || (am > 0 && st->app_error == 0))
+		return 0;
+	if (st->progress_done_bytes > st->progress_total_bytes ||
+	    (st->progress_total_bytes == 0 && st->progress_rate != 0))
+		return 0;
 	if (st->cycle == 0)
 		return st->seq == 0 && st->marker_ns == 0 && st->started_ns == 0 &&
 		       st->duration_ns == 0 && st->shipped_bytes == 0 && st->segments == 0 &&
@@ -161,7 +181,8 @@ int cache_status_format(const char *vm, const struct ferry_agent_status *st, voi
 {
 	if (!ferry_name_valid(vm) || !status_consistent(st))
 		return -EINVAL;
-	size_t n = strlen(vm), m = strlen(st->message), len = CACHE_STATUS_LEN_MSG(n, m);
+	size_t n = strlen(vm), m = strlen(st->message), am = strlen(st->app_message);
+	size_t len = CACHE_STATUS_LEN_12(n, m, am);
 	if (size < len)
 		return -ENOBUFS;
 	uint8_t *b = buf;
@@ -187,6 +208,15 @@ int cache_status_format(const char *vm, const struct ferry_agent_status *st, voi
 	memcpy(b + S_VM, vm, n);
 	put_le16(b + S_VM + n, (uint16_t)m);
 	memcpy(b + S_VM + n + 2, st->message, m);
+	uint8_t *e = b + S_VM + n + 2 + m;
+	put_le32(e + S12_APP_ERROR, (uint32_t)st->app_error);
+	put_le64(e + S12_APP_ATTEMPT, (uint64_t)st->app_attempt_ns);
+	put_le64(e + S12_APP_OK, (uint64_t)st->app_ok_ns);
+	put_le64(e + S12_DONE, st->progress_done_bytes);
+	put_le64(e + S12_TOTAL, st->progress_total_bytes);
+	put_le64(e + S12_RATE, st->progress_rate);
+	put_le16(e + S12_APP_MSGLEN, (uint16_t)am);
+	memcpy(e + S12_FIXED, st->app_message, am);
 	struct ferry_id sum;
 	ferry_sha256(b, len - S_SUM_SIZE, &sum);
 	memcpy(b + len - S_SUM_SIZE, sum.b, S_SUM_SIZE);
@@ -194,22 +224,50 @@ int cache_status_format(const char *vm, const struct ferry_agent_status *st, voi
 	return 0;
 }
 
-/* The message of a 1.1 status (u16 length, bytes, after the name) into
- * ret, "" for 1.0; -EBADMSG when it does not fit or holds a NUL. */
-static int status_message_parse(const uint8_t *b, size_t len, size_t name_end, char *ret)
+/* A message (u16 length, then its bytes) at b + at, within end, into ret
+ * (FERRY_STATUS_MESSAGE_MAX + 1 bytes); returns where it ends, or -EBADMSG
+ * when it does not fit, is too long or holds a NUL. */
+static ssize_t status_string_parse(const uint8_t *b, size_t at, size_t end, char *ret)
 {
-	ret[0] = 0;
-	if (get_le16(b + S_MINOR) < 1)
-		return 0;
-	size_t room = len - S_SUM_SIZE - name_end;
-	if (room < 2)
+	if (at > end || end - at < 2)
 		return -EBADMSG;
-	size_t m = get_le16(b + name_end);
-	if (m > FERRY_STATUS_MESSAGE_MAX || m > room - 2 || memchr(b + name_end + 2, 0, m))
+	size_t m = get_le16(b + at);
+	if (m > FERRY_STATUS_MESSAGE_MAX || m > end - at - 2 || memchr(b + at + 2, 0, m))
 		return -EBADMSG;
-	memcpy(ret, b + name_end + 2, m);
+	memcpy(ret, b + at + 2, m);
 	ret[m] = 0;
-	return 0;
+	return (ssize_t)(at + 2 + m);
+}
+
+/* The fields after the name: the message of a 1.1 status, and the app and
+ * progress fields of a 1.2 one, into st ("" and zeros where a lower minor
+ * has none). -EBADMSG when one does not fit. */
+static int status_tail_parse(const uint8_t *b, size_t len, size_t name_end,
+			     struct ferry_agent_status *st)
+{
+	uint16_t minor = get_le16(b + S_MINOR);
+	size_t end = len - S_SUM_SIZE;
+	st->message[0] = st->app_message[0] = 0;
+	if (minor < 1)
+		return 0;
+	ssize_t at = status_string_parse(b, name_end, end, st->message);
+	if (at < 0 || minor < 2)
+		return at < 0 ? -EBADMSG : 0;
+	if (end - (size_t)at < S12_FIXED)
+		return -EBADMSG;
+	const uint8_t *e = b + at;
+	uint32_t app_error = get_le32(e + S12_APP_ERROR);
+	if (app_error > S_ERROR_MAX)
+		return -EBADMSG;
+	st->app_error = (int)app_error;
+	st->app_attempt_ns = (int64_t)get_le64(e + S12_APP_ATTEMPT);
+	st->app_ok_ns = (int64_t)get_le64(e + S12_APP_OK);
+	st->progress_done_bytes = get_le64(e + S12_DONE);
+	st->progress_total_bytes = get_le64(e + S12_TOTAL);
+	st->progress_rate = get_le64(e + S12_RATE);
+	return status_string_parse(b, (size_t)at + S12_APP_MSGLEN, end, st->app_message) < 0 ?
+		       -EBADMSG :
+		       0;
 }
 
 int cache_status_parse(const void *buf, size_t len, const char *vm, struct ferry_agent_status *ret)
@@ -258,7 +316,7 @@ int cache_status_parse(const void *buf, size_t len, const char *vm, struct ferry
 		.read_bytes = get_le64(b + S_READ),
 		.source_waiting_bytes = get_le64(b + S_WAITING),
 	};
-	if (status_message_parse(b, len, S_VM + n, st.message) < 0 || !status_consistent(&st))
+	if (status_tail_parse(b, len, S_VM + n, &st) < 0 || !status_consistent(&st))
 		return -EBADMSG;
 	*ret = st;
 	return 0;

@@ -327,6 +327,9 @@ static const char *const migrations[] = {
 	"  done_ns INTEGER NOT NULL DEFAULT 0,\n"
 	"  reason TEXT NOT NULL DEFAULT '');\n"
 	"PRAGMA user_version = 3;\n",
+	/* 3 -> 4: the consistency group round a point was cut at. */
+	"ALTER TABLE points ADD COLUMN group_round INTEGER NOT NULL DEFAULT 0;\n"
+	"PRAGMA user_version = 4;\n",
 };
 
 static int migrate(struct ferry_catalog *c, int from)
@@ -768,6 +771,33 @@ int ferry_catalog_resource_get(struct ferry_catalog *c, int64_t vm_id, const cha
 	return r < 0 ? r : r == 0 ? -ENOENT : 0;
 }
 
+int ferry_catalog_vm_list_by_resource(struct ferry_catalog *c, const char *kind, const char *value,
+				      int (*cb)(const struct ferry_vm *vm, void *userdata),
+				      void *userdata)
+{
+	/* Not cached: callbacks may run other queries meanwhile. */
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(c->db,
+				    "SELECT " VM_COLUMNS " FROM vms WHERE id IN (SELECT vm_id FROM "
+				    "resources WHERE kind = ? AND value = ?) ORDER BY name",
+				    -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return sql_errno(rc) ?: -EIO;
+	sqlite3_bind_text(s, 1, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+	int r;
+	while ((r = step_row(s)) == 1) {
+		struct ferry_vm vm;
+		r = vm_from_row(s, &vm);
+		if (r >= 0)
+			r = cb(&vm, userdata);
+		if (r < 0)
+			break;
+	}
+	sqlite3_finalize(s);
+	return r < 0 ? r : 0;
+}
+
 struct resource_ctx {
 	int (*cb)(const char *kind, const char *value, void *userdata);
 	void *userdata;
@@ -887,7 +917,10 @@ int ferry_catalog_disk_list(struct ferry_catalog *c, int64_t vm_id,
 
 /* ---- recovery points ---- */
 
-#define POINT_COLUMNS "id, vm_id, name, time_ns, consistency, seq, record"
+#define POINT_COLUMNS "id, vm_id, name, time_ns, consistency, seq, record, group_round"
+/* The same from a catalog older than version 4, which a read-only opener
+ * reads as it is: no point there was cut for a group. */
+#define POINT_COLUMNS_V3 "id, vm_id, name, time_ns, consistency, seq, record, 0"
 
 static void point_from_row(sqlite3_stmt *s, struct ferry_point *p)
 {
@@ -904,6 +937,7 @@ static void point_from_row(sqlite3_stmt *s, struct ferry_point *p)
 	p->consistency = sqlite3_column_int(s, 4);
 	p->seq = (uint64_t)sqlite3_column_int64(s, 5);
 	p->record = record;
+	p->group_round = (uint64_t)sqlite3_column_int64(s, 7);
 }
 
 int ferry_catalog_point_name_taken(struct ferry_catalog *c, int64_t vm_id, const char *name)
@@ -957,17 +991,20 @@ int ferry_catalog_point_add(struct ferry_catalog *c, struct ferry_point *p,
 
 	sqlite3_stmt *s = NULL;
 	int r = prepare(c,
-			"INSERT INTO points (vm_id, name, time_ns, consistency, seq, record) "
-			"VALUES (?, ?, ?, ?, ?, ?)",
+			"INSERT INTO points (vm_id, name, time_ns, consistency, seq, record, "
+			"group_round) VALUES (?, ?, ?, ?, ?, ?, ?)",
 			&s);
 	if (r < 0)
 		return r;
+	if (p->group_round > (uint64_t)INT64_MAX)
+		return -EINVAL;
 	sqlite3_bind_int64(s, 1, p->vm_id);
 	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, p->time_ns);
 	sqlite3_bind_int(s, 4, p->consistency);
 	sqlite3_bind_int64(s, 5, (int64_t)p->seq);
 	bind_id(s, 6, &p->record);
+	sqlite3_bind_int64(s, 7, (int64_t)p->group_round);
 	r = step_done(s);
 	if (r < 0)
 		return r;
@@ -1013,9 +1050,15 @@ int ferry_catalog_point_list(struct ferry_catalog *c, int64_t vm_id,
 			     int (*cb)(const struct ferry_point *p, void *userdata), void *userdata)
 {
 	struct point_ctx ctx = { cb, userdata };
+	int version;
+	int r = user_version(c, &version);
+	if (r < 0)
+		return r;
 	return for_each_row(c,
-			    "SELECT " POINT_COLUMNS " FROM points WHERE vm_id = ? "
-			    "ORDER BY time_ns, id",
+			    version < 4 ? "SELECT " POINT_COLUMNS_V3 " FROM points WHERE vm_id = ? "
+					  "ORDER BY time_ns, id" :
+					  "SELECT " POINT_COLUMNS " FROM points WHERE vm_id = ? "
+					  "ORDER BY time_ns, id",
 			    vm_id, point_row, &ctx);
 }
 
@@ -1239,6 +1282,28 @@ int ferry_catalog_store_bytes(struct ferry_catalog *c, uint64_t *ret)
 	r = step_row(s);
 	if (r == 1)
 		*ret = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return r < 0 ? r : r == 0 ? -EIO : 0;
+}
+
+int ferry_catalog_store_stats(struct ferry_catalog *c, struct ferry_catalog_store_stats *ret)
+{
+	sqlite3_stmt *s = NULL;
+	int r = prepare(c,
+			"SELECT (SELECT COUNT(*) FROM objects), "
+			"(SELECT COALESCE(SUM(plen), 0) FROM objects), "
+			"(SELECT COALESCE(SUM(size), 0) FROM point_disks) + "
+			"(SELECT COALESCE(SUM(size), 0) FROM disks)",
+			&s);
+	if (r < 0)
+		return r;
+	r = step_row(s);
+	if (r == 1)
+		*ret = (struct ferry_catalog_store_stats){
+			.objects = (uint64_t)sqlite3_column_int64(s, 0),
+			.unique_bytes = (uint64_t)sqlite3_column_int64(s, 1),
+			.logical_bytes = (uint64_t)sqlite3_column_int64(s, 2),
+		};
 	sqlite3_reset(s);
 	return r < 0 ? r : r == 0 ? -EIO : 0;
 }

@@ -24,9 +24,12 @@
 #define SEG_MAGIC "FERRYSEG"
 #define SEG_END_MAGIC "FERRYEND"
 /* 1.0: records raw or in a compressed payload; 2.0 adds DATAZ records
- * (format 2 is written only by writers set to chunking). Both are read. */
+ * (format 2 is written only by writers set to chunking); 3.0 lets a MARKER
+ * carry a group round in its offset (written only for a segment that holds
+ * such a marker). All three are read. */
 #define SEG_MAJOR 1
 #define SEG_MAJOR_CHUNKED 2
+#define SEG_MAJOR_GROUP 3
 #define SEG_MINOR 0
 
 /* Offsets of the fixed header fields (little-endian). */
@@ -164,6 +167,7 @@ struct ferry_segment_writer {
 	struct disk_table disks;
 	unsigned workers;
 	uint32_t chunk_size; /* 0: not chunking (format 1.0) */
+	int group;           /* holds a group marker (format 3.0) */
 };
 
 /* The link before seq: prev, or the null id for NULL. The chain starts at
@@ -187,6 +191,7 @@ int ferry_segment_writer_reset(struct ferry_segment_writer *w, uint64_t seq,
 	w->nrecords = 0;
 	w->len = 0;
 	w->disks.n = 0;
+	w->group = 0;
 	return 0;
 }
 
@@ -318,10 +323,10 @@ int ferry_segment_writer_add_trim(struct ferry_segment_writer *w, uint16_t disk,
 	return add_range(w, FERRY_REC_TRIM, disk, offset, NULL, len);
 }
 
-int ferry_segment_writer_add_marker(struct ferry_segment_writer *w,
-				    enum ferry_consistency consistency, int64_t time_ns)
+static int add_marker(struct ferry_segment_writer *w, enum ferry_consistency consistency,
+		      int64_t time_ns, uint64_t round)
 {
-	if (!consistency_valid((unsigned)consistency))
+	if (!consistency_valid((unsigned)consistency) || round > FERRY_GROUP_ROUND_MAX)
 		return -EINVAL;
 	if (!marker_time_valid(time_ns))
 		return -ERANGE;
@@ -329,11 +334,29 @@ int ferry_segment_writer_add_marker(struct ferry_segment_writer *w,
 	int r = reserve(w, R_COMMON + R_MARKER_EXTRA, &p);
 	if (r < 0)
 		return r;
-	put_common(p, FERRY_REC_MARKER, 0, 0, 0);
+	/* The group round goes where 1.0 and 2.0 readers insist on zero. */
+	put_common(p, FERRY_REC_MARKER, 0, round, 0);
 	p[R_COMMON] = (uint8_t)consistency;
 	put_le64(p + R_COMMON + 1, (uint64_t)time_ns);
 	w->nrecords++;
+	if (round)
+		w->group = 1;
 	return 0;
+}
+
+int ferry_segment_writer_add_marker(struct ferry_segment_writer *w,
+				    enum ferry_consistency consistency, int64_t time_ns)
+{
+	return add_marker(w, consistency, time_ns, 0);
+}
+
+int ferry_segment_writer_add_group_marker(struct ferry_segment_writer *w,
+					  enum ferry_consistency consistency, int64_t time_ns,
+					  uint64_t round)
+{
+	if (round == 0)
+		return -EINVAL;
+	return add_marker(w, consistency, time_ns, round);
 }
 
 uint64_t ferry_segment_writer_size(const struct ferry_segment_writer *w)
@@ -569,7 +592,9 @@ int ferry_segment_writer_finish(struct ferry_segment_writer *w, void **ret_buf, 
 		return -E2BIG;
 
 	memcpy(out + H_MAGIC, SEG_MAGIC, 8);
-	put_le16(out + H_MAJOR, w->chunk_size ? SEG_MAJOR_CHUNKED : SEG_MAJOR);
+	put_le16(out + H_MAJOR, w->group      ? SEG_MAJOR_GROUP :
+				w->chunk_size ? SEG_MAJOR_CHUNKED :
+						SEG_MAJOR);
 	put_le16(out + H_MINOR, SEG_MINOR);
 	put_le32(out + H_HDRLEN, (uint32_t)hlen);
 	put_le64(out + H_SEQ, w->seq);
@@ -729,7 +754,9 @@ static int validate_records(struct ferry_segment *s, unsigned major)
 			pos += R_COMMON;
 			break;
 		case FERRY_REC_MARKER:
-			if (disk != 0 || offset != 0 || length != 0 || rest < R_MARKER_EXTRA)
+			/* offset: the group round, from 3.0 on; zero before. */
+			if (disk != 0 || length != 0 || rest < R_MARKER_EXTRA ||
+			    offset > (major < SEG_MAJOR_GROUP ? 0 : FERRY_GROUP_ROUND_MAX))
 				return -EBADMSG;
 			if (!consistency_valid(r[R_COMMON]) ||
 			    !marker_time_valid((int64_t)get_le64(r + R_COMMON + 1)))
@@ -761,7 +788,7 @@ int ferry_segment_parse(const void *buf, size_t len, struct ferry_segment **ret)
 	if (memcmp(digest.b, b + len - TRAILER_SIZE, FERRY_ID_SIZE) != 0)
 		return -EBADMSG;
 	unsigned major = get_le16(b + H_MAJOR);
-	if (major != SEG_MAJOR && major != SEG_MAJOR_CHUNKED)
+	if (major != SEG_MAJOR && major != SEG_MAJOR_CHUNKED && major != SEG_MAJOR_GROUP)
 		return -EPROTONOSUPPORT;
 
 	size_t hlen = get_le32(b + H_HDRLEN);
@@ -857,6 +884,7 @@ int ferry_segment_record(const struct ferry_segment *s, uint32_t i, struct ferry
 	case FERRY_REC_MARKER:
 		rec.consistency = (enum ferry_consistency)p[R_COMMON];
 		rec.time_ns = (int64_t)get_le64(p + R_COMMON + 1);
+		rec.group_round = get_le64(p + 3);
 		break;
 	}
 	*ret = rec;

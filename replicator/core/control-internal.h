@@ -32,3 +32,10 @@ int control_lease_parse(const void *buf, size_t len, const char *vm, struct ferr
 int control_request_parse(const void *buf, size_t len, const char *vm,
 			  struct ferry_resync_request *ret);
 int control_want_parse(const void *buf, size_t len, const char *vm, struct ferry_resync_want *ret);
+
+#define CONTROL_GROUP_MAX 4096u
+int control_group_format(const struct ferry_group_record *g, void *buf, size_t size,
+			 size_t *ret_len);
+/* With vm set, a record naming another VM is damage. */
+int control_group_parse(const void *buf, size_t len, const char *vm,
+			struct ferry_group_record *ret);

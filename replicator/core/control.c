@@ -23,6 +23,7 @@
 #define LEASE_MAGIC "FERRYLSE"
 #define REQUEST_MAGIC "FERRYRSQ"
 #define WANT_MAGIC "FERRYRSW"
+#define GROUP_MAGIC "FERRYGRP"
 #define MAJOR 1
 #define MINOR 0
 
@@ -580,4 +581,204 @@ int ferry_control_delete_fps(struct ferry_cache *c, const char *vm, uint64_t kee
 	}
 	free(l.names);
 	return r;
+}
+
+/* ---- consistency groups ---- */
+
+static const char *const step_names[] = {
+	[FERRY_GROUP_MEMBER] = "member", [FERRY_GROUP_READY] = "ready",
+	[FERRY_GROUP_PAUSED] = "paused", [FERRY_GROUP_ABORT] = "abort",
+	[FERRY_GROUP_CUT] = "cut",
+};
+
+static int group_consistent(const struct ferry_group_record *g)
+{
+	if (g->step < FERRY_GROUP_MEMBER || g->step > FERRY_GROUP_CUT ||
+	    (g->step == FERRY_GROUP_MEMBER) != (g->round == 0) || g->time_ns < 0 ||
+	    !ferry_name_valid(g->vm))
+		return 0;
+	size_t n = strnlen(g->reason, sizeof(g->reason));
+	return n <= FERRY_GROUP_REASON_MAX && (n == 0 || g->step == FERRY_GROUP_ABORT);
+}
+
+int control_group_format(const struct ferry_group_record *g, void *buf, size_t size,
+			 size_t *ret_len)
+{
+	if (!group_consistent(g))
+		return -EINVAL;
+	struct wcur w;
+	w_begin(&w, buf, size, GROUP_MAGIC);
+	w_u8(&w, g->step);
+	w_u64(&w, g->round);
+	w_u64(&w, (uint64_t)g->time_ns);
+	w_str(&w, g->vm);
+	size_t n = strlen(g->reason);
+	w_u8(&w, (uint8_t)n);
+	w_bytes(&w, g->reason, n);
+	return w_end(&w, ret_len);
+}
+
+int control_group_parse(const void *buf, size_t len, const char *vm, struct ferry_group_record *ret)
+{
+	struct rcur r;
+	int k = r_begin(&r, buf, len, GROUP_MAGIC, CONTROL_GROUP_MAX);
+	if (k < 0)
+		return k;
+	struct ferry_group_record g = { 0 };
+	g.step = r_u8(&r);
+	g.round = r_u64(&r);
+	g.time_ns = (int64_t)r_u64(&r);
+	r_str(&r, g.vm, 64);
+	size_t n = r_u8(&r);
+	const uint8_t *p = r_bytes(&r, n);
+	if (r.bad || (vm && strcmp(vm, g.vm) != 0) || (p && memchr(p, 0, n)))
+		return -EBADMSG;
+	memcpy(g.reason, p, n);
+	g.reason[n] = 0;
+	if (!group_consistent(&g))
+		return -EBADMSG;
+	*ret = g;
+	return 0;
+}
+
+static int group_name(char *buf, size_t size, const char *group, uint64_t round, uint8_t step,
+		      const char *vm)
+{
+	if (!ferry_name_valid(group) || !ferry_name_valid(vm) || step < FERRY_GROUP_MEMBER ||
+	    step > FERRY_GROUP_CUT)
+		return -EINVAL;
+	int n = round ? snprintf(buf, size, "groups/%s/rounds/%016" PRIx64 "/%s.%s", group, round,
+				 vm, step_names[step]) :
+			snprintf(buf, size, "groups/%s/members/%s.member", group, vm);
+	return n < 0 || (size_t)n >= size ? -ENOBUFS : 0;
+}
+
+int ferry_control_put_group(struct ferry_cache *c, const char *group,
+			    const struct ferry_group_record *rec)
+{
+	char name[256];
+	uint8_t buf[CONTROL_GROUP_MAX];
+	size_t len;
+	int r = group_name(name, sizeof(name), group, rec->round, rec->step, rec->vm);
+	if (r >= 0)
+		r = control_group_format(rec, buf, sizeof(buf), &len);
+	return r < 0 ? r : ferry_blobs_put(cache_blobs(c), name, buf, len, 0);
+}
+
+int ferry_control_get_group(struct ferry_cache *c, const char *group, uint64_t round, uint8_t step,
+			    const char *vm, struct ferry_group_record *ret)
+{
+	char name[256];
+	int r = group_name(name, sizeof(name), group, round, step, vm);
+	if (r < 0)
+		return r;
+	_cleanup_free_ void *buf = NULL;
+	size_t len;
+	r = get_record(c, name, CONTROL_GROUP_MAX, &buf, &len);
+	if (r < 0)
+		return r;
+	struct ferry_group_record g;
+	r = control_group_parse(buf, len, vm, &g);
+	if (r < 0)
+		return r;
+	if (g.step != step || g.round != round)
+		return -EBADMSG;
+	*ret = g;
+	return 0;
+}
+
+struct group_walk {
+	size_t prefix_len;
+	int (*cb)(const char *vm, uint8_t step, void *userdata);
+	void *userdata;
+};
+
+static int group_entry(const char *name, uint64_t size, void *userdata)
+{
+	struct group_walk *gw = userdata;
+	const char *base = name + gw->prefix_len, *dot = strrchr(base, '.');
+	if (!dot || strchr(base, '/') || (size_t)(dot - base) > 64)
+		return 0;
+	char vm[65];
+	memcpy(vm, base, (size_t)(dot - base));
+	vm[dot - base] = 0;
+	if (!ferry_name_valid(vm))
+		return 0;
+	for (uint8_t s = FERRY_GROUP_MEMBER; s <= FERRY_GROUP_CUT; s++)
+		if (strcmp(dot + 1, step_names[s]) == 0)
+			return gw->cb(vm, s, gw->userdata);
+	return 0;
+}
+
+int ferry_control_list_group(struct ferry_cache *c, const char *group, uint64_t round,
+			     int (*cb)(const char *vm, uint8_t step, void *userdata),
+			     void *userdata)
+{
+	char prefix[160];
+	if (!ferry_name_valid(group))
+		return -EINVAL;
+	int n = round ? snprintf(prefix, sizeof(prefix), "groups/%s/rounds/%016" PRIx64 "/", group,
+				 round) :
+			snprintf(prefix, sizeof(prefix), "groups/%s/members/", group);
+	if (n < 0 || (size_t)n >= sizeof(prefix))
+		return -ENOBUFS;
+	struct group_walk gw = { (size_t)n, cb, userdata };
+	return ferry_blobs_list(cache_blobs(c), prefix, group_entry, &gw);
+}
+
+struct round_list {
+	size_t prefix_len;
+	const char *vm;
+	uint64_t before;
+	char **names;
+	size_t n;
+};
+
+static int note_round(const char *name, uint64_t size, void *userdata)
+{
+	struct round_list *l = userdata;
+	/* <prefix><16 hex>/<vm>.<step> */
+	const char *e = name + l->prefix_len;
+	uint64_t round = 0;
+	for (size_t i = 0; i < 16; i++) {
+		int d = ferry_hex_digit(e[i]);
+		if (d < 0 || (e[i] >= 'A' && e[i] <= 'F'))
+			return 0;
+		round = round << 4 | (uint64_t)d;
+	}
+	/* <vm>.<step>: the VM is all before the last dot (names hold dots:
+	 * "db" must not take "db.x"'s records). */
+	const char *base = e + 17, *dot = strrchr(base, '.');
+	size_t vl = strlen(l->vm);
+	if (e[16] != '/' || round >= l->before || !dot || (size_t)(dot - base) != vl ||
+	    strncmp(base, l->vm, vl) != 0)
+		return 0;
+	char **v = realloc(l->names, (l->n + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	l->names = v;
+	if (!(l->names[l->n] = strdup(name)))
+		return -ENOMEM;
+	l->n++;
+	return 0;
+}
+
+int ferry_control_delete_group_rounds(struct ferry_cache *c, const char *group, const char *vm,
+				      uint64_t before)
+{
+	char prefix[160];
+	if (!ferry_name_valid(group) || !ferry_name_valid(vm))
+		return -EINVAL;
+	int n = snprintf(prefix, sizeof(prefix), "groups/%s/rounds/", group);
+	if (n < 0 || (size_t)n >= sizeof(prefix))
+		return -ENOBUFS;
+	struct round_list l = { (size_t)n, vm, before, NULL, 0 };
+	int r = ferry_blobs_list(cache_blobs(c), prefix, note_round, &l);
+	for (size_t i = 0; i < l.n; i++) {
+		if (r >= 0 || r == -ENOENT)
+			r = ferry_blobs_delete(cache_blobs(c), l.names[i]);
+		free(l.names[i]);
+	}
+	free(l.names);
+	return r == -ENOENT ? 0 : r;
 }

@@ -46,10 +46,15 @@ static size_t nrules;
 static _Thread_local bool crash_after[FERRY_FAULT_SITES];
 
 static const char *const site_names[] = {
-	[FERRY_FAULT_WRITE] = "write",   [FERRY_FAULT_FSYNC] = "fsync",
-	[FERRY_FAULT_COMMIT] = "commit", [FERRY_FAULT_PUT] = "put",
-	[FERRY_FAULT_GET] = "get",       [FERRY_FAULT_DELETE] = "delete",
-	[FERRY_FAULT_LIST] = "list",     [SITE_ANY] = "any",
+	[FERRY_FAULT_WRITE] = "write",
+	[FERRY_FAULT_FSYNC] = "fsync",
+	[FERRY_FAULT_COMMIT] = "commit",
+	[FERRY_FAULT_PUT] = "put",
+	[FERRY_FAULT_GET] = "get",
+	[FERRY_FAULT_DELETE] = "delete",
+	[FERRY_FAULT_LIST] = "list",
+	[FERRY_FAULT_FREEZE] = "freeze",
+	[SITE_ANY] = "any",
 };
 static const char *const kind_names[] = {
 	[K_EIO] = "eio",     [K_ENOSPC] = "enospc",           [K_SHORT] = "short",

@@ -39,11 +39,19 @@ struct fdesc {
 	enum ftype type;
 	size_t off;
 	size_t size; /* of F_TEXT / F_NAME buffers */
+	/* 0: required since 1.0. N > 0: added by minor version N, optional
+	 * (absent reads as zero, and zero is not written); a record that
+	 * writes it says minor N. */
+	unsigned since_minor;
 };
 
-#define FIELD(st, key, type, member)                                       \
-	{                                                                  \
-		key, type, offsetof(st, member), sizeof(((st *)0)->member) \
+#define FIELD(st, key, type, member)                                          \
+	{                                                                     \
+		key, type, offsetof(st, member), sizeof(((st *)0)->member), 0 \
+	}
+#define FIELD_SINCE(st, key, type, member, minor)                                 \
+	{                                                                         \
+		key, type, offsetof(st, member), sizeof(((st *)0)->member), minor \
 	}
 
 struct gdesc {
@@ -131,6 +139,7 @@ static const struct fdesc point_fields[] = {
 	FIELD(struct ferry_record_point, "consistency", F_INT, consistency),
 	FIELD(struct ferry_record_point, "seq", F_U64, seq),
 	FIELD(struct ferry_record_point, "digest", F_ID, digest),
+	FIELD_SINCE(struct ferry_record_point, "group-round", F_U64, group_round, 1),
 };
 static const struct fdesc point_disk_fields[] = {
 	FIELD(struct ferry_point_disk, "name", F_NAME, name),
@@ -233,7 +242,8 @@ static int check_kind(enum ferry_obj_type t, const void *rec)
 	}
 	case FERRY_OBJ_POINT: {
 		const struct ferry_record_point *r = rec;
-		if (r->consistency < 1 || r->consistency > 2 || r->ndisks == 0)
+		if (r->consistency < 1 || r->consistency > 2 || r->ndisks == 0 ||
+		    r->group_round > (uint64_t)INT64_MAX)
 			return -EINVAL;
 		return 0;
 	}
@@ -354,17 +364,33 @@ static void put_value(struct wbuf *w, const struct fdesc *f, const void *base)
 	puts_(w, num);
 }
 
+/* Whether an optional field holds zero, and is therefore left out. */
+static bool field_absent(const struct fdesc *f, const void *base)
+{
+	static const uint8_t zero[sizeof(uint64_t)];
+	const uint8_t *p = (const uint8_t *)base + f->off;
+	assert(f->type == F_U64 || f->type == F_I64 || f->type == F_U32 || f->type == F_INT);
+	return f->since_minor && memcmp(p, zero, f->size) == 0;
+}
+
 static int encode(enum ferry_obj_type t, const void *rec, char **ret_buf, size_t *ret_len)
 {
 	const struct kdesc *k = kind_by_type(t);
 	if (!k || check_record(k, rec) < 0)
 		return -EINVAL;
+	/* The oldest minor version that has every key written: records of
+	 * 1.0 content stay byte for byte what they were. */
+	unsigned minor = 0;
+	for (size_t i = 0; i < k->nfields; i++)
+		if (k->fields[i].since_minor && !field_absent(&k->fields[i], rec))
+			minor = MAX(minor, k->fields[i].since_minor);
 	struct wbuf w = { 0 };
 	char line[64];
-	snprintf(line, sizeof(line), MAGIC " %d.%d %s\n", FERRY_RECORD_MAJOR, FERRY_RECORD_MINOR,
-		 k->kind);
+	snprintf(line, sizeof(line), MAGIC " %d.%u %s\n", FERRY_RECORD_MAJOR, minor, k->kind);
 	puts_(&w, line);
 	for (size_t i = 0; i < k->nfields; i++) {
+		if (k->fields[i].since_minor && field_absent(&k->fields[i], rec))
+			continue;
 		puts_(&w, k->fields[i].key);
 		puts_(&w, "=");
 		put_value(&w, &k->fields[i], rec);
@@ -668,7 +694,11 @@ static int decode_lines(const struct kdesc *k, const char *buf, size_t len, size
 			}
 		/* Anything else: a key of a later minor version, ignored. */
 	}
-	if (seen != (k->nfields >= 32 ? UINT32_MAX : (1u << k->nfields) - 1))
+	uint32_t required = 0;
+	for (size_t i = 0; i < k->nfields; i++)
+		if (!k->fields[i].since_minor)
+			required |= 1u << i;
+	if ((seen & required) != required)
 		return -EBADMSG;
 	for (size_t g = 0; g < k->ngroups; g++) {
 		const struct gdesc *gd = &k->groups[g];

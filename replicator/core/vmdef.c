@@ -302,7 +302,10 @@ int ferry_vmdef_domain_xml(const struct ferry_vmdef *d, char **ret)
 			or_default(d->cache, DEFAULT_CACHE));
 		fprintf(f, "      <source");
 		xml_attr(f, "file", d->disks[i].path);
-		fprintf(f, "/>\n");
+		/* Clone images live in ferryfs, which keeps no owners: libvirt
+		 * must not chown them when it starts or stops the VM (the mount
+		 * grants its qemu access instead, docs/failover.md). */
+		fprintf(f, ">\n        <seclabel model='dac' relabel='no'/>\n      </source>\n");
 		fprintf(f, "      <target dev='%s' bus='virtio'/>\n", target);
 		fprintf(f, "      <boot order='%zu'/>\n", i + 1);
 		fprintf(f, "    </disk>\n");

@@ -31,13 +31,14 @@
 #include "ferry/crypto.h"
 #include "ferry/log.h"
 #include "ferry/util.h"
-#include "fpfile.h"
+#include "freeze.h"
+#include "groupcut.h"
 #include "nbdview.h"
+#include "pausewd.h"
 #include "qmp.h"
+#include "viewship.h"
 
 #define BLOCK FERRY_BLOCK_SIZE
-#define READ_MAX (1024u * 1024u)
-#define SEGMENT_CUT (16u * 1024u * 1024u)
 #define NODE_NAME_MAX 31
 /* How long removing a job, an export or a node may take before the cycle
  * gives up on it (the next start cleans up again). */
@@ -46,27 +47,14 @@
 struct qdisk {
 	const char *name, *node;
 	uint16_t idx;
-	uint64_t size;
+	/* Size, full cycle and fingerprints: what the shipping shares
+	 * (viewship.h). */
+	struct viewship_disk *vd;
 	int persistent; /* qcow2: the bitmap survives a qemu restart */
 	int has_cur;    /* qemu holds the recording bitmap of generation gen */
-	int full;       /* read every allocated extent: no usable bitmap, or no
-			 * full cycle completed yet (no fingerprint baseline) */
-	int compare;    /* full, with fingerprints to ship only what differs */
 	char file_node[NODE_NAME_MAX + 1], view_node[NODE_NAME_MAX + 1];
 	char job[NODE_NAME_MAX + 1], export[NODE_NAME_MAX + 1];
 	char *scratch;
-	char *fp_path;
-	struct fpfile *fp; /* fpfile.h */
-	uint64_t fp_size;  /* the disk size fp was opened for */
-};
-
-/* A fingerprint update that waits for its segment to be in the cache. */
-struct pending_fp {
-	uint16_t disk;
-	int zero;        /* blocks read as zeros: no fingerprints */
-	uint64_t block;  /* first block */
-	uint64_t n;      /* blocks */
-	size_t first_fp; /* index into agent_qemu.pfps */
 };
 
 struct agent_qemu {
@@ -82,24 +70,17 @@ struct agent_qemu {
 	uint64_t gen; /* of the recording bitmap; 0: none yet */
 	struct agent_scan_stats st;
 
-	/* Fingerprints of what the open segment carries, written once it is
-	 * in the cache (fpfile.h). */
-	struct pending_fp *pend;
-	size_t npend, apend;
-	struct ferry_fp *pfps;
-	size_t npfps, apfps;
-
-	/* the segment being filled */
-	struct ferry_segment_writer *w;
-	uint64_t next_seq;
-	uint64_t first_seq; /* next_seq when the cycle began */
-	struct ferry_id prev;
-	/* A resync's base (agent_qemu_resync): the chain goes on after it
-	 * until the cache holds something newer. */
-	uint64_t base_seq;
-	struct ferry_id base_prev;
-	int declared;
-	uint8_t *buf;
+	/* Reads the views and ships them (viewship.h). */
+	struct viewship_params vp;
+	struct viewship *vs;
+	/* The consistency group's last round this agent took part in. */
+	uint64_t group_round;
+	/* App-consistent cuts: asked for the next cycle; how the last attempt
+	 * went (the app_* statistics, which carry over cycles). */
+	int want_app;
+	int app_error;
+	int64_t app_attempt_ns, app_ok_ns;
+	char app_message[256];
 };
 
 /* ---- names ---- */
@@ -263,7 +244,7 @@ static int make_view(struct agent_qemu *aq, struct qdisk *d)
 	r = run(aq, NULL, "blockdev-create",
 		"{\"job-id\": \"%s\", \"options\": {\"driver\": \"qcow2\", \"file\": \"%s\", "
 		"\"size\": %" PRIu64 "}}",
-		job, d->file_node, d->size);
+		job, d->file_node, d->vd->size);
 	if (r < 0)
 		return qmp_fail(aq, r, "cannot format the scratch overlay");
 	/* A concluded job stays listed until dismissed. */
@@ -344,10 +325,10 @@ static int recover(struct agent_qemu *aq)
 		}
 		struct json_object *image = member(n, "image");
 		struct json_object *vs = member(image, "virtual-size");
-		d->size = vs ? (uint64_t)json_object_get_int64(vs) : 0;
+		d->vd->size = vs ? (uint64_t)json_object_get_int64(vs) : 0;
 		const char *drv = member_str(n, "drv");
 		d->persistent = drv && strcmp(drv, "qcow2") == 0;
-		if (d->size == 0) {
+		if (d->vd->size == 0) {
 			r = log_error_errno(-EINVAL, "VM %s: disk %s (node %s) has no size",
 					    aq->p->vm, d->name, d->node);
 			break;
@@ -379,7 +360,7 @@ static int recover(struct agent_qemu *aq)
 			}
 		}
 		d->has_cur = have;
-		d->full = !have;
+		d->vd->full = !have;
 		if (!have && gen)
 			try_run(aq, "block-dirty-bitmap-remove",
 				"{\"node\": \"%s\", \"name\": \"%s\"}", d->node, cur);
@@ -505,298 +486,7 @@ static void stop_nbd(struct agent_qemu *aq)
 	aq->nbd_started = 0;
 }
 
-/* ---- segments ---- */
-
-static int segment_open(struct agent_qemu *aq)
-{
-	if (aq->w && aq->declared)
-		return 0;
-	int r = aq->w ? ferry_segment_writer_reset(aq->w, aq->next_seq, &aq->prev) :
-			ferry_segment_writer_new(aq->p->vm, aq->next_seq, &aq->prev, &aq->w);
-	if (r >= 0 && aq->p->chunk_size)
-		r = ferry_segment_writer_set_chunking(aq->w, aq->p->chunk_size);
-	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot start segment %" PRIu64, aq->p->vm,
-				       aq->next_seq);
-	ferry_segment_writer_set_workers(aq->w, aq->p->compress_workers);
-	for (size_t i = 0; r >= 0 && i < aq->p->ndisks; i++)
-		r = ferry_segment_writer_add_disk(aq->w, aq->disks[i].idx, aq->disks[i].name,
-						  aq->disks[i].size);
-	aq->declared = r >= 0;
-	return r;
-}
-
-static int pend_add(struct agent_qemu *aq, uint16_t disk, int zero, uint64_t block, uint64_t n,
-		    const struct ferry_fp *fps)
-{
-	if (aq->npend == aq->apend) {
-		size_t k = aq->apend ? aq->apend * 2 : 64;
-		struct pending_fp *a = realloc(aq->pend, k * sizeof(*a));
-		if (!a)
-			return -ENOMEM;
-		aq->pend = a;
-		aq->apend = k;
-	}
-	if (!zero && aq->npfps + n > aq->apfps) {
-		size_t k = MAX(aq->apfps * 2, aq->npfps + n);
-		struct ferry_fp *a = realloc(aq->pfps, k * sizeof(*a));
-		if (!a)
-			return -ENOMEM;
-		aq->pfps = a;
-		aq->apfps = k;
-	}
-	aq->pend[aq->npend++] = (struct pending_fp){ disk, zero, block, n, aq->npfps };
-	if (!zero) {
-		memcpy(aq->pfps + aq->npfps, fps, n * sizeof(*fps));
-		aq->npfps += n;
-	}
-	return 0;
-}
-
-/* The segment just put carries these blocks: their fingerprints may say
- * so now. A failure here only costs blocks shipped again after a lost
- * bitmap, so it is logged, not fatal. */
-static void pend_apply(struct agent_qemu *aq)
-{
-	for (size_t i = 0; i < aq->npend; i++) {
-		const struct pending_fp *e = &aq->pend[i];
-		struct qdisk *d = &aq->disks[e->disk];
-		int r = e->zero ?
-				fpfile_zero(d->fp, e->block, e->n) :
-				fpfile_put(d->fp, e->block, (uint32_t)e->n, aq->pfps + e->first_fp);
-		if (r < 0)
-			log_warning_errno(r, "VM %s: disk %s: cannot record fingerprints in %s",
-					  aq->p->vm, d->name, d->fp_path);
-	}
-	aq->npend = aq->npfps = 0;
-}
-
-static int segment_put(struct agent_qemu *aq)
-{
-	_cleanup_free_ void *buf = NULL;
-	size_t len;
-	struct ferry_segment_info info;
-	int r = ferry_segment_writer_finish(aq->w, &buf, &len, &info);
-	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot encode segment %" PRIu64, aq->p->vm,
-				       aq->next_seq);
-	r = ferry_cache_put_segment(aq->p->cache, aq->p->vm, aq->next_seq, buf, len);
-	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot put segment %" PRIu64 " into %s",
-				       aq->p->vm, aq->next_seq, ferry_cache_url(aq->p->cache));
-	aq->st.seq = aq->next_seq;
-	aq->st.segments++;
-	aq->next_seq++;
-	aq->prev = info.digest;
-	aq->declared = 0;
-	pend_apply(aq);
-	return 0;
-}
-
-static int segment_maybe_cut(struct agent_qemu *aq)
-{
-	return ferry_segment_writer_size(aq->w) >= SEGMENT_CUT ? segment_put(aq) : 0;
-}
-
-/* Where the chain stands: after the newest of the acknowledged segment and
- * the segments waiting in the cache. */
-static int chain_position(struct agent_qemu *aq)
-{
-	struct ferry_chain_head h;
-	int r = ferry_cache_chain_head(aq->p->cache, aq->p->vm, 0, &h);
-	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot find where its segment chain stands in %s",
-				       aq->p->vm, ferry_cache_url(aq->p->cache));
-	aq->next_seq = (h.top_seq ?: h.ack.seq) + 1;
-	aq->prev = h.top_seq ? h.top_digest : h.ack.digest;
-	if (aq->base_seq >= aq->next_seq) {
-		aq->next_seq = aq->base_seq + 1;
-		aq->prev = aq->base_prev;
-	}
-	return 0;
-}
-
-/* ---- reading one view ---- */
-
-struct reader {
-	struct agent_qemu *aq;
-	struct qdisk *d;
-	struct nbdview *v;
-	int first; /* the chain's first cycle: the target starts empty */
-};
-
-static int add_zero(struct agent_qemu *aq, struct qdisk *d, uint64_t off, uint64_t end)
-{
-	int r = segment_open(aq);
-	if (r >= 0)
-		r = ferry_segment_writer_add_zero(aq->w, d->idx, off, end - off);
-	if (r >= 0)
-		r = pend_add(aq, d->idx, 1, off / BLOCK, (end - off) / BLOCK, NULL);
-	aq->st.zeroed_bytes += end - off;
-	return r < 0 ? r : segment_maybe_cut(aq);
-}
-
-/*
- * A range that reads as zeros in a full cycle. Nothing to ship for a target
- * that starts empty (the chain's first cycle); against fingerprints, ZERO
- * for the blocks that held data; without them, ZERO for all of it.
- */
-static int full_zero(struct agent_qemu *aq, struct qdisk *d, uint64_t off, uint64_t end, int first)
-{
-	if (first)
-		return 0;
-	if (!d->compare)
-		return add_zero(aq, d, off, end);
-	struct ferry_fp fps[4096];
-	for (uint64_t b = off / BLOCK; b < end / BLOCK;) {
-		uint32_t k = (uint32_t)MIN((uint64_t)ARRAY_SIZE(fps), end / BLOCK - b);
-		int r = fpfile_get(d->fp, b, k, fps);
-		if (r < 0)
-			return r;
-		for (uint32_t i = 0; i < k;) {
-			if (!fps[i].lo && !fps[i].hi) {
-				i++;
-				continue;
-			}
-			uint32_t j = i + 1;
-			while (j < k && (fps[j].lo || fps[j].hi))
-				j++;
-			r = add_zero(aq, d, (b + i) * BLOCK, (b + j) * BLOCK);
-			if (r < 0)
-				return r;
-			i = j;
-		}
-		b += k;
-	}
-	return 0;
-}
-
-static int on_extent(uint64_t off, uint64_t len, enum nbdview_kind kind, void *userdata)
-{
-	struct reader *rd = userdata;
-	struct agent_qemu *aq = rd->aq;
-	struct qdisk *d = rd->d;
-	uint64_t end =
-		MIN(DIV_ROUND_UP(off + len, BLOCK) * BLOCK, DIV_ROUND_UP(d->size, BLOCK) * BLOCK);
-	int r;
-	if (aq->p->stop && *aq->p->stop)
-		return -EINTR;
-	if (kind == NBDVIEW_SKIP)
-		return d->full ? full_zero(aq, d, off, end, rd->first) : 0;
-	if (kind == NBDVIEW_ZERO)
-		return add_zero(aq, d, off, end);
-	struct ferry_fp fps[READ_MAX / BLOCK], old[READ_MAX / BLOCK];
-	while (len > 0) {
-		size_t n = (size_t)MIN((uint64_t)READ_MAX, len);
-		r = nbdview_read(rd->v, aq->buf, n, off);
-		if (r < 0)
-			return log_error_errno(r,
-					       "VM %s: disk %s: NBD read at %" PRIu64 " failed: %s",
-					       aq->p->vm, d->name, off, nbdview_last_error(rd->v));
-		aq->st.scanned_bytes += n;
-		/* A run may end at a disk size that is not a multiple of 4 KiB:
-		 * the record covers whole blocks, the tail reads as zeros. */
-		uint32_t nb = (uint32_t)DIV_ROUND_UP(n, BLOCK);
-		if ((size_t)nb * BLOCK > n)
-			memset(aq->buf + n, 0, (size_t)nb * BLOCK - n);
-		for (uint32_t i = 0; i < nb; i++)
-			fpfile_block(aq->buf + (size_t)i * BLOCK, &fps[i]);
-		if (d->compare) {
-			r = fpfile_get(d->fp, off / BLOCK, nb, old);
-			if (r < 0)
-				return log_error_errno(r, "VM %s: disk %s: cannot read %s",
-						       aq->p->vm, d->name, d->fp_path);
-		}
-		/* Runs of blocks to ship: all of them, or after a lost bitmap
-		 * those whose fingerprint differs from what was shipped. */
-		for (uint32_t i = 0; i < nb;) {
-			if (d->compare && fps[i].lo == old[i].lo && fps[i].hi == old[i].hi) {
-				i++;
-				continue;
-			}
-			uint32_t j = i + 1;
-			while (j < nb &&
-			       !(d->compare && fps[j].lo == old[j].lo && fps[j].hi == old[j].hi))
-				j++;
-			r = segment_open(aq);
-			if (r >= 0)
-				r = ferry_segment_writer_add_data(aq->w, d->idx,
-								  off + (uint64_t)i * BLOCK,
-								  aq->buf + (size_t)i * BLOCK,
-								  (uint64_t)(j - i) * BLOCK);
-			if (r >= 0)
-				r = pend_add(aq, d->idx, 0, off / BLOCK + i, j - i, fps + i);
-			if (r < 0)
-				return log_error_errno(r,
-						       "VM %s: cannot add data to segment %" PRIu64,
-						       aq->p->vm, aq->next_seq);
-			aq->st.shipped_bytes += (uint64_t)(j - i) * BLOCK;
-			r = segment_maybe_cut(aq);
-			if (r < 0)
-				return r;
-			i = j;
-		}
-		off += n;
-		len -= n;
-	}
-	return 0;
-}
-
-static int read_view(struct agent_qemu *aq, struct qdisk *d, const char *bitmap)
-{
-	struct reader rd = { aq, d, NULL, aq->first_seq == 1 };
-	int r = nbdview_open(aq->nbd_sock, d->export, d->full ? NULL : bitmap, &rd.v);
-	if (r < 0)
-		return log_error_errno(r, "VM %s: disk %s: cannot read the view over NBD",
-				       aq->p->vm, d->name);
-	if (nbdview_size(rd.v) != d->size)
-		r = log_error_errno(-EIO,
-				    "VM %s: disk %s: the view has %" PRIu64
-				    " bytes, the disk %" PRIu64,
-				    aq->p->vm, d->name, nbdview_size(rd.v), d->size);
-	if (r >= 0)
-		r = nbdview_extents(rd.v, 0, d->size, on_extent, &rd);
-	nbdview_free(rd.v);
-	return r;
-}
-
 /* ---- one cycle ---- */
-
-/* The disk's fingerprint file, for its size; decides whether a full
- * cycle of it can compare (fpfile.h). */
-static int open_fingerprints(struct agent_qemu *aq, struct qdisk *d)
-{
-	if (!d->fp || d->fp_size != d->size) {
-		d->fp = fpfile_free(d->fp);
-		int r = fpfile_open(d->fp_path, d->size, &d->fp);
-		if (r < 0)
-			return log_error_errno(r, "VM %s: disk %s: cannot open %s", aq->p->vm,
-					       d->name, d->fp_path);
-		d->fp_size = d->size;
-	}
-	int baseline = fpfile_has_baseline(d->fp), due = fpfile_full_due(d->fp);
-	/* The baseline also says that a full cycle of the disk completed: an
-	 * agent killed in the first one reads it whole again, whatever bitmap
-	 * it finds, or what it had not read yet would never be shipped. A
-	 * resync's fingerprints (due) are compared with every block. */
-	if (!baseline || due)
-		d->full = 1;
-	if (due) {
-		log_info("VM %s: disk %s: resync: this cycle reads it whole and ships what differs "
-			 "from the vault's image",
-			 aq->p->vm, d->name);
-		d->compare = 1;
-		return 0;
-	}
-	d->compare = d->full && baseline;
-	if (d->full && aq->next_seq > 1)
-		log_warning("VM %s: disk %s %s: this cycle reads it whole%s", aq->p->vm, d->name,
-			    d->has_cur ? "has no complete full cycle yet" :
-					 "lost its dirty bitmap (qemu restarted?)",
-			    d->compare ? " and ships what differs from its fingerprints" :
-					 " and ships all of it (no fingerprints to compare)");
-	return 0;
-}
 
 /* The cut: one transaction over every disk. */
 static int cut(struct agent_qemu *aq, const char *cur, const char *next)
@@ -836,10 +526,193 @@ static int cut(struct agent_qemu *aq, const char *cur, const char *next)
 	return r < 0 ? qmp_fail(aq, r, "the cut (QMP transaction) failed") : 0;
 }
 
+static void group_skipped(struct agent_qemu *aq, uint64_t round, const char *why)
+{
+	log_warning("VM %s: group %s, round %" PRIu64 " skipped: %s", aq->p->vm,
+		    aq->p->group->group, round, why);
+	snprintf(aq->st.group_skipped, sizeof(aq->st.group_skipped), "%s", why);
+}
+
+/* The group's round due now, once every member is ready for it (step 1 of
+ * groupcut.h; an app-consistent cut has frozen the guest already, so that
+ * ready means ready to pause at once); 0 when none is due, or the round is
+ * skipped, or the agent has just started. */
+static uint64_t group_ready(struct agent_qemu *aq)
+{
+	const struct groupcut_params *g = aq->p->group;
+	if (!g)
+		return 0;
+	uint64_t round = groupcut_round(g, ferry_now_ns());
+	if (round <= aq->group_round)
+		return 0;
+	char why[256] = "";
+	if (!aq->group_round) {
+		/* The records of this round may be an earlier agent's, of this
+		 * VM, that died in it: they must not count for this one. */
+		aq->group_round = round;
+		snprintf(why, sizeof(why), "the agent of %s (re)started in it", aq->p->vm);
+		groupcut_abort(g, round, why);
+		group_skipped(aq, round, why);
+		return 0;
+	}
+	aq->group_round = round;
+	if (groupcut_ready(g, round, why, sizeof(why)) < 0) {
+		group_skipped(aq, round, why);
+		return 0;
+	}
+	return round;
+}
+
+/* What the watchdog allows beyond the pause limit: the limit bounds the
+ * wait for the other members, this the cut that follows it. */
+#define PAUSE_WD_MARGIN_MS 1000
+
+/*
+ * The group's cut of round, every member ready: the cut with the VM paused
+ * while every member is. Returns 1 and the round's instant in *marker_ns
+ * when the cut is the group's; 0 when the cut was made but is not the
+ * group's (the watchdog resumed the VM first); -EAGAIN when the round was
+ * given up before the cut (a warning says why: the cycle cuts alone, as
+ * any other); another -errno when the cut itself failed. The VM runs again
+ * whatever happens: the agent resumes it, and the watchdog does if the
+ * agent dies or hangs while it is paused, or cannot resume it.
+ */
+static int group_cut(struct agent_qemu *aq, uint64_t round, const char *cur, const char *next,
+		     int64_t *marker_ns)
+{
+	const struct groupcut_params *g = aq->p->group;
+	int limit = g->pause_limit_ms > 0 ? g->pause_limit_ms : 2000;
+	char why[256] = "";
+	struct pausewd *wd = NULL;
+	int r = pausewd_start(qmp_fd(aq->q), limit + PAUSE_WD_MARGIN_MS, &wd);
+	if (r < 0) {
+		snprintf(why, sizeof(why), "cannot start the pause watchdog: %s", strerror(-r));
+		groupcut_abort(g, round, why);
+		group_skipped(aq, round, why);
+		return -EAGAIN;
+	}
+	int64_t mono = ferry_mono_ns();
+	r = run(aq, NULL, "stop", "{}");
+	/* After the stop: from here on the VM runs no instruction. */
+	int64_t paused_ns = ferry_now_ns(), t = 0;
+	if (r < 0)
+		snprintf(why, sizeof(why), "cannot pause the VM: %s", qmp_last_error(aq->q));
+	else
+		r = groupcut_paused(g, round, paused_ns, &t, why, sizeof(why));
+	int cut_r = r >= 0 ? cut(aq, cur, next) : -EAGAIN;
+	/* Resume before the watchdog is told: if the agent's cont fails, the
+	 * watchdog's comes at the limit. */
+	int k = aq->q ? run(aq, NULL, "cont", "{}") : -ENOTCONN;
+	if (k < 0)
+		log_error("VM %s: cannot resume it after the group's cut (the watchdog will): %s",
+			  aq->p->vm, aq->q ? qmp_last_error(aq->q) : strerror(-k));
+	int held = k >= 0 ? pausewd_finish(wd) : (pausewd_finish_later(wd), 0);
+	aq->st.group_pause_ns = ferry_mono_ns() - mono;
+	if (r < 0) {
+		if (r != -EAGAIN)
+			groupcut_abort(g, round, why);
+		group_skipped(aq, round, why);
+		return -EAGAIN;
+	}
+	if (cut_r < 0) {
+		groupcut_abort(g, round, "the cut failed");
+		return cut_r;
+	}
+	if (held <= 0) {
+		snprintf(why, sizeof(why),
+			 "the VM ran again before the cut was known to be done (pause limit %d ms)",
+			 limit);
+		groupcut_abort(g, round, why);
+		group_skipped(aq, round, why);
+		return 0;
+	}
+	groupcut_done(g, round);
+	*marker_ns = t;
+	aq->st.group_round = round;
+	log_info("VM %s: group %s, round %" PRIu64 ": cut with every member, paused %.1f ms",
+		 aq->p->vm, g->group, round, (double)aq->st.group_pause_ns / 1e6);
+	return 1;
+}
+
+/* The cut of a cycle: the group's for a round whose members are all ready
+ * (round > 0), else this VM's alone. Returns 1 for a group cut (the marker
+ * time is the round's instant), 0 for a lone one, -errno when it failed. */
+static int cut_cycle(struct agent_qemu *aq, uint64_t round, const char *cur, const char *next,
+		     int64_t *marker_ns)
+{
+	if (round) {
+		int r = group_cut(aq, round, cur, next, marker_ns);
+		if (r != -EAGAIN)
+			return r;
+	}
+	int r = cut(aq, cur, next);
+	return r < 0 ? r : 0;
+}
+
+/* ---- app-consistent cuts ---- */
+
+__attribute__((format(printf, 3, 4))) static void app_failed(struct agent_qemu *aq, int r,
+							     const char *fmt, ...)
+{
+	aq->app_error = -r;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(aq->app_message, sizeof(aq->app_message), fmt, ap);
+	va_end(ap);
+	log_warning("VM %s: no app-consistent cut this cycle, the point is crash-consistent: %s",
+		    aq->p->vm, aq->app_message);
+}
+
+/* Freezes the guest for the cut; NULL (failure recorded) when it could
+ * not. */
+static struct freeze *app_freeze(struct agent_qemu *aq)
+{
+	aq->app_attempt_ns = ferry_now_ns();
+	char why[256] = "";
+	struct freeze *f = NULL;
+	int r = freeze_begin(aq->p->qga_path, aq->p->freeze_limit_ms, &f, why, sizeof(why));
+	if (r < 0) {
+		app_failed(aq, r, "cannot freeze the guest: %s", why);
+		return NULL;
+	}
+	return f;
+}
+
+/* Thaws the guest after the cut (cut_ok: the cut succeeded); 1 when the
+ * freeze held throughout it. */
+static int app_thaw(struct agent_qemu *aq, struct freeze *f, int cut_ok)
+{
+	struct freeze_report rep;
+	int r = freeze_end(f, &rep);
+	if (r < 0) {
+		app_failed(aq, r, "the thaw failed: %s", rep.message);
+		log_error("VM %s: the guest may still be frozen: %s", aq->p->vm, rep.message);
+		return 0;
+	}
+	if (!rep.held) {
+		app_failed(aq, -ETIMEDOUT, "%s", rep.message);
+		return 0;
+	}
+	if (!cut_ok) {
+		app_failed(aq, -EIO, "the cut failed while the guest was frozen");
+		return 0;
+	}
+	log_info("VM %s: app-consistent cut: the guest was frozen for %.1f ms (its freeze took "
+		 "%.1f ms, hook and sync; %d file systems)",
+		 aq->p->vm, (double)rep.window_ns / 1e6, (double)rep.freeze_ns / 1e6,
+		 rep.frozen_fs);
+	return 1;
+}
+
+void agent_qemu_want_app(struct agent_qemu *aq)
+{
+	aq->want_app = aq->p->qga_path != NULL;
+}
+
 static int export_view(struct agent_qemu *aq, struct qdisk *d, const char *cur)
 {
 	int r;
-	if (d->full)
+	if (d->vd->full)
 		r = run(aq, NULL, "block-export-add",
 			"{\"type\": \"nbd\", \"id\": \"%s\", \"node-name\": \"%s\", \"name\": "
 			"\"%s\", \"writable\": false}",
@@ -863,23 +736,29 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 					    .started_ns = ferry_now_ns() };
 	int r = connect_qemu(aq);
 	if (r >= 0)
-		r = chain_position(aq);
-	aq->first_seq = aq->next_seq;
-	aq->npend = aq->npfps = 0;
+		r = viewship_begin(aq->vs, &aq->st);
 	for (size_t i = 0; r >= 0 && i < p->ndisks; i++)
-		r = open_fingerprints(aq, &aq->disks[i]);
+		r = viewship_open_fingerprints(aq->vs, aq->disks[i].vd,
+					       "lost its dirty bitmap (qemu restarted?)");
 	if (r >= 0)
 		r = start_nbd(aq);
 	for (size_t i = 0; r >= 0 && i < p->ndisks; i++) {
-		aq->st.disk_bytes += aq->disks[i].size;
+		aq->st.disk_bytes += aq->disks[i].vd->size;
 		r = make_view(aq, &aq->disks[i]);
 	}
 	char cur[64], next[64];
 	bitmap_name(aq, aq->gen, cur, sizeof(cur));
 	bitmap_name(aq, aq->gen + 1, next, sizeof(next));
+	/* The views exist, every member of the group is ready: the guest is
+	 * frozen for the cut alone. */
+	struct freeze *frozen = r >= 0 && aq->want_app ? app_freeze(aq) : NULL;
+	aq->want_app = 0;
+	uint64_t round = r >= 0 ? group_ready(aq) : 0;
 	int64_t marker_ns = ferry_now_ns();
+	int group = 0;
 	if (r >= 0)
-		r = cut(aq, aq->gen ? cur : NULL, next);
+		r = group = cut_cycle(aq, round, aq->gen ? cur : NULL, next, &marker_ns);
+	int app = frozen ? app_thaw(aq, frozen, r >= 0) : 0;
 	int cut_done = r >= 0, shipped = 0;
 	uint64_t old = aq->gen;
 	if (cut_done) {
@@ -888,19 +767,24 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 		aq->gen++;
 		for (size_t i = 0; r >= 0 && i < p->ndisks; i++)
 			r = export_view(aq, &aq->disks[i], cur);
-		aq->declared = 0;
 		for (size_t i = 0; r >= 0 && i < p->ndisks; i++)
-			r = read_view(aq, &aq->disks[i], old ? cur : NULL);
+			r = viewship_read(aq->vs, aq->disks[i].vd, aq->nbd_sock,
+					  aq->disks[i].export, old ? cur : NULL);
 		if (r >= 0)
-			r = segment_open(aq);
-		if (r >= 0)
-			r = ferry_segment_writer_add_marker(aq->w, FERRY_CONSISTENCY_CRASH,
-							    marker_ns);
-		if (r >= 0)
-			r = segment_put(aq);
+			r = viewship_marker(aq->vs,
+					    app ? FERRY_CONSISTENCY_APP : FERRY_CONSISTENCY_CRASH,
+					    marker_ns, group ? aq->group_round : 0);
 		shipped = r >= 0;
 	}
-	aq->declared = 0;
+	if (app && shipped) {
+		aq->app_error = 0;
+		aq->app_message[0] = 0;
+		aq->app_ok_ns = marker_ns;
+	} else if (app) {
+		aq->app_error = r < 0 ? -r : EIO;
+		snprintf(aq->app_message, sizeof(aq->app_message),
+			 "the app-consistent cut was not shipped: %s", strerror(aq->app_error));
+	}
 	for (size_t i = 0; aq->q && i < p->ndisks; i++) {
 		int k = drop_view(aq, &aq->disks[i]);
 		if (r >= 0 && k < 0)
@@ -913,20 +797,12 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 	 * merged at the next cycle, which ships its blocks again. */
 	for (size_t i = 0; shipped && i < p->ndisks; i++) {
 		struct qdisk *d = &aq->disks[i];
-		/* A full cycle, in the cache: every fingerprint now says what the
-		 * chain holds. */
-		if (d->full && (!fpfile_has_baseline(d->fp) || fpfile_full_due(d->fp))) {
-			int k = fpfile_set_baseline(d->fp);
-			if (k < 0)
-				log_warning_errno(
-					k, "VM %s: disk %s: cannot record the baseline in %s",
-					p->vm, d->name, d->fp_path);
-		}
+		viewship_shipped(aq->vs, d->vd);
 		if (old && d->has_cur &&
 		    run(aq, NULL, "block-dirty-bitmap-remove",
 			"{\"node\": \"%s\", \"name\": \"%s\"}", d->node, cur) < 0)
 			aq->need_recover = 1;
-		d->full = 0;
+		d->vd->full = 0;
 		d->has_cur = 1;
 	}
 	if (r < 0 && cut_done)
@@ -940,6 +816,10 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 	 * with. */
 	aq->st.source_waiting_bytes = shipped && aq->gen ? waiting_bytes(aq) : UINT64_MAX;
 	aq->st.marker_time_ns = marker_ns;
+	aq->st.app_error = aq->app_error;
+	aq->st.app_attempt_ns = aq->app_attempt_ns;
+	aq->st.app_ok_ns = aq->app_ok_ns;
+	snprintf(aq->st.app_message, sizeof(aq->st.app_message), "%s", aq->app_message);
 	aq->st.cycle_shipped_bytes = aq->st.shipped_bytes;
 	aq->st.cycle_segments = aq->st.segments;
 	aq->st.total_shipped_bytes += aq->st.shipped_bytes;
@@ -981,19 +861,28 @@ int agent_qemu_new(const struct agent_qemu_params *p, struct agent_qemu **ret)
 		return r;
 	}
 	aq->disks = calloc(p->ndisks, sizeof(*aq->disks));
-	aq->buf = malloc(READ_MAX + BLOCK);
-	int r = aq->disks && aq->buf ? 0 : -ENOMEM;
+	aq->vp = (struct viewship_params){
+		.vm = p->vm,
+		.state_dir = p->state_dir,
+		.disks = p->disks,
+		.ndisks = p->ndisks,
+		.cache = p->cache,
+		.stop = p->stop,
+		.chunk_size = p->chunk_size,
+		.compress_workers = p->compress_workers,
+	};
+	int r = aq->disks ? viewship_new(&aq->vp, &aq->vs) : -ENOMEM;
 	for (size_t i = 0; r >= 0 && i < p->ndisks; i++) {
 		struct qdisk *d = &aq->disks[i];
 		d->name = p->disks[i].name;
 		d->node = p->disks[i].path;
 		d->idx = (uint16_t)i;
+		d->vd = viewship_disk(aq->vs, i);
 		snprintf(d->file_node, sizeof(d->file_node), "fy%s-%hu-f", aq->hash, d->idx);
 		snprintf(d->view_node, sizeof(d->view_node), "fy%s-%hu-v", aq->hash, d->idx);
 		snprintf(d->job, sizeof(d->job), "fy%s-%hu-b", aq->hash, d->idx);
 		snprintf(d->export, sizeof(d->export), "fy%s-%hu", aq->hash, d->idx);
-		if (asprintf(&d->scratch, "%s/view-%zu.qcow2", p->state_dir, i) < 0 ||
-		    asprintf(&d->fp_path, "%s/%s.qfp", p->state_dir, d->name) < 0)
+		if (asprintf(&d->scratch, "%s/view-%zu.qcow2", p->state_dir, i) < 0)
 			r = -ENOMEM;
 	}
 	if (r < 0) {
@@ -1011,15 +900,10 @@ struct agent_qemu *agent_qemu_free(struct agent_qemu *aq)
 	qmp_free(aq->q);
 	for (size_t i = 0; aq->disks && i < aq->p->ndisks; i++) {
 		free(aq->disks[i].scratch);
-		free(aq->disks[i].fp_path);
-		fpfile_free(aq->disks[i].fp);
 	}
-	free(aq->pend);
-	free(aq->pfps);
+	viewship_free(aq->vs);
 	free(aq->disks);
 	free(aq->nbd_sock);
-	free(aq->buf);
-	ferry_segment_writer_free(aq->w);
 	free(aq);
 	return NULL;
 }
@@ -1027,9 +911,5 @@ struct agent_qemu *agent_qemu_free(struct agent_qemu *aq)
 void agent_qemu_resync(struct agent_qemu *aq, uint64_t base_seq, const struct ferry_id *prev,
 		       int adopted)
 {
-	aq->base_seq = base_seq;
-	aq->base_prev = *prev;
-	/* The files were replaced: open the new ones. */
-	for (size_t i = 0; adopted && i < aq->p->ndisks; i++)
-		aq->disks[i].fp = fpfile_free(aq->disks[i].fp);
+	viewship_resync(aq->vs, base_seq, prev, adopted);
 }

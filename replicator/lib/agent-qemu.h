@@ -33,6 +33,7 @@
 #include "ferry/crypto.h"
 
 struct ferry_cache;
+struct groupcut_params;
 
 struct agent_qemu_params {
 	const char *vm;
@@ -55,6 +56,16 @@ struct agent_qemu_params {
 	 * NBD server that somebody else started in qemu (qemu runs one): the
 	 * agent adds its exports there and leaves the server alone. */
 	const char *nbd_socket;
+	/* The VM's consistency group, or NULL: the cycle that finds a new
+	 * round due cuts with the group's other members (groupcut.h), the VM
+	 * paused for the time (QMP stop: qemu-system only). */
+	const struct groupcut_params *group;
+	/* The guest agent's socket (qga.h), or NULL: a cycle asked for an
+	 * app-consistent cut (agent_qemu_want_app) freezes the guest through
+	 * it around the cut, for at most freeze_limit_ms (0: the default of
+	 * freeze.h). */
+	const char *qga_path;
+	int freeze_limit_ms;
 };
 
 struct agent_qemu;
@@ -74,6 +85,18 @@ struct agent_qemu *agent_qemu_free(struct agent_qemu *aq);
  * ret->scanned_bytes counts bytes read over NBD.
  */
 int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret);
+
+/*
+ * Asks the next cycle for an app-consistent cut: it makes the views of
+ * every disk, freezes the guest (freeze.h: its freeze hook runs, its file
+ * systems are synced and frozen), cuts, and thaws right after the cut,
+ * before anything is read, so that the guest is frozen for the QMP
+ * transaction only. The marker is of kind app when the freeze held
+ * throughout the cut; otherwise (no guest agent, a refusal, the limit)
+ * the cycle goes on crash-consistent, logs a warning and records the
+ * failure in the app_* fields of its statistics. Needs qga_path.
+ */
+void agent_qemu_want_app(struct agent_qemu *aq);
 
 /*
  * A resync the agent adopted (agent-sync.h): the chain goes on after

@@ -62,6 +62,21 @@ struct agent_scan_stats {
 	 * (UINT64_MAX when it could not ask qemu); the scan tracker cannot
 	 * know before it reads, and leaves 0. */
 	uint64_t source_waiting_bytes;
+	/* A consistency group's cut (agent-qemu.h): the round this cycle cut
+	 * with the group (0: none), how long the VM was paused for it, and
+	 * why a due round was skipped ("" when none was). */
+	uint64_t group_round;
+	int64_t group_pause_ns;
+	char group_skipped[256];
+	/* App-consistent cuts (the qemu tracker with a guest agent): the errno
+	 * of the last attempt (0: it succeeded, or none yet), when it was and
+	 * when the last one succeeded (UTC ns; 0: never), and why the last
+	 * attempt failed ("" when it did not). They carry over cycles that
+	 * make no attempt; the scan tracker leaves them 0. */
+	int app_error;
+	int64_t app_attempt_ns;
+	int64_t app_ok_ns;
+	char app_message[256];
 };
 
 /*

@@ -25,10 +25,11 @@ struct agent_sync_params {
 	const char *state_dir;
 	struct ferry_cache *cache;
 	enum ferry_tracker tracker;
-	/* The scan tracker's parameters (its progress file); NULL for qemu. */
+	/* The scan tracker's parameters (its progress file); NULL for qemu
+	 * and libvirt. */
 	const struct agent_scan_params *scan;
 	/* The disks by their names in the vault: <state>/<name>.fp (scan) or
-	 * <name>.qfp (qemu) hold their fingerprints. */
+	 * <name>.qfp (qemu, libvirt) hold their fingerprints. */
 	const struct agent_disk *disks;
 	size_t ndisks;
 	unsigned lease_s; /* how long the lease outlives its last renewal */

@@ -47,6 +47,11 @@ void agentconf_free(struct agentconf *c)
 	free(c->state);
 	free(c->qmp);
 	free(c->nbd_socket);
+	free(c->domain);
+	free(c->connect);
+	free(c->run_dir);
+	free(c->group);
+	free(c->qga);
 	for (size_t i = 0; i < c->ndisks; i++) {
 		free(c->disks[i].name);
 		free(c->disks[i].path);
@@ -78,8 +83,12 @@ struct parser {
 	unsigned line;
 	int has_interval;
 	int has_tracker;
-	/* Keys the disks were given with: a bit per disk, for path and node. */
+	int has_group_interval, has_group_pause_limit;
+	int has_app_interval, has_freeze_timeout;
+	/* Keys the disks were given with: a bit per disk, for path, node and
+	 * target. */
 	uint8_t path_keys[AGENTCONF_MAX_DISKS], node_keys[AGENTCONF_MAX_DISKS];
+	uint8_t target_keys[AGENTCONF_MAX_DISKS];
 	char error[512]; /* the first error, with its line */
 	unsigned error_line;
 };
@@ -208,8 +217,10 @@ static int handle_agent_key(struct parser *p, const char *name, const char *valu
 			c->tracker = AGENTCONF_TRACKER_SCAN;
 		else if (strcmp(value, "qemu") == 0)
 			c->tracker = AGENTCONF_TRACKER_QEMU;
+		else if (strcmp(value, "libvirt") == 0)
+			c->tracker = AGENTCONF_TRACKER_LIBVIRT;
 		else
-			return fail(p, "unknown tracker '%s' (scan or qemu)", value);
+			return fail(p, "unknown tracker '%s' (scan, qemu or libvirt)", value);
 		p->has_tracker = 1;
 		return 1;
 	}
@@ -217,6 +228,63 @@ static int handle_agent_key(struct parser *p, const char *name, const char *valu
 		return set_string(p, &c->qmp, name, value);
 	if (strcmp(name, "nbd-socket") == 0)
 		return set_string(p, &c->nbd_socket, name, value);
+	if (strcmp(name, "domain") == 0)
+		return set_string(p, &c->domain, name, value);
+	if (strcmp(name, "connect") == 0)
+		return set_string(p, &c->connect, name, value);
+	if (strcmp(name, "run-dir") == 0)
+		return set_string(p, &c->run_dir, name, value);
+	if (strcmp(name, "group") == 0) {
+		if (!ferry_name_valid(value))
+			return fail(p,
+				    "invalid group name '%s' (1-64 of A-Z a-z 0-9 . _ -, not "
+				    "starting with . or -)",
+				    value);
+		return set_string(p, &c->group, name, value);
+	}
+	if (strcmp(name, "group-interval") == 0) {
+		if (p->has_group_interval)
+			return fail(p, "'group-interval' given twice");
+		if (agentconf_parse_interval(value, &c->group_interval) < 0 ||
+		    c->group_interval == 0)
+			return fail(p, "invalid group-interval '%s' (seconds, 1 to %u)", value,
+				    AGENTCONF_MAX_INTERVAL);
+		p->has_group_interval = 1;
+		return 1;
+	}
+	if (strcmp(name, "group-pause-limit") == 0) {
+		if (p->has_group_pause_limit)
+			return fail(p, "'group-pause-limit' given twice");
+		if (ferry_parse_u64(value, strlen(value), AGENTCONF_MAX_GROUP_PAUSE_LIMIT_MS,
+				    &c->group_pause_limit_ms) < 0 ||
+		    c->group_pause_limit_ms == 0)
+			return fail(p, "invalid group-pause-limit '%s' (ms, 1 to %u)", value,
+				    AGENTCONF_MAX_GROUP_PAUSE_LIMIT_MS);
+		p->has_group_pause_limit = 1;
+		return 1;
+	}
+	if (strcmp(name, "qga") == 0)
+		return set_string(p, &c->qga, name, value);
+	if (strcmp(name, "app-interval") == 0) {
+		if (p->has_app_interval)
+			return fail(p, "'app-interval' given twice");
+		if (agentconf_parse_interval(value, &c->app_interval) < 0)
+			return fail(p, "invalid app-interval '%s' (seconds, 0 to %u)", value,
+				    AGENTCONF_MAX_INTERVAL);
+		p->has_app_interval = 1;
+		return 1;
+	}
+	if (strcmp(name, "freeze-timeout") == 0) {
+		if (p->has_freeze_timeout)
+			return fail(p, "'freeze-timeout' given twice");
+		if (ferry_parse_u64(value, strlen(value), AGENTCONF_MAX_FREEZE_TIMEOUT,
+				    &c->freeze_timeout) < 0 ||
+		    c->freeze_timeout == 0)
+			return fail(p, "invalid freeze-timeout '%s' (seconds, 1 to %u)", value,
+				    AGENTCONF_MAX_FREEZE_TIMEOUT);
+		p->has_freeze_timeout = 1;
+		return 1;
+	}
 	if (strcmp(name, "chunk-size") == 0) {
 		if (c->has_chunk_size)
 			return fail(p, "'chunk-size' given twice");
@@ -251,10 +319,13 @@ static int handle_disk_key(struct parser *p, const char *name, const char *value
 				return fail(p, "disk name '%s' used twice", value);
 		return set_string(p, &d->name, name, value);
 	}
-	if (strcmp(name, "path") == 0 || strcmp(name, "node") == 0) {
+	if (strcmp(name, "path") == 0 || strcmp(name, "node") == 0 || strcmp(name, "target") == 0) {
 		if (d->path)
-			return fail(p, "a disk takes one 'path' (scan) or one 'node' (qemu)");
-		(name[0] == 'p' ? p->path_keys : p->node_keys)[c->ndisks - 1] = 1;
+			return fail(p, "a disk takes one 'path' (scan), 'node' (qemu) or "
+				       "'target' (libvirt)");
+		(name[0] == 'p' ? p->path_keys :
+		 name[0] == 'n' ? p->node_keys :
+				  p->target_keys)[c->ndisks - 1] = 1;
 		return set_string(p, &d->path, name, value);
 	}
 	return fail(p, "unknown key '%s' in [disk]", name);
@@ -299,6 +370,9 @@ static int handler(void *user, const char *section, const char *name, const char
 static int parse(FILE *f, const char *file, struct agentconf *c)
 {
 	c->interval = AGENTCONF_DEFAULT_INTERVAL;
+	c->group_interval = AGENTCONF_DEFAULT_GROUP_INTERVAL;
+	c->group_pause_limit_ms = AGENTCONF_DEFAULT_GROUP_PAUSE_LIMIT_MS;
+	c->freeze_timeout = AGENTCONF_DEFAULT_FREEZE_TIMEOUT;
 	struct parser p = { .c = c, .file = file, .f = f };
 	int r = ini_parse_stream(read_line, &p, handler, &p);
 	free(p.buf);
@@ -324,13 +398,44 @@ static int parse(FILE *f, const char *file, struct agentconf *c)
 			"%s: the qemu tracker needs 'qmp' (qemu's QMP socket) in [agent]", file);
 	if (!qemu && (c->qmp || c->nbd_socket))
 		return config_error("%s: 'qmp' and 'nbd-socket' are for 'tracker = qemu'", file);
+	int libvirt = c->tracker == AGENTCONF_TRACKER_LIBVIRT;
+	if (libvirt && !c->domain)
+		return config_error(
+			"%s: the libvirt tracker needs 'domain' (the libvirt domain) in [agent]",
+			file);
+	if (!libvirt && (c->domain || c->connect || c->run_dir))
+		return config_error("%s: 'domain', 'connect' and 'run-dir' are for 'tracker = "
+				    "libvirt'",
+				    file);
+	/* A group pauses its VMs with QMP stop: qemu-system and its tracker. */
+	if (!qemu && c->group)
+		return config_error("%s: 'group' needs 'tracker = qemu' (the agent pauses the VM "
+				    "through QMP for a group's cut)",
+				    file);
+	if (!c->group && (p.has_group_interval || p.has_group_pause_limit))
+		return config_error("%s: 'group-interval' and 'group-pause-limit' go with 'group'",
+				    file);
+	/* A freeze brackets the qemu tracker's instant cut; a scan takes too
+	 * long to hold a guest frozen. */
+	if (!qemu && c->qga)
+		return config_error("%s: 'qga' (app-consistent cuts) needs 'tracker = qemu'", file);
+	if (!c->qga && ((c->app_interval && !libvirt) || p.has_freeze_timeout))
+		return config_error("%s: 'app-interval' and 'freeze-timeout' need 'qga' (the "
+				    "guest agent's socket)",
+				    file);
 	for (size_t i = 0; i < c->ndisks; i++) {
 		if (!c->disks[i].name)
 			return config_error("%s: [disk] number %zu has no 'name'", file, i + 1);
-		if (!c->disks[i].path || (qemu ? p.path_keys[i] : p.node_keys[i]))
+		const char *key = qemu ? "node" : libvirt ? "target" : "path";
+		int wrong = qemu    ? p.path_keys[i] || p.target_keys[i] :
+			    libvirt ? p.path_keys[i] || p.node_keys[i] :
+				      p.node_keys[i] || p.target_keys[i];
+		if (!c->disks[i].path || wrong)
 			return config_error("%s: disk %s needs '%s' (the %s tracker)", file,
-					    c->disks[i].name, qemu ? "node" : "path",
-					    qemu ? "qemu" : "scan");
+					    c->disks[i].name, key,
+					    qemu    ? "qemu" :
+					    libvirt ? "libvirt" :
+						      "scan");
 	}
 	return 0;
 }
@@ -454,6 +559,32 @@ static int check(const struct agentconf *c, const char *path)
 			  path, c->vm);
 		return -EINVAL;
 	}
+	if (c->group && (c->tracker != AGENTCONF_TRACKER_QEMU || !ferry_name_valid(c->group) ||
+			 c->group_interval == 0 || c->group_interval > AGENTCONF_MAX_INTERVAL ||
+			 c->group_pause_limit_ms == 0 ||
+			 c->group_pause_limit_ms > AGENTCONF_MAX_GROUP_PAUSE_LIMIT_MS)) {
+		log_error("agent configuration %s: VM %s: a group needs the qemu tracker, a valid "
+			  "name, an interval of 1 to %u s and a pause limit of 1 to %u ms",
+			  path, c->vm, AGENTCONF_MAX_INTERVAL, AGENTCONF_MAX_GROUP_PAUSE_LIMIT_MS);
+		return -EINVAL;
+	}
+	if (c->qga ? c->tracker != AGENTCONF_TRACKER_QEMU ||
+			     c->app_interval > AGENTCONF_MAX_INTERVAL || c->freeze_timeout == 0 ||
+			     c->freeze_timeout > AGENTCONF_MAX_FREEZE_TIMEOUT :
+		     c->app_interval != 0 && c->tracker != AGENTCONF_TRACKER_LIBVIRT) {
+		log_error("agent configuration %s: VM %s: app-consistent cuts need the qemu "
+			  "tracker and a guest agent socket, an app interval of 0 to %u s and a "
+			  "freeze timeout of 1 to %u s",
+			  path, c->vm, AGENTCONF_MAX_INTERVAL, AGENTCONF_MAX_FREEZE_TIMEOUT);
+		return -EINVAL;
+	}
+	if (c->tracker == AGENTCONF_TRACKER_LIBVIRT ? !c->domain :
+						      (c->domain || c->connect || c->run_dir)) {
+		log_error("agent configuration %s: VM %s: 'domain' goes with the libvirt tracker, "
+			  "and only with it",
+			  path, c->vm);
+		return -EINVAL;
+	}
 	if (c->ndisks == 0 || c->ndisks > AGENTCONF_MAX_DISKS) {
 		log_error("agent configuration %s: VM %s has %zu disks (1 to %d)", path, c->vm,
 			  c->ndisks, AGENTCONF_MAX_DISKS);
@@ -499,12 +630,34 @@ static int format_body(struct writer *w, const struct agentconf *c, const char *
 		if (r >= 0 && c->nbd_socket)
 			r = put_value(w, "NBD socket", "nbd-socket", c->nbd_socket);
 	}
+	int libvirt = c->tracker == AGENTCONF_TRACKER_LIBVIRT;
+	if (libvirt) {
+		fprintf(w->f, "tracker = libvirt\n");
+		r = put_value(w, "libvirt domain", "domain", c->domain);
+		if (r >= 0 && c->connect)
+			r = put_value(w, "libvirt URI", "connect", c->connect);
+		if (r >= 0 && c->run_dir)
+			r = put_value(w, "run directory", "run-dir", c->run_dir);
+		if (r >= 0 && c->app_interval)
+			fprintf(w->f, "app-interval = %llu\n", (unsigned long long)c->app_interval);
+	}
+	if (r >= 0 && c->group)
+		fprintf(w->f, "group = %s\ngroup-interval = %llu\ngroup-pause-limit = %llu\n",
+			c->group, (unsigned long long)c->group_interval,
+			(unsigned long long)c->group_pause_limit_ms);
+	if (r >= 0 && c->qga) {
+		r = put_value(w, "guest agent socket", "qga", c->qga);
+		if (r >= 0)
+			fprintf(w->f, "app-interval = %llu\nfreeze-timeout = %llu\n",
+				(unsigned long long)c->app_interval,
+				(unsigned long long)c->freeze_timeout);
+	}
 	for (size_t i = 0; r >= 0 && i < c->ndisks; i++) {
 		char what[96]; /* "path of disk " and a valid name */
-		snprintf(what, sizeof(what), "%s of disk %s", qemu ? "node" : "path",
-			 c->disks[i].name);
+		const char *key = qemu ? "node" : libvirt ? "target" : "path";
+		snprintf(what, sizeof(what), "%s of disk %s", key, c->disks[i].name);
 		fprintf(w->f, "\n[disk]\nname = %s\n", c->disks[i].name);
-		r = put_value(w, what, qemu ? "node" : "path", c->disks[i].path);
+		r = put_value(w, what, key, c->disks[i].path);
 	}
 	return r;
 }

@@ -5,8 +5,10 @@
  * and `ferry reprotect` use, one module so that what the CLI writes is
  * exactly what the agent reads. An INI file, parsed with inih: [agent]
  * (version, vm, cache, state, interval, chunk-size, tracker, qmp,
- * nbd-socket), one [disk] (name, and path for the scan tracker or node for
- * the qemu tracker) per disk in index order, optional [credentials].
+ * nbd-socket, group, group-interval, group-pause-limit, qga,
+ * app-interval, freeze-timeout, domain, connect, run-dir), one [disk] (name,
+ * and path for the scan tracker, node for the qemu tracker or target for
+ * the libvirt tracker) per disk in index order, optional [credentials].
  */
 #pragma once
 
@@ -20,6 +22,14 @@
 #define AGENTCONF_MAX_INTERVAL (366u * 24u * 3600u)
 #define AGENTCONF_MAX_DISKS 256
 #define AGENTCONF_MAX_CHUNK_SIZE (4u * 1024u * 1024u)
+/* Consistency groups: seconds between rounds, and how long the VM may stay
+ * paused waiting for the other members, in ms (defaults and bounds). */
+#define AGENTCONF_DEFAULT_GROUP_INTERVAL 60u
+#define AGENTCONF_DEFAULT_GROUP_PAUSE_LIMIT_MS 2000u
+#define AGENTCONF_MAX_GROUP_PAUSE_LIMIT_MS 60000u
+/* App-consistent cuts: the longest a guest freeze may hold, in seconds. */
+#define AGENTCONF_DEFAULT_FREEZE_TIMEOUT 10u
+#define AGENTCONF_MAX_FREEZE_TIMEOUT 600u
 
 /* Keys of [credentials] (azure_connection_string, ..., aws_endpoint_url),
  * the indexes of agentconf.creds; each overrides the environment variable
@@ -40,6 +50,8 @@ enum agentconf_cred {
 enum agentconf_tracker {
 	AGENTCONF_TRACKER_SCAN, /* reads the disk files (agent-scan.h) */
 	AGENTCONF_TRACKER_QEMU, /* a running qemu's dirty bitmaps (agent-qemu.h) */
+	/* a libvirt domain's checkpoints and backups (agent-libvirt.h) */
+	AGENTCONF_TRACKER_LIBVIRT,
 };
 
 /*
@@ -67,6 +79,37 @@ struct agentconf {
 	enum agentconf_tracker tracker;
 	char *qmp;
 	char *nbd_socket;
+	/* libvirt: domain is the domain's name (not empty), connect its
+	 * libvirt URI (NULL: qemu:///system), run_dir where libvirt's qemu
+	 * finds the backup's socket and scratch files (NULL: the tracker's
+	 * default), and each disk's path holds its target, vda ... (key
+	 * "target"). All three NULL for the other trackers. */
+	char *domain;
+	char *connect;
+	char *run_dir;
+	/* The VM's consistency group (key "group", a valid name), or NULL:
+	 * only with the qemu tracker. group_interval: seconds between the
+	 * group's rounds, 1 to AGENTCONF_MAX_INTERVAL (key "group-interval",
+	 * AGENTCONF_DEFAULT_GROUP_INTERVAL when absent); group_pause_limit_ms:
+	 * the longest the VM stays paused for a round, 1 to
+	 * AGENTCONF_MAX_GROUP_PAUSE_LIMIT_MS (key "group-pause-limit",
+	 * AGENTCONF_DEFAULT_GROUP_PAUSE_LIMIT_MS when absent). Both keys only
+	 * with "group"; written only when group is set. */
+	char *group;
+	uint64_t group_interval;
+	uint64_t group_pause_limit_ms;
+	/* App-consistent cuts, only with the qemu tracker: qga is the guest
+	 * agent's socket (key "qga") or NULL; app_interval the seconds
+	 * between app-consistent cuts, 0 (off, when absent) to
+	 * AGENTCONF_MAX_INTERVAL, nonzero only with qga or with the libvirt
+	 * tracker, which freezes through libvirt (key "app-interval");
+	 * freeze_timeout the longest a freeze holds the guest, 1 to
+	 * AGENTCONF_MAX_FREEZE_TIMEOUT seconds (key "freeze-timeout", only
+	 * with qga; AGENTCONF_DEFAULT_FREEZE_TIMEOUT when absent). The three
+	 * are written only when qga is set. */
+	char *qga;
+	uint64_t app_interval;
+	uint64_t freeze_timeout;
 	/* 1 to AGENTCONF_MAX_DISKS, in file order (the disk index); names
 	 * valid and distinct, paths (nodes) not empty. */
 	struct agent_disk *disks;

@@ -2,10 +2,11 @@
 /*
  * Segment application: verify the segment and its place in the VM's chain,
  * feed its records in order to an ingest (ingest.h: chunking, small writes
- * packed together, one pack), cut recovery points at markers by policy, and
- * commit everything through the ingest's one transaction once the pack is
- * durable. The reads (the VM, its disks, every dedup look-up) happen in one
- * read transaction; the commit checks that nobody moved the VM meanwhile.
+ * packed together, one pack), cut recovery points at markers by policy (and
+ * at every marker of a consistency group's round), and commit everything
+ * through the ingest's one transaction once the pack is durable. The reads
+ * (the VM, its disks, every dedup look-up) happen in one read transaction;
+ * the commit checks that nobody moved the VM meanwhile.
  */
 #include "apply.h"
 
@@ -188,6 +189,7 @@ static int add_point(struct applier *a, struct new_point *np)
 		.consistency = np->point.consistency,
 		.seq = np->point.seq,
 		.digest = a->seg_digest,
+		.group_round = np->point.group_round,
 		.disks = np->disks,
 		.ndisks = np->ndisks,
 	};
@@ -260,7 +262,10 @@ static int apply_marker(struct applier *a, const struct ferry_record *rec, uint6
 	a->vm.initial_done_bytes = a->vm.initial_total_bytes;
 	a->result.markers++;
 
-	int cut = a->vm.crash_interval_s == 0 ||
+	/* A group's round is a point on every member whatever their
+	 * policies: a member that skipped it would leave the round without
+	 * a group point. */
+	int cut = rec->group_round > 0 || a->vm.crash_interval_s == 0 ||
 		  ferry_time_since(rec->time_ns, a->last_point_ns) >=
 			  ferry_seconds_ns(a->vm.crash_interval_s) ||
 		  (rec->consistency == FERRY_CONSISTENCY_APP && a->vm.app_interval_s > 0 &&
@@ -278,7 +283,8 @@ static int apply_marker(struct applier *a, const struct ferry_record *rec, uint6
 	np->point = (struct ferry_point){ .vm_id = a->vm.id,
 					  .time_ns = rec->time_ns,
 					  .consistency = (int)rec->consistency,
-					  .seq = seq };
+					  .seq = seq,
+					  .group_round = rec->group_round };
 	for (size_t i = 0; i < a->ndisks; i++) {
 		struct ferry_point_disk *pd = &np->disks[np->ndisks++];
 		pd->idx = a->disks[i].disk.idx;
@@ -488,11 +494,14 @@ static int commit_rows(struct ferry_catalog *c, void *userdata)
 		r = ferry_catalog_vm_update(c, &now);
 	}
 	for (size_t i = 0; r >= 0 && i < a->npoints; i++) {
-		char ev[128];
-		snprintf(ev, sizeof(ev), "recovery point %s (%s) cut at segment %llu",
+		char ev[160], round[48] = "";
+		if (a->points[i].point.group_round)
+			snprintf(round, sizeof(round), ", group round %llu",
+				 (unsigned long long)a->points[i].point.group_round);
+		snprintf(ev, sizeof(ev), "recovery point %s (%s) cut at segment %llu%s",
 			 a->points[i].point.name,
 			 a->points[i].point.consistency == FERRY_CONSISTENCY_APP ? "app" : "crash",
-			 (unsigned long long)cc->info->seq);
+			 (unsigned long long)cc->info->seq, round);
 		r = ferry_catalog_event_add(c, a->vm.id, "info", ev);
 	}
 	return r;

@@ -57,22 +57,6 @@ int maint_writer_lock_wait(const char *vault_dir, unsigned timeout_s, int *ret_f
 
 /* ---- thinning ---- */
 
-struct point_vec {
-	struct ferry_point *p;
-	size_t n;
-};
-
-static int collect_point(const struct ferry_point *p, void *userdata)
-{
-	struct point_vec *pv = userdata;
-	struct ferry_point *np = realloc(pv->p, (pv->n + 1) * sizeof(*np));
-	if (!np)
-		return -ENOMEM;
-	pv->p = np;
-	pv->p[pv->n++] = *p;
-	return 0;
-}
-
 struct vm_vec {
 	struct ferry_vm *vm;
 	size_t n;
@@ -102,63 +86,270 @@ int maint_list_vms(struct ferry_vault *v, struct ferry_vm **ret, size_t *ret_n)
 	return 0;
 }
 
-static int thin_vm(struct ferry_catalog *c, const struct ferry_vm *vm, int64_t now_ns,
-		   unsigned *deleted)
+/*
+ * The rule, over one series of point times (oldest first), as of now_ns:
+ * points older than the retention window go; within it, all of the last
+ * two hours stay, older ones keep the newest point of each hour; the
+ * newest point of the series always stays. Sets drop[i] for those that go.
+ */
+static void thin_series(const int64_t *t, size_t n, int64_t now_ns, int64_t retention_ns,
+			uint8_t *drop)
 {
 	const int64_t hour = 3600LL * 1000000000LL;
-	/* Point times can come from a store's records (ferry attach), which
-	 * are checked but not trusted to be sane. */
-	const int64_t retention_ns = ferry_seconds_ns(vm->retention_s);
-	struct point_vec pv = { 0 };
-	int r = ferry_catalog_point_list(c, vm->id, collect_point, &pv);
-	if (r < 0 || pv.n < 2) {
-		free(pv.p);
-		return r;
-	}
-	/* Oldest first; walk newest first so "newest of its hour" is the
-	 * first one seen of each hour. */
-	int64_t kept_hour = pv.p[pv.n - 1].time_ns / hour;
-	for (size_t i = pv.n - 1; i-- > 0;) {
-		const struct ferry_point *p = &pv.p[i];
-		int64_t age = ferry_time_since(now_ns, p->time_ns);
-		int64_t h = p->time_ns / hour;
-		int drop;
+	if (n == 0)
+		return;
+	/* Walk newest first so "newest of its hour" is the first one seen of
+	 * each hour. */
+	int64_t kept_hour = t[n - 1] / hour;
+	drop[n - 1] = 0;
+	for (size_t i = n - 1; i-- > 0;) {
+		int64_t age = ferry_time_since(now_ns, t[i]);
+		int64_t h = t[i] / hour;
 		if (age > retention_ns)
-			drop = 1;
+			drop[i] = 1;
 		else if (age <= 2 * hour)
-			drop = 0;
+			drop[i] = 0;
 		else
-			drop = h == kept_hour;
-		if (!drop) {
+			drop[i] = h == kept_hour;
+		if (!drop[i])
 			kept_hour = h;
-			continue;
+	}
+}
+
+/* Every point of the vault, as thinning sees it. */
+struct thin_point {
+	struct ferry_point p;
+	size_t vm;      /* index in thin.vms */
+	uint8_t newest; /* the VM's newest point: it stays */
+	uint8_t group;  /* of a round each member at the time has */
+	uint8_t drop;
+};
+
+struct thin {
+	struct ferry_vm *vms;
+	/* Per VM, the key of its group points' series: its resource "group";
+	 * a VM with group points but no group is a group of its own. */
+	char (*groups)[FERRY_NAME_MAX + 2];
+	/* Per VM, since when it is in its group: its creation or its oldest
+	 * point, whichever is first (grouppoint.h). */
+	int64_t *since;
+	size_t nvms;
+	struct thin_point *points; /* VM by VM, each oldest first */
+	size_t npoints;
+	size_t cur_vm; /* while collecting */
+};
+
+static void thin_done(struct thin *t)
+{
+	free(t->vms);
+	free(t->groups);
+	free(t->since);
+	free(t->points);
+}
+
+static int collect_point(const struct ferry_point *p, void *userdata)
+{
+	struct thin *t = userdata;
+	struct thin_point *np = realloc(t->points, (t->npoints + 1) * sizeof(*np));
+	if (!np)
+		return -ENOMEM;
+	t->points = np;
+	t->points[t->npoints++] = (struct thin_point){ .p = *p, .vm = t->cur_vm };
+	return 0;
+}
+
+/* Group points by group, then time, then round: a round is a run of
+ * equal ones (by_vm 0), a group's series a run of equal keys. */
+static int cmp_round(const struct thin *t, size_t a, size_t b, int by_vm)
+{
+	const struct thin_point *x = &t->points[a], *y = &t->points[b];
+	int c = strcmp(t->groups[x->vm], t->groups[y->vm]);
+	if (c)
+		return c;
+	if (x->p.time_ns != y->p.time_ns)
+		return x->p.time_ns < y->p.time_ns ? -1 : 1;
+	if (x->p.group_round != y->p.group_round || !by_vm)
+		return x->p.group_round < y->p.group_round ? -1 :
+							     x->p.group_round > y->p.group_round;
+	return x->vm < y->vm ? -1 : x->vm > y->vm;
+}
+
+static int cmp_group_point(const void *a, const void *b, void *userdata)
+{
+	return cmp_round(userdata, *(const size_t *)a, *(const size_t *)b, 1);
+}
+
+/* Reads every VM, its group and its points. */
+static int thin_load(struct ferry_vault *v, struct thin *t)
+{
+	struct ferry_catalog *c = ferry_vault_catalog(v);
+	int r = maint_list_vms(v, &t->vms, &t->nvms);
+	if (r < 0)
+		return r;
+	t->groups = calloc(t->nvms ?: 1, sizeof(*t->groups));
+	t->since = calloc(t->nvms ?: 1, sizeof(*t->since));
+	if (!t->groups || !t->since)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->nvms; i++) {
+		char g[FERRY_NAME_MAX + 1];
+		r = ferry_catalog_resource_get(c, t->vms[i].id, "group", g, sizeof(g));
+		if (r == -ENOENT || (r >= 0 && !ferry_name_valid(g)))
+			/* '/' is in no name: no group can be called this. */
+			snprintf(t->groups[i], sizeof(t->groups[i]), "/%s", t->vms[i].name);
+		else if (r >= 0)
+			snprintf(t->groups[i], sizeof(t->groups[i]), "%s", g);
+		else
+			return r;
+		t->cur_vm = i;
+		size_t before = t->npoints;
+		r = ferry_catalog_point_list(c, t->vms[i].id, collect_point, t);
+		if (r < 0)
+			return r;
+		t->since[i] = t->vms[i].created_ns;
+		if (t->npoints > before) {
+			/* Listed oldest first. */
+			t->points[t->npoints - 1].newest = 1;
+			t->since[i] = MIN(t->since[i], t->points[before].p.time_ns);
 		}
-		r = ferry_catalog_point_delete(c, p->id);
+	}
+	return 0;
+}
+
+/*
+ * Group points: the rule over each group's series of rounds of which every
+ * member has its point, decided once per round for every member, so that
+ * a round is kept or removed on all of them together (a round one member
+ * lost would be no group point any more). The series' retention is the
+ * longest of its members'; a round that holds some member's newest point
+ * stays. A round some member lacks is no group point: its points are
+ * ordinary points of their VMs (thin_ordinary). As in grouppoint.h, only
+ * the members that were in the group at the round's time count: a VM that
+ * joins later must not turn the group's history into ordinary points.
+ */
+static int thin_rounds(struct thin *t, int64_t now_ns)
+{
+	size_t n = 0;
+	_cleanup_free_ size_t *idx = malloc((t->npoints ?: 1) * sizeof(*idx));
+	_cleanup_free_ size_t *start = malloc((t->npoints + 1) * sizeof(*start));
+	_cleanup_free_ int64_t *times = malloc((t->npoints ?: 1) * sizeof(*times));
+	_cleanup_free_ uint8_t *drop = malloc(t->npoints ?: 1);
+	_cleanup_free_ int64_t *since = malloc((t->nvms ?: 1) * sizeof(*since));
+	if (!idx || !start || !times || !drop || !since)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->npoints; i++)
+		if (t->points[i].p.group_round)
+			idx[n++] = i;
+	qsort_r(idx, n, sizeof(*idx), cmp_group_point, t);
+	for (size_t a = 0, b; a < n; a = b) {
+		const char *key = t->groups[t->points[idx[a]].vm];
+		size_t nr = 0, nmembers = 0;
+		int64_t retention_ns = 0;
+		for (size_t i = 0; i < t->nvms; i++)
+			if (strcmp(t->groups[i], key) == 0) {
+				retention_ns =
+					MAX(retention_ns, ferry_seconds_ns(t->vms[i].retention_s));
+				since[nmembers++] = t->since[i];
+			}
+		/* The complete rounds of the group, a run each. */
+		for (b = a; b < n && strcmp(t->groups[t->points[idx[b]].vm], key) == 0;) {
+			size_t e = b + 1, vms = 1, members = 0;
+			for (; e < n && cmp_round(t, idx[b], idx[e], 0) == 0; e++)
+				vms += t->points[idx[e]].vm != t->points[idx[e - 1]].vm;
+			/* Each VM with a point of the round is among these. */
+			for (size_t i = 0; i < nmembers; i++)
+				members += since[i] <= t->points[idx[b]].p.time_ns;
+			if (vms == members) {
+				start[nr] = b;
+				times[nr++] = t->points[idx[b]].p.time_ns;
+				for (size_t i = b; i < e; i++)
+					t->points[idx[i]].group = 1;
+			}
+			b = e;
+		}
+		thin_series(times, nr, now_ns, retention_ns, drop);
+		for (size_t k = 0; k < nr; k++) {
+			size_t end = start[k] + 1;
+			while (end < b && cmp_round(t, idx[start[k]], idx[end], 0) == 0)
+				end++;
+			int keep = !drop[k];
+			for (size_t i = start[k]; i < end; i++)
+				keep |= t->points[idx[i]].newest;
+			for (size_t i = start[k]; i < end; i++)
+				t->points[idx[i]].drop = !keep;
+		}
+	}
+	return 0;
+}
+
+/* Every other point (ordinary ones, and those of rounds that are no group
+ * point): the rule over each VM's own series. */
+static int thin_ordinary(struct thin *t, int64_t now_ns)
+{
+	_cleanup_free_ int64_t *times = malloc((t->npoints ?: 1) * sizeof(*times));
+	_cleanup_free_ uint8_t *drop = malloc(t->npoints ?: 1);
+	_cleanup_free_ size_t *idx = malloc((t->npoints ?: 1) * sizeof(*idx));
+	if (!times || !drop || !idx)
+		return -ENOMEM;
+	/* Listed VM by VM, each oldest first. */
+	for (size_t a = 0, b; a < t->npoints; a = b) {
+		size_t vm = t->points[a].vm, n = 0;
+		for (b = a; b < t->npoints && t->points[b].vm == vm; b++)
+			if (!t->points[b].group) {
+				idx[n] = b;
+				times[n++] = t->points[b].p.time_ns;
+			}
+		thin_series(times, n, now_ns, ferry_seconds_ns(t->vms[vm].retention_s), drop);
+		for (size_t k = 0; k < n; k++)
+			t->points[idx[k]].drop = drop[k];
+	}
+	return 0;
+}
+
+static int thin_delete(struct ferry_catalog *c, const struct thin *t, unsigned *deleted)
+{
+	for (size_t i = 0; i < t->npoints; i++) {
+		const struct thin_point *tp = &t->points[i];
+		if (!tp->drop)
+			continue;
+		int r = ferry_catalog_point_delete(c, tp->p.id);
 		if (r < 0)
-			break;
-		char ev[128];
-		snprintf(ev, sizeof(ev), "recovery point %s removed by retention policy", p->name);
-		r = ferry_catalog_event_add(c, vm->id, "info", ev);
+			return r;
+		char ev[192];
+		if (tp->group)
+			snprintf(ev, sizeof(ev),
+				 "recovery point %s (group %s, round %llu) removed by retention "
+				 "policy on every member",
+				 tp->p.name, t->groups[tp->vm][0] == '/' ? "-" : t->groups[tp->vm],
+				 (unsigned long long)tp->p.group_round);
+		else
+			snprintf(ev, sizeof(ev), "recovery point %s removed by retention policy",
+				 tp->p.name);
+		r = ferry_catalog_event_add(c, t->vms[tp->vm].id, "info", ev);
 		if (r < 0)
-			break;
+			return r;
 		(*deleted)++;
 	}
-	free(pv.p);
-	return r;
+	return 0;
 }
 
 int maint_thin(struct ferry_vault *v, int64_t now_ns, unsigned *ret_deleted)
 {
 	struct ferry_catalog *c = ferry_vault_catalog(v);
-	struct ferry_vm *vms = NULL;
-	size_t n = 0;
+	struct thin t = { 0 };
 	unsigned deleted = 0;
-	int r = maint_list_vms(v, &vms, &n);
+	/* Read and decided in the transaction that deletes: every member's
+	 * points of a round go together. */
+	int r = ferry_catalog_begin(c);
+	if (r < 0)
+		return r;
+	r = thin_load(v, &t);
 	if (r >= 0)
-		r = ferry_catalog_begin(c);
-	for (size_t i = 0; r >= 0 && i < n; i++)
-		r = thin_vm(c, &vms[i], now_ns, &deleted);
-	free(vms);
+		r = thin_rounds(&t, now_ns);
+	if (r >= 0)
+		r = thin_ordinary(&t, now_ns);
+	if (r >= 0)
+		r = thin_delete(c, &t, &deleted);
+	thin_done(&t);
 	if (r < 0) {
 		ferry_catalog_rollback(c);
 		return r;

@@ -29,7 +29,11 @@ int maint_list_vms(struct ferry_vault *v, struct ferry_vm **ret, size_t *ret_n);
 /*
  * Thins recovery points of every VM as of now_ns: points older than the
  * retention window go; within it, all of the last two hours stay, older
- * ones keep the newest point of each hour. The newest point always stays.
+ * ones keep the newest point of each hour. A VM's ordinary points are one
+ * series, and its newest point always stays. The points of a consistency
+ * group's rounds are thinned as one series per group, a round at a time:
+ * kept or removed on every member together (the longest retention of the
+ * members; a round holding some member's newest point stays).
  */
 int maint_thin(struct ferry_vault *v, int64_t now_ns, unsigned *ret_deleted);
 

@@ -3,9 +3,11 @@
  * The QMP client. Bytes from qemu go through one json-c tokener in stream
  * mode (strict JSON, UTF-8 checked, bounded depth): read_message() feeds it
  * what has arrived and cuts the stream into messages, whatever their line
- * breaks, refusing any over the size bound. A message is an event
- * (remembered), the reply to the command in flight (matched by its id), or
- * anything else (a late reply to a command whose caller timed out: dropped).
+ * breaks, refusing any over the size bound; for the guest agent a
+ * delimiter byte (qmp_set_delimiter) cuts the stream before the tokener
+ * sees it. A message is an event (remembered), the reply to the command in
+ * flight (matched by its id), or anything else (a late reply to a command
+ * whose caller timed out: dropped).
  * A failure that leaves the stream out of step (reset, malformed JSON, an
  * oversize message, a half-sent command) closes the connection for good;
  * the caller connects again.
@@ -45,6 +47,7 @@ struct qmp {
 	size_t max_message;
 	struct json_tokener *tok;
 	size_t msg_bytes; /* fed to tok since its last message */
+	int delim;        /* a byte that is no JSON but cuts the stream, or -1 */
 	size_t in_start, in_end;
 	int64_t next_id;
 	struct json_object *events[QMP_EVENTS_KEPT]; /* oldest first */
@@ -235,6 +238,20 @@ static int read_message(struct qmp *q, int64_t deadline, struct json_object **re
 			continue;
 		}
 		size_t avail = q->in_end - q->in_start;
+		if (q->delim >= 0) {
+			/* The tokener never sees the delimiter: it is no UTF-8
+			 * (json-c would fail on it even behind a complete
+			 * message), and it drops whatever message it cuts. */
+			const char *p = memchr(q->inbuf + q->in_start, q->delim, avail);
+			if (p == q->inbuf + q->in_start) {
+				json_tokener_reset(q->tok);
+				q->msg_bytes = 0;
+				q->in_start++;
+				continue;
+			}
+			if (p)
+				avail = (size_t)(p - (q->inbuf + q->in_start));
+		}
 		struct json_object *o =
 			json_tokener_parse_ex(q->tok, q->inbuf + q->in_start, (int)avail);
 		enum json_tokener_error jerr = json_tokener_get_error(q->tok);
@@ -482,7 +499,7 @@ static int still_queued(int fd)
 	}
 }
 
-int qmp_connect_fd(int fd, int timeout_ms, size_t max_message, struct qmp **ret)
+int qmp_open_stream(int fd, int timeout_ms, size_t max_message, struct qmp **ret)
 {
 	_cleanup_close_ int sock = fd;
 	_cleanup_(qmp_freep) struct qmp *q = calloc(1, sizeof(*q));
@@ -492,15 +509,26 @@ int qmp_connect_fd(int fd, int timeout_ms, size_t max_message, struct qmp **ret)
 	q->timeout_ms = timeout_ms;
 	q->max_message = max_message;
 	q->next_id = 1;
+	q->delim = -1;
 	q->tok = json_tokener_new_ex(JSON_DEPTH);
 	if (!q->tok)
 		return -ENOMEM;
 	json_tokener_set_flags(q->tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS |
 					       JSON_TOKENER_VALIDATE_UTF8);
+	*ret = TAKE_PTR(q);
+	return 0;
+}
+
+int qmp_connect_fd(int fd, int timeout_ms, size_t max_message, struct qmp **ret)
+{
+	_cleanup_(qmp_freep) struct qmp *q = NULL;
+	int r = qmp_open_stream(fd, timeout_ms, max_message, &q);
+	if (r < 0)
+		return r;
 
 	int64_t deadline = deadline_after(timeout_ms);
 	_cleanup_(json_putp) struct json_object *greeting = NULL;
-	int r = read_message(q, deadline, &greeting);
+	r = read_message(q, deadline, &greeting);
 	/* qemu greets a client as soon as it accepts it: one it has not
 	 * accepted by now waits behind the client it serves. */
 	if (r == -ETIMEDOUT && still_queued(q->fd) > 0)
@@ -648,6 +676,69 @@ int qmp_wait_event(struct qmp *q, const char *name, int timeout_ms, struct json_
 	}
 }
 
+/* ---- the bare stream (qmp-internal.h) ---- */
+
+void qmp_set_timeout(struct qmp *q, int timeout_ms)
+{
+	q->timeout_ms = timeout_ms;
+}
+
+int qmp_send_raw(struct qmp *q, const void *buf, size_t len)
+{
+	error_clear(q);
+	if (q->fd < 0)
+		return fail(q, -ENOTCONN, "not connected (the connection failed earlier)");
+	int r = send_all(q, buf, len, deadline_after(q->timeout_ms));
+	if (r < 0)
+		return fail_closed(q, r, "cannot send: %s", strerror(-r));
+	return 0;
+}
+
+void qmp_set_delimiter(struct qmp *q, unsigned char delim)
+{
+	q->delim = delim;
+}
+
+int qmp_skip_past(struct qmp *q, unsigned char delim, int timeout_ms)
+{
+	error_clear(q);
+	if (q->fd < 0)
+		return fail(q, -ENOTCONN, "not connected (the connection failed earlier)");
+	/* What the parser holds of a message is dropped with the rest. */
+	json_tokener_reset(q->tok);
+	q->msg_bytes = 0;
+	int64_t deadline = deadline_after(timeout_ms);
+	for (;;) {
+		const char *p = memchr(q->inbuf + q->in_start, delim, q->in_end - q->in_start);
+		if (p) {
+			q->in_start = (size_t)(p - q->inbuf) + 1;
+			return 0;
+		}
+		q->in_start = q->in_end;
+		int r = fill(q, deadline);
+		if (r == -ETIMEDOUT)
+			return fail(q, r, "no byte 0x%02x within %d ms", delim, timeout_ms);
+		if (r < 0)
+			return r;
+	}
+}
+
+int qmp_read_object(struct qmp *q, int timeout_ms, struct json_object **ret)
+{
+	error_clear(q);
+	if (q->fd < 0)
+		return fail(q, -ENOTCONN, "not connected (the connection failed earlier)");
+	int r = read_message(q, deadline_after(timeout_ms), ret);
+	if (r == -ETIMEDOUT)
+		return fail(q, r, "no message within %d ms", timeout_ms);
+	return r;
+}
+
+int qmp_queued(const struct qmp *q)
+{
+	return q->fd < 0 ? 0 : still_queued(q->fd);
+}
+
 void qmp_clear_events(struct qmp *q)
 {
 	for (size_t i = 0; i < q->nevents; i++)
@@ -658,4 +749,9 @@ void qmp_clear_events(struct qmp *q)
 const char *qmp_last_error(const struct qmp *q)
 {
 	return q->error;
+}
+
+int qmp_fd(const struct qmp *q)
+{
+	return q->fd;
 }

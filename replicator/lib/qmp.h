@@ -116,3 +116,7 @@ void qmp_clear_events(struct qmp *q);
  * call on q.
  */
 const char *qmp_last_error(const struct qmp *q);
+
+/* The connection's socket, for a helper process that must be able to speak
+ * on it when this process cannot (pausewd.h); -1 once closed. */
+int qmp_fd(const struct qmp *q);

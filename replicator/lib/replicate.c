@@ -52,9 +52,20 @@ static void mark_error(struct ferry_vault *v, const char *vm_name, const char *w
 int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 		 const volatile sig_atomic_t *stop)
 {
+	return replicate_vm_counted(v, vm, stop, NULL);
+}
+
+int replicate_vm_counted(struct ferry_vault *v, const struct ferry_vm *vm,
+			 const volatile sig_atomic_t *stop, struct replicate_stats *stats)
+{
+	struct replicate_stats none = { 0 };
+	if (!stats)
+		stats = &none;
+	const uint64_t errors_before = stats->cache_errors + stats->refused;
 	struct ferry_cache *cache;
 	int r = ferry_cache_open(vm->cache_url, 0, &cache);
 	if (r < 0) {
+		stats->cache_errors++;
 		char what[FERRY_URL_MAX + 64];
 		snprintf(what, sizeof(what), "cannot open cache %s: %s", vm->cache_url,
 			 strerror(-r));
@@ -90,6 +101,7 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 	r = ferry_cache_list_segments(cache, vm->name, &seqs, &n, &bytes);
 	if (r < 0) {
 		log_error_errno(r, "VM %s: cannot list segments in %s", vm->name, vm->cache_url);
+		stats->cache_errors++;
 		goto out;
 	}
 
@@ -143,6 +155,7 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 		if (it.read_failed) {
 			r = it.r;
 			log_error_errno(r, "VM %s: cannot read segment %s", vm->name, label);
+			stats->cache_errors++;
 			break;
 		}
 		struct apply_result res;
@@ -160,6 +173,7 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 			char what[sizeof(label) + sizeof(msg) + 32];
 			snprintf(what, sizeof(what), "segment %s refused: %s", label, msg);
 			log_error_errno(r, "VM %s: %s", vm->name, what);
+			stats->refused++;
 			/* Damage, or a chain that does not follow: a resync repairs
 			 * it, once the helpers are done with the cache. A segment
 			 * from a newer agent, or one that does not fit the VM,
@@ -189,6 +203,7 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 		}
 		if (r < 0) {
 			log_error_errno(r, "VM %s: cannot acknowledge segment %s", vm->name, label);
+			stats->cache_errors++;
 			break;
 		}
 		if (res.already_applied)
@@ -196,6 +211,8 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 				 vm->name, (unsigned long long)res.seq);
 		else {
 			applied++;
+			stats->applied_segments++;
+			stats->applied_bytes += res.data_bytes;
 			log_debug("VM %s: applied segment %llu: %llu data bytes, %llu stored, "
 				  "%u marker(s), %u point(s)",
 				  vm->name, (unsigned long long)res.seq,
@@ -222,6 +239,8 @@ int replicate_vm(struct ferry_vault *v, const struct ferry_vm *vm,
 	if (r >= 0)
 		r = applied;
 out:
+	if (r < 0 && stats->cache_errors + stats->refused == errors_before)
+		stats->other_errors++;
 	free(seqs);
 	ferry_cache_free(cache);
 	return r;

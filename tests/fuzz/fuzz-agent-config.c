@@ -5,7 +5,7 @@
  * the configuration file (a memfd, opened by path as the agent does). A
  * file that loads must describe a usable agent: every required key, 1..256
  * disks with valid, distinct names and a path each, an interval and a
- * chunk size within bounds. And it must survive the writer: what
+ * chunk size within bounds, a group only with the qemu tracker. And it must survive the writer: what
  * agentconf_format accepts, agentconf_load reads back the same, and the
  * writer refuses a loaded configuration only for a line too long, or for
  * a value starting with ';' (read from "key=;v", written "key = ;v" it
@@ -35,6 +35,12 @@ static void check(const struct agentconf *c)
 	    (c->chunk_size < 4096 || c->chunk_size > AGENTCONF_MAX_CHUNK_SIZE ||
 	     (c->chunk_size & (c->chunk_size - 1))))
 		abort();
+	if (c->group && (!ferry_name_valid(c->group) || c->tracker != AGENTCONF_TRACKER_QEMU))
+		abort();
+	if (c->group_interval == 0 || c->group_interval > AGENTCONF_MAX_INTERVAL ||
+	    c->group_pause_limit_ms == 0 ||
+	    c->group_pause_limit_ms > AGENTCONF_MAX_GROUP_PAUSE_LIMIT_MS)
+		abort();
 	for (size_t i = 0; i < c->ndisks; i++) {
 		const struct agent_disk *d = &c->disks[i];
 		if (!d->name || !ferry_name_valid(d->name) || !d->path || !*d->path)
@@ -52,6 +58,10 @@ static void check_same(const struct agentconf *a, const struct agentconf *b)
 	    strcmp(a->state, b->state) != 0 || a->interval != b->interval ||
 	    a->has_chunk_size != b->has_chunk_size || a->chunk_size != b->chunk_size ||
 	    a->ndisks != b->ndisks)
+		abort();
+	if (!a->group != !b->group || (a->group && strcmp(a->group, b->group) != 0) ||
+	    (a->group && (a->group_interval != b->group_interval ||
+			  a->group_pause_limit_ms != b->group_pause_limit_ms)))
 		abort();
 	for (size_t i = 0; i < a->ndisks; i++)
 		if (strcmp(a->disks[i].name, b->disks[i].name) != 0 ||

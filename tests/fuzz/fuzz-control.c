@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Fuzz target for the cache's control records (control-internal.h): the
- * agent lease, the resync request and the resync want. Any input must be
+ * agent lease, the resync request, the resync want and the group records. Any input must be
  * refused cleanly, or decode to a record that encodes again (under any VM
  * name) and decodes to the same fields.
  */
@@ -54,10 +54,22 @@ static void want(const uint8_t *data, size_t size)
 		abort();
 }
 
+static void group(const uint8_t *data, size_t size)
+{
+	struct ferry_group_record a, b;
+	size_t len;
+	if (control_group_parse(data, size, NULL, &a) != 0)
+		return;
+	if (size > CONTROL_GROUP_MAX || control_group_format(&a, out, sizeof(out), &len) < 0 ||
+	    control_group_parse(out, len, a.vm, &b) != 0 || memcmp(&a, &b, sizeof(a)) != 0)
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	lease(data, size);
 	request(data, size);
 	want(data, size);
+	group(data, size);
 	return 0;
 }

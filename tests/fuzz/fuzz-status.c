@@ -3,9 +3,10 @@
  * Fuzz target for the parser of the agent's status blob in the cache
  * (docs/format/cache.md). Any input must be refused cleanly or decode to a
  * status that keeps the format's rules (a message only with an error, at
- * most FERRY_STATUS_MESSAGE_MAX bytes, no NUL) and encodes back to the same
- * bytes (a 1.1 status carries nothing a reader drops; a 1.0 one gains an
- * empty message).
+ * most FERRY_STATUS_MESSAGE_MAX bytes, no NUL; the same for the app
+ * message; progress within its total) and encodes back to the same bytes
+ * (a 1.2 status carries nothing a reader drops; a 1.0 or 1.1 one gains
+ * empty fields).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -25,7 +26,12 @@ static int same(const struct ferry_agent_status *a, const struct ferry_agent_sta
 	       a->duration_ns == b->duration_ns && a->shipped_bytes == b->shipped_bytes &&
 	       a->segments == b->segments && a->read_bytes == b->read_bytes &&
 	       a->source_waiting_bytes == b->source_waiting_bytes &&
-	       strcmp(a->message, b->message) == 0;
+	       strcmp(a->message, b->message) == 0 && a->app_error == b->app_error &&
+	       a->app_attempt_ns == b->app_attempt_ns && a->app_ok_ns == b->app_ok_ns &&
+	       strcmp(a->app_message, b->app_message) == 0 &&
+	       a->progress_done_bytes == b->progress_done_bytes &&
+	       a->progress_total_bytes == b->progress_total_bytes &&
+	       a->progress_rate == b->progress_rate;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -34,7 +40,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (cache_status_parse(data, size, NULL, &a) != 0)
 		return 0;
 	size_t m = strnlen(a.message, sizeof(a.message));
-	if (size > CACHE_STATUS_MAX || m > FERRY_STATUS_MESSAGE_MAX || (m && !a.error))
+	size_t am = strnlen(a.app_message, sizeof(a.app_message));
+	if (size > CACHE_STATUS_MAX || m > FERRY_STATUS_MESSAGE_MAX || (m && !a.error) ||
+	    am > FERRY_STATUS_MESSAGE_MAX || (am && !a.app_error) ||
+	    a.progress_done_bytes > a.progress_total_bytes)
 		abort();
 	/* The VM name sits at offset 106 with its length at 105. A status
 	 * accepted with a name longer than a VM's, or past the end of the
@@ -53,10 +62,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (cache_status_format(vm, &a, out, sizeof(out), &len) < 0)
 		abort();
 	/* Equal unless the input was another minor (1.0 has no message
-	 * field, a later one may have extra fields). */
-	if (len == size && get_le16(data + 10) == 1 && memcmp(out, data, len) != 0)
+	 * field, 1.1 no app or progress fields, a later one may have extra
+	 * fields). */
+	if (len == size && get_le16(data + 10) == 2 && memcmp(out, data, len) != 0)
 		abort();
-	if (get_le16(data + 10) == 1 && len > size)
+	if (get_le16(data + 10) == 2 && len > size)
 		abort();
 	return 0;
 }

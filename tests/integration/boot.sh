@@ -51,7 +51,9 @@ cmp "$C/os.img" os.p1 || fail "the clone does not start as point $p1"
 grep -q "file=$abs/os.img," "$C/qemu.args" || fail "qemu.args does not name $abs/os.img"
 grep -q -- "-accel tcg" "$C/qemu.args" || fail "qemu.args does not use -accel tcg"
 grep -q -- "-accel kvm" "$C/qemu.args" && fail "qemu.args asks for kvm after --accel tcg"
-grep -q "<source file='$abs/os.img'/>" "$C/domain.xml" || fail "domain.xml does not name the clone"
+grep -q "<source file='$abs/os.img'>" "$C/domain.xml" || fail "domain.xml does not name the clone"
+grep -q "<seclabel model='dac' relabel='no'/>" "$C/domain.xml" ||
+	fail "domain.xml lets libvirt chown the clone images"
 grep -q "xmlns:ferry='urn:ferry:vm:1'" "$C/domain.xml" || fail "domain.xml has no ferry metadata"
 grep -q "<ferry:recovery-point>$p1</ferry:recovery-point>" "$C/domain.xml" ||
 	fail "domain.xml does not record point $p1"

@@ -14,8 +14,10 @@
  * rest applies and the result is identical to the reference, also after GC.
  * GC itself crashes the same way at each of its store operations: no point
  * may lose data, and a GC after the restart must clean up. Also checked:
- * idempotent re-application, out-of-order and damaged segments, and the
- * storage cost of small writes.
+ * idempotent re-application, out-of-order and damaged segments, the
+ * storage cost of small writes, and consistency groups: a group round's
+ * marker is always a point, recorded with its round, and thinning keeps or
+ * removes a round on every member together.
  */
 #include "apply.h"
 
@@ -36,9 +38,11 @@
 #include "ferry/image.h"
 #include "ferry/ingest.h"
 #include "ferry/map.h"
+#include "ferry/records.h"
 #include "ferry/store.h"
 #include "ferry/util.h"
 #include "ferry/vault.h"
+#include "grouppoint.h"
 #include "maint.h"
 #include "tap.h"
 
@@ -1280,6 +1284,218 @@ static void point_ids(void)
 	ferry_vault_free(v);
 }
 
+/* ---- consistency groups ---- */
+
+struct round_list {
+	uint64_t rounds[32];
+	size_t n, ordinary;
+	struct ferry_id record; /* of the last group point */
+};
+
+static int note_round(const struct ferry_point *p, void *userdata)
+{
+	struct round_list *rl = userdata;
+	if (!p->group_round) {
+		rl->ordinary++;
+		return 0;
+	}
+	if (rl->n < ARRAY_SIZE(rl->rounds))
+		rl->rounds[rl->n++] = p->group_round;
+	rl->record = p->record;
+	return 0;
+}
+
+static struct round_list rounds_of(struct ferry_catalog *c, int64_t vm_id)
+{
+	struct round_list rl = { 0 };
+	ferry_catalog_point_list(c, vm_id, note_round, &rl);
+	return rl;
+}
+
+/* Adds a point straight into the catalog, as apply or attach would. */
+static int put_point(struct ferry_catalog *c, int64_t vm_id, int64_t t, uint64_t round)
+{
+	struct ferry_point p = { .vm_id = vm_id,
+				 .time_ns = t,
+				 .seq = 1,
+				 .consistency = FERRY_CONSISTENCY_CRASH,
+				 .group_round = round };
+	struct ferry_point_disk pd = { .idx = 0, .size = disk_sizes[0] };
+	snprintf(pd.name, sizeof(pd.name), "%s", disk_names[0]);
+	return ferry_catalog_point_add(c, &p, &pd, 1);
+}
+
+static int add_member(struct ferry_catalog *c, const char *name, const char *group,
+		      int64_t retention_s, int64_t *ret_id)
+{
+	struct ferry_vm vm = { .state = FERRY_VM_PROTECTED,
+			       .crash_interval_s = 300,
+			       .retention_s = retention_s,
+			       .created_ns = T0 };
+	snprintf(vm.name, sizeof(vm.name), "%s", name);
+	snprintf(vm.cache_url, sizeof(vm.cache_url), "/nowhere");
+	int r = ferry_catalog_vm_add(c, &vm);
+	if (r >= 0 && group)
+		r = ferry_catalog_resource_set(c, vm.id, "group", group);
+	if (r >= 0)
+		*ret_id = vm.id;
+	return r;
+}
+
+static int rounds_are(const struct round_list *rl, const uint64_t *want, size_t n)
+{
+	if (rl->n != n)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (rl->rounds[i] != want[i])
+			return 0;
+	return 1;
+}
+
+static void group_points(void)
+{
+	char dir[512];
+	struct ferry_vault *v;
+	snprintf(dir, sizeof(dir), "%s/group", tmpdir);
+	int r = make_vault(dir, &v);
+	ok_r(r, "a vault for group points");
+	if (r < 0)
+		return;
+	struct ferry_catalog *c = ferry_vault_catalog(v);
+	struct ferry_vm vm;
+	ferry_catalog_vm_get(c, VM, &vm);
+	vm.crash_interval_s = 300;
+	ok_r(ferry_catalog_vm_update(c, &vm), "a point at most every 300 s");
+
+	/* Markers 10 s apart: only the first and the group round's cut. */
+	const int64_t s = INT64_C(1000000000);
+	struct ferry_segment_writer *w;
+	struct seg sg = { 0 };
+	r = ferry_segment_writer_new(VM, 1, NULL, &w);
+	for (uint16_t d = 0; r >= 0 && d < NDISKS; d++)
+		r = ferry_segment_writer_add_disk(w, d, disk_names[d], disk_sizes[d]);
+	if (r >= 0)
+		r = ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, T0);
+	if (r >= 0)
+		r = ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, T0 + 10 * s);
+	if (r >= 0)
+		r = ferry_segment_writer_add_group_marker(w, FERRY_CONSISTENCY_CRASH, T0 + 20 * s,
+							  29833338);
+	if (r >= 0)
+		r = ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, T0 + 30 * s);
+	if (r >= 0)
+		r = ferry_segment_writer_finish(w, &sg.buf, &sg.len, &sg.info);
+	ferry_segment_writer_free(w);
+	struct apply_result res = { 0 };
+	if (r >= 0)
+		r = apply(v, 1, sg.buf, sg.len, &res);
+	free(sg.buf);
+	ok(r >= 0 && res.points == 2 && res.markers == 4,
+	   "4 markers within 300 s: the first and the group round's are points (%u)", res.points);
+	struct round_list rl = rounds_of(c, vm.id);
+	ok(rl.n == 1 && rl.rounds[0] == 29833338 && rl.ordinary == 1,
+	   "the group point carries its round, the other none");
+	void *buf = NULL;
+	size_t len;
+	struct ferry_record_point pr = { 0 };
+	r = ferry_vault_read_object(v, &rl.record, &buf, &len);
+	if (r >= 0)
+		r = ferry_record_point_decode(buf, len, &pr);
+	ok(r >= 0 && pr.group_round == 29833338 && len > 13 &&
+		   memcmp(buf, "FERRYREC 1.1 ", 13) == 0,
+	   "its POINT record in the store says the round (record 1.1), for ferry attach");
+	ferry_record_point_done(&pr);
+	free(buf);
+
+	/*
+	 * Thinning. Group "g": a retains 3 h, b 10 h. Rounds 1-3 in one hour,
+	 * 5 h ago; a also has an ordinary point later in that hour; round 4
+	 * an hour ago on both; round 6, 12 h ago, on both; round 5, later in
+	 * the hour of 1-3, on a only: no group point, an ordinary point of a,
+	 * which must not take that hour's place from round 3. Alone, a would
+	 * lose every point older than 3 h and keep its ordinary point over
+	 * round 3; b would keep round 3: no point of that hour on both.
+	 */
+	const int64_t hour = 3600 * s;
+	const int64_t now = (T0 / hour + 100) * hour;
+	const int64_t h5 = now - 5 * hour;
+	int64_t a, b, lone;
+	r = ferry_catalog_begin(c);
+	if (r >= 0)
+		r = add_member(c, "a", "g", 3 * 3600, &a);
+	if (r >= 0)
+		r = add_member(c, "b", "g", 10 * 3600, &b);
+	if (r >= 0)
+		r = add_member(c, "lone", NULL, 3600, &lone);
+	const int64_t round_t[] = { h5,         h5 + 600 * s,  h5 + 1200 * s,
+				    now - hour, h5 + 1500 * s, now - 12 * hour };
+	for (uint64_t k = 0; r >= 0 && k < ARRAY_SIZE(round_t); k++) {
+		r = put_point(c, a, round_t[k], k + 1);
+		if (r >= 0 && k + 1 != 5)
+			r = put_point(c, b, round_t[k], k + 1);
+	}
+	if (r >= 0)
+		r = put_point(c, a, h5 + 1800 * s, 0);
+	/* A VM's newest point stays, even a group point past retention. */
+	if (r >= 0)
+		r = put_point(c, lone, now - 20 * hour, 9);
+	r = r >= 0 ? ferry_catalog_commit(c) : (ferry_catalog_rollback(c), r);
+	ok_r(r, "two members, a lone VM, their points");
+	unsigned deleted = 0;
+	ok_r(maint_thin(v, now, &deleted), "thin");
+	struct round_list ra = rounds_of(c, a), rb = rounds_of(c, b), rlone = rounds_of(c, lone);
+	const uint64_t want[] = { 3, 4 }, want_lone[] = { 9 };
+	ok(rounds_are(&rb, want, ARRAY_SIZE(want)) && rounds_are(&ra, want, ARRAY_SIZE(want)),
+	   "every member keeps rounds 3 and 4 (b's 10 h retention and the newest group point "
+	   "of each hour, for a too), 1, 2 and 6 go on both (a: %zu rounds, b: %zu)",
+	   ra.n, rb.n);
+	ok(ra.ordinary == 1 && rounds_of(c, vm.id).n == 1,
+	   "a's ordinary points are its own series: round 5 went by a's 3 h, its newest "
+	   "ordinary point stayed; the first VM is untouched");
+	ok(rounds_are(&rlone, want_lone, 1), "a VM's only point stays past its retention");
+	ok(deleted == 7, "7 points removed (%u)", deleted);
+
+	/* Past the longest retention of the members, a round goes from all. */
+	r = ferry_catalog_begin(c);
+	if (r >= 0)
+		r = put_point(c, a, now - 11 * hour, 7);
+	if (r >= 0)
+		r = put_point(c, b, now - 11 * hour, 7);
+	r = r >= 0 ? ferry_catalog_commit(c) : (ferry_catalog_rollback(c), r);
+	ok(r >= 0 && maint_thin(v, now + 2 * hour, &deleted) == 0 && rounds_of(c, a).n == 2 &&
+		   rounds_of(c, b).n == 2,
+	   "past b's retention too, round 7 goes from both, 3 stays on both");
+
+	/* The group points of g: rounds 3 and 4; a round on a alone is none. */
+	r = ferry_catalog_begin(c);
+	if (r >= 0)
+		r = put_point(c, a, now - 30 * s, 8);
+	r = r >= 0 ? ferry_catalog_commit(c) : (ferry_catalog_rollback(c), r);
+	struct grouppoint_set *g = NULL;
+	const struct grouppoint_round *gr = NULL;
+	char msg[512];
+	ok(r >= 0 && grouppoint_load(c, "g", &g) == 0 && g->nmembers == 2 && g->nrounds == 3 &&
+		   g->rounds[0].complete && g->rounds[1].complete && !g->rounds[2].complete &&
+		   g->rounds[2].have == 1,
+	   "group g: two members, rounds 3 and 4 complete, 8 not");
+	ok(g && grouppoint_find(g, "latest", &gr, msg, sizeof(msg)) == 0 && gr->round == 4,
+	   "latest is round 4, not the newer incomplete 8");
+	ok(g && grouppoint_find(g, "latest-app-consistent", &gr, msg, sizeof(msg)) == -ENOENT,
+	   "no app-consistent group point: %s", msg);
+	char long_id[48];
+	grouppoint_long_id(g ? g->rounds[0].time_ns : 0, 3, long_id, sizeof(long_id));
+	ok(g && grouppoint_find(g, g->rounds[0].id, &gr, msg, sizeof(msg)) == 0 && gr->round == 3 &&
+		   strlen(g->rounds[0].id) == 16 &&
+		   grouppoint_find(g, long_id, &gr, msg, sizeof(msg)) == 0 && gr->round == 3,
+	   "round 3 by its id %s and by its long form %s", g ? g->rounds[0].id : "", long_id);
+	ok(g && grouppoint_find(g, g->rounds[2].id, &gr, msg, sizeof(msg)) == -ENOENT &&
+		   strstr(msg, "b has no point"),
+	   "round 8 is refused, naming the member without it: %s", msg);
+	grouppoint_free(g);
+	ok(grouppoint_load(c, "nobody", &g) == -ENOENT, "a group without members is -ENOENT");
+	ferry_vault_free(v);
+}
+
 int main(void)
 {
 	char tmpl[] = "/tmp/ferry-test-apply-XXXXXX";
@@ -1319,6 +1535,7 @@ int main(void)
 	gc_fault_runs();
 	gc_beside_writer();
 	point_ids();
+	group_points();
 
 	for (int d = 0; d < NDISKS; d++) {
 		free(cur[d]);

@@ -157,7 +157,12 @@ static int status_equal(const struct ferry_agent_status *a, const struct ferry_a
 	       a->duration_ns == b->duration_ns && a->shipped_bytes == b->shipped_bytes &&
 	       a->segments == b->segments && a->read_bytes == b->read_bytes &&
 	       a->source_waiting_bytes == b->source_waiting_bytes &&
-	       strcmp(a->message, b->message) == 0;
+	       strcmp(a->message, b->message) == 0 && a->app_error == b->app_error &&
+	       a->app_attempt_ns == b->app_attempt_ns && a->app_ok_ns == b->app_ok_ns &&
+	       strcmp(a->app_message, b->app_message) == 0 &&
+	       a->progress_done_bytes == b->progress_done_bytes &&
+	       a->progress_total_bytes == b->progress_total_bytes &&
+	       a->progress_rate == b->progress_rate;
 }
 
 /* Rewrites the checksum after an edit, as a writer of another version would. */
@@ -174,9 +179,9 @@ static void test_status_codec(void)
 	size_t len;
 	struct ferry_agent_status a = sample_status, b;
 	ok_r(cache_status_format("vm-7", &a, buf, sizeof(buf), &len), "format status");
-	ok(len == CACHE_STATUS_LEN_MSG(4, 0), "status length %zu", len);
-	ok(memcmp(buf, "FERRYSTA", 8) == 0 && get_le16(buf + 8) == 1 && get_le16(buf + 10) == 1,
-	   "status magic and version 1.1");
+	ok(len == CACHE_STATUS_LEN_12(4, 0, 0), "status length %zu", len);
+	ok(memcmp(buf, "FERRYSTA", 8) == 0 && get_le16(buf + 8) == 1 && get_le16(buf + 10) == 2,
+	   "status magic and version 1.2");
 	ok(cache_status_parse(buf, len, "vm-7", &b) == 0 && status_equal(&a, &b), "parse status");
 	ok(cache_status_parse(buf, len, NULL, &b) == 0, "parse status for any vm");
 	ok(cache_status_parse(buf, len, "vm-8", &b) == -EBADMSG,
@@ -274,7 +279,7 @@ static void test_status_codec(void)
 	memset(name, 'n', 64);
 	name[64] = 0;
 	ok(cache_status_format(name, &z, buf, sizeof(buf), &len) == 0 &&
-		   len == CACHE_STATUS_LEN_MSG(64, 0) &&
+		   len == CACHE_STATUS_LEN_12(64, 0, 0) &&
 		   cache_status_parse(buf, len, name, &b) == 0,
 	   "64-byte vm name round trip");
 }
@@ -290,7 +295,7 @@ static void test_status_message(void)
 		 "VM vm-7: disk vda (/srv/\xe2 d.img) changed size from 1 to 2 bytes");
 	size_t m = strlen(a.message);
 	ok_r(cache_status_format("vm-7", &a, buf, sizeof(buf), &len), "format with a message");
-	ok(len == CACHE_STATUS_LEN_MSG(4, m), "its length (%zu)", len);
+	ok(len == CACHE_STATUS_LEN_12(4, m, 0), "its length (%zu)", len);
 	ok(cache_status_parse(buf, len, "vm-7", &b) == 0 && status_equal(&a, &b),
 	   "the message round trips");
 	int bad = 0;
@@ -309,18 +314,29 @@ static void test_status_message(void)
 	status_resum(big, len);
 	ok(cache_status_parse(big, len, "vm-7", &b) == -EBADMSG, "a NUL in the message");
 	memcpy(big, buf, len);
-	put_le16(big + at, (uint16_t)(m + 1));
+	put_le16(big + at, (uint16_t)(len - at - 2 - 32 + 1));
 	status_resum(big, len);
 	ok(cache_status_parse(big, len, "vm-7", &b) == -EBADMSG, "a message past the checksum");
 	memcpy(big, buf, len);
 	put_le32(big + 100, 0);
 	status_resum(big, len);
 	ok(cache_status_parse(big, len, "vm-7", &b) == -EBADMSG, "a message without an error");
+	/* 1.1: the message, no app or progress fields. */
+	memcpy(big, buf, len);
+	len = CACHE_STATUS_LEN_MSG(4, m);
+	put_le16(big + 10, 1);
+	put_le32(big + 12, (uint32_t)len);
+	status_resum(big, len);
+	ok(cache_status_parse(big, len, "vm-7", &b) == 0 && status_equal(&a, &b),
+	   "a 1.1 status reads, its 1.2 fields zero");
+	put_le16(big + 10, 2);
+	status_resum(big, len);
+	ok(cache_status_parse(big, len, "vm-7", &b) == -EBADMSG,
+	   "a 1.2 status without its app and progress fields is -EBADMSG");
 	/* 1.0: no message field at all. */
 	struct ferry_agent_status old = sample_status;
 	ok_r(cache_status_format("vm-7", &old, big, sizeof(big), &len), "format without message");
-	memmove(big + at, big + at + 2, len - at - 2);
-	len -= 2;
+	len = CACHE_STATUS_LEN(4);
 	put_le16(big + 10, 0);
 	put_le32(big + 12, (uint32_t)len);
 	status_resum(big, len);
@@ -347,6 +363,108 @@ static void test_status_message(void)
 	x.message[FERRY_STATUS_MESSAGE_MAX] = 'm'; /* no NUL in the field */
 	ok(cache_status_format("vm-7", &x, buf, sizeof(buf), &len) == -EINVAL,
 	   "a message without a NUL in its field refused");
+}
+
+/* 1.2: the app-consistent and progress fields, after the message. */
+static void test_status_app(void)
+{
+	uint8_t buf[CACHE_STATUS_MAX], big[CACHE_STATUS_MAX];
+	size_t len;
+	struct ferry_agent_status a = sample_status, b;
+	a.error = EIO;
+	snprintf(a.message, sizeof(a.message), "cycle failed");
+	a.app_error = ETIMEDOUT;
+	a.app_attempt_ns = INT64_C(1795000000000000001);
+	a.app_ok_ns = INT64_C(1794000000000000000);
+	snprintf(a.app_message, sizeof(a.app_message), "guest agent: fsfreeze timed out\x01");
+	a.progress_done_bytes = 3u << 20;
+	a.progress_total_bytes = 8u << 20;
+	a.progress_rate = 123456;
+	size_t m = strlen(a.message), am = strlen(a.app_message);
+	ok_r(cache_status_format("vm-7", &a, buf, sizeof(buf), &len), "format with app fields");
+	ok(len == CACHE_STATUS_LEN_12(4, m, am), "its length (%zu)", len);
+	ok(cache_status_parse(buf, len, "vm-7", &b) == 0 && status_equal(&a, &b),
+	   "app and progress fields round trip");
+	int bad = 0;
+	for (size_t i = 0; i < len; i++) {
+		buf[i] ^= 0x04;
+		if (cache_status_parse(buf, len, "vm-7", &b) != -EBADMSG)
+			bad++;
+		buf[i] ^= 0x04;
+	}
+	ok(bad == 0, "every flipped byte of a 1.2 status is -EBADMSG (%d not)", bad);
+	bad = 0;
+	for (size_t n = 0; n < len; n++)
+		if (cache_status_parse(buf, n, "vm-7", &b) != -EBADMSG)
+			bad++;
+	ok(bad == 0, "every truncated 1.2 status is -EBADMSG (%d not)", bad);
+
+	/* Forged under good checksums. */
+	size_t e = 106 + 4 + 2 + m; /* the 1.2 fields */
+	struct {
+		size_t off, size;
+		uint64_t v;
+		const char *what;
+	} breaks[] = {
+		{ 0, 4, 5000, "an app error that is no errno" },
+		{ 0, 4, 0, "an app message without an app error" },
+		{ 4, 8, UINT64_MAX, "a negative attempt time" },
+		{ 12, 8, UINT64_MAX, "a negative success time" },
+		{ 20, 8, 9u << 20, "progress beyond its total" },
+		{ 44, 2, 1025, "an app message over 1024 bytes" },
+		{ 44, 2, 200, "an app message past the checksum" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(breaks); i++) {
+		memcpy(big, buf, len);
+		if (breaks[i].size == 8)
+			put_le64(big + e + breaks[i].off, breaks[i].v);
+		else if (breaks[i].size == 4)
+			put_le32(big + e + breaks[i].off, (uint32_t)breaks[i].v);
+		else
+			put_le16(big + e + breaks[i].off, (uint16_t)breaks[i].v);
+		status_resum(big, len);
+		ok(cache_status_parse(big, len, "vm-7", &b) == -EBADMSG, "%s is -EBADMSG",
+		   breaks[i].what);
+	}
+	memcpy(big, buf, len);
+	big[e + 46 + 3] = 0;
+	status_resum(big, len);
+	ok(cache_status_parse(big, len, "vm-7", &b) == -EBADMSG, "a NUL in the app message");
+
+	/* The writer's rules. */
+	struct ferry_agent_status x = a;
+	x.app_error = 0;
+	ok(cache_status_format("vm-7", &x, buf, sizeof(buf), &len) == -EINVAL,
+	   "an app message without an app error refused");
+	x = a;
+	x.progress_done_bytes = x.progress_total_bytes + 1;
+	ok(cache_status_format("vm-7", &x, buf, sizeof(buf), &len) == -EINVAL,
+	   "progress beyond its total refused");
+	x = a;
+	x.progress_done_bytes = x.progress_total_bytes = 0;
+	ok(cache_status_format("vm-7", &x, buf, sizeof(buf), &len) == -EINVAL,
+	   "a rate without progress refused");
+	x = a;
+	x.app_attempt_ns = -1;
+	ok(cache_status_format("vm-7", &x, buf, sizeof(buf), &len) == -EINVAL,
+	   "a negative attempt time refused");
+	x = a;
+	memset(x.message, 'm', FERRY_STATUS_MESSAGE_MAX);
+	x.message[FERRY_STATUS_MESSAGE_MAX] = 0;
+	memset(x.app_message, 'a', FERRY_STATUS_MESSAGE_MAX);
+	x.app_message[FERRY_STATUS_MESSAGE_MAX] = 0;
+	char name[65];
+	memset(name, 'n', 64);
+	name[64] = 0;
+	ok(cache_status_format(name, &x, buf, sizeof(buf), &len) == 0 && len <= CACHE_STATUS_MAX &&
+		   cache_status_parse(buf, len, name, &b) == 0 && status_equal(&x, &b),
+	   "the longest status (%zu bytes) round trips", len);
+	/* An app success with no failure: no message, times kept. */
+	x = sample_status;
+	x.app_attempt_ns = x.app_ok_ns = INT64_C(1795000000000000000);
+	ok(cache_status_format("vm-7", &x, buf, sizeof(buf), &len) == 0 &&
+		   cache_status_parse(buf, len, "vm-7", &b) == 0 && status_equal(&x, &b),
+	   "a successful app attempt round trips");
 }
 
 static void test_cache(void)
@@ -569,6 +687,7 @@ int main(void)
 	test_ack_codec();
 	test_status_codec();
 	test_status_message();
+	test_status_app();
 	test_cache();
 	test_bounds();
 	rm_rf(tmpdir);

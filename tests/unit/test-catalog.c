@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Catalog round trips: settings, VMs, resources, disks with live maps,
- * recovery points with unique names, the object index, events, and the
+ * recovery points with unique names and group rounds, the VMs of a group,
+ * the object index, events, migrations from versions 2 and 3, and the
  * refusal of a newer schema or a file that is not a catalog.
  */
 #include "ferry/catalog.h"
@@ -17,6 +18,23 @@
 static int count_cb(const struct ferry_point *p, void *userdata)
 {
 	(*(int *)userdata)++;
+	return 0;
+}
+
+/* Sums the group rounds of the points listed. */
+static int round_cb(const struct ferry_point *p, void *userdata)
+{
+	(*(uint64_t *)userdata) += p->group_round;
+	return 0;
+}
+
+/* Appends the VM's name to a comma-separated list. */
+static int name_cb(const struct ferry_vm *vm, void *userdata)
+{
+	char *list = userdata;
+	if (*list)
+		strcat(list, ",");
+	strcat(list, vm->name);
 	return 0;
 }
 
@@ -110,6 +128,40 @@ int main(void)
 	ok_r(ferry_catalog_point_delete(c, p1.id), "point delete");
 	ok(ferry_catalog_point_delete(c, p1.id) == -ENOENT, "point delete twice is -ENOENT");
 
+	/* Group points (schema 4): the round comes back; ordinary points say 0. */
+	struct ferry_point p4 = p1;
+	p4.id = 0;
+	p4.name[0] = 0;
+	p4.time_ns += 60000000000LL;
+	p4.group_round = 29929290;
+	struct ferry_point p5 = p4;
+	p5.group_round = (uint64_t)INT64_MAX + 1;
+	ok(ferry_catalog_point_add(c, &p5, &pd, 1) == -EINVAL,
+	   "a group round past 2^63 - 1 is refused");
+	ok_r(ferry_catalog_point_add(c, &p4, &pd, 1), "group point add");
+	uint64_t rounds = 0;
+	ok(ferry_catalog_point_list(c, vm.id, round_cb, &rounds) == 0 && rounds == 29929290,
+	   "group round round trip, ordinary points 0");
+
+	/* The members of a group: VMs with resource group = its name. */
+	struct ferry_vm m2 = vm, m3 = vm;
+	snprintf(m2.name, sizeof(m2.name), "db1");
+	snprintf(m3.name, sizeof(m3.name), "other");
+	ok(ferry_catalog_vm_add(c, &m2) == 0 && ferry_catalog_vm_add(c, &m3) == 0, "two more VMs");
+	ok(ferry_catalog_resource_set(c, vm.id, "group", "shop") == 0 &&
+		   ferry_catalog_resource_set(c, m2.id, "group", "shop") == 0 &&
+		   ferry_catalog_resource_set(c, m3.id, "group", "shop2") == 0 &&
+		   ferry_catalog_resource_set(c, m3.id, "target-group", "shop") == 0,
+	   "group resources");
+	char members[256] = "";
+	ok(ferry_catalog_vm_list_by_resource(c, "group", "shop", name_cb, members) == 0 &&
+		   strcmp(members, "db1,web1") == 0,
+	   "group shop lists its members in name order (%s)", members);
+	members[0] = 0;
+	ok(ferry_catalog_vm_list_by_resource(c, "group", "none", name_cb, members) == 0 &&
+		   !members[0],
+	   "a group without members lists none");
+
 	struct ferry_id oid = { { 1, 2, 3 } };
 	struct ferry_loc loc = { .pack = UINT64_MAX - 5,
 				 .offset = 77,
@@ -168,7 +220,11 @@ int main(void)
 	/* A version 2 catalog: read as it is, migrated by a writer. */
 	sqlite3 *db2;
 	sqlite3_open(path, &db2);
-	sqlite3_exec(db2, "DROP TABLE resyncs; PRAGMA user_version = 2", NULL, NULL, NULL);
+	ok(sqlite3_exec(db2,
+			"DROP TABLE resyncs; ALTER TABLE points DROP COLUMN group_round; "
+			"PRAGMA user_version = 2",
+			NULL, NULL, NULL) == SQLITE_OK,
+	   "made a version 2 catalog");
 	sqlite3_close(db2);
 	ok_r(ferry_catalog_open(path, 1, &c), "a version 2 catalog opens read-only");
 	ok(c && ferry_catalog_resync_get(c, vm.id, &grs) == -ENOENT, "it has no resync");
@@ -177,6 +233,40 @@ int main(void)
 	ok(c && ferry_catalog_resync_get(c, vm.id, &grs) == -ENOENT &&
 		   ferry_catalog_resync_set(c, &rs) == 0,
 	   "to version 3, with a resyncs table");
+	rounds = 1;
+	ok(c && ferry_catalog_point_list(c, vm.id, round_cb, &rounds) == 0 && rounds == 1,
+	   "and to version 4: old points have no group round");
+	ferry_catalog_free(c);
+
+	/* A version 3 catalog: points without group_round. */
+	sqlite3_open(path, &db2);
+	ok(sqlite3_exec(db2, "ALTER TABLE points DROP COLUMN group_round; PRAGMA user_version = 3",
+			NULL, NULL, NULL) == SQLITE_OK,
+	   "made a version 3 catalog");
+	sqlite3_close(db2);
+	ok_r(ferry_catalog_open(path, 1, &c), "a version 3 catalog opens read-only");
+	n = 0;
+	rounds = 0;
+	ok(c && ferry_catalog_point_list(c, vm.id, count_cb, &n) == 0 && n == 2 &&
+		   ferry_catalog_point_list(c, vm.id, round_cb, &rounds) == 0 && rounds == 0,
+	   "its points list, with group round 0");
+	ferry_catalog_free(c);
+	ok_r(ferry_catalog_open(path, 0, &c), "a writer migrates it");
+	p4.id = 0;
+	p4.name[0] = 0;
+	p4.time_ns += 60000000000LL;
+	p4.group_round = 7;
+	rounds = 0;
+	ok(c && ferry_catalog_point_add(c, &p4, &pd, 1) == 0 &&
+		   ferry_catalog_point_list(c, vm.id, round_cb, &rounds) == 0 && rounds == 7,
+	   "to version 4: a group point round trips");
+	sqlite3_open(path, &db2);
+	sqlite3_stmt *st = NULL;
+	sqlite3_prepare_v2(db2, "PRAGMA user_version", -1, &st, NULL);
+	ok(st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 4,
+	   "user_version is 4");
+	sqlite3_finalize(st);
+	sqlite3_close(db2);
 	ferry_catalog_free(c);
 
 	/* A newer schema is refused, not misread. */

@@ -3,7 +3,8 @@
  * Segment writer and parser: round trips of every record type, the writer's
  * refusals, and the parser's: every flipped byte, every truncation, forged
  * segments whose digest is right but whose content is not, unknown major
- * versions, and the golden files under tests/data/segment.
+ * versions, group markers (format 3.0) and the golden files under
+ * tests/data/segment.
  */
 #include "ferry/changelog.h"
 
@@ -287,6 +288,84 @@ static void test_chunked(void)
 	ok(ferry_record_unpack(&notz, back) == -EINVAL, "only DATAZ records unpack");
 }
 
+/* The major version a finished segment says it is. */
+static unsigned major_of(const void *buf)
+{
+	return get_le16((const uint8_t *)buf + 8);
+}
+
+/* Group markers: format 3.0 for the segment that holds one, the round back
+ * out of the parser, ordinary markers beside it untouched. */
+static void test_group(void)
+{
+	_cleanup_(ferry_segment_writer_freep) struct ferry_segment_writer *w = NULL;
+	ok_r(ferry_segment_writer_new("db1", 1, NULL, &w), "writer for group markers");
+	ok_r(ferry_segment_writer_add_disk(w, 0, "vda", MiB), "disk");
+	ok(ferry_segment_writer_add_group_marker(w, FERRY_CONSISTENCY_CRASH, T0, 0) == -EINVAL,
+	   "round 0 is no group round");
+	ok(ferry_segment_writer_add_group_marker(w, FERRY_CONSISTENCY_CRASH, T0,
+						 FERRY_GROUP_ROUND_MAX + 1) == -EINVAL,
+	   "a round over FERRY_GROUP_ROUND_MAX is refused");
+	ok(ferry_segment_writer_add_group_marker(w, FERRY_CONSISTENCY_CRASH, 0, 7) == -ERANGE,
+	   "a group marker's time obeys the marker rules");
+	ok(ferry_segment_writer_add_group_marker(w, 3, T0, 7) == -EINVAL,
+	   "and so does its consistency");
+	ok(ferry_segment_writer_size(w) == 19 + 1 + 3, "refusals added nothing");
+
+	_cleanup_free_ void *plain = NULL;
+	size_t plain_len;
+	ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, T0), "ordinary marker");
+	ok_r(ferry_segment_writer_finish(w, &plain, &plain_len, NULL), "finish without a group");
+	ok(major_of(plain) == 1, "no group marker: format 1.0 as before");
+
+	ok_r(ferry_segment_writer_add_group_marker(w, FERRY_CONSISTENCY_APP, T0 + 1,
+						   FERRY_GROUP_ROUND_MAX),
+	     "group marker with the largest round");
+	_cleanup_free_ void *buf = NULL;
+	size_t len;
+	ok_r(ferry_segment_writer_finish(w, &buf, &len, NULL), "finish with a group marker");
+	ok(major_of(buf) == 3 && get_le16((uint8_t *)buf + 10) == 0,
+	   "a segment with a group marker is format 3.0");
+	_cleanup_(ferry_segment_freep) struct ferry_segment *s = NULL;
+	ok_r(ferry_segment_parse(buf, len, &s), "3.0 parses");
+	struct ferry_record r1, r2;
+	ok(ferry_segment_record(s, 1, &r1) == 0 && r1.type == FERRY_REC_MARKER &&
+		   r1.group_round == 0 && r1.time_ns == T0 && r1.offset == 0,
+	   "the ordinary marker has no group round");
+	ok(ferry_segment_record(s, 2, &r2) == 0 && r2.type == FERRY_REC_MARKER &&
+		   r2.group_round == FERRY_GROUP_ROUND_MAX &&
+		   r2.consistency == FERRY_CONSISTENCY_APP && r2.time_ns == T0 + 1 &&
+		   r2.offset == 0 && r2.length == 0 && r2.disk == 0,
+	   "the group marker gives its round, nothing else moved");
+
+	/* A reset starts a segment without group markers. */
+	ok_r(ferry_segment_writer_reset(w, 2, &ferry_segment_info(s)->digest), "reset");
+	ok_r(ferry_segment_writer_add_disk(w, 0, "vda", MiB), "disk again");
+	ok_r(ferry_segment_writer_add_marker(w, FERRY_CONSISTENCY_CRASH, T0 + 2), "marker");
+	_cleanup_free_ void *after = NULL;
+	ok_r(ferry_segment_writer_finish(w, &after, &len, NULL), "finish after reset");
+	ok(major_of(after) == 1, "reset forgets the group marker: 1.0 again");
+
+	/* Chunking and groups: 3.0, DATAZ inside. */
+	_cleanup_(ferry_segment_writer_freep) struct ferry_segment_writer *c = NULL;
+	uint8_t text[8192];
+	for (size_t i = 0; i < sizeof(text); i++)
+		text[i] = (uint8_t) "group "[i % 6];
+	ok_r(ferry_segment_writer_new("db1", 1, NULL, &c), "chunking writer");
+	ok_r(ferry_segment_writer_set_chunking(c, 4096), "chunking");
+	ok_r(ferry_segment_writer_add_disk(c, 0, "vda", MiB), "disk");
+	ok_r(ferry_segment_writer_add_data(c, 0, 0, text, sizeof(text)), "data");
+	ok_r(ferry_segment_writer_add_group_marker(c, FERRY_CONSISTENCY_CRASH, T0, 9), "group");
+	_cleanup_free_ void *cb = NULL;
+	ok_r(ferry_segment_writer_finish(c, &cb, &len, NULL), "finish chunked");
+	_cleanup_(ferry_segment_freep) struct ferry_segment *cs = NULL;
+	struct ferry_record d, m;
+	ok(major_of(cb) == 3 && ferry_segment_parse(cb, len, &cs) == 0 &&
+		   ferry_segment_record(cs, 1, &d) == 0 && d.type == FERRY_REC_DATAZ &&
+		   ferry_segment_record(cs, 3, &m) == 0 && m.group_round == 9,
+	   "chunked data beside a group marker: 3.0 with DATAZ records");
+}
+
 static void test_writer_refuses(void)
 {
 	struct ferry_segment_writer *w = NULL;
@@ -506,6 +585,14 @@ static void pl_marker(struct pl *p, uint8_t c)
 	pl_marker_at(p, c, T0);
 }
 
+/* A marker whose offset carries a group round (format 3.0). */
+static void pl_group_marker(struct pl *p, uint8_t c, uint64_t round)
+{
+	size_t at = p->n;
+	pl_marker_at(p, c, T0);
+	put_le64(p->b + at + 3, round);
+}
+
 /* Builds a forged raw segment from f and p and checks the parse result. */
 static int forge_check(struct forge *f, const struct pl *p, int expect)
 {
@@ -654,12 +741,43 @@ static void test_forged(void)
 	f.major = 2;
 	ok(forge_check(&f, p, 0), "major 2 (chunked data) reads major 1 records");
 	f.major = 3;
-	ok(forge_check(&f, p, -EPROTONOSUPPORT), "major 3 is -EPROTONOSUPPORT");
+	ok(forge_check(&f, p, 0), "major 3 (group markers) reads major 1 records");
+	f.major = 4;
+	ok(forge_check(&f, p, -EPROTONOSUPPORT), "major 4 is -EPROTONOSUPPORT");
 	f.major = 0;
 	ok(forge_check(&f, p, -EPROTONOSUPPORT), "major 0 is -EPROTONOSUPPORT");
 	f.major = 0xffff;
 	f.hdrlen_adjust = 1000000;
 	ok(forge_check(&f, p, -EPROTONOSUPPORT), "an unknown major is refused before its header");
+
+	/* A group round is damage before 3.0, and past 2^63 - 1 in it. */
+	memset(p, 0, sizeof(*p));
+	pl_disk(p, 0, "vda", 1 * MiB);
+	pl_group_marker(p, 1, 42);
+	forge_default(&f);
+	ok(forge_check(&f, p, -EBADMSG), "a group round in a 1.0 marker is damage");
+	f.major = 2;
+	ok(forge_check(&f, p, -EBADMSG), "a group round in a 2.0 marker is damage");
+	f.minor = 1;
+	ok(forge_check(&f, p, -EBADMSG), "and in a 2.1 one: a minor gives it no meaning");
+	forge_default(&f);
+	f.major = 3;
+	ok(forge_check(&f, p, 0), "a group round in a 3.0 marker parses");
+	memset(p, 0, sizeof(*p));
+	pl_group_marker(p, 2, UINT64_C(1) << 63);
+	forge_default(&f);
+	f.major = 3;
+	ok(forge_check(&f, p, -EBADMSG), "a group round of 2^63 is damage");
+	memset(p, 0, sizeof(*p));
+	pl_group_marker(p, 1, 1);
+	put_le64(p->b + 11, 4096);
+	forge_default(&f);
+	f.major = 3;
+	ok(forge_check(&f, p, -EBADMSG), "a 3.0 marker with a length is still damage");
+	memset(p, 0, sizeof(*p));
+	pl_disk(p, 0, "vda", 1 * MiB);
+	pl_data(p, 0, 8192, 4096, 4096);
+	pl_marker(p, 1);
 
 	forge_default(&f);
 	f.seq = 0;
@@ -775,6 +893,20 @@ static void check_good_chunked(const struct ferry_segment *s)
 	   "good/chunked.seg DATA beside it");
 }
 
+static void check_good_group(const struct ferry_segment *s)
+{
+	struct ferry_record r;
+	ok(ferry_segment_info(s)->nrecords == 5, "good/group.seg has 5 records");
+	ok(ferry_segment_record(s, 2, &r) == 0 && r.type == FERRY_REC_MARKER &&
+		   r.group_round == 0 && r.consistency == FERRY_CONSISTENCY_CRASH &&
+		   r.time_ns == 1700000000000000000LL,
+	   "good/group.seg: an ordinary marker");
+	ok(ferry_segment_record(s, 4, &r) == 0 && r.type == FERRY_REC_MARKER &&
+		   r.group_round == 42 && r.consistency == FERRY_CONSISTENCY_APP &&
+		   r.time_ns == 1700000060000000000LL,
+	   "good/group.seg: the cut of group round 42");
+}
+
 static void test_golden(void)
 {
 	_cleanup_free_ char *dir = data_dir();
@@ -811,6 +943,8 @@ static void test_golden(void)
 					check_good_basic(s);
 				if (r >= 0 && strcmp(de->d_name, "chunked.seg") == 0)
 					check_good_chunked(s);
+				if (r >= 0 && strcmp(de->d_name, "group.seg") == 0)
+					check_good_group(s);
 			} else {
 				int expect = strncmp(de->d_name, "future-", 7) == 0 ?
 						     -EPROTONOSUPPORT :
@@ -854,6 +988,7 @@ int main(void)
 	test_big();
 	test_chunked();
 	test_writer_refuses();
+	test_group();
 	test_damage(0);
 	test_damage(1);
 	test_forged();

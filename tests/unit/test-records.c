@@ -4,8 +4,9 @@
  * paths, the compatibility rules (unknown keys ignored, unknown major
  * refused), every truncation and every flipped byte refused cleanly or
  * decoded to a valid record, missing, duplicate and out-of-range fields
- * refused, and ferry_record_store into a real vault (one pack, indexed,
- * stored once). With FERRY_WRITE_CORPUS=DIR it also writes the fuzz seeds.
+ * refused, the point's group-round of version 1.1 (written only when set,
+ * so that other records stay 1.0 byte for byte), and ferry_record_store
+ * into a real vault (one pack, indexed, stored once). With FERRY_WRITE_CORPUS=DIR it also writes the fuzz seeds.
  */
 #include "ferry/records.h"
 
@@ -233,6 +234,30 @@ int main(void)
 	ok(ferry_record_point_decode(e_st, l_st, &pt2) == -EBADMSG, "a state is not a point");
 	ok(ferry_record_vm_decode(e_vm, l_vm - 1, &vm2) == -EBADMSG, "no final newline: EBADMSG");
 
+	/* 1.1: a group point's round; absent, the record stays 1.0. */
+	ok(strncmp(e_pt, "FERRYREC 1.0 point\n", 19) == 0 && !strstr(e_pt, "group-round"),
+	   "a point without a group round is written as 1.0, as before");
+	struct ferry_record_point gp = pt;
+	gp.group_round = 29833338;
+	char *e_gp;
+	size_t l_gp;
+	ok_r(ferry_record_point_encode(&gp, &e_gp, &l_gp), "group point encodes");
+	write_seed(corpus, "good-point-group", e_gp, l_gp);
+	ok(strncmp(e_gp, "FERRYREC 1.1 point\n", 19) == 0 &&
+		   strstr(e_gp, "\ndigest=") < strstr(e_gp, "\ngroup-round=29833338\n"),
+	   "a group point is 1.1, its round after the 1.0 fields");
+	ok(ferry_record_point_decode(e_gp, l_gp, &pt2) == 0 && pt2.group_round == 29833338 &&
+		   pt2.seq == 41,
+	   "group round round trip");
+	ferry_record_point_done(&pt2);
+	ok(ferry_record_point_decode(e_pt, l_pt, &pt2) == 0 && pt2.group_round == 0,
+	   "a 1.0 point has group round 0");
+	ferry_record_point_done(&pt2);
+	free(e_gp);
+	gp.group_round = (uint64_t)INT64_MAX + 1;
+	ok(ferry_record_point_encode(&gp, &e_gp, &l_gp) == -EINVAL || (free(e_gp), 0),
+	   "a group round past 2^63 - 1 is refused");
+
 	/* Compatibility: a later minor may add keys; another major is refused. */
 	char *s = replace(e_pt, "FERRYREC 1.0 point", "FERRYREC 1.7 point");
 	char *s2 = replace(s, "seq=41\n", "seq=41\nfuture-key=x\ndisk.0.future=1\n");
@@ -266,6 +291,9 @@ int main(void)
 		{ e_vm, "retention=86400", "retention=0" },           /* retention 0 */
 		{ e_va, "chunk-size=65536", "chunk-size=65537" },     /* not a power of two */
 		{ e_st, "state=2", "state=9" },                       /* unknown state */
+		{ e_pt, "seq=41\n", "seq=41\ngroup-round=9223372036854775808\n" }, /* round */
+		{ e_pt, "seq=41\n", "seq=41\ngroup-round=1\ngroup-round=1\n" },    /* twice */
+		{ e_pt, "seq=41\n", "seq=41\ngroup-round=01\n" },                  /* zero */
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		char *x = replace(bad[i][0], bad[i][1], bad[i][2]);

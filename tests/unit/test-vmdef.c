@@ -81,13 +81,17 @@ static const char golden_xml[] =
 	"  <devices>\n"
 	"    <disk type='file' device='disk'>\n"
 	"      <driver name='qemu' type='raw' cache='none'/>\n"
-	"      <source file='/mnt/ferry/web1/failovers/drill/os.img'/>\n"
+	"      <source file='/mnt/ferry/web1/failovers/drill/os.img'>\n"
+	"        <seclabel model='dac' relabel='no'/>\n"
+	"      </source>\n"
 	"      <target dev='vda' bus='virtio'/>\n"
 	"      <boot order='1'/>\n"
 	"    </disk>\n"
 	"    <disk type='file' device='disk'>\n"
 	"      <driver name='qemu' type='raw' cache='none'/>\n"
-	"      <source file='/mnt/ferry/web1/failovers/drill/data.img'/>\n"
+	"      <source file='/mnt/ferry/web1/failovers/drill/data.img'>\n"
+	"        <seclabel model='dac' relabel='no'/>\n"
+	"      </source>\n"
 	"      <target dev='vdb' bus='virtio'/>\n"
 	"      <boot order='2'/>\n"
 	"    </disk>\n"
@@ -223,7 +227,7 @@ static void test_hostile(void)
 	ok(xml && strstr(xml, "<ferry:resource-group>rg&amp;amp;</ferry:resource-group>"),
 	   "ampersands escaped once more");
 	ok(xml && strstr(xml, "<source file='/mnt/a b/it&apos;s,file=/etc/passwd,x/$(reboot)"
-			      "&lt;x&gt;.img'/>"),
+			      "&lt;x&gt;.img'>"),
 	   "path escaped as an XML attribute");
 	ok(xml && strstr(xml, "<ferry:disk name='os&lt;&amp;&gt;&apos;&quot;' target='vda'/>"),
 	   "disk name escaped");

@@ -51,8 +51,8 @@ def trim(index, offset, length):
     return rec(4, index, offset, length)
 
 
-def marker(consistency, time_ns):
-    return rec(5, 0, 0, 0, struct.pack("<Bq", consistency, time_ns))
+def marker(consistency, time_ns, group_round=0):
+    return rec(5, 0, group_round, 0, struct.pack("<Bq", consistency, time_ns))
 
 
 def segment(vm, seq, prev, created, records, compress=False, major=1, minor=0, flags=0,
@@ -109,6 +109,16 @@ write("good/chunked.seg", segment("web-1", 1, NULL, T0, [
     marker(1, T0),
 ], major=2))
 
+# Format 3.0: an ordinary marker, then the VM's cut of round 42 of its
+# consistency group (app-consistent), beside 2.0's DATAZ.
+write("good/group.seg", segment("web-1", 1, NULL, T0, [
+    disk(0, "vda", 1048576),
+    dataz(0, 65536, (b"ferry " * 1366)[:8192]),
+    marker(1, T0),
+    data(0, 0, b"\x5a" * 4096),
+    marker(2, T0 + 60 * 10**9, 42),
+], major=3))
+
 # A longer header from a later minor version: readers skip the extra bytes.
 later = bytearray(segment("web-1", 1, NULL, T0, [disk(0, "vda", 4096)], minor=3))
 hlen = struct.unpack_from("<I", later, 12)[0]
@@ -127,7 +137,7 @@ write("corrupt/bad-end-magic.seg", basic[:-1] + b"X")
 write("corrupt/empty.seg", b"")
 write("corrupt/digest-zeroed.seg", basic[:-40] + NULL + b"FERRYEND")
 write("corrupt/future-version.seg", segment("web-1", 1, NULL, T0, [disk(0, "vda", 4096)],
-                                            major=3))
+                                            major=4))
 # Format 2.0: data compressed per chunk.
 text = b"the quick brown fox jumps over the lazy dog. " * 182 + b"\n" * 2
 text = (text * 2)[:8192]
@@ -159,5 +169,11 @@ write("corrupt/marker-time-1999.seg", segment("web-1", 1, NULL, T0, [
     marker(1, 946684800 * 10**9 - 1)]))
 write("corrupt/marker-time-2200.seg", segment("web-1", 1, NULL, T0, [
     marker(1, 7258118400 * 10**9)]))
+# A group round (MARKER offset) before 3.0, and one past 2^63 - 1.
+write("corrupt/group-in-major-1.seg", segment("web-1", 1, NULL, T0, [marker(1, T0, 42)]))
+write("corrupt/group-in-major-2.seg", segment("web-1", 1, NULL, T0, [marker(1, T0, 42)],
+                                              major=2))
+write("corrupt/group-round-2p63.seg", segment("web-1", 1, NULL, T0, [marker(1, T0, 2**63)],
+                                              major=3))
 write("corrupt/disk-over-1pib.seg", segment("web-1", 1, NULL, T0, [
     disk(0, "vda", 2**50 + 4096)]))
