@@ -325,20 +325,8 @@ static void put_status(struct ferry_cache *cache, const char *vm, struct ferry_a
 /* Errors worth another try at the next interval rather than an exit. */
 static int transient(int r)
 {
-	switch (-r) {
-	case EAGAIN:
-	case ETIMEDOUT:
-	case ECONNREFUSED:
-	case ECONNRESET:
-	case ECONNABORTED:
-	case EHOSTUNREACH:
-	case ENETUNREACH:
-	case ENETDOWN:
-	case EBUSY:
-		return 1;
-	default:
-		return 0;
-	}
+	/* The metrics' transient errors, and a lease held by another. */
+	return r == -EBUSY || agent_error_kind(r) == AGENT_ERROR_TRANSIENT;
 }
 
 /* ---- app-consistent cuts: when one is due ---- */
@@ -694,17 +682,21 @@ static int run(int argc, char **argv)
 		.compress_workers = (unsigned)MIN(MAX(sysconf(_SC_NPROCESSORS_ONLN), 1L), 4L),
 		.chunk_size = cfg.has_chunk_size ? cfg.chunk_size : DEFAULT_CHUNK_SIZE,
 	};
-	struct agent_qemu_params qp = {
+	/* What the trackers that read views over NBD ship with. */
+	const struct viewship_params ship = {
 		.vm = cfg.vm,
 		.state_dir = cfg.state,
-		.qmp_path = cfg.qmp,
-		.nbd_socket = cfg.nbd_socket,
 		.disks = cfg.disks,
 		.ndisks = cfg.ndisks,
 		.cache = cache,
 		.stop = &cycle_stop,
 		.chunk_size = p.chunk_size,
 		.compress_workers = p.compress_workers,
+	};
+	struct agent_qemu_params qp = {
+		.ship = ship,
+		.qmp_path = cfg.qmp,
+		.nbd_socket = cfg.nbd_socket,
 		.qga_path = cfg.qga,
 		.freeze_limit_ms = (int)(cfg.freeze_timeout * 1000),
 	};
@@ -731,17 +723,10 @@ static int run(int argc, char **argv)
 			return r;
 	}
 	const struct agent_libvirt_params lp = {
-		.vm = cfg.vm,
-		.state_dir = cfg.state,
+		.ship = ship,
 		.uri = cfg.connect,
 		.domain = cfg.domain,
 		.run_dir = cfg.run_dir,
-		.disks = cfg.disks,
-		.ndisks = cfg.ndisks,
-		.cache = cache,
-		.stop = &cycle_stop,
-		.chunk_size = p.chunk_size,
-		.compress_workers = p.compress_workers,
 		.freezes = cfg.app_interval > 0,
 	};
 	_cleanup_(agent_libvirt_freep) struct agent_libvirt *al = NULL;

@@ -100,6 +100,46 @@ int get_vm(struct ferry_vault *v, const char *name, struct ferry_vm *ret)
 	return r;
 }
 
+int parse_opts(int argc, char **argv, const struct option *longopts, struct opts *o,
+	       const char *help_text, cli_opt_fn on_opt, void *userdata)
+{
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
+		int r = 0;
+		switch (c) {
+		case 'V':
+			o->vault = optarg;
+			break;
+		case 'j':
+			o->json = 1;
+			break;
+		case 'h':
+			fputs(help_text, stdout);
+			o->help = 1;
+			return 0;
+		case '?':
+			return -EINVAL;
+		default:
+			r = on_opt ? on_opt(c, optarg, userdata) : -EINVAL;
+			break;
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int common_opt(int c, const char *arg, void *userdata)
+{
+	(void)arg;
+	struct opts *o = userdata;
+	if (c != 'r')
+		return -EINVAL;
+	o->read_data = 1;
+	return 0;
+}
+
 int parse_common(int argc, char **argv, struct opts *o, const char *help_text)
 {
 	static const struct option longopts[] = {
@@ -109,28 +149,7 @@ int parse_common(int argc, char **argv, struct opts *o, const char *help_text)
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
-	optind = 1;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
-		switch (c) {
-		case 'V':
-			o->vault = optarg;
-			break;
-		case 'j':
-			o->json = 1;
-			break;
-		case 'r':
-			o->read_data = 1;
-			break;
-		case 'h':
-			fputs(help_text, stdout);
-			o->help = 1;
-			return 0;
-		default:
-			return -EINVAL;
-		}
-	}
-	return 0;
+	return parse_opts(argc, argv, longopts, o, help_text, common_opt, o);
 }
 
 /* An absolute form of path that need not exist yet. */

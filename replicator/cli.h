@@ -27,8 +27,18 @@ struct opts {
 	int json, read_data, help;
 };
 
-/* Parses --vault, --json, --read-data and --help; prints help_text for
- * --help and sets o->help. */
+struct option; /* getopt.h */
+/* A verb's own option: c is its val in longopts, arg its optarg. 0 to go
+ * on, -errno for a usage error (logged here if it needs words). */
+typedef int (*cli_opt_fn)(int c, const char *arg, void *userdata);
+/* getopt_long over longopts (from argv[1] on), whose --vault ('V'), --json
+ * ('j') and --help ('h') are recorded in *o: --help prints help_text, sets
+ * o->help and stops. Every other option goes to on_opt (may be NULL).
+ * Returns 0, -EINVAL for an unknown option, or on_opt's error; optind is
+ * left after the options. */
+int parse_opts(int argc, char **argv, const struct option *longopts, struct opts *o,
+	       const char *help_text, cli_opt_fn on_opt, void *userdata);
+/* parse_opts with --vault, --json, --read-data and --help. */
 int parse_common(int argc, char **argv, struct opts *o, const char *help_text);
 /* For verbs taking exactly one VM name: returns -1 to go on with *ret_vm
  * set, or an exit status (0 after --help, 2 on a usage error). */

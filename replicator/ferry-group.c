@@ -35,6 +35,21 @@ struct group_opts {
 	int all, json;
 };
 
+static int group_opt(int c, const char *arg, void *userdata)
+{
+	struct group_opts *o = userdata;
+	switch (c) {
+	case 'g':
+		o->group = arg;
+		return 0;
+	case 'a':
+		o->all = 1;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
 /* -1 to go on, or an exit status. */
 static int parse_group_points(int argc, char **argv, struct group_opts *o)
 {
@@ -46,29 +61,13 @@ static int parse_group_points(int argc, char **argv, struct group_opts *o)
 		{ "help", no_argument, NULL, 'h' },
 		{},
 	};
-	optind = 1;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
-		switch (c) {
-		case 'V':
-			o->vault = optarg;
-			break;
-		case 'g':
-			o->group = optarg;
-			break;
-		case 'a':
-			o->all = 1;
-			break;
-		case 'j':
-			o->json = 1;
-			break;
-		case 'h':
-			fputs(group_points_help, stdout);
-			return 0;
-		default:
-			return 2;
-		}
-	}
+	struct opts co = { 0 };
+	if (parse_opts(argc, argv, longopts, &co, group_points_help, group_opt, o) < 0)
+		return 2;
+	if (co.help)
+		return 0;
+	o->vault = co.vault;
+	o->json = co.json;
 	if (!o->vault || !o->group || optind != argc) {
 		log_error(
 			"usage: ferry recovery-points --vault DIR --group GROUP [--all] [--json]");

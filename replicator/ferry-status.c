@@ -738,6 +738,30 @@ static const char status_help[] =
 	"                         own (enable-replication --rpo-target, or by default\n"
 	"                         three agent cycles and at least 60 s)\n";
 
+struct status_opts {
+	int *check;
+	int64_t *rpo_target;
+};
+
+static int status_opt(int c, const char *arg, void *userdata)
+{
+	struct status_opts *so = userdata;
+	switch (c) {
+	case 'c':
+		*so->check = 1;
+		return 0;
+	case 'r':
+		if (health_parse_rpo_target(arg, so->rpo_target) < 0) {
+			log_error("--rpo-target wants seconds, 1 to %d, not '%s'",
+				  HEALTH_RPO_TARGET_MAX, arg);
+			return -EINVAL;
+		}
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
 /* -1 to go on, or an exit status (3 instead of 2 with --check: a usage
  * error is an unknown to a monitoring system). */
 static int parse_status(int argc, char **argv, struct opts *o, int *check, int64_t *rpo_target)
@@ -754,33 +778,11 @@ static int parse_status(int argc, char **argv, struct opts *o, int *check, int64
 		if (strcmp(argv[i], "--check") == 0)
 			*check = 1;
 	int usage = *check ? HEALTH_UNKNOWN : 2;
-	optind = 1;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) >= 0) {
-		switch (c) {
-		case 'V':
-			o->vault = optarg;
-			break;
-		case 'j':
-			o->json = 1;
-			break;
-		case 'c':
-			*check = 1;
-			break;
-		case 'r':
-			if (health_parse_rpo_target(optarg, rpo_target) < 0) {
-				log_error("--rpo-target wants seconds, 1 to %d, not '%s'",
-					  HEALTH_RPO_TARGET_MAX, optarg);
-				return usage;
-			}
-			break;
-		case 'h':
-			fputs(status_help, stdout);
-			return 0;
-		default:
-			return usage;
-		}
-	}
+	struct status_opts so = { check, rpo_target };
+	if (parse_opts(argc, argv, longopts, o, status_help, status_opt, &so) < 0)
+		return usage;
+	if (o->help)
+		return 0;
 	if (optind != argc) {
 		log_error("usage: ferry status --vault DIR [--json] [--check] [--rpo-target S]");
 		return usage;

@@ -97,6 +97,10 @@ int ferry_pread_all(int fd, void *buf, size_t len, off_t off);
 /* Writes a whole file atomically: temp file, fsync, rename, fsync of dir.
  * The file is FERRY_FILE_MODE. */
 int ferry_write_file_atomic(const char *path, const void *buf, size_t len);
+/* The same but for the last step, with mode (whatever the umask): once
+ * it returns 0 the new file is in place, and the caller decides what a
+ * failed ferry_fsync_parent(path) means. */
+int ferry_write_file_replace(const char *path, const void *buf, size_t len, unsigned mode);
 /* Reads a whole file into a new buffer (NUL-terminated for convenience). */
 int ferry_read_file(const char *path, void **ret_buf, size_t *ret_len);
 /* mkdir -p, missing directories made with mode; existing ones are fine,

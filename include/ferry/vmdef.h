@@ -40,6 +40,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "ferry/catalog.h"
 
@@ -227,3 +228,8 @@ struct ferry_vmdef_failover {
  */
 int ferry_vmdef_failover_domain_xml(const struct ferry_vmdef_failover *f, char **ret);
 int ferry_vmdef_failover_qemu_args(const struct ferry_vmdef_failover *f, char **ret);
+
+/* Writes s to f escaped for XML text or an attribute value between either
+ * quotes (&<>'"): the one escaper of domain.xml, shared with whoever else
+ * writes libvirt XML (the libvirt tracker). s is not checked here. */
+void ferry_vmdef_xml_escape(FILE *f, const char *s);

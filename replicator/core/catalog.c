@@ -695,15 +695,10 @@ int ferry_catalog_vm_update(struct ferry_catalog *c, const struct ferry_vm *vm)
 	return sqlite3_changes(c->db) == 1 ? 0 : -ENOENT;
 }
 
-int ferry_catalog_vm_list(struct ferry_catalog *c,
-			  int (*cb)(const struct ferry_vm *vm, void *userdata), void *userdata)
+/* Feeds each VM row of s to cb, then finalizes s. */
+static int vm_rows(sqlite3_stmt *s, int (*cb)(const struct ferry_vm *vm, void *userdata),
+		   void *userdata)
 {
-	/* Not cached: callbacks may run other queries meanwhile. */
-	sqlite3_stmt *s = NULL;
-	int rc = sqlite3_prepare_v2(c->db, "SELECT " VM_COLUMNS " FROM vms ORDER BY name", -1, &s,
-				    NULL);
-	if (rc != SQLITE_OK)
-		return sql_errno(rc) ?: -EIO;
 	int r;
 	while ((r = step_row(s)) == 1) {
 		struct ferry_vm vm;
@@ -715,6 +710,18 @@ int ferry_catalog_vm_list(struct ferry_catalog *c,
 	}
 	sqlite3_finalize(s);
 	return r < 0 ? r : 0;
+}
+
+int ferry_catalog_vm_list(struct ferry_catalog *c,
+			  int (*cb)(const struct ferry_vm *vm, void *userdata), void *userdata)
+{
+	/* Not cached: callbacks may run other queries meanwhile. */
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(c->db, "SELECT " VM_COLUMNS " FROM vms ORDER BY name", -1, &s,
+				    NULL);
+	if (rc != SQLITE_OK)
+		return sql_errno(rc) ?: -EIO;
+	return vm_rows(s, cb, userdata);
 }
 
 /* Runs an uncached query with one int64 parameter and feeds each row to fn. */
@@ -785,17 +792,7 @@ int ferry_catalog_vm_list_by_resource(struct ferry_catalog *c, const char *kind,
 		return sql_errno(rc) ?: -EIO;
 	sqlite3_bind_text(s, 1, kind, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
-	int r;
-	while ((r = step_row(s)) == 1) {
-		struct ferry_vm vm;
-		r = vm_from_row(s, &vm);
-		if (r >= 0)
-			r = cb(&vm, userdata);
-		if (r < 0)
-			break;
-	}
-	sqlite3_finalize(s);
-	return r < 0 ? r : 0;
+	return vm_rows(s, cb, userdata);
 }
 
 struct resource_ctx {

@@ -100,7 +100,7 @@ int ferry_fsync_parent(const char *path)
 	return ferry_fsync(fd);
 }
 
-int ferry_write_file_atomic(const char *path, const void *buf, size_t len)
+int ferry_write_file_replace(const char *path, const void *buf, size_t len, unsigned mode)
 {
 	_cleanup_free_ char *tmp = NULL;
 	if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
@@ -111,10 +111,12 @@ int ferry_write_file_atomic(const char *path, const void *buf, size_t len)
 	if (unlink(tmp) < 0 && errno != ENOENT)
 		return -errno;
 	_cleanup_close_ int fd =
-		open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, FERRY_FILE_MODE);
+		open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode & 0777);
 	if (fd < 0)
 		return -errno;
-	int r = ferry_pwrite_all(fd, buf, len, 0);
+	int r = fchmod(fd, mode & 0777) < 0 ? -errno : 0;
+	if (r >= 0)
+		r = ferry_pwrite_all(fd, buf, len, 0);
 	if (r >= 0)
 		r = ferry_fsync(fd);
 	if (r >= 0 && rename(tmp, path) < 0)
@@ -123,6 +125,14 @@ int ferry_write_file_atomic(const char *path, const void *buf, size_t len)
 		unlink(tmp);
 		return r;
 	}
+	return 0;
+}
+
+int ferry_write_file_atomic(const char *path, const void *buf, size_t len)
+{
+	int r = ferry_write_file_replace(path, buf, len, FERRY_FILE_MODE);
+	if (r < 0)
+		return r;
 	return ferry_fsync_parent(path);
 }
 

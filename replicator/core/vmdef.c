@@ -170,7 +170,7 @@ static int finish(FILE **f, char **buf, char **ret)
 
 /* ---- domain.xml ---------------------------------------------------------------- */
 
-static void xml_escaped(FILE *f, const char *s)
+void ferry_vmdef_xml_escape(FILE *f, const char *s)
 {
 	for (; *s; s++) {
 		switch (*s) {
@@ -201,14 +201,14 @@ static void xml_elem(FILE *f, const char *indent, const char *tag, const char *t
 	if (!is_set(text))
 		return;
 	fprintf(f, "%s<%s>", indent, tag);
-	xml_escaped(f, text);
+	ferry_vmdef_xml_escape(f, text);
 	fprintf(f, "</%s>\n", tag);
 }
 
 static void xml_attr(FILE *f, const char *name, const char *value)
 {
 	fprintf(f, " %s='", name);
-	xml_escaped(f, value);
+	ferry_vmdef_xml_escape(f, value);
 	fputc('\'', f);
 }
 

@@ -17,7 +17,6 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <pwd.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +29,7 @@
 #include "ferry/changelog.h"
 #include "ferry/log.h"
 #include "ferry/util.h"
+#include "ferry/vmdef.h"
 #include "viewship.h"
 #include "virtdom.h"
 
@@ -48,7 +48,6 @@ struct ldisk {
 struct agent_libvirt {
 	const struct agent_libvirt_params *p;
 	struct ldisk *disks;
-	struct viewship_params vp;
 	struct viewship *vs;
 	struct virtdom *d;
 	const char *uri;
@@ -64,12 +63,7 @@ struct agent_libvirt {
 	int reconciled;    /* since the last (re)connection or failure */
 	int thawed_once;   /* the thaw at the first connection was tried */
 	struct agent_scan_stats st;
-	/* The next cycle is to be app-consistent, and how the last attempt
-	 * went (the app_* statistics, which carry over cycles). */
-	int want_app;
-	int app_error;
-	int64_t app_attempt_ns, app_ok_ns;
-	char app_message[256];
+	struct viewship_app app; /* app-consistent cuts (viewship.h) */
 };
 
 /* ---- names and XML ---- */
@@ -95,31 +89,6 @@ static uint64_t checkpoint_gen(const struct agent_libvirt *al, const char *name)
 	    ferry_parse_u64(name + n, strlen(name + n), UINT64_MAX - 1, &g) < 0)
 		return 0;
 	return g;
-}
-
-/* s in an XML attribute between single quotes. */
-static void xml_attr(FILE *f, const char *s)
-{
-	for (; *s; s++)
-		switch (*s) {
-		case '&':
-			fputs("&amp;", f);
-			break;
-		case '<':
-			fputs("&lt;", f);
-			break;
-		case '>':
-			fputs("&gt;", f);
-			break;
-		case '\'':
-			fputs("&apos;", f);
-			break;
-		case '"':
-			fputs("&quot;", f);
-			break;
-		default:
-			fputc(*s, f);
-		}
 }
 
 static int close_memstream(FILE *f, char **buf, char **ret)
@@ -148,8 +117,8 @@ static int checkpoint_xml(const struct agent_libvirt *al, uint64_t gen, char **r
 	fprintf(f,
 		"  <description>Ferry: what changed since, VM %s ships at its next "
 		"cycle</description>\n  <disks>\n",
-		al->p->vm);
-	for (size_t i = 0; i < al->p->ndisks; i++)
+		al->p->ship.vm);
+	for (size_t i = 0; i < al->p->ship.ndisks; i++)
 		fprintf(f, "    <disk name='%s' checkpoint='bitmap'/>\n", al->disks[i].target);
 	for (size_t i = 0; i < al->nothers; i++)
 		fprintf(f, "    <disk name='%s' checkpoint='no'/>\n", al->others[i]);
@@ -172,16 +141,16 @@ static int backup_xml(const struct agent_libvirt *al, int incremental, char **re
 		fprintf(f, "  <incremental>%s</incremental>\n", base);
 	}
 	fprintf(f, "  <server transport='unix' socket='");
-	xml_attr(f, al->sock);
+	ferry_vmdef_xml_escape(f, al->sock);
 	fprintf(f, "'/>\n  <disks>\n");
-	for (size_t i = 0; i < al->p->ndisks; i++) {
+	for (size_t i = 0; i < al->p->ship.ndisks; i++) {
 		const struct ldisk *d = &al->disks[i];
 		fprintf(f, "    <disk name='%s' backup='yes' type='file' exportname='%s'",
 			d->target, d->target);
 		if (incremental)
 			fprintf(f, " exportbitmap='%s'", d->bitmap);
 		fprintf(f, ">\n      <scratch file='");
-		xml_attr(f, d->scratch);
+		ferry_vmdef_xml_escape(f, d->scratch);
 		fprintf(f, "'/>\n    </disk>\n");
 	}
 	for (size_t i = 0; i < al->nothers; i++)
@@ -195,7 +164,7 @@ static int backup_xml(const struct agent_libvirt *al, int incremental, char **re
 static int virt_fail(struct agent_libvirt *al, int r, const char *what)
 {
 	const char *why = virtdom_last_error();
-	log_error("VM %s: domain %s: %s: %s", al->p->vm, al->p->domain, what,
+	log_error("VM %s: domain %s: %s: %s", al->p->ship.vm, al->p->domain, what,
 		  *why ? why : strerror(-r));
 	return r;
 }
@@ -227,30 +196,30 @@ static int prepare_run_dir(struct agent_libvirt *al, int64_t uid, int64_t gid)
 	const char *dir = al->run_dir;
 	int r = ferry_mkdir_p(dir, 0711);
 	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot create the run directory %s", al->p->vm,
-				       dir);
+		return log_error_errno(r, "VM %s: cannot create the run directory %s",
+				       al->p->ship.vm, dir);
 	if (uid < 0 || gid < 0)
 		return 0;
 	struct stat st;
 	if (stat(dir, &st) < 0)
-		return log_error_errno(-errno, "VM %s: cannot stat %s", al->p->vm, dir);
+		return log_error_errno(-errno, "VM %s: cannot stat %s", al->p->ship.vm, dir);
 	if ((st.st_uid != (uid_t)uid || st.st_gid != (gid_t)gid) && geteuid() == 0 &&
 	    chown(dir, (uid_t)uid, (gid_t)gid) < 0)
 		return log_error_errno(-errno,
 				       "VM %s: cannot give %s to libvirt's qemu (%" PRId64
 				       ":%" PRId64 ")",
-				       al->p->vm, dir, uid, gid);
+				       al->p->ship.vm, dir, uid, gid);
 	if (chmod(dir, 0700) < 0 && errno != EPERM)
-		return log_error_errno(-errno, "VM %s: cannot chmod %s", al->p->vm, dir);
+		return log_error_errno(-errno, "VM %s: cannot chmod %s", al->p->ship.vm, dir);
 	if (stat(dir, &st) < 0)
-		return log_error_errno(-errno, "VM %s: cannot stat %s", al->p->vm, dir);
+		return log_error_errno(-errno, "VM %s: cannot stat %s", al->p->ship.vm, dir);
 	if (st.st_uid != (uid_t)uid && uid != 0)
 		return log_error_errno(-EACCES,
 				       "VM %s: the run directory %s belongs to uid %u, not to the "
 				       "user libvirt runs qemu as (uid %" PRId64
 				       "), and only root may give it away: run ferry-agent as "
 				       "root, or make run-dir a directory of that user",
-				       al->p->vm, dir, (unsigned)st.st_uid, uid);
+				       al->p->ship.vm, dir, (unsigned)st.st_uid, uid);
 	/* Every directory above must let qemu pass. */
 	gid_t groups[256];
 	int ngroups = ARRAY_SIZE(groups);
@@ -273,7 +242,8 @@ static int prepare_run_dir(struct agent_libvirt *al, int64_t uid, int64_t gid)
 				"VM %s: libvirt's qemu (uid %" PRId64 ") cannot reach the run "
 				"directory %s: %s (mode %04o) does not let it pass; allow it "
 				"(chmod o+x %s) or set run-dir to a directory it can reach",
-				al->p->vm, uid, dir, path, (unsigned)(st.st_mode & 07777), path);
+				al->p->ship.vm, uid, dir, path, (unsigned)(st.st_mode & 07777),
+				path);
 		*s = '/';
 	}
 	return 0;
@@ -283,10 +253,11 @@ static int prepare_run_dir(struct agent_libvirt *al, int64_t uid, int64_t gid)
 static void clear_run_dir(struct agent_libvirt *al)
 {
 	if (unlink(al->sock) < 0 && errno != ENOENT)
-		log_warning("VM %s: cannot remove %s: %m", al->p->vm, al->sock);
-	for (size_t i = 0; i < al->p->ndisks; i++)
+		log_warning("VM %s: cannot remove %s: %m", al->p->ship.vm, al->sock);
+	for (size_t i = 0; i < al->p->ship.ndisks; i++)
 		if (unlink(al->disks[i].scratch) < 0 && errno != ENOENT)
-			log_warning("VM %s: cannot remove %s: %m", al->p->vm, al->disks[i].scratch);
+			log_warning("VM %s: cannot remove %s: %m", al->p->ship.vm,
+				    al->disks[i].scratch);
 }
 
 /* ---- the recorded checkpoint ---- */
@@ -299,7 +270,7 @@ static uint64_t record_read(struct agent_libvirt *al)
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0) {
-		log_warning_errno(r, "VM %s: cannot read %s", al->p->vm, al->record);
+		log_warning_errno(r, "VM %s: cannot read %s", al->p->ship.vm, al->record);
 		return 0;
 	}
 	while (len > 0 && text[len - 1] == '\n')
@@ -307,7 +278,7 @@ static uint64_t record_read(struct agent_libvirt *al)
 	uint64_t g = checkpoint_gen(al, text);
 	if (!g || strlen(text) != len)
 		log_warning("VM %s: %s does not name a checkpoint of this VM; it is ignored",
-			    al->p->vm, al->record);
+			    al->p->ship.vm, al->record);
 	return g;
 }
 
@@ -318,8 +289,8 @@ static int record_write(struct agent_libvirt *al, uint64_t gen)
 	strcat(text, "\n");
 	int r = ferry_write_file_atomic(al->record, text, strlen(text));
 	if (r < 0)
-		log_warning_errno(r, "VM %s: cannot record checkpoint %" PRIu64 " in %s", al->p->vm,
-				  gen, al->record);
+		log_warning_errno(r, "VM %s: cannot record checkpoint %" PRIu64 " in %s",
+				  al->p->ship.vm, gen, al->record);
 	return r;
 }
 
@@ -332,7 +303,7 @@ static int delete_checkpoint(struct agent_libvirt *al, uint64_t gen)
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0)
-		log_warning("VM %s: domain %s: cannot delete checkpoint %s: %s", al->p->vm,
+		log_warning("VM %s: domain %s: cannot delete checkpoint %s: %s", al->p->ship.vm,
 			    al->p->domain, name, virtdom_last_error());
 	return r;
 }
@@ -343,14 +314,14 @@ static int delete_checkpoint(struct agent_libvirt *al, uint64_t gen)
 static int check_disks(struct agent_libvirt *al, const struct virtdom_info *info)
 {
 	const struct agent_libvirt_params *p = al->p;
-	for (size_t i = 0; i < p->ndisks; i++) {
+	for (size_t i = 0; i < p->ship.ndisks; i++) {
 		const struct ldisk *d = &al->disks[i];
 		const struct virtdom_disk *vd = virtdom_find_disk(info, d->target);
 		if (!vd || !vd->is_disk)
 			return log_error_errno(-ENOENT,
 					       "VM %s: domain %s has no disk with target %s "
 					       "(disk %s)",
-					       p->vm, p->domain, d->target, d->name);
+					       p->ship.vm, p->domain, d->target, d->name);
 		if (!vd->format || strcmp(vd->format, "qcow2") != 0)
 			return log_error_errno(
 				-EOPNOTSUPP,
@@ -359,8 +330,8 @@ static int check_disks(struct agent_libvirt *al, const struct virtdom_info *info
 				"qcow2 disks only; convert it (qemu-img convert -O qcow2) while "
 				"the domain is shut off, or replicate the VM another way "
 				"(Ferry never reads a running domain's files itself)",
-				p->vm, d->name, d->target, vd->source ?: "no source", p->domain,
-				vd->format ?: "of no format");
+				p->ship.vm, d->name, d->target, vd->source ?: "no source",
+				p->domain, vd->format ?: "of no format");
 	}
 	virtdom_strv_free(al->others, al->nothers);
 	al->others = NULL;
@@ -368,7 +339,7 @@ static int check_disks(struct agent_libvirt *al, const struct virtdom_info *info
 	for (size_t k = 0; k < info->ndisks; k++) {
 		const char *t = info->disks[k].target;
 		int ours = 0;
-		for (size_t i = 0; i < p->ndisks; i++)
+		for (size_t i = 0; i < p->ship.ndisks; i++)
 			ours |= strcmp(al->disks[i].target, t) == 0;
 		if (ours || !target_valid(t))
 			continue;
@@ -397,8 +368,8 @@ static int end_leftover_job(struct agent_libvirt *al)
 		return log_error_errno(-EBUSY,
 				       "VM %s: domain %s runs a backup job that is not Ferry's; "
 				       "libvirt runs one at a time: the next cycle tries again",
-				       al->p->vm, al->p->domain);
-	log_info("VM %s: domain %s: ending the backup job an earlier agent left", al->p->vm,
+				       al->p->ship.vm, al->p->domain);
+	log_info("VM %s: domain %s: ending the backup job an earlier agent left", al->p->ship.vm,
 		 al->p->domain);
 	r = virtdom_abort_job(al->d);
 	return r < 0 && r != -ENOENT ? virt_fail(al, r, "cannot end that backup job") : 0;
@@ -428,7 +399,7 @@ static int reconcile_checkpoints(struct agent_libvirt *al)
 			continue;
 		}
 		log_info("VM %s: domain %s: deleting checkpoint %s, which no cycle recorded",
-			 al->p->vm, al->p->domain, names[i]);
+			 al->p->ship.vm, al->p->domain, names[i]);
 		if (delete_checkpoint(al, g) < 0)
 			top = MAX(top, g);
 	}
@@ -439,7 +410,7 @@ static int reconcile_checkpoints(struct agent_libvirt *al)
 		checkpoint_name(al, al->gen, name, sizeof(name));
 		log_warning("VM %s: domain %s no longer has checkpoint %s (the domain was "
 			    "redefined, or its bitmaps were lost)",
-			    al->p->vm, al->p->domain, name);
+			    al->p->ship.vm, al->p->domain, name);
 	}
 	return 0;
 }
@@ -464,7 +435,7 @@ static int reconcile(struct agent_libvirt *al)
 		return log_error_errno(-ESRCH,
 				       "VM %s: domain %s is not running: libvirt backs up running "
 				       "domains only; cycles resume when it runs",
-				       al->p->vm, al->p->domain);
+				       al->p->ship.vm, al->p->domain);
 	struct virtdom_info info;
 	r = virtdom_info(al->d, 0, &info);
 	if (r < 0)
@@ -478,7 +449,7 @@ static int reconcile(struct agent_libvirt *al)
 	if (r >= 0 && thaw_due(al) && virtdom_fs_thaw(al->d) > 0)
 		log_warning("VM %s: domain %s: its guest was frozen (an agent killed in a "
 			    "freeze?); thawed it",
-			    al->p->vm, al->p->domain);
+			    al->p->ship.vm, al->p->domain);
 	if (r >= 0) {
 		clear_run_dir(al);
 		r = reconcile_checkpoints(al);
@@ -496,10 +467,10 @@ static int connect_domain(struct agent_libvirt *al)
 		int r = virtdom_open(al->p->uri, al->p->domain, &al->d);
 		if (r == -ENOENT)
 			return log_error_errno(r, "VM %s: libvirt at %s has no domain named %s",
-					       al->p->vm, al->uri, al->p->domain);
+					       al->p->ship.vm, al->uri, al->p->domain);
 		if (r < 0)
 			return log_error_errno(r, "VM %s: cannot connect to libvirt at %s: %s",
-					       al->p->vm, al->uri, virtdom_last_error());
+					       al->p->ship.vm, al->uri, virtdom_last_error());
 	}
 	return al->reconciled ? 0 : reconcile(al);
 }
@@ -514,10 +485,10 @@ static int plan(struct agent_libvirt *al, int *incremental)
 {
 	const struct agent_libvirt_params *p = al->p;
 	*incremental = al->have_cp;
-	for (size_t i = 0; i < p->ndisks; i++)
+	for (size_t i = 0; i < p->ship.ndisks; i++)
 		al->disks[i].vd->full = !*incremental;
 	int any_full = 0;
-	for (size_t i = 0; i < p->ndisks; i++) {
+	for (size_t i = 0; i < p->ship.ndisks; i++) {
 		int r = viewship_open_fingerprints(al->vs, al->disks[i].vd,
 						   "lost Ferry's libvirt checkpoint");
 		if (r < 0)
@@ -527,7 +498,7 @@ static int plan(struct agent_libvirt *al, int *incremental)
 	if (!any_full || !*incremental)
 		return 0;
 	*incremental = 0;
-	for (size_t i = 0; i < p->ndisks; i++) {
+	for (size_t i = 0; i < p->ship.ndisks; i++) {
 		struct viewship_disk *vd = al->disks[i].vd;
 		if (vd->full)
 			continue;
@@ -544,21 +515,9 @@ static int plan(struct agent_libvirt *al, int *incremental)
 
 /* ---- app-consistent cuts ---- */
 
-__attribute__((format(printf, 3, 4))) static void app_failed(struct agent_libvirt *al, int r,
-							     const char *fmt, ...)
-{
-	al->app_error = r < 0 ? -r : EIO;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(al->app_message, sizeof(al->app_message), fmt, ap);
-	va_end(ap);
-	log_warning("VM %s: no app-consistent cut this cycle, the point is crash-consistent: %s",
-		    al->p->vm, al->app_message);
-}
-
 void agent_libvirt_want_app(struct agent_libvirt *al)
 {
-	al->want_app = 1;
+	al->app.want = 1;
 }
 
 /* Thaws a guest frozen for the cut; a thaw that fails is tried again, for
@@ -577,7 +536,7 @@ static int thaw(struct agent_libvirt *al)
 	if (r < 0)
 		log_error("VM %s: domain %s: cannot thaw the guest's file systems after the cut: "
 			  "%s; thaw them (virsh domfsthaw %s)",
-			  al->p->vm, al->p->domain, virtdom_last_error(), al->p->domain);
+			  al->p->ship.vm, al->p->domain, virtdom_last_error(), al->p->domain);
 	return r;
 }
 
@@ -597,14 +556,16 @@ static int begin_backup(struct agent_libvirt *al, int incremental, int app, int 
 	int frozen = 0;
 	*consistency = FERRY_CONSISTENCY_CRASH;
 	if (app) {
-		al->app_attempt_ns = ferry_now_ns();
+		al->app.attempt_ns = ferry_now_ns();
 		int k = virtdom_fs_freeze(al->d);
 		frozen = k > 0;
 		if (k < 0)
-			app_failed(al, k, "cannot freeze the guest's file systems: %s",
-				   virtdom_last_error());
+			viewship_app_failed(&al->app, al->p->ship.vm, k,
+					    "cannot freeze the guest's file systems: %s",
+					    virtdom_last_error());
 		else if (k == 0)
-			app_failed(al, -ENODEV, "the guest froze no file system");
+			viewship_app_failed(&al->app, al->p->ship.vm, -ENODEV,
+					    "the guest froze no file system");
 	}
 	*marker_ns = ferry_now_ns();
 	r = virtdom_backup_begin(al->d, bxml, cxml);
@@ -614,23 +575,26 @@ static int begin_backup(struct agent_libvirt *al, int incremental, int app, int 
 		int k = thaw(al);
 		int64_t window = ferry_now_ns() - *marker_ns;
 		if (k < 0)
-			app_failed(al, k, "the thaw failed: %s", virtdom_last_error());
+			viewship_app_failed(&al->app, al->p->ship.vm, k, "the thaw failed: %s",
+					    virtdom_last_error());
 		else if (k == 0)
-			app_failed(al, -ETIMEDOUT, "the guest was thawed before the backup began");
+			viewship_app_failed(&al->app, al->p->ship.vm, -ETIMEDOUT,
+					    "the guest was thawed before the backup began");
 		else if (r < 0)
-			app_failed(al, r, "the backup did not begin while the guest was frozen");
+			viewship_app_failed(&al->app, al->p->ship.vm, r,
+					    "the backup did not begin while the guest was frozen");
 		else {
 			*consistency = FERRY_CONSISTENCY_APP;
 			log_info("VM %s: app-consistent cut: the guest was frozen for %.1f ms",
-				 al->p->vm, (double)window / 1e6);
+				 al->p->ship.vm, (double)window / 1e6);
 		}
 	}
 	/* Those the cycle tries again, differently, are warnings. */
 	if (r < 0 && r != -EEXIST && r != -ESTALE && !(r == -ENOENT && incremental))
-		log_error("VM %s: domain %s: the backup did not begin: %s", al->p->vm,
+		log_error("VM %s: domain %s: the backup did not begin: %s", al->p->ship.vm,
 			  al->p->domain, saved);
 	else if (r < 0)
-		log_warning("VM %s: domain %s: the backup did not begin: %s", al->p->vm,
+		log_warning("VM %s: domain %s: the backup did not begin: %s", al->p->ship.vm,
 			    al->p->domain, saved);
 	return r;
 }
@@ -645,22 +609,22 @@ int agent_libvirt_cycle(struct agent_libvirt *al, struct agent_scan_stats *ret)
 					    .started_ns = ferry_now_ns(),
 					    .source_waiting_bytes = UINT64_MAX };
 	int r = connect_domain(al);
-	for (size_t i = 0; r >= 0 && i < p->ndisks; i++) {
+	for (size_t i = 0; r >= 0 && i < p->ship.ndisks; i++) {
 		struct ldisk *d = &al->disks[i];
 		r = virtdom_disk_capacity(al->d, d->target, &d->vd->size);
 		if (r < 0)
 			r = virt_fail(al, r, "cannot read a disk's size");
 		else if (d->vd->size == 0)
 			r = log_error_errno(-EINVAL, "VM %s: disk %s (%s) of domain %s has no size",
-					    p->vm, d->name, d->target, p->domain);
+					    p->ship.vm, d->name, d->target, p->domain);
 		al->st.disk_bytes += d->vd->size;
 	}
 	if (r >= 0)
 		r = viewship_begin(al->vs, &al->st);
 	int incremental = 0, consistency = FERRY_CONSISTENCY_CRASH, begun = 0, shipped = 0;
 	int64_t marker_ns = ferry_now_ns();
-	int app = al->want_app;
-	al->want_app = 0;
+	int app = al->app.want;
+	al->app.want = 0;
 	for (int tries = 0; r >= 0; tries++) {
 		r = plan(al, &incremental);
 		if (r >= 0)
@@ -672,7 +636,7 @@ int agent_libvirt_cycle(struct agent_libvirt *al, struct agent_scan_stats *ret)
 			log_warning("VM %s: domain %s: checkpoint %s%" PRIu64
 				    " cannot serve as a base any more; this cycle reads "
 				    "every disk whole",
-				    p->vm, p->domain, al->prefix, al->gen);
+				    p->ship.vm, p->domain, al->prefix, al->gen);
 			(void)delete_checkpoint(al, al->gen);
 			al->have_cp = 0;
 			r = 0;
@@ -684,7 +648,7 @@ int agent_libvirt_cycle(struct agent_libvirt *al, struct agent_scan_stats *ret)
 				    "domain left in a qcow2 file, which libvirt no longer knows "
 				    "(qemu-img bitmap --remove it while the domain is shut off); "
 				    "trying the next",
-				    p->vm, p->domain, al->prefix, al->next_gen);
+				    p->ship.vm, p->domain, al->prefix, al->next_gen);
 			al->next_gen++;
 			r = 0;
 			continue;
@@ -695,7 +659,7 @@ int agent_libvirt_cycle(struct agent_libvirt *al, struct agent_scan_stats *ret)
 	uint64_t made = al->next_gen;
 	if (begun) {
 		al->next_gen++;
-		for (size_t i = 0; r >= 0 && i < p->ndisks; i++) {
+		for (size_t i = 0; r >= 0 && i < p->ship.ndisks; i++) {
 			struct ldisk *d = &al->disks[i];
 			r = viewship_read(al->vs, d->vd, al->sock, d->target,
 					  incremental ? d->bitmap : NULL);
@@ -720,34 +684,19 @@ int agent_libvirt_cycle(struct agent_libvirt *al, struct agent_scan_stats *ret)
 		/* Kept the previous one: the next incremental covers both. */
 		al->reconciled = 0;
 	}
-	for (size_t i = 0; shipped && i < p->ndisks; i++) {
+	for (size_t i = 0; shipped && i < p->ship.ndisks; i++) {
 		viewship_shipped(al->vs, al->disks[i].vd);
 		al->disks[i].vd->full = 0;
 	}
-	if (consistency == FERRY_CONSISTENCY_APP && shipped) {
-		al->app_error = 0;
-		al->app_message[0] = 0;
-		al->app_ok_ns = marker_ns;
-	} else if (consistency == FERRY_CONSISTENCY_APP) {
-		al->app_error = r < 0 ? -r : EIO;
-		snprintf(al->app_message, sizeof(al->app_message),
-			 "the app-consistent cut was not shipped: %s", strerror(al->app_error));
-	}
+	if (consistency == FERRY_CONSISTENCY_APP)
+		viewship_app_shipped(&al->app, shipped, r, marker_ns);
 	/* Whatever failed, the next cycle looks at the domain afresh: it may
 	 * have stopped, or changed while it was off. */
 	if (r < 0)
 		al->reconciled = 0;
 	if (r == -ECONNRESET)
 		al->d = virtdom_free(al->d);
-	al->st.finished_ns = ferry_now_ns();
-	al->st.marker_time_ns = marker_ns;
-	al->st.app_error = al->app_error;
-	al->st.app_attempt_ns = al->app_attempt_ns;
-	al->st.app_ok_ns = al->app_ok_ns;
-	snprintf(al->st.app_message, sizeof(al->st.app_message), "%s", al->app_message);
-	al->st.cycle_shipped_bytes = al->st.shipped_bytes;
-	al->st.cycle_segments = al->st.segments;
-	al->st.total_shipped_bytes += al->st.shipped_bytes;
+	viewship_end_stats(&al->st, &al->app, marker_ns);
 	if (ret)
 		*ret = al->st;
 	return r < 0 ? r : 1;
@@ -757,58 +706,51 @@ int agent_libvirt_cycle(struct agent_libvirt *al, struct agent_scan_stats *ret)
 
 int agent_libvirt_new(const struct agent_libvirt_params *p, struct agent_libvirt **ret)
 {
-	if (p->ndisks == 0 || p->ndisks > UINT16_MAX || !p->domain || !*p->domain)
+	if (p->ship.ndisks == 0 || p->ship.ndisks > UINT16_MAX || !p->domain || !*p->domain)
 		return -EINVAL;
-	for (size_t i = 0; i < p->ndisks; i++) {
-		if (!target_valid(p->disks[i].path))
+	for (size_t i = 0; i < p->ship.ndisks; i++) {
+		if (!target_valid(p->ship.disks[i].path))
 			return log_error_errno(-EINVAL,
 					       "VM %s: disk %s: '%s' is not a disk target of a "
 					       "libvirt domain (vda, sdb, ...)",
-					       p->vm, p->disks[i].name, p->disks[i].path);
+					       p->ship.vm, p->ship.disks[i].name,
+					       p->ship.disks[i].path);
 		for (size_t j = 0; j < i; j++)
-			if (strcmp(p->disks[i].path, p->disks[j].path) == 0)
+			if (strcmp(p->ship.disks[i].path, p->ship.disks[j].path) == 0)
 				return log_error_errno(-EINVAL,
 						       "VM %s: disks %s and %s are both target %s",
-						       p->vm, p->disks[j].name, p->disks[i].name,
-						       p->disks[i].path);
+						       p->ship.vm, p->ship.disks[j].name,
+						       p->ship.disks[i].name,
+						       p->ship.disks[i].path);
 	}
 	_cleanup_free_ struct agent_libvirt *al = calloc(1, sizeof(*al));
 	if (!al)
 		return -ENOMEM;
 	al->p = p;
 	al->uri = p->uri ?: VIRTDOM_DEFAULT_URI;
-	snprintf(al->prefix, sizeof(al->prefix), "ferry-%s-", p->vm);
+	snprintf(al->prefix, sizeof(al->prefix), "ferry-%s-", p->ship.vm);
 	int r = 0;
-	if ((p->run_dir ? !(al->run_dir = strdup(p->run_dir)) :
-			  asprintf(&al->run_dir, "%s/%s", AGENT_LIBVIRT_RUN_BASE, p->vm) < 0) ||
+	if ((p->run_dir ?
+		     !(al->run_dir = strdup(p->run_dir)) :
+		     asprintf(&al->run_dir, "%s/%s", AGENT_LIBVIRT_RUN_BASE, p->ship.vm) < 0) ||
 	    asprintf(&al->sock, "%s/nbd.sock", al->run_dir) < 0 ||
-	    asprintf(&al->record, "%s/libvirt.checkpoint", p->state_dir) < 0)
+	    asprintf(&al->record, "%s/libvirt.checkpoint", p->ship.state_dir) < 0)
 		r = -ENOMEM;
 	if (r >= 0 && (al->run_dir[0] != '/' ||
 		       strlen(al->sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)))
 		r = log_error_errno(-ENAMETOOLONG,
 				    "VM %s: the run directory %s must be an absolute path of at "
 				    "most %zu bytes (the NBD socket lives there)",
-				    p->vm, al->run_dir,
+				    p->ship.vm, al->run_dir,
 				    sizeof(((struct sockaddr_un *)0)->sun_path) - 10);
-	al->vp = (struct viewship_params){
-		.vm = p->vm,
-		.state_dir = p->state_dir,
-		.disks = p->disks,
-		.ndisks = p->ndisks,
-		.cache = p->cache,
-		.stop = p->stop,
-		.chunk_size = p->chunk_size,
-		.compress_workers = p->compress_workers,
-	};
 	if (r >= 0)
-		r = viewship_new(&al->vp, &al->vs);
-	if (r >= 0 && !(al->disks = calloc(p->ndisks, sizeof(*al->disks))))
+		r = viewship_new(&p->ship, &al->vs);
+	if (r >= 0 && !(al->disks = calloc(p->ship.ndisks, sizeof(*al->disks))))
 		r = -ENOMEM;
-	for (size_t i = 0; r >= 0 && i < p->ndisks; i++) {
+	for (size_t i = 0; r >= 0 && i < p->ship.ndisks; i++) {
 		struct ldisk *d = &al->disks[i];
-		d->name = p->disks[i].name;
-		d->target = p->disks[i].path;
+		d->name = p->ship.disks[i].name;
+		d->target = p->ship.disks[i].path;
 		d->vd = viewship_disk(al->vs, i);
 		snprintf(d->bitmap, sizeof(d->bitmap), "backup-%s", d->target);
 		if (asprintf(&d->scratch, "%s/scratch-%s.qcow2", al->run_dir, d->target) < 0) {
@@ -829,7 +771,7 @@ struct agent_libvirt *agent_libvirt_free(struct agent_libvirt *al)
 	if (!al)
 		return NULL;
 	virtdom_free(al->d);
-	for (size_t i = 0; al->disks && i < al->p->ndisks; i++)
+	for (size_t i = 0; al->disks && i < al->p->ship.ndisks; i++)
 		free(al->disks[i].scratch);
 	free(al->disks);
 	viewship_free(al->vs);

@@ -45,6 +45,7 @@
 
 #include "agent-scan.h"
 #include "ferry/crypto.h"
+#include "viewship.h"
 
 struct ferry_cache;
 
@@ -52,24 +53,17 @@ struct ferry_cache;
 #define AGENT_LIBVIRT_RUN_BASE "/var/lib/ferry/libvirt"
 
 struct agent_libvirt_params {
-	const char *vm;
-	/* The agent's own: fingerprints and the last shipped checkpoint's
-	 * name (libvirt.checkpoint). */
-	const char *state_dir;
+	/* What the shipping takes (viewship.h). state_dir: the agent's own,
+	 * with the fingerprints and the last shipped checkpoint's name
+	 * (libvirt.checkpoint). disks: name, the disk's name in the vault;
+	 * path, its target in the domain (vda, vdb, ...). */
+	struct viewship_params ship;
 	const char *uri;    /* libvirt connection; NULL: qemu:///system */
 	const char *domain; /* the libvirt domain's name */
 	/* Where libvirt's qemu finds the NBD socket and the scratch files: it
 	 * must be able to reach it (the agent makes it its own, 0700, when the
 	 * agent runs as root). NULL: AGENT_LIBVIRT_RUN_BASE/<vm>. */
 	const char *run_dir;
-	/* name: the disk's name in the vault; path: its target in the domain
-	 * (vda, vdb, ...). */
-	const struct agent_disk *disks;
-	size_t ndisks;
-	struct ferry_cache *cache;
-	const volatile sig_atomic_t *stop;
-	uint32_t chunk_size;       /* as agent_scan_params */
-	unsigned compress_workers; /* as agent_scan_params */
 	/* The agent makes app-consistent cuts: at its first connection the
 	 * guest is thawed, in case an agent was killed between a freeze and
 	 * its thaw (libvirt's freeze has no time limit of its own). */
@@ -89,17 +83,15 @@ struct agent_libvirt *agent_libvirt_free(struct agent_libvirt *al);
  * -errno on error (logged, naming the VM, domain and disk): -ESRCH while
  * the domain does not run, -EOPNOTSUPP for a raw disk, -ECONNRESET when
  * the connection to libvirt was lost (the next call reconnects).
- * ret->scanned_bytes counts bytes read over NBD; the app_* fields say how
- * the last app-consistent attempt went, as for the qemu tracker.
+ * ret->scanned_bytes counts bytes read over NBD.
  */
 int agent_libvirt_cycle(struct agent_libvirt *al, struct agent_scan_stats *ret);
 
 /*
- * Asks the next cycle for an app-consistent cut, as agent_qemu_want_app:
- * the guest's file systems are frozen through libvirt (the domain needs a
- * guest agent channel) just before the backup begins and thawed right
- * after; the marker is of kind app when the freeze held across the begin,
- * and the cycle goes on crash-consistent otherwise, recording why.
+ * Asks the next cycle for an app-consistent cut (viewship_app in
+ * viewship.h): the guest's file systems are frozen through libvirt (the
+ * domain needs a guest agent channel) just before the backup begins and
+ * thawed right after; the freeze must hold across the begin.
  */
 void agent_libvirt_want_app(struct agent_libvirt *al);
 

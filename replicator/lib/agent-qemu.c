@@ -71,16 +71,10 @@ struct agent_qemu {
 	struct agent_scan_stats st;
 
 	/* Reads the views and ships them (viewship.h). */
-	struct viewship_params vp;
 	struct viewship *vs;
 	/* The consistency group's last round this agent took part in. */
 	uint64_t group_round;
-	/* App-consistent cuts: asked for the next cycle; how the last attempt
-	 * went (the app_* statistics, which carry over cycles). */
-	int want_app;
-	int app_error;
-	int64_t app_attempt_ns, app_ok_ns;
-	char app_message[256];
+	struct viewship_app app; /* app-consistent cuts (viewship.h) */
 };
 
 /* ---- names ---- */
@@ -122,9 +116,9 @@ static uint64_t bitmap_gen(const struct agent_qemu *aq, const char *name)
 static int qmp_fail(struct agent_qemu *aq, int r, const char *what)
 {
 	if (r == -EREMOTEIO)
-		log_error("VM %s: %s: qemu says: %s", aq->p->vm, what, qmp_last_error(aq->q));
+		log_error("VM %s: %s: qemu says: %s", aq->p->ship.vm, what, qmp_last_error(aq->q));
 	else
-		log_error_errno(r, "VM %s: %s", aq->p->vm, what);
+		log_error_errno(r, "VM %s: %s", aq->p->ship.vm, what);
 	return r;
 }
 
@@ -168,8 +162,8 @@ static int wait_gone(struct agent_qemu *aq, const char *query, const char *key, 
 		if (!still)
 			return 0;
 		if (ferry_mono_ns() > deadline)
-			return log_error_errno(-ETIMEDOUT, "VM %s: %s still lists %s", aq->p->vm,
-					       query, id);
+			return log_error_errno(-ETIMEDOUT, "VM %s: %s still lists %s",
+					       aq->p->ship.vm, query, id);
 		struct timespec ts = { 0, 5 * 1000 * 1000 };
 		nanosleep(&ts, NULL);
 	}
@@ -222,7 +216,7 @@ static int drop_view(struct agent_qemu *aq, struct qdisk *d)
 	try_run(aq, "blockdev-del", "{\"node-name\": \"%s\"}", d->view_node);
 	try_run(aq, "blockdev-del", "{\"node-name\": \"%s\"}", d->file_node);
 	if (unlink(d->scratch) < 0 && errno != ENOENT)
-		log_warning("VM %s: cannot remove %s: %m", aq->p->vm, d->scratch);
+		log_warning("VM %s: cannot remove %s: %m", aq->p->ship.vm, d->scratch);
 	return r;
 }
 
@@ -232,7 +226,8 @@ static int make_view(struct agent_qemu *aq, struct qdisk *d)
 {
 	_cleanup_close_ int fd = open(d->scratch, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
-		return log_error_errno(-errno, "VM %s: cannot create %s", aq->p->vm, d->scratch);
+		return log_error_errno(-errno, "VM %s: cannot create %s", aq->p->ship.vm,
+				       d->scratch);
 	char path[PATH_MAX + 64];
 	int r = run(aq, NULL, "blockdev-add",
 		    "{\"driver\": \"file\", \"node-name\": \"%s\", \"filename\": %s}", d->file_node,
@@ -265,8 +260,8 @@ static int make_view(struct agent_qemu *aq, struct qdisk *d)
 		}
 		int done = status && strcmp(status, "concluded") == 0;
 		if (done && error) {
-			log_error("VM %s: formatting the scratch overlay failed: %s", aq->p->vm,
-				  error);
+			log_error("VM %s: formatting the scratch overlay failed: %s",
+				  aq->p->ship.vm, error);
 			r = -EIO;
 		}
 		json_object_put(jobs);
@@ -274,7 +269,7 @@ static int make_view(struct agent_qemu *aq, struct qdisk *d)
 			break;
 		if (ferry_mono_ns() > deadline)
 			return log_error_errno(-ETIMEDOUT, "VM %s: formatting the scratch overlay",
-					       aq->p->vm);
+					       aq->p->ship.vm);
 		struct timespec ts = { 0, 2 * 1000 * 1000 };
 		nanosleep(&ts, NULL);
 	}
@@ -314,13 +309,13 @@ static int recover(struct agent_qemu *aq)
 	if (r < 0)
 		return qmp_fail(aq, r, "cannot list qemu's block nodes");
 	uint64_t gen = 0;
-	for (size_t i = 0; r >= 0 && i < aq->p->ndisks; i++) {
+	for (size_t i = 0; r >= 0 && i < aq->p->ship.ndisks; i++) {
 		struct qdisk *d = &aq->disks[i];
 		(void)drop_view(aq, d);
 		struct json_object *n = find_node(nodes, d->node);
 		if (!n) {
 			r = log_error_errno(-ENOENT, "VM %s: qemu has no block node '%s' (disk %s)",
-					    aq->p->vm, d->node, d->name);
+					    aq->p->ship.vm, d->node, d->name);
 			break;
 		}
 		struct json_object *image = member(n, "image");
@@ -330,7 +325,7 @@ static int recover(struct agent_qemu *aq)
 		d->persistent = drv && strcmp(drv, "qcow2") == 0;
 		if (d->vd->size == 0) {
 			r = log_error_errno(-EINVAL, "VM %s: disk %s (node %s) has no size",
-					    aq->p->vm, d->name, d->node);
+					    aq->p->ship.vm, d->name, d->node);
 			break;
 		}
 		struct json_object *bitmaps = member(n, "dirty-bitmaps");
@@ -345,7 +340,7 @@ static int recover(struct agent_qemu *aq)
 	}
 	/* One generation for all disks; a disk whose recording bitmap is not
 	 * that one, or is inconsistent, starts over with a full read. */
-	for (size_t i = 0; r >= 0 && i < aq->p->ndisks; i++) {
+	for (size_t i = 0; r >= 0 && i < aq->p->ship.ndisks; i++) {
 		struct qdisk *d = &aq->disks[i];
 		struct json_object *bitmaps = member(find_node(nodes, d->node), "dirty-bitmaps");
 		char cur[64];
@@ -373,7 +368,7 @@ static int recover(struct agent_qemu *aq)
 				continue;
 			if (have) {
 				log_info("VM %s: disk %s: merging bitmap %s of an unfinished cycle",
-					 aq->p->vm, d->name, name);
+					 aq->p->ship.vm, d->name, name);
 				r = run(aq, NULL, "block-dirty-bitmap-merge",
 					"{\"node\": \"%s\", \"target\": \"%s\", \"bitmaps\": "
 					"[\"%s\"]}",
@@ -403,7 +398,7 @@ static uint64_t waiting_bytes(struct agent_qemu *aq)
 	char cur[64];
 	bitmap_name(aq, aq->gen, cur, sizeof(cur));
 	uint64_t sum = 0;
-	for (size_t i = 0; i < aq->p->ndisks; i++) {
+	for (size_t i = 0; i < aq->p->ship.ndisks; i++) {
 		struct json_object *bitmaps =
 			member(find_node(nodes, aq->disks[i].node), "dirty-bitmaps");
 		for (size_t b = 0; bitmaps && b < json_object_array_length(bitmaps); b++) {
@@ -429,8 +424,8 @@ static int connect_qemu(struct agent_qemu *aq)
 	}
 	int r = qmp_connect(aq->p->qmp_path, aq->p->qmp_timeout_ms ?: 10000, &aq->q);
 	if (r < 0)
-		return log_error_errno(r, "VM %s: cannot reach qemu's QMP socket %s%s", aq->p->vm,
-				       aq->p->qmp_path,
+		return log_error_errno(r, "VM %s: cannot reach qemu's QMP socket %s%s",
+				       aq->p->ship.vm, aq->p->qmp_path,
 				       r == -EBUSY ?
 					       " (another client holds it: give Ferry a monitor "
 					       "of its own)" :
@@ -470,7 +465,7 @@ static int start_nbd(struct agent_qemu *aq)
 			-EBUSY,
 			"VM %s: qemu already runs an NBD server that is not Ferry's; "
 			"Ferry needs qemu's NBD server for itself while it reads",
-			aq->p->vm);
+			aq->p->ship.vm);
 	if (r < 0)
 		return qmp_fail(aq, r, "cannot start qemu's NBD server");
 	aq->nbd_started = 1;
@@ -494,7 +489,7 @@ static int cut(struct agent_qemu *aq, const char *cur, const char *next)
 	struct json_object *actions = json_object_new_array();
 	if (!actions)
 		return -ENOMEM;
-	for (size_t i = 0; i < aq->p->ndisks; i++) {
+	for (size_t i = 0; i < aq->p->ship.ndisks; i++) {
 		struct qdisk *d = &aq->disks[i];
 		char json[512];
 		snprintf(
@@ -528,7 +523,7 @@ static int cut(struct agent_qemu *aq, const char *cur, const char *next)
 
 static void group_skipped(struct agent_qemu *aq, uint64_t round, const char *why)
 {
-	log_warning("VM %s: group %s, round %" PRIu64 " skipped: %s", aq->p->vm,
+	log_warning("VM %s: group %s, round %" PRIu64 " skipped: %s", aq->p->ship.vm,
 		    aq->p->group->group, round, why);
 	snprintf(aq->st.group_skipped, sizeof(aq->st.group_skipped), "%s", why);
 }
@@ -550,7 +545,7 @@ static uint64_t group_ready(struct agent_qemu *aq)
 		/* The records of this round may be an earlier agent's, of this
 		 * VM, that died in it: they must not count for this one. */
 		aq->group_round = round;
-		snprintf(why, sizeof(why), "the agent of %s (re)started in it", aq->p->vm);
+		snprintf(why, sizeof(why), "the agent of %s (re)started in it", aq->p->ship.vm);
 		groupcut_abort(g, round, why);
 		group_skipped(aq, round, why);
 		return 0;
@@ -605,7 +600,7 @@ static int group_cut(struct agent_qemu *aq, uint64_t round, const char *cur, con
 	int k = aq->q ? run(aq, NULL, "cont", "{}") : -ENOTCONN;
 	if (k < 0)
 		log_error("VM %s: cannot resume it after the group's cut (the watchdog will): %s",
-			  aq->p->vm, aq->q ? qmp_last_error(aq->q) : strerror(-k));
+			  aq->p->ship.vm, aq->q ? qmp_last_error(aq->q) : strerror(-k));
 	int held = k >= 0 ? pausewd_finish(wd) : (pausewd_finish_later(wd), 0);
 	aq->st.group_pause_ns = ferry_mono_ns() - mono;
 	if (r < 0) {
@@ -630,7 +625,7 @@ static int group_cut(struct agent_qemu *aq, uint64_t round, const char *cur, con
 	*marker_ns = t;
 	aq->st.group_round = round;
 	log_info("VM %s: group %s, round %" PRIu64 ": cut with every member, paused %.1f ms",
-		 aq->p->vm, g->group, round, (double)aq->st.group_pause_ns / 1e6);
+		 aq->p->ship.vm, g->group, round, (double)aq->st.group_pause_ns / 1e6);
 	return 1;
 }
 
@@ -651,28 +646,17 @@ static int cut_cycle(struct agent_qemu *aq, uint64_t round, const char *cur, con
 
 /* ---- app-consistent cuts ---- */
 
-__attribute__((format(printf, 3, 4))) static void app_failed(struct agent_qemu *aq, int r,
-							     const char *fmt, ...)
-{
-	aq->app_error = -r;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(aq->app_message, sizeof(aq->app_message), fmt, ap);
-	va_end(ap);
-	log_warning("VM %s: no app-consistent cut this cycle, the point is crash-consistent: %s",
-		    aq->p->vm, aq->app_message);
-}
-
 /* Freezes the guest for the cut; NULL (failure recorded) when it could
  * not. */
 static struct freeze *app_freeze(struct agent_qemu *aq)
 {
-	aq->app_attempt_ns = ferry_now_ns();
+	aq->app.attempt_ns = ferry_now_ns();
 	char why[256] = "";
 	struct freeze *f = NULL;
 	int r = freeze_begin(aq->p->qga_path, aq->p->freeze_limit_ms, &f, why, sizeof(why));
 	if (r < 0) {
-		app_failed(aq, r, "cannot freeze the guest: %s", why);
+		viewship_app_failed(&aq->app, aq->p->ship.vm, r, "cannot freeze the guest: %s",
+				    why);
 		return NULL;
 	}
 	return f;
@@ -685,28 +669,30 @@ static int app_thaw(struct agent_qemu *aq, struct freeze *f, int cut_ok)
 	struct freeze_report rep;
 	int r = freeze_end(f, &rep);
 	if (r < 0) {
-		app_failed(aq, r, "the thaw failed: %s", rep.message);
-		log_error("VM %s: the guest may still be frozen: %s", aq->p->vm, rep.message);
+		viewship_app_failed(&aq->app, aq->p->ship.vm, r, "the thaw failed: %s",
+				    rep.message);
+		log_error("VM %s: the guest may still be frozen: %s", aq->p->ship.vm, rep.message);
 		return 0;
 	}
 	if (!rep.held) {
-		app_failed(aq, -ETIMEDOUT, "%s", rep.message);
+		viewship_app_failed(&aq->app, aq->p->ship.vm, -ETIMEDOUT, "%s", rep.message);
 		return 0;
 	}
 	if (!cut_ok) {
-		app_failed(aq, -EIO, "the cut failed while the guest was frozen");
+		viewship_app_failed(&aq->app, aq->p->ship.vm, -EIO,
+				    "the cut failed while the guest was frozen");
 		return 0;
 	}
 	log_info("VM %s: app-consistent cut: the guest was frozen for %.1f ms (its freeze took "
 		 "%.1f ms, hook and sync; %d file systems)",
-		 aq->p->vm, (double)rep.window_ns / 1e6, (double)rep.freeze_ns / 1e6,
+		 aq->p->ship.vm, (double)rep.window_ns / 1e6, (double)rep.freeze_ns / 1e6,
 		 rep.frozen_fs);
 	return 1;
 }
 
 void agent_qemu_want_app(struct agent_qemu *aq)
 {
-	aq->want_app = aq->p->qga_path != NULL;
+	aq->app.want = aq->p->qga_path != NULL;
 }
 
 static int export_view(struct agent_qemu *aq, struct qdisk *d, const char *cur)
@@ -737,12 +723,12 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 	int r = connect_qemu(aq);
 	if (r >= 0)
 		r = viewship_begin(aq->vs, &aq->st);
-	for (size_t i = 0; r >= 0 && i < p->ndisks; i++)
+	for (size_t i = 0; r >= 0 && i < p->ship.ndisks; i++)
 		r = viewship_open_fingerprints(aq->vs, aq->disks[i].vd,
 					       "lost its dirty bitmap (qemu restarted?)");
 	if (r >= 0)
 		r = start_nbd(aq);
-	for (size_t i = 0; r >= 0 && i < p->ndisks; i++) {
+	for (size_t i = 0; r >= 0 && i < p->ship.ndisks; i++) {
 		aq->st.disk_bytes += aq->disks[i].vd->size;
 		r = make_view(aq, &aq->disks[i]);
 	}
@@ -751,8 +737,8 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 	bitmap_name(aq, aq->gen + 1, next, sizeof(next));
 	/* The views exist, every member of the group is ready: the guest is
 	 * frozen for the cut alone. */
-	struct freeze *frozen = r >= 0 && aq->want_app ? app_freeze(aq) : NULL;
-	aq->want_app = 0;
+	struct freeze *frozen = r >= 0 && aq->app.want ? app_freeze(aq) : NULL;
+	aq->app.want = 0;
 	uint64_t round = r >= 0 ? group_ready(aq) : 0;
 	int64_t marker_ns = ferry_now_ns();
 	int group = 0;
@@ -765,9 +751,9 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 		/* From here on the next bitmap records; the current one (frozen)
 		 * goes only once its changes are in the cache. */
 		aq->gen++;
-		for (size_t i = 0; r >= 0 && i < p->ndisks; i++)
+		for (size_t i = 0; r >= 0 && i < p->ship.ndisks; i++)
 			r = export_view(aq, &aq->disks[i], cur);
-		for (size_t i = 0; r >= 0 && i < p->ndisks; i++)
+		for (size_t i = 0; r >= 0 && i < p->ship.ndisks; i++)
 			r = viewship_read(aq->vs, aq->disks[i].vd, aq->nbd_sock,
 					  aq->disks[i].export, old ? cur : NULL);
 		if (r >= 0)
@@ -776,16 +762,9 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 					    marker_ns, group ? aq->group_round : 0);
 		shipped = r >= 0;
 	}
-	if (app && shipped) {
-		aq->app_error = 0;
-		aq->app_message[0] = 0;
-		aq->app_ok_ns = marker_ns;
-	} else if (app) {
-		aq->app_error = r < 0 ? -r : EIO;
-		snprintf(aq->app_message, sizeof(aq->app_message),
-			 "the app-consistent cut was not shipped: %s", strerror(aq->app_error));
-	}
-	for (size_t i = 0; aq->q && i < p->ndisks; i++) {
+	if (app)
+		viewship_app_shipped(&aq->app, shipped, r, marker_ns);
+	for (size_t i = 0; aq->q && i < p->ship.ndisks; i++) {
 		int k = drop_view(aq, &aq->disks[i]);
 		if (r >= 0 && k < 0)
 			r = k;
@@ -795,7 +774,7 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 	/* The frozen bitmaps, once nothing uses them (an export holds its
 	 * bitmap): their changes are in the cache. One that cannot go is
 	 * merged at the next cycle, which ships its blocks again. */
-	for (size_t i = 0; shipped && i < p->ndisks; i++) {
+	for (size_t i = 0; shipped && i < p->ship.ndisks; i++) {
 		struct qdisk *d = &aq->disks[i];
 		viewship_shipped(aq->vs, d->vd);
 		if (old && d->has_cur &&
@@ -811,18 +790,10 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 		/* qemu went away (or restarted): reconnect and recover next time. */
 		aq->q = qmp_free(aq->q);
 	}
-	aq->st.finished_ns = ferry_now_ns();
+	viewship_end_stats(&aq->st, &aq->app, marker_ns);
 	/* Asked after the cycle's own time: it is what the next one starts
 	 * with. */
 	aq->st.source_waiting_bytes = shipped && aq->gen ? waiting_bytes(aq) : UINT64_MAX;
-	aq->st.marker_time_ns = marker_ns;
-	aq->st.app_error = aq->app_error;
-	aq->st.app_attempt_ns = aq->app_attempt_ns;
-	aq->st.app_ok_ns = aq->app_ok_ns;
-	snprintf(aq->st.app_message, sizeof(aq->st.app_message), "%s", aq->app_message);
-	aq->st.cycle_shipped_bytes = aq->st.shipped_bytes;
-	aq->st.cycle_segments = aq->st.segments;
-	aq->st.total_shipped_bytes += aq->st.shipped_bytes;
 	if (ret)
 		*ret = aq->st;
 	return r < 0 ? r : 1;
@@ -832,57 +803,49 @@ int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret)
 
 int agent_qemu_new(const struct agent_qemu_params *p, struct agent_qemu **ret)
 {
-	if (p->ndisks == 0 || p->ndisks > UINT16_MAX)
+	if (p->ship.ndisks == 0 || p->ship.ndisks > UINT16_MAX)
 		return -EINVAL;
-	for (size_t i = 0; i < p->ndisks; i++)
-		if (!node_name_valid(p->disks[i].path))
+	for (size_t i = 0; i < p->ship.ndisks; i++)
+		if (!node_name_valid(p->ship.disks[i].path))
 			return log_error_errno(
 				-EINVAL,
 				"VM %s: disk %s: '%s' is not a qemu node name (letters, "
 				"digits, '-', '_', '.', at most %d, starting with a letter)",
-				p->vm, p->disks[i].name, p->disks[i].path, NODE_NAME_MAX);
+				p->ship.vm, p->ship.disks[i].name, p->ship.disks[i].path,
+				NODE_NAME_MAX);
 	_cleanup_free_ struct agent_qemu *aq = calloc(1, sizeof(*aq));
 	if (!aq)
 		return -ENOMEM;
 	aq->p = p;
 	struct ferry_id h;
-	ferry_sha256(p->vm, strlen(p->vm), &h);
+	ferry_sha256(p->ship.vm, strlen(p->ship.vm), &h);
 	snprintf(aq->hash, sizeof(aq->hash), "%02x%02x%02x%02x", h.b[0], h.b[1], h.b[2], h.b[3]);
 	if (p->nbd_socket ? !(aq->nbd_sock = strdup(p->nbd_socket)) :
-			    asprintf(&aq->nbd_sock, "%s/nbd.sock", p->state_dir) < 0)
+			    asprintf(&aq->nbd_sock, "%s/nbd.sock", p->ship.state_dir) < 0)
 		return -ENOMEM;
 	if (strlen(aq->nbd_sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
 		int r = log_error_errno(
 			-ENAMETOOLONG,
 			"VM %s: the state directory %s is too long a path for the NBD "
 			"socket (at most %zu bytes): choose a shorter one",
-			p->vm, p->state_dir, sizeof(((struct sockaddr_un *)0)->sun_path) - 10);
+			p->ship.vm, p->ship.state_dir,
+			sizeof(((struct sockaddr_un *)0)->sun_path) - 10);
 		free(aq->nbd_sock);
 		return r;
 	}
-	aq->disks = calloc(p->ndisks, sizeof(*aq->disks));
-	aq->vp = (struct viewship_params){
-		.vm = p->vm,
-		.state_dir = p->state_dir,
-		.disks = p->disks,
-		.ndisks = p->ndisks,
-		.cache = p->cache,
-		.stop = p->stop,
-		.chunk_size = p->chunk_size,
-		.compress_workers = p->compress_workers,
-	};
-	int r = aq->disks ? viewship_new(&aq->vp, &aq->vs) : -ENOMEM;
-	for (size_t i = 0; r >= 0 && i < p->ndisks; i++) {
+	aq->disks = calloc(p->ship.ndisks, sizeof(*aq->disks));
+	int r = aq->disks ? viewship_new(&p->ship, &aq->vs) : -ENOMEM;
+	for (size_t i = 0; r >= 0 && i < p->ship.ndisks; i++) {
 		struct qdisk *d = &aq->disks[i];
-		d->name = p->disks[i].name;
-		d->node = p->disks[i].path;
+		d->name = p->ship.disks[i].name;
+		d->node = p->ship.disks[i].path;
 		d->idx = (uint16_t)i;
 		d->vd = viewship_disk(aq->vs, i);
 		snprintf(d->file_node, sizeof(d->file_node), "fy%s-%hu-f", aq->hash, d->idx);
 		snprintf(d->view_node, sizeof(d->view_node), "fy%s-%hu-v", aq->hash, d->idx);
 		snprintf(d->job, sizeof(d->job), "fy%s-%hu-b", aq->hash, d->idx);
 		snprintf(d->export, sizeof(d->export), "fy%s-%hu", aq->hash, d->idx);
-		if (asprintf(&d->scratch, "%s/view-%zu.qcow2", p->state_dir, i) < 0)
+		if (asprintf(&d->scratch, "%s/view-%zu.qcow2", p->ship.state_dir, i) < 0)
 			r = -ENOMEM;
 	}
 	if (r < 0) {
@@ -898,7 +861,7 @@ struct agent_qemu *agent_qemu_free(struct agent_qemu *aq)
 	if (!aq)
 		return NULL;
 	qmp_free(aq->q);
-	for (size_t i = 0; aq->disks && i < aq->p->ndisks; i++) {
+	for (size_t i = 0; aq->disks && i < aq->p->ship.ndisks; i++) {
 		free(aq->disks[i].scratch);
 	}
 	viewship_free(aq->vs);

@@ -31,26 +31,21 @@
 
 #include "agent-scan.h"
 #include "ferry/crypto.h"
+#include "viewship.h"
 
 struct ferry_cache;
 struct groupcut_params;
 
 struct agent_qemu_params {
-	const char *vm;
-	/* A directory of the agent's own: the scratch overlays of the views
-	 * and the NBD server's socket live there (qemu opens them, so it must
-	 * be able to: same host, a user qemu can reach). */
-	const char *state_dir;
+	/* What the shipping takes (viewship.h). state_dir: a directory of the
+	 * agent's own, where the scratch overlays of the views and the NBD
+	 * server's socket live too (qemu opens them, so it must be able to:
+	 * same host, a user qemu can reach). disks: name, the disk's name in
+	 * the vault; path, its block node name in qemu
+	 * (query-named-block-nodes), where the bitmaps live. */
+	struct viewship_params ship;
 	const char *qmp_path; /* the QMP socket Ferry owns */
-	/* name: the disk's name in the vault; path: its block node name in
-	 * qemu (query-named-block-nodes), where the bitmaps live. */
-	const struct agent_disk *disks;
-	size_t ndisks;
-	struct ferry_cache *cache;
-	const volatile sig_atomic_t *stop;
-	uint32_t chunk_size;       /* as agent_scan_params */
-	unsigned compress_workers; /* as agent_scan_params */
-	int qmp_timeout_ms;        /* per QMP reply; 0: 10 s */
+	int qmp_timeout_ms;   /* per QMP reply; 0: 10 s */
 	/* NULL: the agent runs qemu's NBD server itself, on a socket in
 	 * state_dir, for the time of each read. Otherwise the socket of an
 	 * NBD server that somebody else started in qemu (qemu runs one): the
@@ -87,14 +82,12 @@ struct agent_qemu *agent_qemu_free(struct agent_qemu *aq);
 int agent_qemu_cycle(struct agent_qemu *aq, struct agent_scan_stats *ret);
 
 /*
- * Asks the next cycle for an app-consistent cut: it makes the views of
- * every disk, freezes the guest (freeze.h: its freeze hook runs, its file
- * systems are synced and frozen), cuts, and thaws right after the cut,
- * before anything is read, so that the guest is frozen for the QMP
- * transaction only. The marker is of kind app when the freeze held
- * throughout the cut; otherwise (no guest agent, a refusal, the limit)
- * the cycle goes on crash-consistent, logs a warning and records the
- * failure in the app_* fields of its statistics. Needs qga_path.
+ * Asks the next cycle for an app-consistent cut (viewship_app in
+ * viewship.h): it makes the views of every disk, freezes the guest
+ * (freeze.h: its freeze hook runs, its file systems are synced and
+ * frozen), cuts, and thaws right after the cut, before anything is read,
+ * so that the guest is frozen for the QMP transaction only. Needs
+ * qga_path.
  */
 void agent_qemu_want_app(struct agent_qemu *aq);
 

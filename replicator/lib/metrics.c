@@ -308,28 +308,15 @@ int metrics_render(struct metrics *m, char **ret, size_t *ret_len)
 
 int metrics_write(struct metrics *m, const char *path)
 {
-	_cleanup_free_ char *text = NULL, *tmp = NULL;
+	_cleanup_free_ char *text = NULL;
 	size_t len;
 	int r = metrics_render(m, &text, &len);
 	if (r < 0)
 		return r;
-	if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
-		return -ENOMEM;
-	_cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
 	/* Read by the collector, which runs as another user; no secrets. */
-	r = fchmod(fd, 0644) < 0 ? -errno : 0;
-	if (r >= 0)
-		r = ferry_pwrite_all(fd, text, len, 0);
-	if (r >= 0)
-		r = ferry_fsync(fd);
-	if (r >= 0 && rename(tmp, path) < 0)
-		r = -errno;
-	if (r < 0) {
-		unlink(tmp);
+	r = ferry_write_file_replace(path, text, len, 0644);
+	if (r < 0)
 		return r;
-	}
 	/* The new file is in place and what a collector reads from now on;
 	 * failing now would say it was not. Metrics are written again at the
 	 * next pass, so one that a crash loses matters little. */

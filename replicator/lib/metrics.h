@@ -43,7 +43,7 @@ int metrics_add(struct metrics *m, const char *name, double value, ...) __attrib
 int metrics_render(struct metrics *m, char **ret, size_t *ret_len);
 /*
  * Writes the text to path atomically: a temporary file in the same
- * directory (named path.tmp.XXXXXX, which the textfile collector, reading
+ * directory (named path.tmp.PID, which the textfile collector, reading
  * *.prom only, skips), mode 0644 so that the collector may read it
  * (metrics hold no secret), synced, renamed over path, and the directory
  * synced. -errno; path is then as it was. Once the rename is done it

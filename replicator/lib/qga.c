@@ -157,20 +157,11 @@ int qga_connect_fd(int fd, int timeout_ms, size_t max_message, struct qga **ret)
 
 int qga_connect(const char *path, int timeout_ms, struct qga **ret)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	size_t len = strlen(path);
-	if (len == 0)
-		return -EINVAL;
-	if (len >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, len);
-	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	/* As for QMP: a full queue is a busy agent. */
+	int fd = qmp_unix_connect(path);
 	if (fd < 0)
-		return -errno;
-	/* As for QMP (qmp_connect): a full queue is a busy agent. */
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		return errno == EAGAIN ? -EBUSY : -errno;
-	return qga_connect_fd(TAKE_FD(fd), timeout_ms, QGA_MAX_MESSAGE, ret);
+		return fd;
+	return qga_connect_fd(fd, timeout_ms, QGA_MAX_MESSAGE, ret);
 }
 
 struct qga *qga_free(struct qga *g)

@@ -21,6 +21,10 @@ struct json_object; /* json-c */
  * order they are sent, so that a script can answer them.
  */
 int qmp_connect_fd(int fd, int timeout_ms, size_t max_message, struct qmp **ret);
+/* A connected, non-blocking unix stream socket to path (qemu's monitor or
+ * guest agent socket), or -errno: -EBUSY when the listener's queue is full
+ * (the server serves another client). */
+int qmp_unix_connect(const char *path);
 
 /*
  * The JSON stream under the client, for the guest agent client (qga.c):

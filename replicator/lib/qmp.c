@@ -548,7 +548,7 @@ int qmp_connect_fd(int fd, int timeout_ms, size_t max_message, struct qmp **ret)
 	return 0;
 }
 
-int qmp_connect(const char *path, int timeout_ms, struct qmp **ret)
+int qmp_unix_connect(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	size_t len = strlen(path);
@@ -565,7 +565,15 @@ int qmp_connect(const char *path, int timeout_ms, struct qmp **ret)
 	 * in): clients wait there behind the one the monitor serves. */
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		return errno == EAGAIN ? -EBUSY : -errno;
-	return qmp_connect_fd(TAKE_FD(fd), timeout_ms, QMP_MAX_MESSAGE, ret);
+	return TAKE_FD(fd);
+}
+
+int qmp_connect(const char *path, int timeout_ms, struct qmp **ret)
+{
+	int fd = qmp_unix_connect(path);
+	if (fd < 0)
+		return fd;
+	return qmp_connect_fd(fd, timeout_ms, QMP_MAX_MESSAGE, ret);
 }
 
 struct qmp *qmp_free(struct qmp *q)

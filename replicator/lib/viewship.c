@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -413,6 +414,46 @@ void viewship_resync(struct viewship *vs, uint64_t base_seq, const struct ferry_
 	/* The files were replaced: open the new ones. */
 	for (size_t i = 0; adopted && i < vs->p->ndisks; i++)
 		vs->disks[i].fp = fpfile_free(vs->disks[i].fp);
+}
+
+/* ---- app-consistent cuts and the cycle's figures ---- */
+
+void viewship_app_failed(struct viewship_app *a, const char *vm, int r, const char *fmt, ...)
+{
+	a->error = r < 0 ? -r : EIO;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(a->message, sizeof(a->message), fmt, ap);
+	va_end(ap);
+	log_warning("VM %s: no app-consistent cut this cycle, the point is crash-consistent: %s",
+		    vm, a->message);
+}
+
+void viewship_app_shipped(struct viewship_app *a, int shipped, int r, int64_t marker_ns)
+{
+	if (shipped) {
+		a->error = 0;
+		a->message[0] = 0;
+		a->ok_ns = marker_ns;
+	} else {
+		a->error = r < 0 ? -r : EIO;
+		snprintf(a->message, sizeof(a->message),
+			 "the app-consistent cut was not shipped: %s", strerror(a->error));
+	}
+}
+
+void viewship_end_stats(struct agent_scan_stats *st, const struct viewship_app *a,
+			int64_t marker_ns)
+{
+	st->finished_ns = ferry_now_ns();
+	st->marker_time_ns = marker_ns;
+	st->app_error = a->error;
+	st->app_attempt_ns = a->attempt_ns;
+	st->app_ok_ns = a->ok_ns;
+	snprintf(st->app_message, sizeof(st->app_message), "%s", a->message);
+	st->cycle_shipped_bytes = st->shipped_bytes;
+	st->cycle_segments = st->segments;
+	st->total_shipped_bytes += st->shipped_bytes;
 }
 
 /* ---- setup ---- */

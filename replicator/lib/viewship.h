@@ -98,6 +98,35 @@ int viewship_marker(struct viewship *vs, int consistency, int64_t marker_ns, uin
  * which costs only blocks shipped again later. */
 void viewship_shipped(struct viewship *vs, struct viewship_disk *d);
 
+/*
+ * App-consistent cuts, as both trackers make them: the next cycle is asked
+ * for one (their *_want_app), the tracker freezes the guest around its cut
+ * and the marker is of kind app only when the freeze held across it;
+ * otherwise the cycle goes on crash-consistent, logs a warning and records
+ * why. How the last attempt went carries over cycles into the app_* fields
+ * of agent_scan_stats.
+ */
+struct viewship_app {
+	int want; /* the next cycle is to be app-consistent */
+	int error;
+	int64_t attempt_ns, ok_ns;
+	char message[256];
+};
+
+/* Records that this cycle's attempt failed with r (-errno; EIO if not
+ * negative) and why, and warns, naming vm, that the point is
+ * crash-consistent. */
+__attribute__((format(printf, 4, 5))) void
+viewship_app_failed(struct viewship_app *a, const char *vm, int r, const char *fmt, ...);
+/* Records how an app-consistent cut ended: shipped at marker_ns, or not
+ * shipped, the cycle failing with r. */
+void viewship_app_shipped(struct viewship_app *a, int shipped, int r, int64_t marker_ns);
+
+/* Ends the cycle's figures in *st: its finish time, the marker's time,
+ * the app-consistent state a, and the cycle's and the running totals. */
+void viewship_end_stats(struct agent_scan_stats *st, const struct viewship_app *a,
+			int64_t marker_ns);
+
 /* As agent_qemu_resync. */
 void viewship_resync(struct viewship *vs, uint64_t base_seq, const struct ferry_id *prev,
 		     int adopted);

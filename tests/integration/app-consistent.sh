@@ -349,6 +349,13 @@ napp2=$(echo "$pts" | awk '$2 == "app"' | wc -l)
 awk '/^g2|VM g2/ { on = 1 } on' status.out | grep -q "app-consistent last attempt failed.*no guest agent answers" ||
 	{ cat status.out >&2; fail "ferry status does not say that g2's app-consistent points fail"; }
 note "g2 (no guest agent): $ncrash crash-consistent points, no app-consistent one; ferry status says: $(grep -m1 'app-consistent last attempt failed' status.out | sed 's/^ *//')"
+# The failing freeze is a health warning: status --check names it.
+rc=0
+"$FERRY" status --vault vault --check >check.out 2>&1 || rc=$?
+[ "$rc" -ge 1 ] && [ "$rc" -le 2 ] || { cat check.out >&2; fail "status --check exits $rc with g2's freezes failing"; }
+grep "^g2 " check.out | grep -q "^g2 WARNING - .*app-consistent" ||
+	{ cat check.out >&2; fail "status --check does not warn that g2's app-consistent points fail"; }
+note "status --check: $(grep '^g2 ' check.out)"
 kill $qpid
 wait $qpid 2>/dev/null || true
 exit 0
