@@ -535,27 +535,14 @@ int ferry_control_get_fp_range(struct ferry_cache *c, const char *vm, uint64_t e
 	return r < 0 ? r : ferry_blobs_get_range(cache_blobs(c), name, off, buf, len);
 }
 
-struct fp_list {
-	const char *prefix;
-	uint64_t keep;
+/* Names a walk collected, to delete once the listing is over. */
+struct name_list {
 	char **names;
 	size_t n;
 };
 
-static int note_fp(const char *name, uint64_t size, void *userdata)
+static int name_list_add(struct name_list *l, const char *name)
 {
-	struct fp_list *l = userdata;
-	/* <prefix><16 hex>/<disk>.fp; anything else under it is not ours. */
-	const char *e = name + strlen(l->prefix);
-	uint64_t epoch = 0;
-	for (size_t i = 0; i < 16; i++) {
-		int d = ferry_hex_digit(e[i]);
-		if (d < 0 || (e[i] >= 'A' && e[i] <= 'F'))
-			return 0;
-		epoch = epoch << 4 | (uint64_t)d;
-	}
-	if (e[16] != '/' || epoch == l->keep)
-		return 0;
 	char **v = realloc(l->names, (l->n + 1) * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
@@ -566,6 +553,39 @@ static int note_fp(const char *name, uint64_t size, void *userdata)
 	return 0;
 }
 
+/* "<16 lowercase hex>/" at e, as epochs and rounds are named: 0 and the
+ * number, or -1 for anything else. */
+static int hex16_dir(const char *e, uint64_t *ret)
+{
+	uint64_t v = 0;
+	for (size_t i = 0; i < 16; i++) {
+		int d = ferry_hex_digit(e[i]);
+		if (d < 0 || (e[i] >= 'A' && e[i] <= 'F'))
+			return -1;
+		v = v << 4 | (uint64_t)d;
+	}
+	if (e[16] != '/')
+		return -1;
+	*ret = v;
+	return 0;
+}
+
+struct fp_list {
+	const char *prefix;
+	uint64_t keep;
+	struct name_list l;
+};
+
+static int note_fp(const char *name, uint64_t size, void *userdata)
+{
+	struct fp_list *l = userdata;
+	/* <prefix><16 hex>/<disk>.fp; anything else under it is not ours. */
+	uint64_t epoch;
+	if (hex16_dir(name + strlen(l->prefix), &epoch) < 0 || epoch == l->keep)
+		return 0;
+	return name_list_add(&l->l, name);
+}
+
 int ferry_control_delete_fps(struct ferry_cache *c, const char *vm, uint64_t keep)
 {
 	char prefix[128];
@@ -574,12 +594,12 @@ int ferry_control_delete_fps(struct ferry_cache *c, const char *vm, uint64_t kee
 		return r;
 	struct fp_list l = { .prefix = prefix, .keep = keep };
 	r = ferry_blobs_list(cache_blobs(c), prefix, note_fp, &l);
-	for (size_t i = 0; i < l.n; i++) {
+	for (size_t i = 0; i < l.l.n; i++) {
 		if (r >= 0)
-			r = ferry_blobs_delete(cache_blobs(c), l.names[i]);
-		free(l.names[i]);
+			r = ferry_blobs_delete(cache_blobs(c), l.l.names[i]);
+		free(l.l.names[i]);
 	}
-	free(l.names);
+	free(l.l.names);
 	return r;
 }
 
@@ -612,9 +632,7 @@ int control_group_format(const struct ferry_group_record *g, void *buf, size_t s
 	w_u64(&w, g->round);
 	w_u64(&w, (uint64_t)g->time_ns);
 	w_str(&w, g->vm);
-	size_t n = strlen(g->reason);
-	w_u8(&w, (uint8_t)n);
-	w_bytes(&w, g->reason, n);
+	w_str(&w, g->reason); /* may be empty, unlike the name */
 	return w_end(&w, ret_len);
 }
 
@@ -730,8 +748,7 @@ struct round_list {
 	size_t prefix_len;
 	const char *vm;
 	uint64_t before;
-	char **names;
-	size_t n;
+	struct name_list l;
 };
 
 static int note_round(const char *name, uint64_t size, void *userdata)
@@ -739,28 +756,16 @@ static int note_round(const char *name, uint64_t size, void *userdata)
 	struct round_list *l = userdata;
 	/* <prefix><16 hex>/<vm>.<step> */
 	const char *e = name + l->prefix_len;
-	uint64_t round = 0;
-	for (size_t i = 0; i < 16; i++) {
-		int d = ferry_hex_digit(e[i]);
-		if (d < 0 || (e[i] >= 'A' && e[i] <= 'F'))
-			return 0;
-		round = round << 4 | (uint64_t)d;
-	}
+	uint64_t round;
+	if (hex16_dir(e, &round) < 0 || round >= l->before)
+		return 0;
 	/* <vm>.<step>: the VM is all before the last dot (names hold dots:
 	 * "db" must not take "db.x"'s records). */
 	const char *base = e + 17, *dot = strrchr(base, '.');
 	size_t vl = strlen(l->vm);
-	if (e[16] != '/' || round >= l->before || !dot || (size_t)(dot - base) != vl ||
-	    strncmp(base, l->vm, vl) != 0)
+	if (!dot || (size_t)(dot - base) != vl || strncmp(base, l->vm, vl) != 0)
 		return 0;
-	char **v = realloc(l->names, (l->n + 1) * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	l->names = v;
-	if (!(l->names[l->n] = strdup(name)))
-		return -ENOMEM;
-	l->n++;
-	return 0;
+	return name_list_add(&l->l, name);
 }
 
 int ferry_control_delete_group_rounds(struct ferry_cache *c, const char *group, const char *vm,
@@ -772,13 +777,13 @@ int ferry_control_delete_group_rounds(struct ferry_cache *c, const char *group, 
 	int n = snprintf(prefix, sizeof(prefix), "groups/%s/rounds/", group);
 	if (n < 0 || (size_t)n >= sizeof(prefix))
 		return -ENOBUFS;
-	struct round_list l = { (size_t)n, vm, before, NULL, 0 };
+	struct round_list l = { (size_t)n, vm, before, { NULL, 0 } };
 	int r = ferry_blobs_list(cache_blobs(c), prefix, note_round, &l);
-	for (size_t i = 0; i < l.n; i++) {
+	for (size_t i = 0; i < l.l.n; i++) {
 		if (r >= 0 || r == -ENOENT)
-			r = ferry_blobs_delete(cache_blobs(c), l.names[i]);
-		free(l.names[i]);
+			r = ferry_blobs_delete(cache_blobs(c), l.l.names[i]);
+		free(l.l.names[i]);
 	}
-	free(l.names);
+	free(l.l.names);
 	return r == -ENOENT ? 0 : r;
 }
